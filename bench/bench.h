@@ -1,0 +1,18 @@
+/* Benchmarks run by `livemig bench <name>`; one file per benchmark. */
+#ifndef LIVEMIG_BENCH_H
+#define LIVEMIG_BENCH_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline double bench_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* argv[0] is the benchmark name; returns the exit code. */
+int lm_bench_scan(int argc, char **argv);
+
+#endif

@@ -1,0 +1,32 @@
+/* livemig bench: dispatch to one benchmark. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "bench.h"
+
+static const struct {
+	const char *name;
+	const char *summary;
+	int (*main)(int, char **);
+} benches[] = {
+	/* one line per benchmark */
+	{ "scan", "dirty-bitmap scan methods, word sync, zero-page test", lm_bench_scan },
+	{ NULL, NULL, NULL },
+};
+
+int lm_cli_bench(int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		FILE *f = argc < 2 ? stderr : stdout;
+		fprintf(f, "usage: livemig bench <name> [options]   (livemig bench <name> --help)\n\n");
+		for (int i = 0; benches[i].name; i++)
+			fprintf(f, "  %-10s %s\n", benches[i].name, benches[i].summary);
+		return argc < 2 ? 2 : 0;
+	}
+	for (int i = 0; benches[i].name; i++)
+		if (!strcmp(argv[1], benches[i].name))
+			return benches[i].main(argc - 1, argv + 1);
+	fprintf(stderr, "livemig bench: unknown benchmark '%s'\n", argv[1]);
+	return 2;
+}

@@ -1,0 +1,162 @@
+/*
+ * livemig bitmap layer: the data structures behind dirty-page tracking.
+ *
+ * Workload: one bit per 4 KiB guest page, guests up to and past 8 TiB
+ * (page indices are 64-bit everywhere). Between pre-copy rounds most memory
+ * is clean; in round one all of it is dirty; sometimes dirty pages are
+ * scattered. Everything here works a 64-bit word (64 pages) at a time.
+ *
+ * Ownership: caller-owned structs with _init/_destroy. Storage is mmap'ed
+ * with MAP_NORESERVE, so a 2^36-bit bitmap costs nothing until touched.
+ * Thread safety: none, except where a function says otherwise
+ * (lm_bitmap_sync_from takes the source words atomically).
+ */
+#ifndef LIVEMIG_BITMAP_H
+#define LIVEMIG_BITMAP_H
+
+#include "livemig/common.h"
+
+/* ---- flat bitmap (src/bitmap/bitmap.c) ---------------------------------- */
+
+typedef struct lm_bitmap {
+	uint64_t *words; /* nwords words, bits past nbits are always zero */
+	uint64_t nbits;
+	uint64_t nwords;
+	size_t map_len; /* bytes mapped, for munmap */
+} lm_bitmap;
+
+/* All clear. Returns 0 or -ENOMEM / -EINVAL (nbits == 0). */
+int lm_bitmap_init(lm_bitmap *b, uint64_t nbits);
+void lm_bitmap_destroy(lm_bitmap *b);
+
+static inline bool lm_bitmap_test(const lm_bitmap *b, uint64_t i)
+{
+	return (b->words[i >> 6] >> (i & 63)) & 1;
+}
+static inline void lm_bitmap_set(lm_bitmap *b, uint64_t i)
+{
+	b->words[i >> 6] |= 1ull << (i & 63);
+}
+static inline void lm_bitmap_clear(lm_bitmap *b, uint64_t i)
+{
+	b->words[i >> 6] &= ~(1ull << (i & 63));
+}
+/* Atomic set, for writers that log from several threads. */
+static inline void lm_bitmap_set_atomic(lm_bitmap *b, uint64_t i)
+{
+	__atomic_fetch_or(&b->words[i >> 6], 1ull << (i & 63), __ATOMIC_RELAXED);
+}
+
+/* Ranges [start, start+n): whole words in the middle, masks at the ends.
+ * The range must lie within the bitmap (checked by assert in debug). */
+void lm_bitmap_set_range(lm_bitmap *b, uint64_t start, uint64_t n);
+void lm_bitmap_clear_range(lm_bitmap *b, uint64_t start, uint64_t n);
+/* Set bits in [start, start+n). */
+uint64_t lm_bitmap_count_range(const lm_bitmap *b, uint64_t start, uint64_t n);
+/* First set (clear) bit at index >= from, or b->nbits if there is none. */
+uint64_t lm_bitmap_find_next_set(const lm_bitmap *b, uint64_t from);
+uint64_t lm_bitmap_find_next_clear(const lm_bitmap *b, uint64_t from);
+/* dst op= src, word by word. -EINVAL if the sizes differ. */
+int lm_bitmap_and(lm_bitmap *dst, const lm_bitmap *src);
+int lm_bitmap_or(lm_bitmap *dst, const lm_bitmap *src);
+int lm_bitmap_andnot(lm_bitmap *dst, const lm_bitmap *src);
+
+/*
+ * Sync a source log (the kernel's dirty bitmap, or a software log) into dst:
+ * source bit k stands for dst bit dst_start + k, for k < nbits. Each
+ * non-zero source word is taken atomically (exchanged with 0) and ORed into
+ * dst; safe while other threads set bits in src. Returns the number of dst
+ * bits that went from 0 to 1. dst_start need not be word aligned.
+ */
+uint64_t lm_bitmap_sync_from(lm_bitmap *dst, uint64_t dst_start, uint64_t *src, uint64_t nbits);
+
+/* ---- per-client dirty maps (src/bitmap/clients.c) ----------------------- */
+
+enum lm_dirty_client {
+	LM_CLIENT_MIGRATION = 0,
+	LM_CLIENT_DISPLAY = 1,
+	LM_CLIENT_CODE = 2,
+	LM_CLIENT_MAX = 8,
+};
+
+/* One flat bitmap per client, created on demand; never a byte per page. */
+typedef struct lm_dirty_clients {
+	uint64_t npages;
+	unsigned active; /* mask of clients that have a bitmap */
+	lm_bitmap map[LM_CLIENT_MAX];
+} lm_dirty_clients;
+
+int lm_dirty_clients_init(lm_dirty_clients *c, uint64_t npages);
+void lm_dirty_clients_destroy(lm_dirty_clients *c);
+/* Start/stop logging for one client (allocates/frees its bitmap). */
+int lm_dirty_clients_enable(lm_dirty_clients *c, unsigned client);
+void lm_dirty_clients_disable(lm_dirty_clients *c, unsigned client);
+/* Mark a range dirty for every active client. */
+void lm_dirty_clients_set_range(lm_dirty_clients *c, uint64_t start, uint64_t n);
+/* Sync one source log into every active client (each client gets the same
+ * bits; the source words are taken once). Returns bits newly set for the
+ * migration client (or 0 if it is not active). */
+uint64_t lm_dirty_clients_sync_from(lm_dirty_clients *c, uint64_t start, uint64_t *src, uint64_t nbits);
+bool lm_dirty_clients_test_and_clear(lm_dirty_clients *c, unsigned client, uint64_t page);
+
+/* ---- summary bitmap (src/bitmap/summary.c) ------------------------------ */
+
+/*
+ * A flat bitmap plus one summary bit per chunk (default 512 pages = 2 MiB),
+ * kept exact: the summary bit is set iff some bit in the chunk is set.
+ * Iteration skips clean chunks. See summary.c for when the summary is
+ * consulted and when the flat scan wins.
+ */
+typedef struct lm_sbitmap {
+	lm_bitmap bits;
+	lm_bitmap summary;
+	unsigned chunk_shift; /* log2(pages per chunk), >= 6 */
+	uint64_t nset;        /* exact count of set bits */
+	/* private: representation choice, see summary.c */
+	unsigned mode;
+} lm_sbitmap;
+
+/* chunk_pages: power of two >= 64, or 0 for the default (512). */
+int lm_sbitmap_init(lm_sbitmap *s, uint64_t nbits, uint64_t chunk_pages);
+void lm_sbitmap_destroy(lm_sbitmap *s);
+bool lm_sbitmap_test(const lm_sbitmap *s, uint64_t i);
+void lm_sbitmap_set(lm_sbitmap *s, uint64_t i);
+void lm_sbitmap_clear(lm_sbitmap *s, uint64_t i);
+void lm_sbitmap_set_range(lm_sbitmap *s, uint64_t start, uint64_t n);
+void lm_sbitmap_clear_range(lm_sbitmap *s, uint64_t start, uint64_t n);
+uint64_t lm_sbitmap_find_next_set(const lm_sbitmap *s, uint64_t from);
+uint64_t lm_sbitmap_count(const lm_sbitmap *s);
+/* As lm_bitmap_sync_from, keeping the summary and count exact. */
+uint64_t lm_sbitmap_sync_from(lm_sbitmap *s, uint64_t dst_start, uint64_t *src, uint64_t nbits);
+/*
+ * Take and clear up to max set bits from [start, start+n), appending their
+ * indices to out; returns how many were taken. The engine's inner loop:
+ * "give me the next dirty pages of this chunk and forget them".
+ */
+uint64_t lm_sbitmap_take(lm_sbitmap *s, uint64_t start, uint64_t n, uint64_t *out, uint64_t max);
+
+/* ---- run-length codec (src/bitmap/rle.c) -------------------------------- */
+
+/*
+ * A page set as sorted runs: for each run, varint(gap from the end of the
+ * previous run) then varint(length - 1). Encoding: returns bytes written,
+ * or -ENOSPC if cap is too small (lm_rle_encoded_size tells the need).
+ * Decoding validates everything: runs must stay below nbits, varints must be
+ * minimal and at most 10 bytes, no trailing garbage; errors are -EINVAL
+ * (malformed) or -ERANGE (past nbits). A failed decode leaves out untouched
+ * only if it fails before the first run: callers should treat out as
+ * undefined on error.
+ */
+int64_t lm_rle_encoded_size(const lm_bitmap *b);
+int64_t lm_rle_encode(const lm_bitmap *b, uint8_t *buf, size_t cap);
+int lm_rle_decode(const uint8_t *buf, size_t len, lm_bitmap *out);
+
+/* ---- zero page test (src/bitmap/zero.c) --------------------------------- */
+
+/* Is the 4 KiB page at p (any alignment) all zeros? Samples a few words
+ * first, then SSE2 or AVX2, chosen once at run time. */
+bool lm_page_is_zero(const void *p);
+/* Which implementation lm_page_is_zero uses ("avx2", "sse2"). */
+const char *lm_zero_impl(void);
+
+#endif
