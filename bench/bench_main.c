@@ -12,6 +12,7 @@ static const struct {
 } benches[] = {
 	/* one line per benchmark */
 	{ "scan", "dirty-bitmap scan methods, word sync, zero-page test", lm_bench_scan },
+	{ "table", "incremental table stream vs an index per entry", lm_bench_table },
 	{ NULL, NULL, NULL },
 };
 

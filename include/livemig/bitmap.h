@@ -56,6 +56,61 @@ uint64_t lm_bitmap_count_range(const lm_bitmap *b, uint64_t start, uint64_t n);
 /* First set (clear) bit at index >= from, or b->nbits if there is none. */
 uint64_t lm_bitmap_find_next_set(const lm_bitmap *b, uint64_t from);
 uint64_t lm_bitmap_find_next_clear(const lm_bitmap *b, uint64_t from);
+/*
+ * Word-at-a-time iteration over the set bits from an index on: the scan loop
+ * of the engine and of bench/scan. The current word is copied into the
+ * iterator and its bits are peeled off with ctz, so a dense bitmap costs a
+ * few instructions per set bit; an exhausted word calls
+ * lm_bitmap_find_next_set to skip clean words. Bits changed in the current
+ * word after it was loaded are not seen; later words are read live.
+ *
+ *	lm_bitmap_iter it;
+ *	lm_bitmap_iter_init(&it, b, 0);
+ *	for (uint64_t i; (i = lm_bitmap_iter_next(&it)) < b->nbits;)
+ *		...
+ */
+typedef struct lm_bitmap_iter {
+	const lm_bitmap *b;
+	uint64_t w;   /* index of the word in cur */
+	uint64_t cur; /* bits of word w not yet returned */
+} lm_bitmap_iter;
+
+static inline void lm_bitmap_iter_init(lm_bitmap_iter *it, const lm_bitmap *b, uint64_t from)
+{
+	it->b = b;
+	if (from >= b->nbits) {
+		it->w = b->nwords - 1;
+		it->cur = 0;
+		return;
+	}
+	it->w = from >> 6;
+	it->cur = b->words[it->w] & (~0ull << (from & 63));
+}
+
+/* The next set bit, or b->nbits when there are no more. */
+static inline uint64_t lm_bitmap_iter_next(lm_bitmap_iter *it)
+{
+	if (!it->cur) {
+		uint64_t i = lm_bitmap_find_next_set(it->b, (it->w + 1) << 6);
+		if (i >= it->b->nbits)
+			return it->b->nbits;
+		it->w = i >> 6;
+		it->cur = it->b->words[it->w] & (~0ull << (i & 63));
+	}
+	uint64_t i = (it->w << 6) + (uint64_t)__builtin_ctzll(it->cur);
+	it->cur &= it->cur - 1;
+	return i;
+}
+
+/*
+ * Batch scan: append the indices of set bits in [*pos, end) to out, up to
+ * max of them, and advance *pos to where the next call should resume (end
+ * when the range is exhausted). Returns how many were written. Nothing is
+ * cleared. A fully set word is emitted as 64 consecutive indices at once,
+ * so round one (everything dirty) costs a vector store per few pages.
+ */
+uint64_t lm_bitmap_collect(const lm_bitmap *b, uint64_t *pos, uint64_t end, uint64_t *out, uint64_t max);
+
 /* dst op= src, word by word. -EINVAL if the sizes differ. */
 int lm_bitmap_and(lm_bitmap *dst, const lm_bitmap *src);
 int lm_bitmap_or(lm_bitmap *dst, const lm_bitmap *src);
@@ -98,6 +153,8 @@ void lm_dirty_clients_set_range(lm_dirty_clients *c, uint64_t start, uint64_t n)
  * migration client (or 0 if it is not active). */
 uint64_t lm_dirty_clients_sync_from(lm_dirty_clients *c, uint64_t start, uint64_t *src, uint64_t nbits);
 bool lm_dirty_clients_test_and_clear(lm_dirty_clients *c, unsigned client, uint64_t page);
+/* The client's bitmap (owned by c), or NULL if the client is not active. */
+lm_bitmap *lm_dirty_clients_map(lm_dirty_clients *c, unsigned client);
 
 /* ---- summary bitmap (src/bitmap/summary.c) ------------------------------ */
 
@@ -112,9 +169,23 @@ typedef struct lm_sbitmap {
 	lm_bitmap summary;
 	unsigned chunk_shift; /* log2(pages per chunk), >= 6 */
 	uint64_t nset;        /* exact count of set bits */
+	uint64_t nchunks;     /* summary bits */
+	uint64_t nchunks_set; /* exact count of set summary bits (dirty chunks) */
 	/* private: representation choice, see summary.c */
 	unsigned mode;
 } lm_sbitmap;
+
+/*
+ * How lm_sbitmap_find_next_set looks for the next bit. AUTO (the default)
+ * consults the summary only while few enough chunks are dirty for skipping
+ * them to pay; the others force one way (for tests and bench/scan). The
+ * summary is kept exact in every mode.
+ */
+enum lm_sbitmap_mode {
+	LM_SBITMAP_AUTO = 0,
+	LM_SBITMAP_SUMMARY = 1,
+	LM_SBITMAP_FLAT = 2,
+};
 
 /* chunk_pages: power of two >= 64, or 0 for the default (512). */
 int lm_sbitmap_init(lm_sbitmap *s, uint64_t nbits, uint64_t chunk_pages);
@@ -134,6 +205,51 @@ uint64_t lm_sbitmap_sync_from(lm_sbitmap *s, uint64_t dst_start, uint64_t *src, 
  * "give me the next dirty pages of this chunk and forget them".
  */
 uint64_t lm_sbitmap_take(lm_sbitmap *s, uint64_t start, uint64_t n, uint64_t *out, uint64_t max);
+/* Recompute the summary and counts from s->bits, for callers that wrote
+ * s->bits directly with lm_bitmap_* calls. Costs one pass over the words. */
+void lm_sbitmap_rebuild(lm_sbitmap *s);
+/* As lm_bitmap_collect, skipping clean chunks through the summary. */
+uint64_t lm_sbitmap_collect(const lm_sbitmap *s, uint64_t *pos, uint64_t end, uint64_t *out, uint64_t max);
+/* Choose the scan policy (enum lm_sbitmap_mode); -EINVAL if unknown. */
+int lm_sbitmap_set_mode(lm_sbitmap *s, unsigned mode);
+/* Is chunk c dirty (summary bit)? For callers that walk chunk by chunk. */
+static inline bool lm_sbitmap_chunk_dirty(const lm_sbitmap *s, uint64_t c)
+{
+	return lm_bitmap_test(&s->summary, c);
+}
+
+/* Word-at-a-time iteration as lm_bitmap_iter, skipping via the summary. */
+typedef struct lm_sbitmap_iter {
+	const lm_sbitmap *s;
+	uint64_t w;
+	uint64_t cur;
+} lm_sbitmap_iter;
+
+static inline void lm_sbitmap_iter_init(lm_sbitmap_iter *it, const lm_sbitmap *s, uint64_t from)
+{
+	it->s = s;
+	if (from >= s->bits.nbits) {
+		it->w = s->bits.nwords - 1;
+		it->cur = 0;
+		return;
+	}
+	it->w = from >> 6;
+	it->cur = s->bits.words[it->w] & (~0ull << (from & 63));
+}
+
+static inline uint64_t lm_sbitmap_iter_next(lm_sbitmap_iter *it)
+{
+	if (!it->cur) {
+		uint64_t i = lm_sbitmap_find_next_set(it->s, (it->w + 1) << 6);
+		if (i >= it->s->bits.nbits)
+			return it->s->bits.nbits;
+		it->w = i >> 6;
+		it->cur = it->s->bits.words[it->w] & (~0ull << (i & 63));
+	}
+	uint64_t i = (it->w << 6) + (uint64_t)__builtin_ctzll(it->cur);
+	it->cur &= it->cur - 1;
+	return i;
+}
 
 /* ---- run-length codec (src/bitmap/rle.c) -------------------------------- */
 
@@ -143,9 +259,11 @@ uint64_t lm_sbitmap_take(lm_sbitmap *s, uint64_t start, uint64_t n, uint64_t *ou
  * or -ENOSPC if cap is too small (lm_rle_encoded_size tells the need).
  * Decoding validates everything: runs must stay below nbits, varints must be
  * minimal and at most 10 bytes, no trailing garbage; errors are -EINVAL
- * (malformed) or -ERANGE (past nbits). A failed decode leaves out untouched
- * only if it fails before the first run: callers should treat out as
- * undefined on error.
+ * (malformed, including a gap of 0 between runs, which the encoder never
+ * writes since runs are maximal) or -ERANGE (past nbits). Decoding ORs the
+ * runs into out (normally freshly initialised, i.e. clear); runs decoded
+ * before an error stay set, so callers should treat out as undefined on
+ * error. An empty buffer (len 0) is the empty set.
  */
 int64_t lm_rle_encoded_size(const lm_bitmap *b);
 int64_t lm_rle_encode(const lm_bitmap *b, uint8_t *buf, size_t cap);

@@ -17,6 +17,7 @@ struct lm_cli_cmd {
 
 /* Subcommands, each defined in its own file. */
 int lm_cli_bench(int argc, char **argv);   /* bench/bench_main.c */
+int lm_cli_run(int argc, char **argv);     /* src/cli/run.c */
 
 /* Parse a size such as 4096, 64K, 2M, 2G, 1T (binary units). 0 or -EINVAL. */
 int lm_cli_parse_size(const char *s, uint64_t *out);

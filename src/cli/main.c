@@ -10,6 +10,7 @@
 static const struct lm_cli_cmd commands[] = {
 	/* one line per subcommand; keep sorted by name */
 	{ "bench", "run a benchmark (scan, migrate, ...)", lm_cli_bench },
+	{ "run", "boot a guest image in the KVM VMM", lm_cli_run },
 };
 
 static void usage(FILE *f)

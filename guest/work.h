@@ -1,0 +1,87 @@
+/*
+ * livemig guest image: the ring-3 program (parameters, self-verifying
+ * memory, workloads). See docs/guest.md for the command line, the output
+ * lines and the verification scheme.
+ */
+#ifndef LIVEMIG_GUEST_WORK_H
+#define LIVEMIG_GUEST_WORK_H
+
+#include "guest.h"
+
+enum workload { W_IDLE, W_MEMTOUCH, W_HOTSET, W_STREAM, W_CONTIG, W_ALTERNATE, W_SEQREAD, W_MIXED };
+enum selftest { ST_NONE, ST_CORRUPT, ST_STALE, ST_TABLE, ST_ALL };
+
+/* The parsed command line; params.c owns it, everyone reads it. */
+struct params {
+	int workload;
+	u64 mem;          /* bytes of RAM to use (table + pages); 0 = all */
+	u64 wss;          /* working set for hotset/contig/alternate */
+	u64 rate;         /* bytes per second for paced workloads; 0 = unpaced */
+	u64 seed;
+	bool verify;      /* check after setup and before exit */
+	u64 verify_every; /* seconds between periodic checks; 0 = none */
+	u64 exit_after;   /* seconds until power-off; 0 = never */
+	int selftest;
+	u64 period_ms;    /* contig/alternate rewrite period */
+	int zerocheck;    /* check never-written pages read zero; -1 = auto */
+	bool hlt;         /* halt (APIC timer) while waiting, else spin */
+	u64 progress_ms;  /* progress line interval; 0 = none */
+	u32 wpct;         /* mixed: percentage of pages written */
+};
+extern struct params P;
+
+void params_parse(const char *cmdline);
+const char *workload_name(int w);
+const char *selftest_name(int s);
+
+/*
+ * The checkable memory (pages.c). Data pages are numbered 0..npages-1 in
+ * address order over the ranges; the version table holds one u32 per
+ * data page (0 = never written) in its own contiguous pages.
+ */
+struct memory {
+	struct range r[MAX_RANGES];
+	u64 first[MAX_RANGES]; /* index of the first page of r[i] */
+	unsigned n;
+	u64 npages;
+	u32 *table;
+	u64 table_pages;
+};
+extern struct memory M;
+
+/*
+ * The control block, in .bss at a symbol a host-side tool can look up in
+ * the ELF (lm_guest_ctl). Fields are written in the order docs/guest.md
+ * describes; a snapshot of guest memory taken at any instant can be
+ * checked with the same rules the guest uses.
+ */
+#define CTL_MAGIC 0x4c4d475545535431ull /* "LMGUEST1" */
+#define INFLIGHT_NONE (~0ull)
+struct guest_ctl {
+	u64 magic;
+	u64 table_addr, table_pages, npages, nranges;
+	struct range ranges[MAX_RANGES];
+	u64 seed_mix;
+	volatile u64 inflight_version;
+	volatile u64 inflight_index;
+	volatile u64 writes; /* completed page writes == sum of the table */
+	volatile u64 reads;
+	volatile u64 readsum;
+};
+extern struct guest_ctl lm_guest_ctl;
+
+void memory_init(u64 mem);
+/* Whether never-written pages are checked to read zero. */
+bool memory_zerocheck(void);
+u64 page_addr(u64 idx);
+void page_write(u64 idx);
+void page_read(u64 idx);
+/* Checks every page; prints detail lines and "verify ok|FAIL ..."; true if ok. */
+bool verify_all(void);
+void selftest_run(int kind, u64 rnd);
+void fpu_canary_init(u64 seed);
+/* true if the vector registers, MXCSR and the x87 control word still hold
+ * the canary; prints a "verify FAIL reg=..." line if not and print is set. */
+bool fpu_canary_check(bool print);
+
+#endif

@@ -1,0 +1,225 @@
+/*
+ * livemig migration engine: pre-copy sender, receiver, stats, transports.
+ *
+ * The engine knows guest memory only as regions (struct lm_mem_region:
+ * guest page numbers and the host address they live at) plus a dirty source
+ * (livemig/track.h), and the thing that runs in that memory only as a
+ * "workload" ops table the embedder provides (a VMM: its vCPUs and devices;
+ * a test: a writer thread).
+ *
+ * Sender (lm_migration_*): a migration thread runs pre-copy rounds while the
+ * workload keeps running, never holding a lock the workload or the caller
+ * needs. Round 1 sends every page that may hold data (zero pages as zero
+ * runs, never-touched pages not at all); later rounds send what the dirty
+ * source reports, harvesting each sync unit just before scanning it and
+ * re-arming each chunk just before copying it. After each round the
+ * remaining dirty pages are counted; when they fit the downtime limit at the
+ * measured bandwidth (or the round/time limits are hit and the policy says
+ * switch over) the workload is paused, the rest is sent with the device
+ * state, the RAM digest and END, and the sender waits for the receiver's
+ * RESULT. Downtime is measured from pause() to RESULT ok.
+ *
+ * Receiver (lm_migrate_receive): applies the stream to the memory the
+ * workload's setup() provides, checks every record and the digest, answers
+ * RESULT, and returns 0 only after a RESULT ok was sent.
+ *
+ * Ownership: lm_migration is an opaque handle (_new/_free) that borrows the
+ * regions' memory, the dirty source, the workload and the fd for its whole
+ * life; it copies the region table and params. The fd is not closed by the
+ * engine. Thread safety: lm_migration_query() and lm_migration_cancel() may
+ * be called from any thread while the migration runs; the rest from the
+ * owning thread.
+ */
+#ifndef LIVEMIG_MIGRATE_H
+#define LIVEMIG_MIGRATE_H
+
+#include "livemig/common.h"
+#include "livemig/track.h"
+#include "livemig/stream.h"
+
+/* ---- the workload ops table ---------------------------------------------- */
+
+/* Where the workload writes its device state on the source. */
+typedef struct lm_state_writer lm_state_writer;
+/* Append one named blob (name 1..63 bytes of [A-Za-z0-9_.:-]). 0 or -errno. */
+int lm_state_put(lm_state_writer *w, const char *name, const void *blob, size_t len);
+
+struct lm_workload_ops {
+	/* ---- source side ---- */
+	/* Stop every writer of guest memory (a VMM kicks its vCPUs out of
+	 * KVM_RUN and keeps them out). Returns when they are stopped. */
+	int (*pause)(void *ctx);
+	/* Let the writers run again (after a failed or cancelled migration). */
+	int (*resume)(void *ctx);
+	/* Device state, called while paused (may be NULL: no devices). */
+	int (*save_state)(void *ctx, lm_state_writer *w);
+
+	/* ---- destination side ---- */
+	/*
+	 * Provide zero-filled host memory for each region of the layout the
+	 * sender announced (out[i].host for layout->regions[i]; first_page and
+	 * npages are filled in already). The memory stays the workload's; it
+	 * must remain mapped until the receive call returns and after.
+	 */
+	int (*setup)(void *ctx, const lm_stream_layout *layout, struct lm_mem_region *out);
+	/* One device blob as received (may be NULL: blobs are ignored). */
+	int (*load_state)(void *ctx, const char *name, const void *blob, size_t len);
+	/* The receiver's final verdict: err 0 means every page and the digest
+	 * checked out and RESULT ok was sent, so the guest may run here.
+	 * Called exactly once when setup() was called. May be NULL. */
+	void (*finish)(void *ctx, int err, const char *msg);
+};
+
+/* ---- parameters ------------------------------------------------------------ */
+
+enum lm_nonconverge {
+	LM_NONCONVERGE_SWITCHOVER = 0, /* switch over anyway, downtime be what it may */
+	LM_NONCONVERGE_CANCEL = 1,     /* give up: -ETIMEDOUT, the workload keeps running */
+};
+
+struct lm_migrate_params {
+	uint64_t downtime_limit_ms; /* 0: default 300 */
+	uint64_t max_bandwidth;     /* bytes/s, 0: unlimited (not applied during the stop-and-copy) */
+	unsigned max_rounds;        /* 0: default 30 */
+	uint64_t max_time_ms;       /* 0: no limit */
+	enum lm_nonconverge on_nonconverge;
+	bool compress;              /* offer zstd for data runs */
+	uint64_t caps_disabled;     /* capabilities the user switched off (LM_CAP_*) */
+	uint64_t chunk_pages;       /* re-arm/copy granularity, multiple of 64; 0: 512 */
+	uint64_t result_timeout_ms; /* waiting for RESULT after END; 0: 60000 */
+};
+
+/* Fill p with the defaults. */
+void lm_migrate_params_default(struct lm_migrate_params *p);
+
+/* ---- stats ----------------------------------------------------------------- */
+
+enum lm_migrate_status {
+	LM_MIG_NONE = 0,   /* not started */
+	LM_MIG_SETUP,      /* handshake, arming the dirty source */
+	LM_MIG_ACTIVE,     /* pre-copy rounds */
+	LM_MIG_DEVICE,     /* workload paused: stop-and-copy, waiting for RESULT */
+	LM_MIG_COMPLETED,  /* RESULT ok received */
+	LM_MIG_FAILED,
+	LM_MIG_CANCELLED,
+};
+/* QEMU's spelling: "setup", "active", "device", "completed", ... */
+const char *lm_migrate_status_name(enum lm_migrate_status st);
+
+/*
+ * What query-migrate reports (QEMU's names in the JSON form). Times in
+ * milliseconds as QEMU has them, plus microsecond precision for downtime.
+ */
+struct lm_migrate_stats {
+	enum lm_migrate_status status;
+	uint64_t total_time_ms;        /* start until completion (or now) */
+	uint64_t setup_time_ms;        /* start until the first round */
+	uint64_t downtime_ms;          /* measured: pause() until RESULT ok */
+	uint64_t downtime_us;
+	uint64_t expected_downtime_ms; /* remaining at the measured bandwidth */
+	uint64_t transferred;          /* bytes written to the connection */
+	uint64_t remaining;            /* bytes of guest pages still dirty */
+	uint64_t total;                /* bytes of guest RAM */
+	uint64_t duplicate;            /* zero pages sent as zero runs */
+	uint64_t normal;               /* pages sent with their contents */
+	uint64_t normal_bytes;
+	uint64_t skipped;              /* never-touched pages, neither read nor sent */
+	uint64_t dirty_sync_count;     /* full harvests of the dirty source */
+	uint64_t dirty_pages_rate;     /* pages/s dirtied, last estimate */
+	double mbps;                   /* measured bandwidth, Mbit/s (zero pages at full size) */
+	uint64_t rounds;               /* pre-copy rounds begun (the final pass not counted) */
+	uint64_t pages_per_round_last; /* pages sent in the last round */
+	char error[256];               /* failed/cancelled: the cause */
+};
+
+/* Formatters (library side; printing is the caller's). Both return a
+ * malloc'ed NUL-terminated string or NULL on allocation failure. */
+char *lm_migrate_stats_json(const struct lm_migrate_stats *st);
+char *lm_migrate_stats_table(const struct lm_migrate_stats *st);
+
+/* ---- sender ---------------------------------------------------------------- */
+
+typedef struct lm_migration lm_migration;
+
+/*
+ * A migration of regions[0..n) (page aligned, non-overlapping, at most
+ * LM_STREAM_MAX_REGIONS) tracked by src (not started: the engine starts and
+ * stops it) for the workload. p may be NULL for the defaults.
+ */
+int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, size_t n,
+		     struct lm_dirty_source *src, const struct lm_workload_ops *ops, void *ctx,
+		     const struct lm_migrate_params *p);
+/* Start the migration thread on fd (a connected stream). 0 or -errno. */
+int lm_migration_start(lm_migration *m, int fd);
+/*
+ * Wait for the end. 0 when the receiver answered RESULT ok (the workload is
+ * left paused: it now runs on the destination); else -errno, with the
+ * workload resumed and the dirty source stopped, and the cause in
+ * lm_migration_error() (e.g. "receiver closed the connection during round 3").
+ */
+int lm_migration_wait(lm_migration *m);
+/* Ask the migration to stop (any thread, any time). It ends with -ECANCELED
+ * unless it already completed. */
+void lm_migration_cancel(lm_migration *m);
+/* A consistent snapshot of the stats (any thread, any time). */
+void lm_migration_query(lm_migration *m, struct lm_migrate_stats *out);
+/* The cause of the failure ("" while running or after success). */
+const char *lm_migration_error(lm_migration *m);
+/* Waits for the thread if it runs (after cancelling it), frees. */
+void lm_migration_free(lm_migration *m);
+
+/* Start + wait in one call, for embedders without a control thread. */
+int lm_migrate_send(int fd, const struct lm_mem_region *regions, size_t n, struct lm_dirty_source *src,
+		    const struct lm_workload_ops *ops, void *ctx, const struct lm_migrate_params *p,
+		    struct lm_migrate_stats *stats);
+
+/* ---- receiver -------------------------------------------------------------- */
+
+struct lm_receive_params {
+	uint64_t caps_disabled;   /* capabilities this side refuses (LM_CAP_*) */
+	uint64_t idle_timeout_ms; /* give up when nothing arrives for this long; 0: never */
+};
+
+struct lm_receive_stats {
+	uint64_t total_time_ms;
+	uint64_t received;     /* bytes read */
+	uint64_t pages_data;   /* pages written from DATA runs */
+	uint64_t pages_zero;   /* pages of ZERO/SKIPPED runs */
+	uint64_t rounds;       /* ROUND records seen */
+	uint64_t devices;      /* DEVICE records */
+	uint64_t caps;         /* negotiated capabilities */
+	bool digest_ok;
+	char error[256];       /* the cause when the receive failed */
+};
+
+/*
+ * Receive one migration from fd (blocking). Returns 0 only when the whole
+ * stream arrived, every record checked out, the digest matched and RESULT
+ * ok was sent; otherwise -errno with the cause in stats->error (and a
+ * best-effort RESULT/REFUSE with that cause sent to the sender).
+ * p and stats may be NULL.
+ */
+int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct lm_workload_ops *ops, void *ctx,
+		       struct lm_receive_stats *stats);
+
+/* ---- transports (src/migrate/transport.c) ----------------------------------- */
+
+/* "tcp:HOST:PORT" (HOST may be [v6]) or "unix:PATH". */
+struct lm_uri {
+	enum { LM_URI_TCP = 1, LM_URI_UNIX = 2 } kind;
+	char host[256];
+	char port[16];
+	char path[108];
+};
+/* 0 or -EINVAL. */
+int lm_uri_parse(const char *s, struct lm_uri *u);
+/* Connected stream socket, or -errno. */
+int lm_transport_connect(const struct lm_uri *u);
+/* Listening socket, or -errno. TCP port "0" picks a free port:
+ * lm_transport_local_port() tells which. */
+int lm_transport_listen(const struct lm_uri *u);
+int lm_transport_local_port(int lfd);
+/* Accept one connection (blocking; timeout_ms 0 = wait forever), or -errno. */
+int lm_transport_accept(int lfd, uint64_t timeout_ms);
+
+#endif

@@ -1,0 +1,170 @@
+/*
+ * livemig VMM: a small KVM virtual machine (src/vmm).
+ *
+ * What it is for: running the project's Multiboot guest images, and being
+ * the source and the destination of a live migration. The migration engine
+ * (src/migrate) sees the VM only through this header: the RAM slots (to turn
+ * on dirty logging per slot and to read and write pages through the host
+ * mapping), pause/resume, the state blob, and a hook that reports the
+ * VMM's own writes into guest RAM (KVM does not log those).
+ *
+ * Ownership: struct lm_vm is an opaque handle, lm_vm_new() creates it and
+ * lm_vm_free() destroys it (stopping its vCPU threads first). Slot
+ * descriptors returned by lm_vm_slot() point into the VM and live as long
+ * as it does. Buffers returned by lm_vm_state_save() belong to the caller
+ * (free()).
+ *
+ * Threads: every vCPU runs in its own thread, started by lm_vm_start().
+ * lm_vm_pause/resume/quit/request_verify may be called from any thread
+ * (the control socket's, the migration thread) but not from a vCPU thread
+ * (i.e. not from a pio handler or a console callback).
+ *
+ * Guest physical layout: RAM starts at 0; above 3 GiB it continues at
+ * 4 GiB, leaving the usual PCI hole free. RAM is split into slots of at
+ * most slot_size bytes (default 1 GiB), so that dirty-log harvesting can be
+ * done slot by slot. The whole RAM is one MAP_NORESERVE mapping: a 1 TiB
+ * guest costs only what it touches.
+ */
+#ifndef LIVEMIG_VMM_H
+#define LIVEMIG_VMM_H
+
+#include "livemig/common.h"
+
+#define LM_VM_MAX_CPUS 64
+#define LM_VM_DEFAULT_SLOT_SIZE (1ull << 30)
+/* Start of the hole between RAM below and above 4 GiB. */
+#define LM_VM_HOLE_START (3ull << 30)
+#define LM_VM_HOLE_END (4ull << 30)
+
+struct lm_vm;
+
+/* Called for every complete line the guest writes to COM1 (without the
+ * newline), from a vCPU thread. Must not block for long. */
+typedef void (*lm_vm_console_fn)(void *opaque, const char *line, size_t len);
+
+/* Called when the VMM itself writes guest RAM [gpa, gpa+len): the loader,
+ * a state load. Install it before writes you need to see. */
+typedef void (*lm_vm_write_fn)(void *opaque, uint64_t gpa, uint64_t len);
+
+/*
+ * Extra port I/O device (e.g. the balloon at LM_PV_BALLOON_BASE). Called
+ * from a vCPU thread with size 1, 2 or 4; for an in, fill *val. Return 0,
+ * or -errno to stop the VM with an error.
+ */
+typedef int (*lm_vm_pio_fn)(void *opaque, uint16_t port, unsigned size, bool is_write,
+			    uint32_t *val);
+
+struct lm_vm_config {
+	uint64_t mem_size;   /* bytes of RAM, a multiple of 4 KiB, >= 2 MiB */
+	uint64_t slot_size;  /* max bytes per KVM slot (multiple of 2 MiB); 0 = 1 GiB */
+	unsigned ncpus;	     /* 1..LM_VM_MAX_CPUS; 0 means 1 */
+	const char *kernel;  /* Multiboot v1 ELF, or NULL: RAM and state come from elsewhere */
+	const char *cmdline; /* Multiboot command line, may be NULL */
+	int console_fd;	     /* guest serial output is written here; -1: nowhere */
+	lm_vm_console_fn console_fn; /* optional, per line */
+	void *console_opaque;
+	/*
+	 * Dirty ring size in entries per vCPU (power of two), 0 = off. It must
+	 * be chosen before the vCPUs exist, so it is a creation parameter; the
+	 * dirty-log bitmap does not need one (KVM_MEM_LOG_DIRTY_PAGES per slot).
+	 */
+	uint32_t dirty_ring_entries;
+};
+
+/* A guest RAM slot as KVM knows it. */
+struct lm_vm_slot {
+	unsigned index;	   /* 0 .. lm_vm_slot_count()-1, ascending gpa */
+	uint32_t kvm_slot; /* KVM's slot id */
+	uint64_t gpa;	   /* guest physical base */
+	uint64_t size;	   /* bytes */
+	void *host;	   /* host mapping of gpa .. gpa+size */
+	uint32_t flags;	   /* KVM_MEM_* flags currently registered */
+};
+
+/* Creates the VM, its RAM and its vCPUs (not yet running). With a kernel,
+ * loads it and sets the Multiboot entry state on the BSP. 0 or -errno
+ * (-ENOENT no such kernel, -ENOEXEC not a Multiboot ELF, -E2BIG a segment
+ * outside RAM, -ENODEV no /dev/kvm). */
+int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out);
+/* Stops the vCPU threads if running and frees everything. NULL is fine. */
+void lm_vm_free(struct lm_vm *vm);
+
+/* Starts the vCPU threads. If lm_vm_pause() was called before, they start
+ * paused and wait for lm_vm_resume(). */
+int lm_vm_start(struct lm_vm *vm);
+/* Kicks every vCPU out of KVM_RUN and returns once all are parked (any
+ * port I/O in flight is completed first, so the state is consistent).
+ * Idempotent. */
+int lm_vm_pause(struct lm_vm *vm);
+int lm_vm_resume(struct lm_vm *vm);
+bool lm_vm_is_paused(const struct lm_vm *vm);
+/* Asks the VM to stop for good: lm_vm_wait() returns with status. */
+void lm_vm_quit(struct lm_vm *vm, int status);
+/*
+ * Waits until the guest powers off (status = the value it wrote to
+ * LM_PV_POWEROFF or QEMU's debug-exit port) or lm_vm_quit() is called.
+ * Returns 0, or -EIO if the guest crashed (triple fault, emulation
+ * failure), -EINTR if timeout_ms (>= 0) passed first; -1 waits forever.
+ */
+int lm_vm_wait(struct lm_vm *vm, int timeout_ms, int *status);
+/* A short description of why the VM stopped ("poweroff", "quit",
+ * "shutdown (triple fault)", ...), or "running". */
+const char *lm_vm_stop_reason(const struct lm_vm *vm);
+
+/* ---- memory ------------------------------------------------------------ */
+
+uint64_t lm_vm_mem_size(const struct lm_vm *vm);
+unsigned lm_vm_slot_count(const struct lm_vm *vm);
+const struct lm_vm_slot *lm_vm_slot(const struct lm_vm *vm, unsigned index);
+/* Re-registers a slot with new KVM_MEM_* flags (e.g. LOG_DIRTY_PAGES). */
+int lm_vm_slot_set_flags(struct lm_vm *vm, unsigned index, uint32_t flags);
+/* Host address of guest physical [gpa, gpa+len), or NULL if that range is
+ * not all RAM within one slot. */
+void *lm_vm_gpa_to_host(const struct lm_vm *vm, uint64_t gpa, uint64_t len);
+/* Copies into guest RAM (may cross slots) and reports it to the write
+ * hook. -EFAULT if part of the range is not RAM. */
+int lm_vm_write_guest(struct lm_vm *vm, uint64_t gpa, const void *buf, uint64_t len);
+void lm_vm_set_write_hook(struct lm_vm *vm, lm_vm_write_fn fn, void *opaque);
+
+/* ---- KVM handles, for dirty sources (src/track) ------------------------ */
+
+int lm_vm_fd(const struct lm_vm *vm);
+unsigned lm_vm_vcpu_count(const struct lm_vm *vm);
+int lm_vm_vcpu_fd(const struct lm_vm *vm, unsigned cpu);
+/* The vCPU's dirty ring (struct kvm_dirty_gfn[entries]) if the VM was
+ * created with dirty_ring_entries, else NULL. */
+void *lm_vm_vcpu_dirty_ring(const struct lm_vm *vm, unsigned cpu, uint32_t *entries);
+
+/* ---- devices ----------------------------------------------------------- */
+
+/* Registers a port range [base, base+len) before lm_vm_start(). -EBUSY if
+ * it overlaps a built-in device or another range. */
+int lm_vm_register_pio(struct lm_vm *vm, uint16_t base, uint16_t len, lm_vm_pio_fn fn,
+		       void *opaque);
+/* Bumps the pv verify-request counter; returns the new value. The guest
+ * checks its pages and reports back (lm_vm_verify_status). */
+uint32_t lm_vm_request_verify(struct lm_vm *vm);
+/* Last request the guest completed and its result (0 ok, 1 failed). */
+void lm_vm_verify_status(const struct lm_vm *vm, uint32_t *requested, uint32_t *done,
+			 uint32_t *result);
+
+/* ---- state ------------------------------------------------------------- */
+
+/*
+ * The complete vCPU and device state (not RAM) as a self-describing,
+ * versioned blob: header {magic "LMVS", version, flags, vCPU count,
+ * section count}, then sections {tag, vCPU, length, bytes padded to 8}.
+ * The VM must be paused (or never started). *buf is malloc'ed.
+ */
+int lm_vm_state_save(struct lm_vm *vm, uint8_t **buf, size_t *len);
+/*
+ * Validates the whole blob first (magic, version, every length, tag and
+ * vCPU index, nothing missing, nothing repeated, nothing trailing), then
+ * restores in the order DESIGN.md gives. -EINVAL (malformed), -EPROTO
+ * (unknown version), -ENXIO (vCPU count differs) before anything changes;
+ * a KVM error while restoring is returned as is. The VM must be paused or
+ * never started.
+ */
+int lm_vm_state_load(struct lm_vm *vm, const uint8_t *buf, size_t len);
+
+#endif

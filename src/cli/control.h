@@ -1,0 +1,69 @@
+/*
+ * The control socket: JSON lines on a UNIX socket, in the manner of QEMU's
+ * QMP. The server greets each client with {"QMP":{...}}, then answers
+ * every request line
+ *     {"execute":"NAME", "arguments":{...}, "id":ANY}
+ * with {"return":{...}} or {"error":{"class":"GenericError","desc":"..."}}
+ * (the id echoed when given), and may send {"event":"NAME", "data":{...},
+ * "timestamp":{...}} lines at any time.
+ *
+ * Commands are a table: each subcommand registers the ones it serves
+ * (`run` registers query-status, stop, cont, quit; migration adds its own)
+ * with lm_control_register() before lm_control_start().
+ *
+ * Threads: one server thread polls the listening socket and every client
+ * and runs the handlers, one request at a time, holding no lock: a handler
+ * may block (e.g. until the vCPUs have paused). lm_control_event() may be
+ * called from any thread, including a handler.
+ *
+ * Ownership: lm_control_new() creates the server and the socket file,
+ * lm_control_free() stops the thread, closes clients and removes the file.
+ */
+#ifndef LIVEMIG_CLI_CONTROL_H
+#define LIVEMIG_CLI_CONTROL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <json-c/json.h>
+
+struct lm_control;
+
+/*
+ * A command handler. args is the request's "arguments" object (never NULL:
+ * an empty object when absent); do not keep it. On success return 0 and
+ * optionally set *ret to a new object (ownership passes to the server;
+ * NULL means {}). On failure return -errno and write a message into err
+ * (errlen bytes); the client receives it as a GenericError.
+ */
+typedef int (*lm_control_fn)(void *ctx, struct json_object *args, struct json_object **ret,
+			     char *err, size_t errlen);
+
+int lm_control_new(const char *path, struct lm_control **out);
+/* -EEXIST if the name is taken, -ENOSPC if the table is full. */
+int lm_control_register(struct lm_control *c, const char *name, lm_control_fn fn, void *ctx);
+int lm_control_start(struct lm_control *c);
+/* Sends an event to every connected client; takes ownership of data
+ * (may be NULL). */
+void lm_control_event(struct lm_control *c, const char *name, struct json_object *data);
+void lm_control_free(struct lm_control *c);
+
+struct lm_vm;
+/*
+ * The VM commands every livemig process that holds a VM serves
+ * (src/cli/control_vm.c): query-status, stop, cont, quit, and livemig's
+ * guest-verify (bump the pv verify counter). stop/cont also send the
+ * STOP/RESUME events. The VM must outlive the server.
+ */
+int lm_control_vm_commands(struct lm_control *c, struct lm_vm *vm);
+
+/* Helpers for handlers: fetch a typed argument. 0, -ENOENT (absent, *out
+ * untouched) or -EINVAL (wrong type; err says so). */
+int lm_control_arg_int(struct json_object *args, const char *key, int64_t *out, char *err,
+		       size_t errlen);
+int lm_control_arg_bool(struct json_object *args, const char *key, bool *out, char *err,
+			size_t errlen);
+int lm_control_arg_str(struct json_object *args, const char *key, const char **out, char *err,
+		       size_t errlen);
+
+#endif

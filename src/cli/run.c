@@ -1,0 +1,224 @@
+/*
+ * livemig run: boot a Multiboot guest image in the project's KVM VMM,
+ * print its serial console, serve the control socket, and exit with the
+ * guest's poweroff status.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/control.h"
+#include "livemig/vmm.h"
+
+#define MAX_MEM (16ull << 40)
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: livemig run GUEST.ELF [options]\n"
+		"\n"
+		"Boots a Multiboot (v1) ELF guest image in a KVM virtual machine.\n"
+		"The guest's serial console (COM1) goes to stdout unless --console is given.\n"
+		"Exits with the guest's poweroff status; 1 if the VM failed, 2 for bad usage.\n"
+		"\n"
+		"options:\n"
+		"  --mem SIZE        guest RAM, e.g. 512M, 2G, 1T (default 512M; 2M..16T)\n"
+		"  --cpus N          vCPUs, 1..%d (default 1)\n"
+		"  --append STRING   the guest's command line (e.g. \"workload=hotset rate=50M\")\n"
+		"  --console FILE    write the guest's serial output to FILE instead\n"
+		"  --control PATH    serve the JSON control socket (QMP-like) at PATH\n"
+		"  --slot-size SIZE  split RAM into KVM memory slots of at most SIZE (default 1G)\n"
+		"  -h, --help        this text\n",
+		LM_VM_MAX_CPUS);
+}
+
+static int bad(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "livemig run: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n(see livemig run --help)\n");
+	return 2;
+}
+
+static int parse_cpus(const char *s, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || v < 1 || v > LM_VM_MAX_CPUS)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* SIGINT/SIGTERM/SIGHUP are blocked in every thread and taken here, so
+ * that the VM is shut down cleanly (the control socket file removed). */
+struct sigctx {
+	struct lm_vm *vm;
+	sigset_t set;
+};
+
+static void *signal_main(void *arg)
+{
+	struct sigctx *s = arg;
+	int sig = 0;
+	if (sigwait(&s->set, &sig) == 0)
+		lm_vm_quit(s->vm, 128 + sig);
+	return NULL;
+}
+
+int lm_cli_run(int argc, char **argv)
+{
+	enum { OPT_MEM = 256, OPT_CPUS, OPT_APPEND, OPT_CONSOLE, OPT_CONTROL, OPT_SLOT };
+	static const struct option opts[] = {
+	    {"mem", required_argument, NULL, OPT_MEM},
+	    {"cpus", required_argument, NULL, OPT_CPUS},
+	    {"append", required_argument, NULL, OPT_APPEND},
+	    {"console", required_argument, NULL, OPT_CONSOLE},
+	    {"control", required_argument, NULL, OPT_CONTROL},
+	    {"slot-size", required_argument, NULL, OPT_SLOT},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct lm_vm_config cfg = {
+	    .mem_size = 512ull << 20, .ncpus = 1, .console_fd = STDOUT_FILENO};
+	const char *console = NULL, *control = NULL, *kernel = NULL;
+	int c;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_MEM:
+			if (lm_cli_parse_size(optarg, &cfg.mem_size) < 0)
+				return bad("bad --mem size '%s' (use e.g. 512M, 2G, 1T)", optarg);
+			if (cfg.mem_size < (2ull << 20) || cfg.mem_size > MAX_MEM)
+				return bad("--mem %s is out of range (2M..16T)", optarg);
+			if (cfg.mem_size % 4096)
+				return bad("--mem %s is not a multiple of 4K", optarg);
+			break;
+		case OPT_CPUS:
+			if (parse_cpus(optarg, &cfg.ncpus) < 0) {
+				fprintf(stderr, "livemig run: bad --cpus '%s' (1..%d)\n", optarg,
+					LM_VM_MAX_CPUS);
+				return 2;
+			}
+			break;
+		case OPT_APPEND:
+			cfg.cmdline = optarg;
+			break;
+		case OPT_CONSOLE:
+			console = optarg;
+			break;
+		case OPT_CONTROL:
+			control = optarg;
+			break;
+		case OPT_SLOT:
+			if (lm_cli_parse_size(optarg, &cfg.slot_size) < 0 || cfg.slot_size == 0)
+				return bad("bad --slot-size '%s'", optarg);
+			if (cfg.slot_size % (2ull << 20))
+				return bad("--slot-size %s is not a multiple of 2M", optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			return bad("option '%s' needs a value", argv[optind - 1]);
+		default:
+			return bad("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return bad("%s", "no guest image given");
+	kernel = argv[optind];
+	if (optind + 1 < argc)
+		return bad("unexpected argument '%s'", argv[optind + 1]);
+
+	int ret = 1, r;
+	struct lm_vm *vm = NULL;
+	struct lm_control *ctl = NULL;
+	int console_fd = -1;
+	pthread_t sigthread;
+	bool sigthread_started = false;
+	struct sigctx sc;
+
+	if (console) {
+		console_fd = open(console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (console_fd < 0) {
+			fprintf(stderr, "livemig run: cannot open console file %s: %s\n", console,
+				strerror(errno));
+			return 1;
+		}
+		cfg.console_fd = console_fd;
+	}
+	cfg.kernel = kernel;
+	/* Block the terminating signals before any thread exists, so every
+	 * thread inherits the mask and only signal_main takes them. */
+	sigemptyset(&sc.set);
+	sigaddset(&sc.set, SIGINT);
+	sigaddset(&sc.set, SIGTERM);
+	sigaddset(&sc.set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
+
+	r = lm_vm_new(&cfg, &vm);
+	if (r < 0) {
+		const char *what = r == -ENOEXEC  ? " (not a Multiboot ELF image)"
+				   : r == -E2BIG  ? " (the image does not fit in guest RAM)"
+				   : r == -ENODEV ? " (/dev/kvm missing)"
+						  : "";
+		fprintf(stderr, "livemig run: cannot create the VM for %s: %s%s\n", kernel,
+			lm_strerror(r), what);
+		goto out;
+	}
+	if (control) {
+		if ((r = lm_control_new(control, &ctl)) < 0) {
+			fprintf(stderr, "livemig run: control socket %s: %s\n", control,
+				lm_strerror(r));
+			goto out;
+		}
+		if ((r = lm_control_vm_commands(ctl, vm)) < 0 || (r = lm_control_start(ctl)) < 0) {
+			fprintf(stderr, "livemig run: control socket: %s\n", lm_strerror(r));
+			goto out;
+		}
+	}
+	sc.vm = vm;
+	if (pthread_create(&sigthread, NULL, signal_main, &sc) == 0)
+		sigthread_started = true;
+	if ((r = lm_vm_start(vm)) < 0) {
+		fprintf(stderr, "livemig run: cannot start the vCPUs: %s\n", lm_strerror(r));
+		goto out;
+	}
+	int status = 0;
+	r = lm_vm_wait(vm, -1, &status);
+	if (ctl) {
+		struct json_object *d = json_object_new_object();
+		json_object_object_add(d, "reason", json_object_new_string(lm_vm_stop_reason(vm)));
+		lm_control_event(ctl, "SHUTDOWN", d);
+	}
+	if (r < 0) {
+		fprintf(stderr, "livemig run: the VM stopped: %s\n", lm_vm_stop_reason(vm));
+		ret = 1;
+	} else {
+		ret = status < 0 || status > 255 ? 255 : status;
+	}
+out:
+	if (sigthread_started) {
+		/* Wakes signal_main if no signal came; quitting again is harmless. */
+		pthread_kill(sigthread, SIGTERM);
+		pthread_join(sigthread, NULL);
+	}
+	lm_control_free(ctl);
+	lm_vm_free(vm);
+	if (console_fd >= 0)
+		close(console_fd);
+	return ret;
+}

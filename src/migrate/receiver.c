@@ -1,0 +1,356 @@
+/*
+ * The receiver: applies one migration stream to destination memory.
+ *
+ * Everything that arrives is untrusted. Each frame header is validated
+ * (type, flags, length bound) before anything is allocated or read; RAM
+ * runs are checked against the layout before their pages are read straight
+ * into destination memory, and their checksum is verified before the pages
+ * count as applied (a bad checksum fails the whole migration, so bytes
+ * already written into memory that will never run do no harm). The digest
+ * is kept over what was written into destination memory, hashing the
+ * destination pages themselves, and compared with the sender's at END.
+ * Success (return 0, finish(0)) only after RESULT ok went out.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migrate/internal.h"
+
+struct recv {
+	struct lm__io io;
+	lm_stream s;
+	lm_digest digest;
+	bool digest_ok;
+	struct lm_mem_region *mem; /* per layout region, from setup() */
+	const struct lm_workload_ops *ops;
+	void *ctx;
+	struct lm_receive_stats *st;
+	uint8_t *payload; /* bounded buffer for non-RAW payloads */
+	size_t payload_cap;
+	uint64_t records;
+	uint64_t round;
+	bool have_digest;
+	bool setup_called;
+	uint64_t dig_lo, dig_hi, dig_npages;
+};
+
+static int rfail(struct recv *r, int err, const char *fmt, ...)
+{
+	if (!r->st->error[0]) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(r->st->error, sizeof(r->st->error), fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+static const char *where(struct recv *r, char *buf, size_t cap)
+{
+	if (r->round)
+		snprintf(buf, cap, "round %llu, after %llu records", (unsigned long long)r->round,
+			 (unsigned long long)r->records);
+	else
+		snprintf(buf, cap, "after %llu records", (unsigned long long)r->records);
+	return buf;
+}
+
+static int io_rfail(struct recv *r, int err)
+{
+	char w[80];
+	if (err == -ECONNRESET)
+		return rfail(r, -ECONNABORTED, "incomplete stream: sender closed the connection (%s)",
+			     where(r, w, sizeof(w)));
+	if (err == -ETIMEDOUT)
+		return rfail(r, err, "incomplete stream: nothing arrived for %llu ms (%s)",
+			     (unsigned long long)r->io.timeout_ms, where(r, w, sizeof(w)));
+	return rfail(r, err, "connection error: %s (%s)", lm_strerror(err), where(r, w, sizeof(w)));
+}
+
+static int read_payload(struct recv *r, const lm_frame *f)
+{
+	if (f->payload_len > r->payload_cap) {
+		/* payload_len is bounded per type by lm_stream_frame_parse. */
+		uint8_t *p = realloc(r->payload, f->payload_len);
+		if (!p)
+			return rfail(r, -ENOMEM, "out of memory for a %u-byte %s record", f->payload_len,
+				     lm_stream_type_name(f->type));
+		r->payload = p;
+		r->payload_cap = f->payload_len;
+	}
+	int err = lm__io_read(&r->io, r->payload, f->payload_len);
+	return err ? io_rfail(r, err) : 0;
+}
+
+static int send_status(struct recv *r, uint16_t type, int code, const char *text)
+{
+	uint8_t mem[LM_FRAME_HDR + 8 + LM_STREAM_MAX_TEXT + 8];
+	lm_buf b;
+	lm_buf_init_fixed(&b, mem, sizeof(mem));
+	char t[LM_STREAM_MAX_TEXT + 1];
+	snprintf(t, sizeof(t), "%s", text);
+	int err = type == LM_REC_REFUSE ? lm_stream_put_refuse(&b, code, t) : lm_stream_put_result(&b, code, t);
+	if (err)
+		return err;
+	return lm__io_write(&r->io, b.data, b.len);
+}
+
+static int handshake(struct recv *r, uint64_t allowed)
+{
+	uint8_t hdr[LM_FRAME_HDR];
+	lm_frame f;
+	lm_stream_err e = { 0 };
+	lm_record rec;
+	int err = lm__io_read(&r->io, hdr, sizeof(hdr));
+	if (err)
+		return io_rfail(r, err);
+	err = lm_stream_frame_parse(&r->s, hdr, sizeof(hdr), &f, &e);
+	if (err)
+		return rfail(r, err, "bad first frame: %s", e.msg);
+	if (f.type != LM_REC_HELLO)
+		return rfail(r, -EPROTO, "stream does not start with HELLO but with %s", lm_stream_type_name(f.type));
+	err = read_payload(r, &f);
+	if (err)
+		return err;
+	err = lm_stream_decode_payload(&r->s, &f, r->payload, f.payload_len, &rec, &e);
+	if (err)
+		return rfail(r, err, "bad HELLO: %s", e.msg);
+	if (rec.u.hello.page_size != LM_PAGE_SIZE)
+		return rfail(r, -EPROTO, "bad HELLO: page size %u, this side uses %llu", rec.u.hello.page_size,
+			     (unsigned long long)LM_PAGE_SIZE);
+	uint64_t accepted;
+	err = lm_stream_negotiate(&r->s, &rec.u.hello, allowed, &accepted, &e);
+	if (err)
+		return rfail(r, err, "refused HELLO: %s", e.msg);
+	r->st->caps = accepted;
+
+	const lm_stream_layout *l = &r->s.layout;
+	r->mem = calloc(l->nregions, sizeof(*r->mem));
+	if (!r->mem)
+		return rfail(r, -ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < l->nregions; i++)
+		r->mem[i] = (struct lm_mem_region){ l->regions[i].first_page, l->regions[i].npages, NULL };
+	if (!r->ops || !r->ops->setup)
+		return rfail(r, -EINVAL, "no destination memory (workload has no setup)");
+	r->setup_called = true;
+	err = r->ops->setup(r->ctx, l, r->mem);
+	if (err)
+		return rfail(r, err, "could not set up %llu MiB of destination memory: %s",
+			     (unsigned long long)(l->total_pages >> 8), lm_strerror(err));
+	for (uint32_t i = 0; i < l->nregions; i++)
+		if (!r->mem[i].host)
+			return rfail(r, -EINVAL, "setup gave no memory for region %u", i);
+	err = lm_digest_init(&r->digest, l->end_page);
+	if (err)
+		return rfail(r, err, "out of memory for the digest");
+	r->digest_ok = true;
+
+	uint8_t mem[64];
+	lm_buf b;
+	lm_buf_init_fixed(&b, mem, sizeof(mem));
+	err = lm_stream_put_accept(&b, accepted);
+	if (!err)
+		err = lm__io_write(&r->io, b.data, b.len);
+	if (err)
+		return io_rfail(r, err);
+	return 0;
+}
+
+static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
+{
+	uint8_t rh[LM_RUN_HDR];
+	lm_run run;
+	lm_stream_err e = { 0 };
+	char w[80];
+	int err;
+
+	if (f->payload_len < LM_RUN_HDR)
+		return rfail(r, -EBADMSG, "RAM record of %u bytes is shorter than its run header (%s)",
+			     f->payload_len, where(r, w, sizeof(w)));
+	err = lm__io_read(&r->io, rh, sizeof(rh));
+	if (err)
+		return io_rfail(r, err);
+	err = lm_stream_run_parse(&r->s, f, rh, sizeof(rh), &run, &e);
+	if (err)
+		return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+	const struct lm_mem_region *m = &r->mem[run.region];
+	uint8_t *dst = (uint8_t *)m->host + run.region_off * LM_PAGE_SIZE;
+	size_t dst_len = (size_t)run.npages * LM_PAGE_SIZE;
+	lm_stream_csum c;
+	lm_stream_csum_begin(&c, f);
+	lm_stream_csum_update(&c, rh, sizeof(rh));
+	(void)hdr;
+
+	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW) {
+		/* Validated: exactly dst_len bytes, inside the region. */
+		err = lm__io_read(&r->io, dst, dst_len);
+		if (err)
+			return io_rfail(r, err);
+		lm_stream_csum_update(&c, dst, dst_len);
+		err = lm_stream_csum_check(&c, f, &e);
+		if (err)
+			return rfail(r, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
+				     (unsigned long long)(run.first_page + run.npages), where(r, w, sizeof(w)));
+		lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
+		r->st->pages_data += run.npages;
+	} else if (run.kind == LM_RUN_DATA) {
+		err = read_payload(r, &(lm_frame){ .type = f->type, .payload_len = (uint32_t)run.data_len });
+		if (err)
+			return err;
+		lm_stream_csum_update(&c, r->payload, run.data_len);
+		err = lm_stream_csum_check(&c, f, &e);
+		if (!err)
+			err = lm_stream_run_apply(&r->s, &run, r->payload, run.data_len, dst, dst_len, &e);
+		if (err)
+			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+		lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
+		r->st->pages_data += run.npages;
+	} else {
+		err = lm_stream_csum_check(&c, f, &e);
+		if (err)
+			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+		/* Fresh destination memory is zero already: only write pages
+		 * that hold something, so untouched memory stays unallocated. */
+		for (uint32_t i = 0; i < run.npages; i++)
+			if (!lm_page_is_zero(dst + (size_t)i * LM_PAGE_SIZE))
+				memset(dst + (size_t)i * LM_PAGE_SIZE, 0, LM_PAGE_SIZE);
+		lm_digest_zero(&r->digest, run.first_page, run.npages);
+		r->st->pages_zero += run.npages;
+	}
+	return 0;
+}
+
+/* Records until END; returns 0 at a complete, verified stream. */
+static int records(struct recv *r)
+{
+	uint8_t hdr[LM_FRAME_HDR];
+	lm_frame f;
+	lm_record rec;
+	lm_stream_err e = { 0 };
+	char w[80];
+	for (;;) {
+		int err = lm__io_read(&r->io, hdr, sizeof(hdr));
+		if (err)
+			return io_rfail(r, err);
+		err = lm_stream_frame_parse(&r->s, hdr, sizeof(hdr), &f, &e);
+		if (err)
+			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+		if (f.type == LM_REC_RAM) {
+			err = ram(r, &f, hdr);
+			if (err)
+				return err;
+			r->records++;
+			continue;
+		}
+		if (f.type != LM_REC_ROUND && f.type != LM_REC_DEVICE && f.type != LM_REC_DIGEST && f.type != LM_REC_END)
+			return rfail(r, -EPROTO, "unexpected %s record in the stream (%s)", lm_stream_type_name(f.type),
+				     where(r, w, sizeof(w)));
+		err = read_payload(r, &f);
+		if (err)
+			return err;
+		err = lm_stream_decode_payload(&r->s, &f, r->payload, f.payload_len, &rec, &e);
+		if (err)
+			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+		r->records++;
+		switch (f.type) {
+		case LM_REC_ROUND:
+			if (rec.u.round <= r->round)
+				return rfail(r, -EBADMSG, "ROUND %llu after round %llu", (unsigned long long)rec.u.round,
+					     (unsigned long long)r->round);
+			r->round = rec.u.round;
+			r->st->rounds++;
+			break;
+		case LM_REC_DEVICE:
+			if (r->have_digest)
+				return rfail(r, -EPROTO, "DEVICE record after DIGEST");
+			if (r->ops && r->ops->load_state) {
+				err = r->ops->load_state(r->ctx, rec.u.device.name, rec.u.device.blob, rec.u.device.len);
+				if (err)
+					return rfail(r, err, "device '%s' rejected its state (%zu bytes): %s",
+						     rec.u.device.name, rec.u.device.len, lm_strerror(err));
+			}
+			r->st->devices++;
+			break;
+		case LM_REC_DIGEST:
+			if (r->have_digest)
+				return rfail(r, -EPROTO, "second DIGEST record");
+			r->have_digest = true;
+			r->dig_lo = rec.u.digest.lo;
+			r->dig_hi = rec.u.digest.hi;
+			r->dig_npages = rec.u.digest.npages;
+			break;
+		case LM_REC_END: {
+			if (!r->have_digest)
+				return rfail(r, -EPROTO, "END without a DIGEST: cannot verify the memory");
+			if (r->dig_npages != r->s.layout.total_pages)
+				return rfail(r, -EBADMSG, "DIGEST covers %llu pages, the layout has %llu",
+					     (unsigned long long)r->dig_npages,
+					     (unsigned long long)r->s.layout.total_pages);
+			lm_hash128 mine = lm_digest_value(&r->digest);
+			if (mine.lo != r->dig_lo || mine.hi != r->dig_hi)
+				return rfail(r, -EBADMSG,
+					     "RAM digest mismatch: sender %016llx%016llx, received memory %016llx%016llx",
+					     (unsigned long long)r->dig_hi, (unsigned long long)r->dig_lo,
+					     (unsigned long long)mine.hi, (unsigned long long)mine.lo);
+			r->st->digest_ok = true;
+			return 0;
+		}
+		}
+	}
+}
+
+int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct lm_workload_ops *ops, void *ctx,
+		       struct lm_receive_stats *stats)
+{
+	struct lm_receive_stats local;
+	struct lm_receive_params defp = { 0 };
+	struct recv r = { .ops = ops, .ctx = ctx, .st = stats ? stats : &local };
+	double t0 = lm__now();
+	bool set_up = false;
+	if (!p)
+		p = &defp;
+	memset(r.st, 0, sizeof(*r.st));
+	lm_stream_init(&r.s);
+	int err = lm__io_open(&r.io, fd, -1);
+	if (err) {
+		rfail(&r, err, "unusable connection: %s", lm_strerror(err));
+		goto out;
+	}
+	r.io.timeout_ms = p->idle_timeout_ms;
+
+	err = handshake(&r, LM_CAP_KNOWN & ~p->caps_disabled);
+	set_up = r.setup_called;
+	if (err) {
+		/* Tell the sender why, unless the connection itself is gone. */
+		if (err != -ECONNABORTED && err != -ETIMEDOUT && !r.digest_ok)
+			(void)send_status(&r, LM_REC_REFUSE, -err, r.st->error);
+		else if (err != -ECONNABORTED && err != -ETIMEDOUT)
+			(void)send_status(&r, LM_REC_RESULT, -err, r.st->error);
+		goto out;
+	}
+	err = records(&r);
+	if (err) {
+		if (err != -ECONNABORTED)
+			(void)send_status(&r, LM_REC_RESULT, -err, r.st->error);
+		goto out;
+	}
+	err = send_status(&r, LM_REC_RESULT, 0, "ok");
+	if (err)
+		rfail(&r, err, "verified, but could not send RESULT ok: %s", lm_strerror(err));
+
+out:
+	r.st->received = r.io.bytes_in;
+	r.st->total_time_ms = (uint64_t)((lm__now() - t0) * 1000);
+	if (set_up && ops && ops->finish)
+		ops->finish(ctx, err, err ? r.st->error : "ok");
+	lm__io_close(&r.io);
+	if (r.digest_ok)
+		lm_digest_destroy(&r.digest);
+	lm_stream_destroy(&r.s);
+	free(r.mem);
+	free(r.payload);
+	return err;
+}

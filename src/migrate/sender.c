@@ -1,0 +1,760 @@
+/*
+ * The pre-copy sender: one migration thread per migration.
+ *
+ * Workload: guest memory of any size written by a running workload. The
+ * thread owns everything it touches (dirty bitmap, digest, output buffer,
+ * the connection); the only state shared with other threads is the
+ * published stats snapshot (a mutex held just for a struct copy, never over
+ * I/O) and the cancel flag/eventfd. The workload never waits on us except
+ * inside pause(), which it implements.
+ *
+ * Per round: for each sync unit (a region, or sync_pages of it) harvest the
+ * dirty source just before scanning the unit; for each chunk re-arm, then
+ * copy its dirty pages (harvest, clear, copy). Runs of consecutive dirty
+ * pages become one record of up to LM_STREAM_MAX_RUN_PAGES: zero runs carry
+ * no bytes, data runs are copied once from guest memory straight into the
+ * output buffer, and the digest hashes that copy, so the digest describes
+ * exactly what was sent. After the round one more harvest of everything
+ * counts what is left; that, the bandwidth measured in the round (zero pages
+ * at full size) and the downtime limit decide whether to stop the workload.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "migrate/internal.h"
+
+/* Flush the output buffer to the connection beyond this many bytes. */
+#define OUT_FLUSH (1u << 20)
+/* Dirty page indices taken from the bitmap per step. */
+#define TAKE_MAX 512
+
+struct lm_state_writer {
+	lm_buf *out;
+	uint64_t count;
+};
+
+struct lm_migration {
+	struct lm_mem_region *regions;
+	size_t nregions;
+	struct lm_dirty_source *src;
+	const struct lm_workload_ops *ops;
+	void *ctx;
+	struct lm_migrate_params p;
+	uint64_t end_page, total_pages;
+
+	int fd;
+	int cancel_fd;
+	int cancel_flag;
+	pthread_t thread;
+	bool thread_on;
+	int result;
+
+	pthread_mutex_t lock; /* guards pub and error only */
+	struct lm_migrate_stats pub;
+
+	/* migration thread only */
+	struct lm_migrate_stats st;
+	char phase[48];
+	double t_start, t_pause;
+	struct lm__io io;
+	lm_stream s;
+	lm_buf out;
+	lm_sbitmap dirty;
+	lm_digest digest;
+	bool dirty_ok, digest_ok, tracking, paused, io_ok;
+	bool use_zstd;
+	uint8_t *scratch;
+	uint64_t take[TAKE_MAX];
+	bool zero[TAKE_MAX];
+	/* per-round accounting */
+	uint64_t round_pages;
+	uint64_t round_new_dirty;
+	double bw; /* bytes/s of guest memory, last estimate */
+	double last_publish;
+};
+
+void lm_migrate_params_default(struct lm_migrate_params *p)
+{
+	*p = (struct lm_migrate_params){
+		.downtime_limit_ms = 300,
+		.max_rounds = 30,
+		.on_nonconverge = LM_NONCONVERGE_SWITCHOVER,
+		.chunk_pages = 512,
+		.result_timeout_ms = 60000,
+	};
+}
+
+static void publish(struct lm_migration *m)
+{
+	m->st.transferred = m->io.bytes_out;
+	m->st.total_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
+	pthread_mutex_lock(&m->lock);
+	m->pub = m->st;
+	pthread_mutex_unlock(&m->lock);
+	m->last_publish = lm__now();
+}
+
+static void set_phase(struct lm_migration *m, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(m->phase, sizeof(m->phase), fmt, ap);
+	va_end(ap);
+}
+
+/* Record the cause of a failure once (the first cause wins) and return err. */
+static int fail(struct lm_migration *m, int err, const char *fmt, ...)
+{
+	if (!m->st.error[0]) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(m->st.error, sizeof(m->st.error), fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+/*
+ * After a failed write or read: the receiver usually says why before it
+ * closes (a RESULT or REFUSE with its error). Look for one briefly.
+ */
+static bool peer_reason(struct lm_migration *m, char *text, size_t cap)
+{
+	uint8_t hdr[LM_FRAME_HDR];
+	lm_frame f;
+	lm_stream_err e;
+	struct lm__io *io = &m->io;
+	uint64_t saved = io->timeout_ms;
+	bool found = false;
+	io->timeout_ms = 200;
+	for (int i = 0; i < 4 && !found; i++) {
+		if (lm__io_wait_input(io, 200) != 1 || lm__io_read(io, hdr, sizeof(hdr)))
+			break;
+		if (lm_stream_frame_parse(&m->s, hdr, sizeof(hdr), &f, &e))
+			break;
+		uint8_t *pl = malloc(f.payload_len ? f.payload_len : 1);
+		if (!pl || lm__io_read(io, pl, f.payload_len)) {
+			free(pl);
+			break;
+		}
+		lm_record rec;
+		if ((f.type == LM_REC_RESULT || f.type == LM_REC_REFUSE) &&
+		    lm_stream_decode_payload(&m->s, &f, pl, f.payload_len, &rec, &e) == 0 && rec.u.status.code) {
+			snprintf(text, cap, "%s", rec.u.status.text);
+			found = true;
+		}
+		free(pl);
+	}
+	io->timeout_ms = saved;
+	return found;
+}
+
+static int io_fail(struct lm_migration *m, int err)
+{
+	char why[LM_STREAM_MAX_TEXT + 1];
+	if (err == -ECANCELED)
+		return fail(m, err, "cancelled during %s", m->phase);
+	if (err == -ETIMEDOUT)
+		return fail(m, err, "receiver stopped responding during %s", m->phase);
+	if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
+		if (peer_reason(m, why, sizeof(why)))
+			return fail(m, err, "receiver failed during %s: %s", m->phase, why);
+		return fail(m, err, "receiver closed the connection during %s", m->phase);
+	}
+	return fail(m, err, "connection error during %s: %s", m->phase, lm_strerror(err));
+}
+
+static int flush(struct lm_migration *m)
+{
+	if (!m->out.len)
+		return 0;
+	int err = lm__io_write(&m->io, m->out.data, m->out.len);
+	lm_buf_reset(&m->out);
+	if (err)
+		return io_fail(m, err);
+	return 0;
+}
+
+static int maybe_flush(struct lm_migration *m)
+{
+	if (m->out.len >= OUT_FLUSH)
+		return flush(m);
+	return 0;
+}
+
+static bool is_cancelled(struct lm_migration *m)
+{
+	return __atomic_load_n(&m->cancel_flag, __ATOMIC_ACQUIRE) != 0;
+}
+
+static int put_fail(struct lm_migration *m, int err, const char *what)
+{
+	return fail(m, err, "encoding %s failed during %s: %s", what, m->phase, lm_strerror(err));
+}
+
+/* Send the run pages [p, p + n) of region r, all zero or all data. */
+static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint64_t p, uint32_t n, bool zero)
+{
+	int err;
+	const uint8_t *host = (const uint8_t *)r->host + (p - r->first_page) * LM_PAGE_SIZE;
+	if (zero) {
+		err = lm_stream_put_run_empty(&m->out, LM_RUN_ZERO, p, n);
+		if (err)
+			return put_fail(m, err, "a zero run");
+		lm_digest_zero(&m->digest, p, n);
+		m->st.duplicate += n;
+	} else if (m->use_zstd) {
+		/* Copy first: compression and digest must see the same bytes. */
+		memcpy(m->scratch, host, (size_t)n * LM_PAGE_SIZE);
+		lm_digest_pages(&m->digest, p, n, m->scratch);
+		err = lm_stream_put_run_data(&m->s, &m->out, p, n, m->scratch, LM_ENC_ZSTD, NULL);
+		if (err)
+			return put_fail(m, err, "a data run");
+		m->st.normal += n;
+		m->st.normal_bytes += (uint64_t)n * LM_PAGE_SIZE;
+	} else {
+		uint8_t *dst;
+		size_t off;
+		err = lm_stream_put_raw_begin(&m->out, p, n, &dst, &off);
+		if (err)
+			return put_fail(m, err, "a data run");
+		memcpy(dst, host, (size_t)n * LM_PAGE_SIZE);
+		lm_digest_pages(&m->digest, p, n, dst);
+		lm_stream_put_raw_end(&m->out, off);
+		m->st.normal += n;
+		m->st.normal_bytes += (uint64_t)n * LM_PAGE_SIZE;
+	}
+	m->round_pages += n;
+	return maybe_flush(m);
+}
+
+/* Copy the dirty pages of chunk [first, first + n) of region r. */
+static int send_chunk(struct lm_migration *m, const struct lm_mem_region *r, uint64_t first, uint64_t n)
+{
+	uint64_t k;
+	while ((k = lm_sbitmap_take(&m->dirty, first, n, m->take, TAKE_MAX)) > 0) {
+		for (uint64_t j = 0; j < k; j++)
+			m->zero[j] = lm_page_is_zero((const uint8_t *)r->host +
+						     (m->take[j] - r->first_page) * LM_PAGE_SIZE);
+		for (uint64_t j = 0; j < k;) {
+			uint64_t len = 1;
+			while (j + len < k && len < LM_STREAM_MAX_RUN_PAGES && m->take[j + len] == m->take[j] + len &&
+			       m->zero[j + len] == m->zero[j])
+				len++;
+			int err = emit_run(m, r, m->take[j], (uint32_t)len, m->zero[j]);
+			if (err)
+				return err;
+			j += len;
+		}
+	}
+	return 0;
+}
+
+static int sync_unit(struct lm_migration *m, uint64_t first, uint64_t n)
+{
+	int64_t got = lm_dirty_source_sync(m->src, first, n, &m->dirty);
+	if (got < 0)
+		return fail(m, (int)got, "dirty source '%s' failed to report pages [%llu, %llu) during %s: %s",
+			    m->src->ops->name, (unsigned long long)first, (unsigned long long)(first + n), m->phase,
+			    lm_strerror((int)got));
+	m->round_new_dirty += (uint64_t)got;
+	return 0;
+}
+
+/* One pass over all memory: harvest each unit, re-arm and copy each chunk. */
+static int send_pass(struct lm_migration *m)
+{
+	for (size_t i = 0; i < m->nregions; i++) {
+		const struct lm_mem_region *r = &m->regions[i];
+		uint64_t unit = m->src->sync_pages ? m->src->sync_pages : r->npages;
+		for (uint64_t u = 0; u < r->npages; u += unit) {
+			uint64_t un = r->npages - u < unit ? r->npages - u : unit;
+			int err = sync_unit(m, r->first_page + u, un);
+			if (err)
+				return err;
+			for (uint64_t c = u; c < u + un; c += m->p.chunk_pages) {
+				uint64_t cn = u + un - c < m->p.chunk_pages ? u + un - c : m->p.chunk_pages;
+				if (is_cancelled(m))
+					return fail(m, -ECANCELED, "cancelled during %s", m->phase);
+				err = lm_dirty_source_clear(m->src, r->first_page + c, cn);
+				if (err)
+					return fail(m, err, "dirty source '%s' failed to re-arm pages during %s: %s",
+						    m->src->ops->name, m->phase, lm_strerror(err));
+				err = send_chunk(m, r, r->first_page + c, cn);
+				if (err)
+					return err;
+				if (lm__now() - m->last_publish > 0.05) {
+					m->st.remaining = lm_sbitmap_count(&m->dirty) * LM_PAGE_SIZE;
+					publish(m);
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+/* Harvest everything without copying: how much is dirty right now. */
+static int count_remaining(struct lm_migration *m, uint64_t *pages)
+{
+	for (size_t i = 0; i < m->nregions; i++) {
+		const struct lm_mem_region *r = &m->regions[i];
+		uint64_t unit = m->src->sync_pages ? m->src->sync_pages : r->npages;
+		for (uint64_t u = 0; u < r->npages; u += unit) {
+			int err = sync_unit(m, r->first_page + u, r->npages - u < unit ? r->npages - u : unit);
+			if (err)
+				return err;
+		}
+	}
+	m->st.dirty_sync_count++;
+	*pages = lm_sbitmap_count(&m->dirty);
+	return 0;
+}
+
+/* Round 1's dirty set: every page that may hold data. */
+static int mark_initial(struct lm_migration *m)
+{
+	uint64_t marked = 0;
+	if ((m->src->flags & LM_DIRTY_KNOWS_PRESENT) && m->src->ops->present) {
+		lm_bitmap present;
+		int err = lm_bitmap_init(&present, m->end_page);
+		if (err)
+			return fail(m, err, "out of memory during %s", m->phase);
+		for (size_t i = 0; i < m->nregions && !err; i++)
+			err = m->src->ops->present(m->src, m->regions[i].first_page, m->regions[i].npages, &present);
+		if (err) {
+			lm_bitmap_destroy(&present);
+			return fail(m, err, "dirty source '%s' could not tell present pages: %s", m->src->ops->name,
+				    lm_strerror(err));
+		}
+		for (uint64_t i = lm_bitmap_find_next_set(&present, 0); i < m->end_page;
+		     i = lm_bitmap_find_next_set(&present, i)) {
+			uint64_t e = lm_bitmap_find_next_clear(&present, i);
+			lm_sbitmap_set_range(&m->dirty, i, e - i);
+			marked += e - i;
+			i = e;
+		}
+		lm_bitmap_destroy(&present);
+	} else {
+		for (size_t i = 0; i < m->nregions; i++) {
+			lm_sbitmap_set_range(&m->dirty, m->regions[i].first_page, m->regions[i].npages);
+			marked += m->regions[i].npages;
+		}
+	}
+	/* Never-touched pages are zero on both sides: neither read nor sent. */
+	m->st.skipped = m->total_pages - marked;
+	return 0;
+}
+
+static int handshake(struct lm_migration *m)
+{
+	lm_stream_hello h = { .version = LM_STREAM_VERSION, .page_size = LM_PAGE_SIZE };
+	lm_stream_region lr[LM_STREAM_MAX_REGIONS];
+	lm_stream_err e = { 0 };
+	int err;
+
+	for (size_t i = 0; i < m->nregions; i++)
+		lr[i] = (lm_stream_region){ m->regions[i].first_page, m->regions[i].npages };
+	err = lm_stream_layout_init(&h.layout, lr, (uint32_t)m->nregions, &e);
+	if (err)
+		return fail(m, err, "bad memory layout: %s", e.msg);
+	h.mandatory = LM_CAP_RECORD_CSUM;
+	h.offered = LM_CAP_RECORD_CSUM | (m->p.compress ? LM_CAP_ZSTD : 0);
+	h.offered &= ~(m->p.caps_disabled & ~LM_CAP_RECORD_CSUM);
+	m->s.layout = h.layout;
+	err = lm_stream_put_hello(&m->out, &h);
+	if (err)
+		return put_fail(m, err, "HELLO");
+	err = flush(m);
+	if (err)
+		return err;
+
+	uint8_t hdr[LM_FRAME_HDR], pl[LM_FRAME_HDR + LM_STREAM_MAX_TEXT + 16];
+	lm_frame f;
+	lm_record rec;
+	m->io.timeout_ms = m->p.result_timeout_ms;
+	err = lm__io_read(&m->io, hdr, sizeof(hdr));
+	if (err)
+		return io_fail(m, err);
+	err = lm_stream_frame_parse(&m->s, hdr, sizeof(hdr), &f, &e);
+	if (err)
+		return fail(m, err, "bad answer to HELLO: %s", e.msg);
+	if ((f.type != LM_REC_ACCEPT && f.type != LM_REC_REFUSE) || f.payload_len > sizeof(pl))
+		return fail(m, -EPROTO, "receiver answered HELLO with %s", lm_stream_type_name(f.type));
+	err = lm__io_read(&m->io, pl, f.payload_len);
+	if (err)
+		return io_fail(m, err);
+	err = lm_stream_decode_payload(&m->s, &f, pl, f.payload_len, &rec, &e);
+	if (err)
+		return fail(m, err, "bad answer to HELLO: %s", e.msg);
+	if (f.type == LM_REC_REFUSE)
+		return fail(m, rec.u.status.code > 0 ? -rec.u.status.code : -EPROTO, "receiver refused: %s",
+			    rec.u.status.text);
+	err = lm_stream_accepted(&m->s, &h, rec.u.accept.accepted, &e);
+	if (err)
+		return fail(m, err, "bad ACCEPT: %s", e.msg);
+	m->io.timeout_ms = 0;
+	m->use_zstd = (m->s.caps & LM_CAP_ZSTD) != 0;
+	if (m->use_zstd) {
+		m->scratch = malloc((size_t)LM_STREAM_MAX_RUN_PAGES * LM_PAGE_SIZE);
+		if (!m->scratch)
+			return fail(m, -ENOMEM, "out of memory during %s", m->phase);
+	}
+	return 0;
+}
+
+static int wait_result(struct lm_migration *m)
+{
+	uint8_t hdr[LM_FRAME_HDR], pl[LM_FRAME_HDR + LM_STREAM_MAX_TEXT + 16];
+	lm_frame f;
+	lm_record rec;
+	lm_stream_err e = { 0 };
+	set_phase(m, "waiting for the result");
+	m->io.timeout_ms = m->p.result_timeout_ms;
+	int err = lm__io_read(&m->io, hdr, sizeof(hdr));
+	if (err)
+		return io_fail(m, err);
+	err = lm_stream_frame_parse(&m->s, hdr, sizeof(hdr), &f, &e);
+	if (err)
+		return fail(m, err, "bad RESULT from the receiver: %s", e.msg);
+	if (f.type != LM_REC_RESULT || f.payload_len > sizeof(pl))
+		return fail(m, -EPROTO, "receiver sent %s instead of RESULT", lm_stream_type_name(f.type));
+	err = lm__io_read(&m->io, pl, f.payload_len);
+	if (err)
+		return io_fail(m, err);
+	err = lm_stream_decode_payload(&m->s, &f, pl, f.payload_len, &rec, &e);
+	if (err)
+		return fail(m, err, "bad RESULT from the receiver: %s", e.msg);
+	if (rec.u.status.code)
+		return fail(m, rec.u.status.code > 0 ? -rec.u.status.code : -EPROTO,
+			    "receiver reported failure: %s", rec.u.status.text);
+	return 0;
+}
+
+/* Stop the workload, send the rest, device state, digest, END; wait for RESULT. */
+static int switchover(struct lm_migration *m)
+{
+	int err;
+	m->st.status = LM_MIG_DEVICE;
+	set_phase(m, "the stop-and-copy");
+	/* Everything left goes out at full speed. */
+	lm__io_set_rate(&m->io, 0);
+	m->t_pause = lm__now();
+	if (m->ops && m->ops->pause) {
+		err = m->ops->pause(m->ctx);
+		if (err)
+			return fail(m, err, "could not pause the workload: %s", lm_strerror(err));
+	}
+	m->paused = true;
+	publish(m);
+	m->round_pages = 0;
+	err = send_pass(m);
+	if (err)
+		return err;
+	m->st.dirty_sync_count++;
+	m->st.remaining = 0;
+
+	set_phase(m, "sending device state");
+	if (m->ops && m->ops->save_state) {
+		lm_state_writer w = { .out = &m->out };
+		err = m->ops->save_state(m->ctx, &w);
+		if (err)
+			return fail(m, err, "saving device state failed: %s", lm_strerror(err));
+	}
+	lm_hash128 d = lm_digest_value(&m->digest);
+	err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);
+	if (!err)
+		err = lm_stream_put_end(&m->out);
+	if (err)
+		return put_fail(m, err, "END");
+	err = flush(m);
+	if (err)
+		return err;
+	err = wait_result(m);
+	if (err)
+		return err;
+	double t = lm__now();
+	m->st.downtime_us = (uint64_t)((t - m->t_pause) * 1e6);
+	m->st.downtime_ms = m->st.downtime_us / 1000;
+	return 0;
+}
+
+static int run(struct lm_migration *m)
+{
+	int err;
+	m->st.status = LM_MIG_SETUP;
+	set_phase(m, "the handshake");
+	publish(m);
+	err = handshake(m);
+	if (err)
+		return err;
+	err = lm_sbitmap_init(&m->dirty, m->end_page, 0);
+	if (err)
+		return fail(m, err, "out of memory for the dirty bitmap");
+	m->dirty_ok = true;
+	err = lm_digest_init(&m->digest, m->end_page);
+	if (err)
+		return fail(m, err, "out of memory for the digest");
+	m->digest_ok = true;
+	err = lm_dirty_source_start(m->src, m->regions, m->nregions);
+	if (err)
+		return fail(m, err, "could not start dirty tracking with '%s': %s", m->src->ops->name,
+			    lm_strerror(err));
+	m->tracking = true;
+	err = mark_initial(m);
+	if (err)
+		return err;
+	m->st.setup_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
+	m->st.status = LM_MIG_ACTIVE;
+	lm__io_set_rate(&m->io, m->p.max_bandwidth);
+
+	uint64_t downtime_limit_us = m->p.downtime_limit_ms * 1000;
+	for (unsigned round = 1;; round++) {
+		set_phase(m, "round %u", round);
+		m->st.rounds = round;
+		m->round_pages = 0;
+		m->round_new_dirty = 0;
+		double t0 = lm__now();
+		err = lm_stream_put_round(&m->out, round);
+		if (err)
+			return put_fail(m, err, "ROUND");
+		err = send_pass(m);
+		if (!err)
+			err = flush(m);
+		if (err)
+			return err;
+		uint64_t left;
+		err = count_remaining(m, &left);
+		if (err)
+			return err;
+		double dt = lm__now() - t0;
+		if (dt < 1e-6)
+			dt = 1e-6;
+		/* Zero pages count at full size: their wire bytes are tiny, but
+		 * scanning them is what the round spent its time on. */
+		double bw = (double)m->round_pages * LM_PAGE_SIZE / dt;
+		if (m->round_pages >= 256 || m->bw == 0)
+			m->bw = bw;
+		m->st.mbps = m->bw * 8 / 1e6;
+		m->st.dirty_pages_rate = (uint64_t)((double)m->round_new_dirty / dt);
+		m->st.pages_per_round_last = m->round_pages;
+		m->st.remaining = left * LM_PAGE_SIZE;
+		double expect_s = m->bw > 0 ? (double)m->st.remaining / m->bw : 0;
+		m->st.expected_downtime_ms = (uint64_t)(expect_s * 1000);
+		publish(m);
+		if (expect_s * 1e6 <= (double)downtime_limit_us)
+			break;
+		bool out_of_rounds = m->p.max_rounds && round >= m->p.max_rounds;
+		bool out_of_time = m->p.max_time_ms && (lm__now() - m->t_start) * 1000 >= (double)m->p.max_time_ms;
+		if (out_of_rounds || out_of_time) {
+			if (m->p.on_nonconverge == LM_NONCONVERGE_CANCEL)
+				return fail(m, -ETIMEDOUT,
+					    "did not converge after %u rounds (%.1f s): %llu MiB still dirty, "
+					    "expected downtime %llu ms > limit %llu ms",
+					    round, lm__now() - m->t_start,
+					    (unsigned long long)(m->st.remaining >> 20),
+					    (unsigned long long)m->st.expected_downtime_ms,
+					    (unsigned long long)m->p.downtime_limit_ms);
+			break;
+		}
+	}
+	return switchover(m);
+}
+
+static void *thread_main(void *arg)
+{
+	struct lm_migration *m = arg;
+	int err = run(m);
+	if (m->tracking) {
+		lm_dirty_source_stop(m->src);
+		m->tracking = false;
+	}
+	if (err) {
+		if (m->paused && m->ops && m->ops->resume)
+			m->ops->resume(m->ctx);
+		m->paused = false;
+		m->st.status = (err == -ECANCELED) ? LM_MIG_CANCELLED : LM_MIG_FAILED;
+		if (!m->st.error[0])
+			fail(m, err, "%s during %s", lm_strerror(err), m->phase);
+	} else {
+		m->st.status = LM_MIG_COMPLETED;
+	}
+	m->result = err;
+	publish(m);
+	return NULL;
+}
+
+static int region_cmp(const void *a, const void *b)
+{
+	const struct lm_mem_region *x = a, *y = b;
+	return x->first_page < y->first_page ? -1 : x->first_page > y->first_page;
+}
+
+int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, size_t n,
+		     struct lm_dirty_source *src, const struct lm_workload_ops *ops, void *ctx,
+		     const struct lm_migrate_params *p)
+{
+	if (!out || !regions || n == 0 || n > LM_STREAM_MAX_REGIONS || !src)
+		return -EINVAL;
+	struct lm_migration *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	lm_migrate_params_default(&m->p);
+	if (p) {
+		m->p = *p;
+		if (!m->p.downtime_limit_ms)
+			m->p.downtime_limit_ms = 300;
+		if (!m->p.max_rounds)
+			m->p.max_rounds = 30;
+		if (!m->p.chunk_pages)
+			m->p.chunk_pages = 512;
+		if (!m->p.result_timeout_ms)
+			m->p.result_timeout_ms = 60000;
+	}
+	if (m->p.chunk_pages & 63) {
+		free(m);
+		return -EINVAL;
+	}
+	m->regions = calloc(n, sizeof(*regions));
+	if (!m->regions) {
+		free(m);
+		return -ENOMEM;
+	}
+	memcpy(m->regions, regions, n * sizeof(*regions));
+	/* The wire layout lists regions in page order. */
+	qsort(m->regions, n, sizeof(*regions), region_cmp);
+	m->nregions = n;
+	for (size_t i = 0; i < n; i++) {
+		if (regions[i].first_page + regions[i].npages > m->end_page)
+			m->end_page = regions[i].first_page + regions[i].npages;
+		m->total_pages += regions[i].npages;
+	}
+	m->src = src;
+	m->ops = ops;
+	m->ctx = ctx;
+	m->fd = -1;
+	m->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (m->cancel_fd < 0) {
+		int err = -errno;
+		free(m->regions);
+		free(m);
+		return err;
+	}
+	pthread_mutex_init(&m->lock, NULL);
+	lm_stream_init(&m->s);
+	lm_buf_init(&m->out);
+	m->st.total = m->total_pages * LM_PAGE_SIZE;
+	m->pub = m->st;
+	*out = m;
+	return 0;
+}
+
+int lm_migration_start(lm_migration *m, int fd)
+{
+	if (m->thread_on || m->st.status != LM_MIG_NONE)
+		return -EBUSY;
+	int err = lm__io_open(&m->io, fd, m->cancel_fd);
+	if (err)
+		return err;
+	m->io_ok = true;
+	m->fd = fd;
+	m->t_start = lm__now();
+	m->st.status = LM_MIG_SETUP;
+	m->pub.status = LM_MIG_SETUP;
+	if (pthread_create(&m->thread, NULL, thread_main, m)) {
+		lm__io_close(&m->io);
+		m->io_ok = false;
+		return -EAGAIN;
+	}
+	m->thread_on = true;
+	return 0;
+}
+
+int lm_migration_wait(lm_migration *m)
+{
+	if (!m->thread_on)
+		return m->st.status == LM_MIG_NONE ? -EINVAL : m->result;
+	pthread_join(m->thread, NULL);
+	m->thread_on = false;
+	if (m->io_ok) {
+		lm__io_close(&m->io);
+		m->io_ok = false;
+	}
+	return m->result;
+}
+
+void lm_migration_cancel(lm_migration *m)
+{
+	__atomic_store_n(&m->cancel_flag, 1, __ATOMIC_RELEASE);
+	uint64_t one = 1;
+	ssize_t w = write(m->cancel_fd, &one, sizeof(one));
+	(void)w;
+}
+
+void lm_migration_query(lm_migration *m, struct lm_migrate_stats *out)
+{
+	pthread_mutex_lock(&m->lock);
+	*out = m->pub;
+	pthread_mutex_unlock(&m->lock);
+	if (out->status == LM_MIG_SETUP || out->status == LM_MIG_ACTIVE || out->status == LM_MIG_DEVICE)
+		out->total_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
+}
+
+const char *lm_migration_error(lm_migration *m)
+{
+	/* Only read after the thread ended, or a snapshot would be needed. */
+	return m->thread_on ? "" : m->st.error;
+}
+
+void lm_migration_free(lm_migration *m)
+{
+	if (!m)
+		return;
+	if (m->thread_on) {
+		lm_migration_cancel(m);
+		lm_migration_wait(m);
+	}
+	if (m->io_ok)
+		lm__io_close(&m->io);
+	if (m->dirty_ok)
+		lm_sbitmap_destroy(&m->dirty);
+	if (m->digest_ok)
+		lm_digest_destroy(&m->digest);
+	lm_stream_destroy(&m->s);
+	lm_buf_destroy(&m->out);
+	free(m->scratch);
+	close(m->cancel_fd);
+	pthread_mutex_destroy(&m->lock);
+	free(m->regions);
+	free(m);
+}
+
+int lm_migrate_send(int fd, const struct lm_mem_region *regions, size_t n, struct lm_dirty_source *src,
+		    const struct lm_workload_ops *ops, void *ctx, const struct lm_migrate_params *p,
+		    struct lm_migrate_stats *stats)
+{
+	lm_migration *m;
+	int err = lm_migration_new(&m, regions, n, src, ops, ctx, p);
+	if (err)
+		return err;
+	err = lm_migration_start(m, fd);
+	if (!err)
+		err = lm_migration_wait(m);
+	if (stats)
+		lm_migration_query(m, stats);
+	lm_migration_free(m);
+	return err;
+}
+
+int lm_state_put(lm_state_writer *w, const char *name, const void *blob, size_t len)
+{
+	int err = lm_stream_put_device(w->out, name, blob, len);
+	if (!err)
+		w->count++;
+	return err;
+}

@@ -1,0 +1,109 @@
+/*
+ * Migration stats as text: JSON with QEMU's query-migrate names (json-c),
+ * and a readable two-column table. The library returns strings; printing
+ * them is the caller's business.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <json-c/json.h>
+
+#include "livemig/migrate.h"
+
+const char *lm_migrate_status_name(enum lm_migrate_status st)
+{
+	switch (st) {
+	case LM_MIG_NONE: return "none";
+	case LM_MIG_SETUP: return "setup";
+	case LM_MIG_ACTIVE: return "active";
+	case LM_MIG_DEVICE: return "device";
+	case LM_MIG_COMPLETED: return "completed";
+	case LM_MIG_FAILED: return "failed";
+	case LM_MIG_CANCELLED: return "cancelled";
+	}
+	return "unknown";
+}
+
+static void add_u64(json_object *o, const char *k, uint64_t v)
+{
+	json_object_object_add(o, k, json_object_new_int64((int64_t)v));
+}
+
+char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
+{
+	json_object *o = json_object_new_object();
+	json_object *ram = json_object_new_object();
+	if (!o || !ram) {
+		json_object_put(o);
+		json_object_put(ram);
+		return NULL;
+	}
+	json_object_object_add(o, "status", json_object_new_string(lm_migrate_status_name(st->status)));
+	add_u64(o, "total-time", st->total_time_ms);
+	add_u64(o, "setup-time", st->setup_time_ms);
+	if (st->status == LM_MIG_COMPLETED) {
+		add_u64(o, "downtime", st->downtime_ms);
+		add_u64(o, "downtime-us", st->downtime_us);
+	}
+	add_u64(o, "expected-downtime", st->expected_downtime_ms);
+	add_u64(ram, "transferred", st->transferred);
+	add_u64(ram, "remaining", st->remaining);
+	add_u64(ram, "total", st->total);
+	add_u64(ram, "duplicate", st->duplicate);
+	add_u64(ram, "normal", st->normal);
+	add_u64(ram, "normal-bytes", st->normal_bytes);
+	add_u64(ram, "skipped", st->skipped);
+	add_u64(ram, "dirty-sync-count", st->dirty_sync_count);
+	add_u64(ram, "dirty-pages-rate", st->dirty_pages_rate);
+	json_object_object_add(ram, "mbps", json_object_new_double(st->mbps));
+	add_u64(ram, "page-size", LM_PAGE_SIZE);
+	add_u64(ram, "rounds", st->rounds);
+	json_object_object_add(o, "ram", ram);
+	if (st->error[0])
+		json_object_object_add(o, "error-desc", json_object_new_string(st->error));
+	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
+	char *out = s ? strdup(s) : NULL;
+	json_object_put(o);
+	return out;
+}
+
+static void mib(char *buf, size_t cap, uint64_t bytes)
+{
+	snprintf(buf, cap, "%.1f MiB", (double)bytes / (1 << 20));
+}
+
+char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	if (!f)
+		return NULL;
+	char a[64], b[64], c[64];
+	fprintf(f, "%-20s %s\n", "status", lm_migrate_status_name(st->status));
+	if (st->error[0])
+		fprintf(f, "%-20s %s\n", "error", st->error);
+	fprintf(f, "%-20s %llu ms\n", "total time", (unsigned long long)st->total_time_ms);
+	fprintf(f, "%-20s %llu ms\n", "setup time", (unsigned long long)st->setup_time_ms);
+	if (st->status == LM_MIG_COMPLETED)
+		fprintf(f, "%-20s %.3f ms (measured: pause to RESULT ok)\n", "downtime", st->downtime_us / 1000.0);
+	fprintf(f, "%-20s %llu ms\n", "expected downtime", (unsigned long long)st->expected_downtime_ms);
+	fprintf(f, "%-20s %llu\n", "rounds", (unsigned long long)st->rounds);
+	mib(a, sizeof(a), st->transferred);
+	mib(b, sizeof(b), st->total);
+	fprintf(f, "%-20s %s of %s guest RAM\n", "transferred", a, b);
+	mib(c, sizeof(c), st->remaining);
+	fprintf(f, "%-20s %s\n", "remaining", c);
+	fprintf(f, "%-20s %llu pages\n", "normal", (unsigned long long)st->normal);
+	fprintf(f, "%-20s %llu pages\n", "duplicate (zero)", (unsigned long long)st->duplicate);
+	fprintf(f, "%-20s %llu pages\n", "skipped (untouched)", (unsigned long long)st->skipped);
+	fprintf(f, "%-20s %llu\n", "dirty syncs", (unsigned long long)st->dirty_sync_count);
+	fprintf(f, "%-20s %llu pages/s\n", "dirty rate", (unsigned long long)st->dirty_pages_rate);
+	fprintf(f, "%-20s %.0f Mbit/s\n", "bandwidth", st->mbps);
+	if (fclose(f)) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}

@@ -1,0 +1,104 @@
+/*
+ * Private to src/vmm: the VM object and what its files share.
+ *
+ * vm.c owns the object, RAM and vCPU threads; devices.c the port I/O
+ * devices (COM1, the pv device, registered ranges); multiboot.c the
+ * loader; state.c the state blob.
+ */
+#ifndef LIVEMIG_VMM_INT_H
+#define LIVEMIG_VMM_INT_H
+
+#include <pthread.h>
+#include <linux/kvm.h>
+
+#include "livemig/vmm.h"
+
+#define LM__MAX_PIO 8
+#define LM__SERIAL_LINE 512
+
+struct lm__vcpu {
+	struct lm_vm *vm;
+	unsigned index;
+	int fd;
+	struct kvm_run *run;
+	size_t run_size;
+	void *ring; /* dirty ring mapping, or NULL */
+	size_t ring_size;
+	pthread_t thread;
+	bool thread_started;
+	bool parked; /* under vm->lock: waiting, state consistent */
+	bool exited; /* under vm->lock: thread has left its loop */
+};
+
+/* COM1: just enough of a 16550A for output and for a guest that probes it. */
+struct lm__serial {
+	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+	char line[LM__SERIAL_LINE];
+	unsigned len;
+};
+
+/* The livemig pv device (include/livemig/guest_abi.h). */
+struct lm__pv {
+	uint32_t verify_req;	/* atomic: written by callers, read by the guest */
+	uint32_t verify_result; /* last value the guest wrote to VERIFY_RESULT */
+	uint32_t verify_done;	/* last request the guest completed */
+	uint32_t pending_result;
+};
+
+struct lm__pio_range {
+	uint16_t base, len;
+	lm_vm_pio_fn fn;
+	void *opaque;
+};
+
+struct lm_vm {
+	struct lm_vm_config cfg;
+	int kvm_fd, vm_fd;
+	int run_size;
+
+	/* RAM: one mapping; slots point into it. */
+	uint8_t *ram;
+	uint64_t ram_size;
+	struct lm_vm_slot *slots;
+	unsigned nslots;
+	lm_vm_write_fn write_fn;
+	void *write_opaque;
+
+	struct kvm_cpuid2 *cpuid;
+	size_t xsave_size; /* bytes of struct kvm_xsave to use (>= 4096) */
+	bool xsave2;
+	uint32_t *msr_list;
+	unsigned nmsrs;
+
+	unsigned ncpus;
+	struct lm__vcpu *vcpus;
+
+	/* Run control, all under lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool started;
+	bool pause_req;
+	bool stopped; /* poweroff, quit or crash: never runs again */
+	bool crashed;
+	int exit_status;
+	const char *stop_reason;
+
+	/* Devices; the serial and pv state is touched by vCPU threads and by
+	 * state save/load (with every vCPU parked), so it needs no lock of its
+	 * own beyond dev_lock for several vCPUs writing at once. */
+	pthread_mutex_t dev_lock;
+	struct lm__serial serial;
+	struct lm__pv pv;
+	struct lm__pio_range pio[LM__MAX_PIO];
+	unsigned npio;
+};
+
+/* devices.c: handles one KVM_EXIT_IO. 0, or -errno to stop the VM. */
+int lm__vm_handle_pio(struct lm_vm *vm, struct kvm_run *run);
+void lm__serial_flush(struct lm_vm *vm);
+/* vm.c: stop the VM for good (from a vCPU thread too). */
+void lm__vm_stop(struct lm_vm *vm, int status, bool crashed, const char *reason);
+/* multiboot.c: loads cfg->kernel and sets the BSP's entry state. */
+int lm__multiboot_load(struct lm_vm *vm, const char *path, const char *cmdline);
+
+#endif

@@ -1,0 +1,256 @@
+/* The migration engine end to end in one process: sender thread, receiver
+ * thread, socketpair. Memory on both sides must match exactly at the
+ * switchover; stats, cancel, non-convergence policy and the rate limit. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "livemig/migrate.h"
+#include "support/dirty_check.h"
+#include "support/mig_helpers.h"
+
+struct fixture {
+	struct lm_mem_region r[2];
+	struct lm_test_writer w;
+	struct lm_dirty_source *src;
+	struct lm_test_receiver rx;
+	int fds[2];
+};
+
+static void fx_init(struct fixture *f, bool sim, uint64_t rate)
+{
+	memset(f, 0, sizeof(*f));
+	f->r[0] = (struct lm_mem_region){ 0, 4096, lm_test_map(4096) };       /* 16 MiB */
+	f->r[1] = (struct lm_mem_region){ 1 << 20, 1024, lm_test_map(1024) }; /* 4 MiB, far away */
+	assert_non_null(f->r[0].host);
+	assert_non_null(f->r[1].host);
+	/* Some data, some zero pages, some never touched. */
+	uint64_t rs = 99;
+	for (uint64_t p = 0; p < 3000; p += 2)
+		for (int k = 0; k < 512; k++)
+			((uint64_t *)f->r[0].host)[p * 512 + k] = lm_test_rand(&rs);
+	memset(f->r[1].host, 0, 512 * LM_PAGE_SIZE);
+	if (sim)
+		assert_int_equal(lm_sim_source_new(LM_SIM_MANUAL, &f->src), 0);
+	else
+		assert_int_equal(lm_uffd_source_new(&f->src), 0);
+	f->w = (struct lm_test_writer){ .regions = f->r, .n = 2, .mark = sim ? f->src : NULL,
+					.bytes_per_sec = rate, .seed = 5 };
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->fds), 0);
+}
+
+static void fx_fini(struct fixture *f)
+{
+	lm_dirty_source_free(f->src);
+	munmap(f->r[0].host, 4096 * LM_PAGE_SIZE);
+	munmap(f->r[1].host, 1024 * LM_PAGE_SIZE);
+	lm_test_dest_free(&f->rx.dest);
+	close(f->fds[0]);
+	close(f->fds[1]);
+}
+
+/* Compare memory while the writer is still paused (the switchover state). */
+static struct fixture *cmp_fx;
+static uint64_t cmp_mismatch;
+static void compare_on_finish(struct lm_test_dest *d, int err)
+{
+	cmp_mismatch = 0;
+	for (size_t i = 0; i < 2; i++)
+		for (uint64_t p = 0; p < d->r[i].npages; p++)
+			if (memcmp((uint8_t *)d->r[i].host + p * LM_PAGE_SIZE,
+				   (uint8_t *)cmp_fx->r[i].host + p * LM_PAGE_SIZE, LM_PAGE_SIZE))
+				cmp_mismatch++;
+}
+
+static void migrate_live(bool sim)
+{
+	struct fixture f;
+	fx_init(&f, sim, 20u << 20);
+	cmp_fx = &f;
+	cmp_mismatch = ~0ull;
+	f.rx.dest.on_finish = compare_on_finish;
+	assert_int_equal(lm_test_writer_start(&f.w), 0);
+	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	struct lm_migrate_params p;
+	lm_migrate_params_default(&p);
+	p.downtime_limit_ms = 5; /* several rounds before it converges */
+	p.max_rounds = 6;
+	struct lm_migrate_stats st;
+	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
+	int rerr = lm_test_receiver_join(&f.rx);
+	if (err || rerr)
+		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
+	assert_int_equal(err, 0);
+	assert_int_equal(rerr, 0);
+	assert_true(f.rx.st.digest_ok);
+	assert_int_equal(f.rx.dest.finish_calls, 1);
+	assert_int_equal(f.rx.dest.finish_err, 0);
+	/* Bit-identical at the switchover, checked without the digest. */
+	assert_int_equal(cmp_mismatch, 0);
+	assert_int_equal(st.status, LM_MIG_COMPLETED);
+	assert_true(st.rounds >= 1);
+	assert_int_equal(f.w.pauses, 1);
+	assert_int_equal(f.w.resumes, 0);
+	assert_int_equal(f.w.save_state_calls, 1);
+	assert_int_equal(f.rx.st.devices, 1);
+	assert_true(st.duplicate > 0);
+	assert_true(st.normal >= 1500);
+	assert_true(st.transferred > st.normal * LM_PAGE_SIZE);
+	assert_true(st.downtime_us > 0);
+	if (!sim)
+		assert_true(st.skipped > 0); /* never-touched pages are not sent */
+	char *js = lm_migrate_stats_json(&st), *tb = lm_migrate_stats_table(&st);
+	assert_non_null(js);
+	assert_non_null(tb);
+	assert_non_null(strstr(js, "\"downtime\""));
+	assert_non_null(strstr(js, "\"dirty-sync-count\""));
+	assert_non_null(strstr(tb, "downtime"));
+	free(js);
+	free(tb);
+	/* After a completed migration the workload stays paused; let it go. */
+	__atomic_store_n(&f.w.pause_req, 0, __ATOMIC_RELEASE);
+	lm_test_writer_stop(&f.w);
+	fx_fini(&f);
+}
+
+static void test_live_sim(void **state)
+{
+	migrate_live(true);
+}
+
+static void test_live_uffd(void **state)
+{
+	if (lm_uffd_supported())
+		skip();
+	migrate_live(false);
+}
+
+/* Writer dirtying much faster than a 4 MB/s link: cancel policy gives up
+ * cleanly, the writer keeps running; switchover policy completes. */
+static void test_nonconverge(void **state)
+{
+	for (int policy = 0; policy < 2; policy++) {
+		struct fixture f;
+		fx_init(&f, true, 0);
+		assert_int_equal(lm_test_writer_start(&f.w), 0);
+		assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+		struct lm_migrate_params p;
+		lm_migrate_params_default(&p);
+		p.max_bandwidth = 64u << 20;
+		p.downtime_limit_ms = 1;
+		p.max_rounds = 3;
+		p.on_nonconverge = policy ? LM_NONCONVERGE_CANCEL : LM_NONCONVERGE_SWITCHOVER;
+		struct lm_migrate_stats st;
+		int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
+		if (policy) {
+			assert_int_equal(err, -ETIMEDOUT);
+			assert_non_null(strstr(st.error, "did not converge"));
+			assert_int_equal(st.status, LM_MIG_FAILED);
+			assert_int_equal(f.w.pauses, 0);
+			shutdown(f.fds[0], SHUT_RDWR);
+			assert_true(lm_test_receiver_join(&f.rx) < 0);
+			assert_int_not_equal(f.rx.dest.finish_err, 0);
+			uint64_t c = lm_test_writer_count(&f.w);
+			usleep(20000);
+			assert_true(lm_test_writer_count(&f.w) > c); /* still running */
+		} else {
+			if (err)
+				print_message("sender: %s\n", st.error);
+			assert_int_equal(err, 0);
+			assert_int_equal(st.rounds, 3);
+			assert_int_equal(lm_test_receiver_join(&f.rx), 0);
+			__atomic_store_n(&f.w.pause_req, 0, __ATOMIC_RELEASE);
+		}
+		lm_test_writer_stop(&f.w);
+		fx_fini(&f);
+	}
+}
+
+/* Cancel from another thread while the rate limit keeps it in round 1. */
+static void test_cancel(void **state)
+{
+	struct fixture f;
+	fx_init(&f, true, 1u << 20);
+	assert_int_equal(lm_test_writer_start(&f.w), 0);
+	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	struct lm_migrate_params p;
+	lm_migrate_params_default(&p);
+	p.max_bandwidth = 8u << 20; /* ~1.5 s for the data: cancelled long before */
+	lm_migration *m;
+	assert_int_equal(lm_migration_new(&m, f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p), 0);
+	assert_int_equal(lm_migration_start(m, f.fds[0]), 0);
+	struct lm_migrate_stats st;
+	for (int i = 0; i < 200; i++) {
+		lm_migration_query(m, &st);
+		if (st.status == LM_MIG_ACTIVE && st.transferred > (1u << 20))
+			break;
+		usleep(5000);
+	}
+	assert_int_equal(st.status, LM_MIG_ACTIVE);
+	assert_true(st.total_time_ms > 0);
+	lm_migration_cancel(m);
+	assert_int_equal(lm_migration_wait(m), -ECANCELED);
+	assert_non_null(strstr(lm_migration_error(m), "cancelled during round 1"));
+	lm_migration_query(m, &st);
+	assert_int_equal(st.status, LM_MIG_CANCELLED);
+	lm_migration_free(m);
+	shutdown(f.fds[0], SHUT_RDWR);
+	assert_true(lm_test_receiver_join(&f.rx) < 0);
+	assert_int_equal(f.rx.dest.finish_calls, 1);
+	assert_int_not_equal(f.rx.dest.finish_err, 0);
+	lm_test_writer_stop(&f.w);
+	fx_fini(&f);
+}
+
+static void test_uri(void **state)
+{
+	struct lm_uri u;
+	assert_int_equal(lm_uri_parse("tcp:127.0.0.1:4444", &u), 0);
+	assert_int_equal(u.kind, LM_URI_TCP);
+	assert_string_equal(u.host, "127.0.0.1");
+	assert_string_equal(u.port, "4444");
+	assert_int_equal(lm_uri_parse("tcp:[::1]:80", &u), 0);
+	assert_string_equal(u.host, "::1");
+	assert_int_equal(lm_uri_parse("unix:/tmp/x.sock", &u), 0);
+	assert_string_equal(u.path, "/tmp/x.sock");
+	assert_int_equal(lm_uri_parse("tcp:host", &u), -EINVAL);
+	assert_int_equal(lm_uri_parse("tcp::80", &u), -EINVAL);
+	assert_int_equal(lm_uri_parse("tcp:h:99999", &u), -EINVAL);
+	assert_int_equal(lm_uri_parse("tcp:h:8x", &u), -EINVAL);
+	assert_int_equal(lm_uri_parse("udp:h:1", &u), -EINVAL);
+	assert_int_equal(lm_uri_parse("unix:", &u), -EINVAL);
+	/* Listen on an ephemeral port, connect, accept. */
+	assert_int_equal(lm_uri_parse("tcp:127.0.0.1:0", &u), 0);
+	int l = lm_transport_listen(&u);
+	assert_true(l >= 0);
+	int port = lm_transport_local_port(l);
+	assert_true(port > 0);
+	snprintf(u.port, sizeof(u.port), "%d", port);
+	int c = lm_transport_connect(&u);
+	assert_true(c >= 0);
+	int a = lm_transport_accept(l, 1000);
+	assert_true(a >= 0);
+	close(a);
+	close(c);
+	close(l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_live_sim),
+		cmocka_unit_test(test_live_uffd),
+		cmocka_unit_test(test_nonconverge),
+		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_uri),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
