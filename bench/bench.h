@@ -15,5 +15,6 @@ static inline double bench_now(void)
 /* argv[0] is the benchmark name; returns the exit code. */
 int lm_bench_scan(int argc, char **argv);
 int lm_bench_table(int argc, char **argv);
+int lm_bench_stream(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static const struct {
 	/* one line per benchmark */
 	{ "scan", "dirty-bitmap scan methods, word sync, zero-page test", lm_bench_scan },
 	{ "table", "incremental table stream vs an index per entry", lm_bench_table },
+	{ "stream", "wire format: digest, RAW/zstd encode and decode per page", lm_bench_stream },
 	{ NULL, NULL, NULL },
 };
 

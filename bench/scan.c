@@ -22,14 +22,16 @@
 #include "cli/cli.h"
 
 enum { M_BIT, M_BYTE, M_WORD, M_SUMMARY, M_SUMMARY_FORCED, NMETHODS };
-static const char *const method_name[NMETHODS] = { "bit", "byte", "word", "summary", "summary-forced" };
+static const char *const method_name[NMETHODS] = {"bit", "byte", "word", "summary",
+						  "summary-forced"};
 
 enum { C_CLEAN, C_DIRTY, C_BLOCK, C_ALT, C_UNIFORM, C_CLUSTER, C_RANDOM, NCONDS };
 static const char *const cond_name[NCONDS] = {
-	"all clean", "all dirty", "256 MiB block", "alternating", "0.2% uniform", "0.2% in 2 MiB runs", "50% random",
+    "all clean",    "all dirty",	  "256 MiB block", "alternating",
+    "0.2% uniform", "0.2% in 2 MiB runs", "50% random",
 };
 static const char *const cond_key[NCONDS] = {
-	"clean", "dirty", "block", "alternating", "uniform_0.2", "clustered_0.2", "random_50",
+    "clean", "dirty", "block", "alternating", "uniform_0.2", "clustered_0.2", "random_50",
 };
 
 struct found {
@@ -190,9 +192,34 @@ static double time_method(struct ctx *c, int m, struct found *out)
 	return best;
 }
 
+/*
+ * The word and summary methods are compared against each other to a few
+ * percent (the 0.2% uniform target), which one best-of run per method
+ * cannot do on a shared machine. So they get more runs, interleaved, so
+ * that a burst of load elsewhere hits them alike: up to 15 rounds or about
+ * one second per condition.
+ */
+static void refine(struct ctx *c, double t[NMETHODS])
+{
+	static const int fast[] = {M_WORD, M_SUMMARY, M_SUMMARY_FORCED};
+	double spent = 0;
+	for (int r = 0; r < 15 && spent < 1.0; r++) {
+		for (size_t k = 0; k < sizeof(fast) / sizeof(fast[0]); k++) {
+			double t0 = bench_now();
+			struct found f = run_method(c, fast[k]);
+			double dt = bench_now() - t0;
+			__asm__ volatile("" : : "r"(f.sum) : "memory");
+			if (dt < t[fast[k]])
+				t[fast[k]] = dt;
+			spent += dt;
+		}
+	}
+}
+
 static void *map_bytes(size_t len)
 {
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	return p == MAP_FAILED ? NULL : p;
 }
 
@@ -202,9 +229,10 @@ struct sync_fig {
 };
 
 enum { SYNC_FLAT, SYNC_FLAT_UNALIGNED, SYNC_SUMMARY, NSYNC };
-static const char *const sync_name[NSYNC] = { "flat, aligned", "flat, dst_start+1", "summary" };
+static const char *const sync_name[NSYNC] = {"flat, aligned", "flat, dst_start+1", "summary"};
 
-static double sync_once(struct ctx *c, lm_bitmap *dst, int kind, uint64_t *src, uint64_t gib_pages, int pattern)
+static double sync_once(struct ctx *c, lm_bitmap *dst, int kind, uint64_t *src, uint64_t gib_pages,
+			int pattern)
 {
 	double total = 0;
 	uint64_t n = c->n;
@@ -267,14 +295,14 @@ static int bench_sync(struct ctx *c, struct sync_fig fig[NSYNC])
 
 /* Zero test and the physical references, in GB/s (1e9 bytes per second). */
 struct zero_fig {
-	double zero_gbs[4];  /* chosen, avx2, sse2, words: on zero pages */
-	double data_ns;      /* chosen, per data page (sample exits early), cold */
-	double data_hot_ns;  /* the same with the pages in cache */
-	double late_gbs;     /* chosen, pages whose only non-zero byte is last-but-sampled */
+	double zero_gbs[4]; /* chosen, avx2, sse2, words: on zero pages */
+	double data_ns;	    /* chosen, per data page (sample exits early), cold */
+	double data_hot_ns; /* the same with the pages in cache */
+	double late_gbs;    /* chosen, pages whose only non-zero byte is last-but-sampled */
 	double memcpy_gbs, memchr_gbs;
 };
 
-static const char *const zero_impls[4] = { NULL, "avx2", "sse2", "words" };
+static const char *const zero_impls[4] = {NULL, "avx2", "sse2", "words"};
 
 static int bench_zero(struct zero_fig *z)
 {
@@ -286,7 +314,10 @@ static int bench_zero(struct zero_fig *z)
 	memset(b, 1, len);
 	/* The chosen implementation last, so that it does not pay for
 	 * warming up the buffer and the CPU for the others. */
-	static const int order[4] = { 1, 2, 3, 0 };
+	static const int order[4] = {1, 2, 3, 0};
+	for (size_t p = 0; p < pages; p++) /* warm-up, untimed */
+		if (!lm_page_is_zero(a + p * LM_PAGE_SIZE))
+			return -EIO;
 	for (int o = 0; o < 4; o++) {
 		int k = order[o];
 		double best = 1e30;
@@ -295,7 +326,8 @@ static int bench_zero(struct zero_fig *z)
 			double t0 = bench_now();
 			for (size_t p = 0; p < pages; p++)
 				nz += k == 0 ? lm_page_is_zero(a + p * LM_PAGE_SIZE)
-					     : lm__page_is_zero_with(zero_impls[k], a + p * LM_PAGE_SIZE);
+					     : lm__page_is_zero_with(zero_impls[k],
+								     a + p * LM_PAGE_SIZE);
 			double dt = bench_now() - t0;
 			if (nz != pages)
 				return -EIO;
@@ -385,10 +417,10 @@ static int bench_zero(struct zero_fig *z)
  */
 static int sweep(struct ctx *c)
 {
-	static const double dens[] = { 0.00001, 0.0001, 0.0003, 0.0005, 0.001, 0.002, 0.005, 0.02 };
+	static const double dens[] = {0.00001, 0.0001, 0.0003, 0.0005, 0.001, 0.002, 0.005, 0.02};
 	printf("uniform density sweep, %llu pages, ns per page\n", (unsigned long long)c->n);
-	printf("%10s %14s %10s %10s %10s %16s\n", "density", "dirty chunks", "word", "summary", "auto",
-	       "summary/word");
+	printf("%10s %14s %10s %10s %10s %16s\n", "density", "dirty chunks", "word", "summary",
+	       "auto", "summary/word");
 	for (size_t k = 0; k < sizeof(dens) / sizeof(dens[0]); k++) {
 		uniform_density = dens[k];
 		fill(c, C_UNIFORM);
@@ -403,7 +435,8 @@ static int sweep(struct ctx *c)
 		}
 		double nsp = 1e9 / (double)c->n;
 		printf("%9.3f%% %13.1f%% %10.4f %10.4f %10.4f %16.3f\n", dens[k] * 100,
-		       100.0 * (double)c->s.nchunks_set / (double)c->s.nchunks, tw * nsp, ts * nsp, ta * nsp, ts / tw);
+		       100.0 * (double)c->s.nchunks_set / (double)c->s.nchunks, tw * nsp, ts * nsp,
+		       ta * nsp, ts / tw);
 	}
 	return 0;
 }
@@ -411,7 +444,8 @@ static int sweep(struct ctx *c)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: livemig bench scan [--pages N] [--json] [--sweep]\n"
-		   "  --pages N   bitmap size in pages (default 2^28 = 1 TiB of 4 KiB pages; K/M/G suffixes)\n"
+		   "  --pages N   bitmap size in pages (default 2^28 = 1 TiB of 4 KiB pages; K/M/G "
+		   "suffixes)\n"
 		   "  --json      print the figures as one JSON object\n"
 		   "  --sweep     only the summary-vs-word sweep over uniform densities\n");
 }
@@ -425,7 +459,8 @@ int lm_bench_scan(int argc, char **argv)
 			json = true;
 		} else if (!strcmp(argv[i], "--pages") && i + 1 < argc) {
 			if (lm_cli_parse_size(argv[++i], &n) < 0 || n < 1024 || n > (1ull << 36)) {
-				fprintf(stderr, "bench scan: --pages wants a number from 1024 to 2^36\n");
+				fprintf(stderr,
+					"bench scan: --pages wants a number from 1024 to 2^36\n");
 				return 2;
 			}
 		} else if (!strcmp(argv[i], "--sweep")) {
@@ -439,7 +474,7 @@ int lm_bench_scan(int argc, char **argv)
 		}
 	}
 
-	struct ctx c = { .n = n };
+	struct ctx c = {.n = n};
 	int rc = lm_sbitmap_init(&c.s, n, 0);
 	if (rc < 0) {
 		fprintf(stderr, "bench scan: %s\n", lm_strerror(rc));
@@ -465,19 +500,24 @@ int lm_bench_scan(int argc, char **argv)
 	for (int cond = 0; cond < NCONDS; cond++) {
 		fill(&c, cond);
 		dirty[cond] = lm_sbitmap_count(&c.s);
-		struct found ref = { 0, 0, 0 };
+		struct found ref = {0, 0, 0};
 		for (int m = 0; m < NMETHODS; m++) {
 			struct found f;
 			t[cond][m] = time_method(&c, m, &f);
 			if (m == 0)
 				ref = f;
-			if (f.count != ref.count || f.sum != ref.sum || f.sumsq != ref.sumsq || f.count != dirty[cond]) {
-				fprintf(stderr, "bench scan: %s: method %s found %llu pages, bit-by-bit %llu, expected %llu\n",
-					cond_name[cond], method_name[m], (unsigned long long)f.count,
-					(unsigned long long)ref.count, (unsigned long long)dirty[cond]);
+			if (f.count != ref.count || f.sum != ref.sum || f.sumsq != ref.sumsq ||
+			    f.count != dirty[cond]) {
+				fprintf(stderr,
+					"bench scan: %s: method %s found %llu pages, bit-by-bit "
+					"%llu, expected %llu\n",
+					cond_name[cond], method_name[m],
+					(unsigned long long)f.count, (unsigned long long)ref.count,
+					(unsigned long long)dirty[cond]);
 				bad = 1;
 			}
 		}
+		refine(&c, t[cond]);
 	}
 
 	struct sync_fig sf[NSYNC];
@@ -501,34 +541,44 @@ int lm_bench_scan(int argc, char **argv)
 	if (json) {
 		printf("{\"pages\":%llu,\"conditions\":[", (unsigned long long)n);
 		for (int cond = 0; cond < NCONDS; cond++) {
-			printf("%s{\"name\":\"%s\",\"dirty_pages\":%llu,\"methods\":{", cond ? "," : "", cond_key[cond],
-			       (unsigned long long)dirty[cond]);
+			printf("%s{\"name\":\"%s\",\"dirty_pages\":%llu,\"methods\":{",
+			       cond ? "," : "", cond_key[cond], (unsigned long long)dirty[cond]);
 			for (int m = 0; m < NMETHODS; m++)
-				printf("%s\"%s\":{\"ns_per_page\":%.6g,\"pages_per_s\":%.4g}", m ? "," : "", method_name[m],
-				       t[cond][m] / (double)n * 1e9, (double)n / t[cond][m]);
+				printf("%s\"%s\":{\"ns_per_page\":%.6g,\"pages_per_s\":%.4g}",
+				       m ? "," : "", method_name[m], t[cond][m] / (double)n * 1e9,
+				       (double)n / t[cond][m]);
 			printf("}}");
 		}
 		printf("]");
 		if (src_rc == 0) {
 			printf(",\"sync_us_per_gib\":{");
 			for (int k = 0; k < NSYNC; k++)
-				printf("%s\"%s\":{\"clean\":%.2f,\"uniform_0.2\":%.2f,\"all_dirty\":%.2f}", k ? "," : "",
-				       sync_name[k], sf[k].clean_us, sf[k].sparse_us, sf[k].dirty_us);
+				printf("%s\"%s\":{\"clean\":%.2f,\"uniform_0.2\":%.2f,\"all_"
+				       "dirty\":%.2f}",
+				       k ? "," : "", sync_name[k], sf[k].clean_us, sf[k].sparse_us,
+				       sf[k].dirty_us);
 			printf("}");
 		}
 		if (zrc == 0)
-			printf(",\"zero\":{\"impl\":\"%s\",\"zero_pages_gbs\":%.2f,\"avx2_gbs\":%.2f,\"sse2_gbs\":%.2f,"
-			       "\"words_gbs\":%.2f,\"data_page_ns\":%.2f,\"data_page_hot_ns\":%.2f,\"late_nonzero_gbs\":%.2f,\"memcpy_gbs\":%.2f,"
+			printf(",\"zero\":{\"impl\":\"%s\",\"zero_pages_gbs\":%.2f,\"avx2_gbs\":%."
+			       "2f,\"sse2_gbs\":%.2f,"
+			       "\"words_gbs\":%.2f,\"data_page_ns\":%.2f,\"data_page_hot_ns\":%.2f,"
+			       "\"late_nonzero_gbs\":%.2f,\"memcpy_gbs\":%.2f,"
 			       "\"memchr_gbs\":%.2f}",
-			       lm_zero_impl(), zf.zero_gbs[0], zf.zero_gbs[1], zf.zero_gbs[2], zf.zero_gbs[3], zf.data_ns,
-			       zf.data_hot_ns, zf.late_gbs, zf.memcpy_gbs, zf.memchr_gbs);
-		printf(",\"targets\":{\"beat_bit_by_bit\":%s,\"clean_word_over_summary\":%.1f,\"clean_met\":%s,"
-		       "\"uniform_summary_over_word\":%.3f,\"uniform_met\":%s},\"methods_agree\":%s}\n",
-		       beat_bit ? "true" : "false", clean_ratio, t_clean ? "true" : "false", uniform_ratio,
-		       t_uniform ? "true" : "false", bad ? "false" : "true");
+			       lm_zero_impl(), zf.zero_gbs[0], zf.zero_gbs[1], zf.zero_gbs[2],
+			       zf.zero_gbs[3], zf.data_ns, zf.data_hot_ns, zf.late_gbs,
+			       zf.memcpy_gbs, zf.memchr_gbs);
+		printf(",\"targets\":{\"beat_bit_by_bit\":%s,\"clean_word_over_summary\":%.1f,"
+		       "\"clean_met\":%s,"
+		       "\"uniform_summary_over_word\":%.3f,\"uniform_met\":%s},\"methods_agree\":%"
+		       "s}\n",
+		       beat_bit ? "true" : "false", clean_ratio, t_clean ? "true" : "false",
+		       uniform_ratio, t_uniform ? "true" : "false", bad ? "false" : "true");
 	} else {
-		printf("bench scan: %llu pages (%.0f GiB of 4 KiB pages), summary chunk %u pages\n\n",
-		       (unsigned long long)n, (double)n * LM_PAGE_SIZE / (double)(1ull << 30), 1u << c.s.chunk_shift);
+		printf(
+		    "bench scan: %llu pages (%.0f GiB of 4 KiB pages), summary chunk %u pages\n\n",
+		    (unsigned long long)n, (double)n * LM_PAGE_SIZE / (double)(1ull << 30),
+		    1u << c.s.chunk_shift);
 		printf("ns per page (pages/s), best of several runs\n");
 		printf("%-20s %12s", "condition", "dirty pages");
 		for (int m = 0; m < NMETHODS; m++)
@@ -538,37 +588,44 @@ int lm_bench_scan(int argc, char **argv)
 			printf("%-20s %12llu", cond_name[cond], (unsigned long long)dirty[cond]);
 			for (int m = 0; m < NMETHODS; m++) {
 				char cell[64];
-				snprintf(cell, sizeof(cell), "%.4f (%.3g)", t[cond][m] / (double)n * 1e9,
-					 (double)n / t[cond][m]);
+				snprintf(cell, sizeof(cell), "%.3g (%.3g)",
+					 t[cond][m] / (double)n * 1e9, (double)n / t[cond][m]);
 				printf(" %22s", cell);
 			}
 			printf("\n");
 		}
 		printf("\nword sync (lm_bitmap_sync_from), us per GiB of guest (262144 pages):\n");
 		if (src_rc == 0) {
-			printf("%-20s %12s %12s %12s\n", "destination", "log clean", "0.2% dirty", "all dirty");
+			printf("%-20s %12s %12s %12s\n", "destination", "log clean", "0.2% dirty",
+			       "all dirty");
 			for (int k = 0; k < NSYNC; k++)
-				printf("%-20s %12.2f %12.2f %12.2f\n", sync_name[k], sf[k].clean_us, sf[k].sparse_us,
-				       sf[k].dirty_us);
+				printf("%-20s %12.2f %12.2f %12.2f\n", sync_name[k], sf[k].clean_us,
+				       sf[k].sparse_us, sf[k].dirty_us);
 		} else {
 			printf("  skipped: %s\n", lm_strerror(src_rc));
 		}
-		printf("\nzero-page test (GB/s over 64 MiB; chosen implementation: %s)\n", lm_zero_impl());
+		printf("\nzero-page test (GB/s over 64 MiB; chosen implementation: %s)\n",
+		       lm_zero_impl());
 		if (zrc == 0) {
-			printf("  zero pages: chosen %.2f, avx2 %.2f, sse2 %.2f, words %.2f\n", zf.zero_gbs[0],
-			       zf.zero_gbs[1], zf.zero_gbs[2], zf.zero_gbs[3]);
-			printf("  data pages: %.2f ns/page from memory, %.2f ns/page in cache (the sample decides)\n",
+			printf("  zero pages: chosen %.2f, avx2 %.2f, sse2 %.2f, words %.2f\n",
+			       zf.zero_gbs[0], zf.zero_gbs[1], zf.zero_gbs[2], zf.zero_gbs[3]);
+			printf("  data pages: %.2f ns/page from memory, %.2f ns/page in cache (the "
+			       "sample decides)\n",
 			       zf.data_ns, zf.data_hot_ns);
 			printf("  one late non-zero byte: %.2f GB/s\n", zf.late_gbs);
-			printf("  reference: memcpy %.2f GB/s, memchr %.2f GB/s\n", zf.memcpy_gbs, zf.memchr_gbs);
+			printf("  reference: memcpy %.2f GB/s, memchr %.2f GB/s\n", zf.memcpy_gbs,
+			       zf.memchr_gbs);
 		} else {
 			printf("  failed: %s\n", lm_strerror(zrc));
 		}
 		printf("\ntargets:\n");
-		printf("  word and summary beat bit-by-bit in every condition: %s\n", beat_bit ? "met" : "NOT MET");
-		printf("  summary scan of all-clean under 1/50 of the word scan: %s (word/summary = %.1fx)\n",
+		printf("  word and summary beat bit-by-bit in every condition: %s\n",
+		       beat_bit ? "met" : "NOT MET");
+		printf("  summary scan of all-clean under 1/50 of the word scan: %s (word/summary "
+		       "= %.1fx)\n",
 		       t_clean ? "met" : "NOT MET", clean_ratio);
-		printf("  0.2%% uniform: summary at most 5%% slower than word: %s (summary/word = %.3f)\n",
+		printf("  0.2%% uniform: summary at most 5%% slower than word: %s (summary/word = "
+		       "%.3f)\n",
 		       t_uniform ? "met" : "NOT MET", uniform_ratio);
 		printf("  every method found the same pages: %s\n", bad ? "NO" : "yes");
 	}

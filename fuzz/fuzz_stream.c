@@ -89,9 +89,10 @@ static void fix_checksums(uint8_t *p, size_t len)
 	while (len - off >= LM_FRAME_HDR) {
 		uint8_t *h = p + off;
 		lm_frame f = {
-			.type = (uint16_t)(h[0] | h[1] << 8),
-			.flags = (uint16_t)(h[2] | h[3] << 8),
-			.payload_len = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 24,
+		    .type = (uint16_t)(h[0] | h[1] << 8),
+		    .flags = (uint16_t)(h[2] | h[3] << 8),
+		    .payload_len = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 |
+				   (uint32_t)h[7] << 24,
 		};
 		if (len - off - LM_FRAME_HDR < f.payload_len)
 			return;
@@ -113,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	lm_stream s;
 	lm_stream_init(&s);
-	struct dest d = { .n = 0 };
+	struct dest d = {.n = 0};
 	lm_digest dig;
 	bool have_digest = false;
 	size_t off = 0;
@@ -131,7 +132,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 
 	if (sel & 0x80) {
-		static const lm_stream_region fixed[] = { { 0, 16 }, { 100, 8 } };
+		static const lm_stream_region fixed[] = {{0, 16}, {100, 8}};
 		if (lm_stream_layout_init(&s.layout, fixed, 2, NULL))
 			abort();
 		s.caps = sel & 0x0f;
@@ -168,7 +169,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (rec->frame.type != LM_REC_RAM)
 			continue;
 		const lm_run *run = &rec->u.run;
-		if (run->region >= d.n || run->region_off + run->npages > s.layout.regions[run->region].npages)
+		if (run->region >= d.n ||
+		    run->region_off + run->npages > s.layout.regions[run->region].npages)
 			abort(); /* the decoder let a run out of the layout */
 		uint8_t *dst = d.mem[run->region] + run->region_off * LM_PAGE_SIZE;
 		size_t dlen = (size_t)run->npages * LM_PAGE_SIZE;

@@ -89,7 +89,7 @@ static unsigned scrub(u64 *p)
 	return 1;
 }
 
-void memory_init(u64 mem)
+void memory_init(u64 mem, bool scrub_table)
 {
 	u64 total = 0;
 	for (unsigned i = 0; i < g_boot.nram; i++)
@@ -100,7 +100,8 @@ void memory_init(u64 mem)
 			(unsigned long long)total);
 		limit = total;
 	}
-	/* limit = table pages + data pages, with 1024 entries per table page. */
+	/* limit = summary + table + data pages, with 1024 entries per table
+	 * page: ceil(limit / 1025) table pages leave room for the rest. */
 	u64 tpages = (limit + 1024) / 1025;
 
 	struct range r[MAX_RANGES];
@@ -115,16 +116,21 @@ void memory_init(u64 mem)
 		n++;
 		left -= pages;
 	}
-	/* The table must be contiguous: take it from the first range that
-	 * can hold it. */
+	/* The summary (a bit per table page) and the table must be
+	 * contiguous: take them from the first range that can hold both. */
+	u64 spages = (tpages + 32767) / 32768;
 	for (unsigned i = 0; i < n; i++) {
-		if ((r[i].end - r[i].start) / PAGE_SIZE >= tpages) {
-			M.table = (u32 *)(uintptr_t)r[i].start;
-			r[i].start += tpages * PAGE_SIZE;
+		if ((r[i].end - r[i].start) / PAGE_SIZE >= spages + tpages) {
+			M.summary = (u64 *)(uintptr_t)r[i].start;
+			M.table = (u32 *)(uintptr_t)(r[i].start + spages * PAGE_SIZE);
+			r[i].start += (spages + tpages) * PAGE_SIZE;
 			break;
 		}
 	}
+	M.summary_pages = spages;
 	M.table_pages = tpages;
+	if (!M.table)
+		tpages = spages = 0;
 	M.n = 0;
 	M.npages = 0;
 	for (unsigned i = 0; i < n; i++) {
@@ -148,9 +154,14 @@ void memory_init(u64 mem)
 	 * written, so an idle guest stays untouched.
 	 */
 	u64 scrubbed = 0;
-	for (u64 i = 0; i < tpages; i++)
-		scrubbed += scrub((u64 *)(uintptr_t)M.table + i * PAGE_WORDS);
-	zerocheck = P.zerocheck < 0 ? M.npages * PAGE_SIZE <= (4ull << 30) : P.zerocheck;
+	if (scrub_table) {
+		for (u64 i = 0; i < spages; i++)
+			scrubbed += scrub(M.summary + i * PAGE_WORDS);
+		for (u64 i = 0; i < tpages; i++)
+			scrubbed += scrub((u64 *)(uintptr_t)M.table + i * PAGE_WORDS);
+	}
+	zerocheck = P.zerocheck < 0 ? scrub_table && M.npages * PAGE_SIZE <= (4ull << 30)
+				    : P.zerocheck;
 	if (zerocheck)
 		for (unsigned i = 0; i < M.n; i++)
 			for (u64 a = M.r[i].start; a < M.r[i].end; a += PAGE_SIZE)
@@ -159,6 +170,7 @@ void memory_init(u64 mem)
 		gprintf("livemig-guest: zeroed %llu pages the firmware left non-zero\n",
 			(unsigned long long)scrubbed);
 	C.table_addr = (u64)(uintptr_t)M.table;
+	C.summary_addr = (u64)(uintptr_t)M.summary;
 	C.table_pages = M.table_pages;
 	C.npages = M.npages;
 	C.nranges = M.n;
@@ -188,7 +200,14 @@ void page_write(u64 idx)
 	u64 *p = (u64 *)(uintptr_t)a;
 	u64 pfn = a / PAGE_SIZE;
 	u32 v = M.table[idx] + 1;
+	u64 tp = idx / 1024, bit = 1ull << (tp % 64);
 
+	/* The summary bit goes first: a table page with entries always has
+	 * its bit set. Testing first keeps the summary page clean. */
+	if (!(M.summary[tp / 64] & bit)) {
+		M.summary[tp / 64] |= bit;
+		barrier();
+	}
 	C.inflight_version = v;
 	barrier();
 	C.inflight_index = idx;
@@ -319,9 +338,23 @@ bool verify_all(void)
 	u64 t0 = rdtsc();
 	u64 checked = 0, written = 0, bad = 0, sum = 0;
 	fail_lines = 0;
+	u64 inflight = C.inflight_index;
 	for (unsigned r = 0; r < M.n; r++) {
 		u64 idx = M.first[r];
 		for (u64 a = M.r[r].start; a < M.r[r].end; a += PAGE_SIZE, idx++) {
+			/* Without zerocheck, table pages whose summary bit is clear
+			 * are skipped unread: the check costs what was written. A
+			 * lost summary bit shows up in the sum check. */
+			u64 tp = idx / 1024;
+			if (!zerocheck && idx % 1024 == 0 && !(M.summary[tp / 64] & (1ull << (tp % 64))) &&
+			    inflight / 1024 != tp) {
+				u64 skip = 1024;
+				if (skip > (M.r[r].end - a) / PAGE_SIZE)
+					skip = (M.r[r].end - a) / PAGE_SIZE;
+				a += (skip - 1) * PAGE_SIZE;
+				idx += skip - 1;
+				continue;
+			}
 			u32 t = M.table[idx];
 			sum += t;
 			written += t != 0;

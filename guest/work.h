@@ -37,7 +37,9 @@ const char *selftest_name(int s);
 /*
  * The checkable memory (pages.c). Data pages are numbered 0..npages-1 in
  * address order over the ranges; the version table holds one u32 per
- * data page (0 = never written) in its own contiguous pages.
+ * data page (0 = never written) in its own contiguous pages, preceded by
+ * the summary, a bit per table page, so that a check skips table pages
+ * that were never written.
  */
 struct memory {
 	struct range r[MAX_RANGES];
@@ -46,6 +48,8 @@ struct memory {
 	u64 npages;
 	u32 *table;
 	u64 table_pages;
+	u64 *summary; /* bit t set: table page t may hold non-zero entries */
+	u64 summary_pages;
 };
 extern struct memory M;
 
@@ -59,7 +63,7 @@ extern struct memory M;
 #define INFLIGHT_NONE (~0ull)
 struct guest_ctl {
 	u64 magic;
-	u64 table_addr, table_pages, npages, nranges;
+	u64 table_addr, table_pages, npages, nranges, summary_addr;
 	struct range ranges[MAX_RANGES];
 	u64 seed_mix;
 	volatile u64 inflight_version;
@@ -70,7 +74,8 @@ struct guest_ctl {
 };
 extern struct guest_ctl lm_guest_ctl;
 
-void memory_init(u64 mem);
+/* scrub_table: firmware may have left data in RAM (no pv device). */
+void memory_init(u64 mem, bool scrub_table);
 /* Whether never-written pages are checked to read zero. */
 bool memory_zerocheck(void);
 u64 page_addr(u64 idx);

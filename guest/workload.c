@@ -14,7 +14,7 @@
 #define STEP_PAGES 256
 #define POLL_MS 100
 #define MIN_SLEEP_MS 2
-#define MAX_LAG_MS 100
+#define MAX_LAG_MS 500
 
 static struct {
 	bool pv;
@@ -30,6 +30,7 @@ static struct {
 	u64 next_period;
 	bool in_burst, setup_done, selftested;
 	u64 rng;
+	u64 init_ms[2]; /* clock calibration, memory preparation */
 } S;
 
 static u64 rnd(void)
@@ -289,24 +290,29 @@ static void banner(void)
 		selftest_name(P.selftest), (unsigned long long)P.period_ms, memory_zerocheck(),
 		clock_has_timer() ? "hlt" : "spin", (unsigned long long)P.progress_ms, P.wpct);
 	gprintf("livemig-guest: ram_top=%s pages=%llu table_pages=%llu first_page=%#llx "
-		"tsc_hz=%llu lapic_hz=%llu avx=%u gbpages=%u pv=%u ctl=%p boot_ms=%llu,%llu,%llu,%llu\n",
+		"tsc_hz=%llu lapic_hz=%llu avx=%u gbpages=%u pv=%u ctl=%p boot_ms=%llu,%llu,%llu,%llu init_ms=%llu,%llu\n",
 		ram, (unsigned long long)M.npages, (unsigned long long)M.table_pages,
 		(unsigned long long)(M.n ? M.r[0].start : 0), (unsigned long long)tsc_hz,
 		(unsigned long long)clock_lapic_hz(), g_boot.avx, g_boot.gbpages, S.pv,
 		(void *)&lm_guest_ctl, (unsigned long long)(boot_tsc_entry / (tsc_hz / 1000)),
 		(unsigned long long)(g_boot.tsc_boot_main / (tsc_hz / 1000)),
 		(unsigned long long)(g_boot.tsc_user / (tsc_hz / 1000)),
-		(unsigned long long)(S.t0 / (tsc_hz / 1000)));
+		(unsigned long long)(S.t0 / (tsc_hz / 1000)), (unsigned long long)S.init_ms[0],
+		(unsigned long long)S.init_ms[1]);
 }
 
 void user_main(void)
 {
 	params_parse(g_boot.cmdline);
 	S.pv = inl(LM_PV_ID) == LM_PV_MAGIC;
+	u64 ta = rdtsc();
 	clock_init(P.hlt);
+	u64 tb = rdtsc();
 	fpu_canary_init(P.seed);
 	S.rng = mix64(P.seed) | 1;
-	memory_init(P.mem);
+	memory_init(P.mem, !S.pv);
+	S.init_ms[0] = (tb - ta) / (tsc_hz / 1000);
+	S.init_ms[1] = (rdtsc() - tb) / (tsc_hz / 1000);
 	if (!M.npages)
 		power_off(0x7e);
 

@@ -8,8 +8,10 @@
  *
  * Ownership: caller-owned structs with _init/_destroy. Storage is mmap'ed
  * with MAP_NORESERVE, so a 2^36-bit bitmap costs nothing until touched.
- * Thread safety: none, except where a function says otherwise
- * (lm_bitmap_sync_from takes the source words atomically).
+ * Thread safety: none, except where a function says otherwise: the
+ * *_sync_from calls take the source words atomically, so writers may keep
+ * setting bits in the source (lm_bitmap_set_atomic) while one thread syncs;
+ * lm_page_is_zero may be called from any thread.
  */
 #ifndef LIVEMIG_BITMAP_H
 #define LIVEMIG_BITMAP_H
@@ -109,7 +111,8 @@ static inline uint64_t lm_bitmap_iter_next(lm_bitmap_iter *it)
  * cleared. A fully set word is emitted as 64 consecutive indices at once,
  * so round one (everything dirty) costs a vector store per few pages.
  */
-uint64_t lm_bitmap_collect(const lm_bitmap *b, uint64_t *pos, uint64_t end, uint64_t *out, uint64_t max);
+uint64_t lm_bitmap_collect(const lm_bitmap *b, uint64_t *pos, uint64_t end, uint64_t *out,
+			   uint64_t max);
 
 /* dst op= src, word by word. -EINVAL if the sizes differ. */
 int lm_bitmap_and(lm_bitmap *dst, const lm_bitmap *src);
@@ -151,7 +154,8 @@ void lm_dirty_clients_set_range(lm_dirty_clients *c, uint64_t start, uint64_t n)
 /* Sync one source log into every active client (each client gets the same
  * bits; the source words are taken once). Returns bits newly set for the
  * migration client (or 0 if it is not active). */
-uint64_t lm_dirty_clients_sync_from(lm_dirty_clients *c, uint64_t start, uint64_t *src, uint64_t nbits);
+uint64_t lm_dirty_clients_sync_from(lm_dirty_clients *c, uint64_t start, uint64_t *src,
+				    uint64_t nbits);
 bool lm_dirty_clients_test_and_clear(lm_dirty_clients *c, unsigned client, uint64_t page);
 /* The client's bitmap (owned by c), or NULL if the client is not active. */
 lm_bitmap *lm_dirty_clients_map(lm_dirty_clients *c, unsigned client);
@@ -168,7 +172,7 @@ typedef struct lm_sbitmap {
 	lm_bitmap bits;
 	lm_bitmap summary;
 	unsigned chunk_shift; /* log2(pages per chunk), >= 6 */
-	uint64_t nset;        /* exact count of set bits */
+	uint64_t nset;	      /* exact count of set bits */
 	uint64_t nchunks;     /* summary bits */
 	uint64_t nchunks_set; /* exact count of set summary bits (dirty chunks) */
 	/* private: representation choice, see summary.c */
@@ -209,7 +213,8 @@ uint64_t lm_sbitmap_take(lm_sbitmap *s, uint64_t start, uint64_t n, uint64_t *ou
  * s->bits directly with lm_bitmap_* calls. Costs one pass over the words. */
 void lm_sbitmap_rebuild(lm_sbitmap *s);
 /* As lm_bitmap_collect, skipping clean chunks through the summary. */
-uint64_t lm_sbitmap_collect(const lm_sbitmap *s, uint64_t *pos, uint64_t end, uint64_t *out, uint64_t max);
+uint64_t lm_sbitmap_collect(const lm_sbitmap *s, uint64_t *pos, uint64_t end, uint64_t *out,
+			    uint64_t max);
 /* Choose the scan policy (enum lm_sbitmap_mode); -EINVAL if unknown. */
 int lm_sbitmap_set_mode(lm_sbitmap *s, unsigned mode);
 /* Is chunk c dirty (summary bit)? For callers that walk chunk by chunk. */

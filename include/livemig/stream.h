@@ -38,7 +38,11 @@
  * Thread safety: none; one lm_stream per connection and thread.
  *
  * API changes after the first version are noted here:
- *   (none yet)
+ *   - lm_stream.scratch removed (it was never used).
+ *   - lm_digest_* accept pages at any alignment (pages inside an lm_buf
+ *     frame are not 8-byte aligned).
+ *   - LM_REC_COMMIT and lm_stream_put_commit() added (the switchover's
+ *     last step, docs/stream.md 3.10).
  */
 #ifndef LIVEMIG_STREAM_H
 #define LIVEMIG_STREAM_H
@@ -52,34 +56,36 @@
 #define LM_STREAM_VERSION 1u
 
 #define LM_FRAME_HDR 12u /* frame header bytes */
-#define LM_RUN_HDR 16u   /* RAM run header bytes at the start of a RAM payload */
+#define LM_RUN_HDR 16u	 /* RAM run header bytes at the start of a RAM payload */
 
-#define LM_STREAM_MAX_RUN_PAGES 256u        /* pages in one RAM record (1 MiB) */
-#define LM_STREAM_MAX_REGIONS 256u          /* regions in a layout */
-#define LM_STREAM_MAX_TEXT 255u             /* REFUSE / RESULT text bytes */
-#define LM_STREAM_MAX_DEVICE_NAME 63u       /* DEVICE name bytes */
-#define LM_STREAM_MAX_DEVICE_BLOB (16u << 20) /* DEVICE blob bytes */
+#define LM_STREAM_MAX_RUN_PAGES 256u	       /* pages in one RAM record (1 MiB) */
+#define LM_STREAM_MAX_REGIONS 256u	       /* regions in a layout */
+#define LM_STREAM_MAX_TEXT 255u		       /* REFUSE / RESULT text bytes */
+#define LM_STREAM_MAX_DEVICE_NAME 63u	       /* DEVICE name bytes */
+#define LM_STREAM_MAX_DEVICE_BLOB (16u << 20)  /* DEVICE blob bytes */
 #define LM_STREAM_MAX_TABLE_PAYLOAD (1u << 20) /* TABLE record payload bytes */
 /* Page indices (first_page + npages) stay below 2^52 so byte offsets fit in u64. */
 #define LM_STREAM_PAGE_LIMIT (1ull << 52)
 
 /* Record types (frame header "type"). */
 enum lm_rec_type {
-	LM_REC_HELLO = 0x0001,  /* sender -> receiver, first frame */
+	LM_REC_HELLO = 0x0001,	/* sender -> receiver, first frame */
 	LM_REC_ACCEPT = 0x0002, /* receiver -> sender */
 	LM_REC_REFUSE = 0x0003, /* receiver -> sender, then close */
-	LM_REC_RAM = 0x0010,    /* a run of pages */
-	LM_REC_ROUND = 0x0011,  /* start of pre-copy round n */
+	LM_REC_RAM = 0x0010,	/* a run of pages */
+	LM_REC_ROUND = 0x0011,	/* start of pre-copy round n */
 	LM_REC_DEVICE = 0x0012, /* named opaque device-state blob */
 	LM_REC_DIGEST = 0x0013, /* XXH3-128 digest of all guest RAM */
-	LM_REC_END = 0x0014,    /* end of the sender's stream */
+	LM_REC_END = 0x0014,	/* end of the sender's stream */
+	LM_REC_COMMIT = 0x0015, /* sender -> receiver after RESULT ok: the destination may run */
 	LM_REC_RESULT = 0x0020, /* receiver -> sender after END */
-	LM_REC_TABLE = 0x0030,  /* table stream (needs LM_CAP_TABLE_STREAM; payload per livemig/table.h) */
+	/* Table stream (needs LM_CAP_TABLE_STREAM; payload per livemig/table.h). */
+	LM_REC_TABLE = 0x0030,
 };
 
 /* Capability bits (HELLO offered/mandatory masks, ACCEPT accepted mask). */
-#define LM_CAP_RECORD_CSUM (1ull << 0)  /* per-frame checksums: mandatory in v1 */
-#define LM_CAP_ZSTD (1ull << 1)         /* RAM DATA runs may be zstd-compressed */
+#define LM_CAP_RECORD_CSUM (1ull << 0)	/* per-frame checksums: mandatory in v1 */
+#define LM_CAP_ZSTD (1ull << 1)		/* RAM DATA runs may be zstd-compressed */
 #define LM_CAP_SKIP_BALLOON (1ull << 2) /* RAM SKIPPED runs (ballooned pages) */
 #define LM_CAP_TABLE_STREAM (1ull << 3) /* LM_REC_TABLE records */
 /* Every capability this build understands. */
@@ -87,12 +93,13 @@ enum lm_rec_type {
 
 /* RAM run kinds and encodings (bytes of the run header). */
 enum lm_run_kind {
-	LM_RUN_DATA = 0,    /* page contents follow */
-	LM_RUN_ZERO = 1,    /* pages are all zero; no bytes */
-	LM_RUN_SKIPPED = 2, /* ballooned: zero, not sent, not scanned; no bytes (LM_CAP_SKIP_BALLOON) */
+	LM_RUN_DATA = 0, /* page contents follow */
+	LM_RUN_ZERO = 1, /* pages are all zero; no bytes */
+	/* Ballooned: zero, neither scanned nor sent; no bytes (LM_CAP_SKIP_BALLOON). */
+	LM_RUN_SKIPPED = 2,
 };
 enum lm_run_enc {
-	LM_ENC_RAW = 0,  /* npages * 4096 bytes */
+	LM_ENC_RAW = 0,	 /* npages * 4096 bytes */
 	LM_ENC_ZSTD = 1, /* one zstd frame of exactly npages * 4096 bytes (LM_CAP_ZSTD) */
 };
 
@@ -161,20 +168,21 @@ typedef struct lm_stream_layout {
 } lm_stream_layout;
 
 /* Build a layout from n regions; validates as described above. */
-int lm_stream_layout_init(lm_stream_layout *l, const lm_stream_region *r, uint32_t n, lm_stream_err *err);
+int lm_stream_layout_init(lm_stream_layout *l, const lm_stream_region *r, uint32_t n,
+			  lm_stream_err *err);
 /* The region index holding pages [first_page, first_page + npages) entirely,
  * or -ERANGE (message in err) if no single region holds them. */
-int lm_stream_layout_find(const lm_stream_layout *l, uint64_t first_page, uint64_t npages, lm_stream_err *err);
+int lm_stream_layout_find(const lm_stream_layout *l, uint64_t first_page, uint64_t npages,
+			  lm_stream_err *err);
 
 /* ---- per-connection state ------------------------------------------------ */
 
 typedef struct lm_stream {
-	uint64_t caps;           /* negotiated capabilities; 0 before the handshake */
+	uint64_t caps;		 /* negotiated capabilities; 0 before the handshake */
 	lm_stream_layout layout; /* set by the sender's setup / receiver's HELLO */
-	int zstd_level;          /* compression level for LM_ENC_ZSTD (default 1) */
-	void *zc;                /* ZSTD_CCtx, created on first use */
-	void *zd;                /* ZSTD_DCtx, created on first use */
-	uint8_t *scratch;        /* compression scratch, created on first use */
+	int zstd_level;		 /* compression level for LM_ENC_ZSTD (default 1) */
+	void *zc;		 /* ZSTD_CCtx, created on first use */
+	void *zd;		 /* ZSTD_DCtx, created on first use */
 } lm_stream;
 
 /* Empty state: caps 0, no regions. */
@@ -197,7 +205,8 @@ typedef struct lm_frame {
  * the bounds of the type (see docs/stream.md). The frame then needs
  * LM_FRAME_HDR + f->payload_len bytes in all.
  */
-int lm_stream_frame_parse(const lm_stream *s, const void *hdr, size_t len, lm_frame *f, lm_stream_err *err);
+int lm_stream_frame_parse(const lm_stream *s, const void *hdr, size_t len, lm_frame *f,
+			  lm_stream_err *err);
 /* Largest payload_len allowed for a record type (0 if the type is unknown). */
 uint32_t lm_stream_max_payload(uint16_t type);
 
@@ -224,13 +233,13 @@ uint32_t lm_stream_checksum(const lm_frame *f, const void *payload, size_t len);
 /* A RAM run: the decoded run header plus where it lands. */
 typedef struct lm_run {
 	uint64_t first_page;
-	uint32_t npages;      /* 1 .. LM_STREAM_MAX_RUN_PAGES */
-	uint8_t kind;         /* enum lm_run_kind */
-	uint8_t enc;          /* enum lm_run_enc; LM_ENC_RAW unless DATA */
-	uint32_t region;      /* decoder output: layout region holding the run */
-	uint64_t region_off;  /* decoder output: page offset of first_page in that region */
-	size_t data_len;      /* bytes after the run header (0 for ZERO/SKIPPED) */
-	const uint8_t *data;  /* lm_stream_decode only: points into the input */
+	uint32_t npages;     /* 1 .. LM_STREAM_MAX_RUN_PAGES */
+	uint8_t kind;	     /* enum lm_run_kind */
+	uint8_t enc;	     /* enum lm_run_enc; LM_ENC_RAW unless DATA */
+	uint32_t region;     /* decoder output: layout region holding the run */
+	uint64_t region_off; /* decoder output: page offset of first_page in that region */
+	size_t data_len;     /* bytes after the run header (0 for ZERO/SKIPPED) */
+	const uint8_t *data; /* lm_stream_decode only: points into the input */
 } lm_run;
 
 typedef struct lm_stream_hello {
@@ -260,7 +269,7 @@ typedef struct lm_record {
 		uint64_t round;
 		struct {
 			char name[LM_STREAM_MAX_DEVICE_NAME + 1]; /* NUL-terminated */
-			const uint8_t *blob;                      /* points into the input */
+			const uint8_t *blob;			  /* points into the input */
 			size_t len;
 		} device;
 		struct {
@@ -281,8 +290,8 @@ typedef struct lm_record {
  * f->payload_len consistent (RAW: exactly 16 + npages*4096; ZERO/SKIPPED:
  * exactly 16; ZSTD: 16 < len <= 16 + npages*4096).
  */
-int lm_stream_run_parse(const lm_stream *s, const lm_frame *f, const void *rh, size_t len, lm_run *run,
-			lm_stream_err *err);
+int lm_stream_run_parse(const lm_stream *s, const lm_frame *f, const void *rh, size_t len,
+			lm_run *run, lm_stream_err *err);
 
 /*
  * Write a validated DATA run's pages into dst (dst_len must be exactly
@@ -292,23 +301,24 @@ int lm_stream_run_parse(const lm_stream *s, const lm_frame *f, const void *rh, s
  * SKIPPED runs: -EINVAL (the caller zeroes or discards, it knows how best).
  * On failure dst may be partly written: the caller aborts the migration.
  */
-int lm_stream_run_apply(lm_stream *s, const lm_run *run, const void *data, size_t data_len, void *dst,
-			size_t dst_len, lm_stream_err *err);
+int lm_stream_run_apply(lm_stream *s, const lm_run *run, const void *data, size_t data_len,
+			void *dst, size_t dst_len, lm_stream_err *err);
 
 /*
  * Decode a whole frame from payload (exactly f->payload_len bytes) after
  * lm_stream_frame_parse: verifies the checksum, then every field.
  * Pointers in rec point into payload.
  */
-int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payload, size_t len, lm_record *rec,
-			     lm_stream_err *err);
+int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payload, size_t len,
+			     lm_record *rec, lm_stream_err *err);
 
 /*
  * Decode the frame at the start of buf: header, checksum, payload. Returns
  * the frame's total size in bytes (> 0), or -errno. A buffer shorter than
  * the frame is -ENODATA. Pointers in rec point into buf.
  */
-int64_t lm_stream_decode(lm_stream *s, const void *buf, size_t len, lm_record *rec, lm_stream_err *err);
+int64_t lm_stream_decode(lm_stream *s, const void *buf, size_t len, lm_record *rec,
+			 lm_stream_err *err);
 
 /* ---- encoders: each appends one whole frame to b (0 or -errno) ----------- */
 
@@ -321,6 +331,8 @@ int lm_stream_put_round(lm_buf *b, uint64_t round);
 int lm_stream_put_device(lm_buf *b, const char *name, const void *blob, size_t len);
 int lm_stream_put_digest(lm_buf *b, uint64_t lo, uint64_t hi, uint64_t npages);
 int lm_stream_put_end(lm_buf *b);
+/* COMMIT (empty): sent after RESULT ok; only then may the destination run. */
+int lm_stream_put_commit(lm_buf *b);
 /* Opaque table payload (needs LM_CAP_TABLE_STREAM on the connection). */
 int lm_stream_put_table(lm_buf *b, const void *payload, size_t len);
 
@@ -333,15 +345,16 @@ int lm_stream_put_run_empty(lm_buf *b, uint8_t kind, uint64_t first_page, uint32
  * call: copy live guest memory first (the digest must hash what was sent).
  * *enc_used (may be NULL) says which encoding went out.
  */
-int lm_stream_put_run_data(lm_stream *s, lm_buf *b, uint64_t first_page, uint32_t npages, const void *pages,
-			   uint8_t enc, uint8_t *enc_used);
+int lm_stream_put_run_data(lm_stream *s, lm_buf *b, uint64_t first_page, uint32_t npages,
+			   const void *pages, uint8_t enc, uint8_t *enc_used);
 /*
  * Two-step RAW DATA run, for copying guest memory once: _begin appends the
  * headers and returns (in *pages) where npages * 4096 bytes go; the caller
  * copies them there (and may hash them for the digest); _end computes the
  * checksum. frame_off identifies the frame. No other put in between.
  */
-int lm_stream_put_raw_begin(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages, size_t *frame_off);
+int lm_stream_put_raw_begin(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages,
+			    size_t *frame_off);
 void lm_stream_put_raw_end(lm_buf *b, size_t frame_off);
 
 /* ---- handshake ------------------------------------------------------------- */
@@ -355,13 +368,14 @@ void lm_stream_put_raw_end(lm_buf *b, size_t frame_off);
  * (-ENOTSUP, naming it), or if RECORD_CSUM is not mandatory (v1 rule).
  * On success also installs caps and layout into s.
  */
-int lm_stream_negotiate(lm_stream *s, const lm_stream_hello *h, uint64_t allowed, uint64_t *accepted,
-			lm_stream_err *err);
+int lm_stream_negotiate(lm_stream *s, const lm_stream_hello *h, uint64_t allowed,
+			uint64_t *accepted, lm_stream_err *err);
 /*
  * Sender side: check an ACCEPT against what was offered (accepted must be a
  * subset of offered and contain every mandatory bit) and install the caps.
  */
-int lm_stream_accepted(lm_stream *s, const lm_stream_hello *h, uint64_t accepted, lm_stream_err *err);
+int lm_stream_accepted(lm_stream *s, const lm_stream_hello *h, uint64_t accepted,
+		       lm_stream_err *err);
 
 /* Name of one capability bit ("zstd", "record-csum", "skip-balloon",
  * "table-stream"), or NULL if unknown. */
@@ -391,8 +405,8 @@ typedef struct lm_hash128 {
  */
 typedef struct lm_digest {
 	lm_hash128 sum;
-	uint64_t end_page;     /* page indices 0 .. end_page-1 are valid */
-	lm_hash128 *contrib;   /* per page, 0 for zero pages */
+	uint64_t end_page;   /* page indices 0 .. end_page-1 are valid */
+	lm_hash128 *contrib; /* per page, 0 for zero pages */
 	size_t map_len;
 } lm_digest;
 
@@ -403,7 +417,8 @@ void lm_digest_destroy(lm_digest *d);
 void lm_digest_page(lm_digest *d, uint64_t i, const void *page);
 /* n pages starting at i (contiguous in memory). */
 void lm_digest_pages(lm_digest *d, uint64_t i, uint64_t n, const void *pages);
-/* Pages [i, i+n) are now zero. */
+/* Pages [i, i+n) are now zero. Indices at or past end_page are ignored
+ * by all three updates (the layout was checked before they are called). */
 void lm_digest_zero(lm_digest *d, uint64_t i, uint64_t n);
 static inline lm_hash128 lm_digest_value(const lm_digest *d)
 {

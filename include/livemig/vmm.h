@@ -42,8 +42,9 @@ struct lm_vm;
  * newline), from a vCPU thread. Must not block for long. */
 typedef void (*lm_vm_console_fn)(void *opaque, const char *line, size_t len);
 
-/* Called when the VMM itself writes guest RAM [gpa, gpa+len): the loader,
- * a state load. Install it before writes you need to see. */
+/* Called when the VMM itself writes guest RAM [gpa, gpa+len) through
+ * lm_vm_write_guest() (the Multiboot loader does); KVM's dirty log does not
+ * see such writes. Install it before the writes you need to see. */
 typedef void (*lm_vm_write_fn)(void *opaque, uint64_t gpa, uint64_t len);
 
 /*
@@ -69,6 +70,10 @@ struct lm_vm_config {
 	 * dirty-log bitmap does not need one (KVM_MEM_LOG_DIRTY_PAGES per slot).
 	 */
 	uint32_t dirty_ring_entries;
+	/* Optional write hook from the start, so that it sees the loader's
+	 * writes too (see lm_vm_set_write_hook). */
+	lm_vm_write_fn write_fn;
+	void *write_opaque;
 };
 
 /* A guest RAM slot as KVM knows it. */

@@ -151,8 +151,9 @@ uint64_t lm_bitmap_find_next_set(const lm_bitmap *b, uint64_t from)
 	return (w << 6) + (uint64_t)__builtin_ctzll(b->words[w]);
 }
 
-uint64_t lm__collect(const uint64_t *words, uint64_t from, uint64_t end, uint64_t *out, uint64_t max,
-		     uint64_t *next, uint64_t (*skip)(const void *ctx, uint64_t from), const void *ctx)
+uint64_t lm__collect(const uint64_t *words, uint64_t from, uint64_t end, uint64_t *out,
+		     uint64_t max, uint64_t *next, uint64_t (*skip)(const void *ctx, uint64_t from),
+		     const void *ctx)
 {
 	uint64_t n = 0;
 	uint64_t i = from;
@@ -213,7 +214,8 @@ static uint64_t flat_skip(const void *ctx, uint64_t from)
 	return lm_bitmap_find_next_set(ctx, from);
 }
 
-uint64_t lm_bitmap_collect(const lm_bitmap *b, uint64_t *pos, uint64_t end, uint64_t *out, uint64_t max)
+uint64_t lm_bitmap_collect(const lm_bitmap *b, uint64_t *pos, uint64_t end, uint64_t *out,
+			   uint64_t max)
 {
 	assert(end <= b->nbits);
 	return lm__collect(b->words, *pos, end, out, max, pos, flat_skip, b);

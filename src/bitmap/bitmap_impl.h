@@ -27,8 +27,9 @@ uint64_t lm__first_nonzero_word(const uint64_t *words, uint64_t w, uint64_t nwor
  * anything >= end), and is called only when the next word is zero, so the
  * flat and summary versions differ only in how they skip clean words.
  */
-uint64_t lm__collect(const uint64_t *words, uint64_t from, uint64_t end, uint64_t *out, uint64_t max,
-		     uint64_t *next, uint64_t (*skip)(const void *ctx, uint64_t from), const void *ctx);
+uint64_t lm__collect(const uint64_t *words, uint64_t from, uint64_t end, uint64_t *out,
+		     uint64_t max, uint64_t *next, uint64_t (*skip)(const void *ctx, uint64_t from),
+		     const void *ctx);
 
 /*
  * lm_page_is_zero with a named implementation ("avx2", "sse2", "words"; or

@@ -70,7 +70,8 @@ void lm_dirty_clients_set_range(lm_dirty_clients *c, uint64_t start, uint64_t n)
 			lm_bitmap_set_range(&c->map[k], start, n);
 }
 
-uint64_t lm_dirty_clients_sync_from(lm_dirty_clients *c, uint64_t start, uint64_t *src, uint64_t nbits)
+uint64_t lm_dirty_clients_sync_from(lm_dirty_clients *c, uint64_t start, uint64_t *src,
+				    uint64_t nbits)
 {
 	assert(start <= c->npages && nbits <= c->npages - start);
 	uint64_t fresh = 0;

@@ -262,7 +262,8 @@ static uint64_t flat_skip(const void *ctx, uint64_t from)
 	return lm_bitmap_find_next_set(ctx, from);
 }
 
-uint64_t lm_sbitmap_collect(const lm_sbitmap *s, uint64_t *pos, uint64_t end, uint64_t *out, uint64_t max)
+uint64_t lm_sbitmap_collect(const lm_sbitmap *s, uint64_t *pos, uint64_t end, uint64_t *out,
+			    uint64_t max)
 {
 	assert(end <= s->bits.nbits);
 	/* The representation is chosen once per batch, not per word. */

@@ -40,7 +40,8 @@ static inline bool sample_nonzero(const unsigned char *p)
 {
 	if (load64(p))
 		return true;
-	return (load64(p + 8) | load64(p + 2048) | load64(p + 4088) | load64(p + 1024) | load64(p + 3072)) != 0;
+	return (load64(p + 8) | load64(p + 2048) | load64(p + 4088) | load64(p + 1024) |
+		load64(p + 3072)) != 0;
 }
 
 static bool is_zero_words(const void *page)
@@ -57,21 +58,19 @@ static bool is_zero_words(const void *page)
 }
 
 #if defined(__x86_64__)
+/* 256 bytes per step, ORed into two accumulators so that the loads are not
+ * serialised behind one chain of ORs; a non-zero block ends the loop. */
 static bool is_zero_sse2(const void *page)
 {
 	const __m128i *p = page;
-	const __m128i zero = _mm_setzero_si128();
 	for (size_t i = 0; i < LM_PAGE_SIZE / 16; i += 16) {
-		__m128i a = _mm_or_si128(_mm_loadu_si128(p + i), _mm_loadu_si128(p + i + 1));
-		__m128i b = _mm_or_si128(_mm_loadu_si128(p + i + 2), _mm_loadu_si128(p + i + 3));
-		__m128i c = _mm_or_si128(_mm_loadu_si128(p + i + 4), _mm_loadu_si128(p + i + 5));
-		__m128i d = _mm_or_si128(_mm_loadu_si128(p + i + 6), _mm_loadu_si128(p + i + 7));
-		a = _mm_or_si128(a, _mm_or_si128(_mm_loadu_si128(p + i + 8), _mm_loadu_si128(p + i + 9)));
-		b = _mm_or_si128(b, _mm_or_si128(_mm_loadu_si128(p + i + 10), _mm_loadu_si128(p + i + 11)));
-		c = _mm_or_si128(c, _mm_or_si128(_mm_loadu_si128(p + i + 12), _mm_loadu_si128(p + i + 13)));
-		d = _mm_or_si128(d, _mm_or_si128(_mm_loadu_si128(p + i + 14), _mm_loadu_si128(p + i + 15)));
-		__m128i all = _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d));
-		if (_mm_movemask_epi8(_mm_cmpeq_epi8(all, zero)) != 0xffff)
+		__m128i a = _mm_loadu_si128(p + i), b = _mm_loadu_si128(p + i + 1);
+		for (size_t k = 2; k < 16; k += 2) {
+			a = _mm_or_si128(a, _mm_loadu_si128(p + i + k));
+			b = _mm_or_si128(b, _mm_loadu_si128(p + i + k + 1));
+		}
+		a = _mm_or_si128(a, b);
+		if (_mm_movemask_epi8(_mm_cmpeq_epi8(a, _mm_setzero_si128())) != 0xffff)
 			return false;
 	}
 	return true;
@@ -81,12 +80,13 @@ __attribute__((target("avx2"))) static bool is_zero_avx2(const void *page)
 {
 	const __m256i *p = page;
 	for (size_t i = 0; i < LM_PAGE_SIZE / 32; i += 8) {
-		__m256i a = _mm256_or_si256(_mm256_loadu_si256(p + i), _mm256_loadu_si256(p + i + 1));
-		__m256i b = _mm256_or_si256(_mm256_loadu_si256(p + i + 2), _mm256_loadu_si256(p + i + 3));
-		__m256i c = _mm256_or_si256(_mm256_loadu_si256(p + i + 4), _mm256_loadu_si256(p + i + 5));
-		__m256i d = _mm256_or_si256(_mm256_loadu_si256(p + i + 6), _mm256_loadu_si256(p + i + 7));
-		__m256i all = _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d));
-		if (!_mm256_testz_si256(all, all))
+		__m256i a = _mm256_loadu_si256(p + i), b = _mm256_loadu_si256(p + i + 1);
+		for (size_t k = 2; k < 8; k += 2) {
+			a = _mm256_or_si256(a, _mm256_loadu_si256(p + i + k));
+			b = _mm256_or_si256(b, _mm256_loadu_si256(p + i + k + 1));
+		}
+		a = _mm256_or_si256(a, b);
+		if (!_mm256_testz_si256(a, a))
 			return false;
 	}
 	return true;

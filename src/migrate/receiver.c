@@ -180,6 +180,9 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 	uint8_t *dst = (uint8_t *)m->host + run.region_off * LM_PAGE_SIZE;
 	size_t dst_len = (size_t)run.npages * LM_PAGE_SIZE;
 	lm_stream_csum c;
+	/* XXH3 wants a fresh streaming state zeroed (XXH3_INITSTATE) before its
+	 * first reset: stack garbage equal to the seed would skip the secret. */
+	memset(&c, 0, sizeof(c));
 	lm_stream_csum_begin(&c, f);
 	lm_stream_csum_update(&c, rh, sizeof(rh));
 	(void)hdr;

@@ -60,7 +60,7 @@ static bool page_is_zero(const void *page)
 
 lm_hash128 lm_digest_contrib(uint64_t i, const void *page)
 {
-	lm_hash128 r = { 0, 0 };
+	lm_hash128 r = {0, 0};
 	if (page_is_zero(page))
 		return r;
 	XXH128_hash_t h = XXH3_128bits_withSeed(page, LM_PAGE_SIZE, i);
@@ -75,7 +75,8 @@ int lm_digest_init(lm_digest *d, uint64_t end_page)
 	if (end_page == 0 || end_page > LM_STREAM_PAGE_LIMIT)
 		return -EINVAL;
 	size_t len = (size_t)end_page * sizeof(lm_hash128);
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return -ENOMEM;
 	d->contrib = p;
@@ -119,7 +120,7 @@ void lm_digest_pages(lm_digest *d, uint64_t i, uint64_t n, const void *pages)
 
 void lm_digest_zero(lm_digest *d, uint64_t i, uint64_t n)
 {
-	lm_hash128 z = { 0, 0 };
+	lm_hash128 z = {0, 0};
 	if (i >= d->end_page)
 		return;
 	if (n > d->end_page - i)

@@ -20,7 +20,8 @@
 
 #include "stream/wire.h"
 
-_Static_assert(sizeof(XXH3_state_t) <= sizeof(((lm_stream_csum *)0)->state), "lm_stream_csum too small");
+_Static_assert(sizeof(XXH3_state_t) <= sizeof(((lm_stream_csum *)0)->state),
+	       "lm_stream_csum too small");
 _Static_assert(_Alignof(XXH3_state_t) <= 64, "lm_stream_csum alignment");
 
 int lm__stream_fail(lm_stream_err *err, int code, const char *fmt, ...)
@@ -88,7 +89,6 @@ void lm_stream_init(lm_stream *s)
 void lm_stream_destroy(lm_stream *s)
 {
 	lm__stream_free_zstd(s);
-	free(s->scratch);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -107,16 +107,17 @@ struct type_info {
  * than by size.
  */
 static const struct type_info types[] = {
-	{ LM_REC_HELLO, "HELLO", 12, 65536 },
-	{ LM_REC_ACCEPT, "ACCEPT", 16, 16 },
-	{ LM_REC_REFUSE, "REFUSE", 4, 4 + LM_STREAM_MAX_TEXT },
-	{ LM_REC_RAM, "RAM", LM_RUN_HDR, LM_RUN_HDR + LM_STREAM_MAX_RUN_PAGES * 4096u },
-	{ LM_REC_ROUND, "ROUND", 8, 8 },
-	{ LM_REC_DEVICE, "DEVICE", 2, 1 + LM_STREAM_MAX_DEVICE_NAME + LM_STREAM_MAX_DEVICE_BLOB },
-	{ LM_REC_DIGEST, "DIGEST", 24, 24 },
-	{ LM_REC_END, "END", 0, 0 },
-	{ LM_REC_RESULT, "RESULT", 4, 4 + LM_STREAM_MAX_TEXT },
-	{ LM_REC_TABLE, "TABLE", 0, LM_STREAM_MAX_TABLE_PAYLOAD },
+    {LM_REC_HELLO, "HELLO", 12, 65536},
+    {LM_REC_ACCEPT, "ACCEPT", 16, 16},
+    {LM_REC_REFUSE, "REFUSE", 4, 4 + LM_STREAM_MAX_TEXT},
+    {LM_REC_RAM, "RAM", LM_RUN_HDR, LM_RUN_HDR + LM_STREAM_MAX_RUN_PAGES * 4096u},
+    {LM_REC_ROUND, "ROUND", 8, 8},
+    {LM_REC_DEVICE, "DEVICE", 2, 1 + LM_STREAM_MAX_DEVICE_NAME + LM_STREAM_MAX_DEVICE_BLOB},
+    {LM_REC_DIGEST, "DIGEST", 24, 24},
+    {LM_REC_END, "END", 0, 0},
+    {LM_REC_COMMIT, "COMMIT", 0, 0},
+    {LM_REC_RESULT, "RESULT", 4, 4 + LM_STREAM_MAX_TEXT},
+    {LM_REC_TABLE, "TABLE", 0, LM_STREAM_MAX_TABLE_PAYLOAD},
 };
 
 static const struct type_info *type_info(uint16_t type)
@@ -139,11 +140,13 @@ uint32_t lm_stream_max_payload(uint16_t type)
 	return t ? t->max : 0;
 }
 
-int lm_stream_frame_parse(const lm_stream *s, const void *hdr, size_t len, lm_frame *f, lm_stream_err *err)
+int lm_stream_frame_parse(const lm_stream *s, const void *hdr, size_t len, lm_frame *f,
+			  lm_stream_err *err)
 {
 	const uint8_t *p = hdr;
 	if (len < LM_FRAME_HDR)
-		return lm__stream_fail(err, -ENODATA, "truncated frame header: %zu of %u bytes", len, LM_FRAME_HDR);
+		return lm__stream_fail(err, -ENODATA, "truncated frame header: %zu of %u bytes",
+				       len, LM_FRAME_HDR);
 	f->type = ld16(p);
 	f->flags = ld16(p + 2);
 	f->payload_len = ld32(p + 4);
@@ -152,16 +155,20 @@ int lm_stream_frame_parse(const lm_stream *s, const void *hdr, size_t len, lm_fr
 	if (!t)
 		return lm__stream_fail(err, -EPROTO, "unknown record type 0x%04x", f->type);
 	if (f->type == LM_REC_TABLE && !(s->caps & LM_CAP_TABLE_STREAM))
-		return lm__stream_fail(err, -ENOTSUP, "TABLE record but table-stream was not negotiated");
+		return lm__stream_fail(err, -ENOTSUP,
+				       "TABLE record but table-stream was not negotiated");
 	/* v1 defines no flags for any type: a newer sender must not set one
 	 * unless a capability says the receiver understands it. */
 	if (f->flags)
-		return lm__stream_fail(err, -EPROTO, "%s record: unknown flags 0x%04x", t->name, f->flags);
+		return lm__stream_fail(err, -EPROTO, "%s record: unknown flags 0x%04x", t->name,
+				       f->flags);
 	if (f->payload_len > t->max)
-		return lm__stream_fail(err, -EMSGSIZE, "%s record: payload_len %u above the maximum %u", t->name,
+		return lm__stream_fail(err, -EMSGSIZE,
+				       "%s record: payload_len %u above the maximum %u", t->name,
 				       f->payload_len, t->max);
 	if (f->payload_len < t->min)
-		return lm__stream_fail(err, -EBADMSG, "%s record: payload_len %u below the minimum %u", t->name,
+		return lm__stream_fail(err, -EBADMSG,
+				       "%s record: payload_len %u below the minimum %u", t->name,
 				       f->payload_len, t->min);
 	return 0;
 }
@@ -175,6 +182,10 @@ static uint64_t frame_seed(const lm_frame *f)
 
 void lm_stream_csum_begin(lm_stream_csum *c, const lm_frame *f)
 {
+	/* XXH3 wants a fresh state zeroed (XXH3_INITSTATE) before its first
+	 * reset: stack garbage that happens to equal the seed would make the
+	 * reset skip deriving the secret. */
+	memset(c->state, 0, sizeof(c->state));
 	XXH3_64bits_reset_withSeed((XXH3_state_t *)(void *)c->state, frame_seed(f));
 }
 
@@ -192,8 +203,10 @@ int lm_stream_csum_check(lm_stream_csum *c, const lm_frame *f, lm_stream_err *er
 {
 	uint32_t got = lm_stream_csum_end(c);
 	if (got != f->checksum)
-		return lm__stream_fail(err, -EBADMSG, "%s record: checksum mismatch (frame says 0x%08x, data gives 0x%08x)",
-				       lm_stream_type_name(f->type), f->checksum, got);
+		return lm__stream_fail(
+		    err, -EBADMSG,
+		    "%s record: checksum mismatch (frame says 0x%08x, data gives 0x%08x)",
+		    lm_stream_type_name(f->type), f->checksum, got);
 	return 0;
 }
 
@@ -224,7 +237,7 @@ int lm__frame_start(lm_buf *b, uint16_t type, size_t payload_hint, size_t *off)
 void lm__frame_finish(lm_buf *b, size_t off)
 {
 	uint8_t *p = b->data + off;
-	lm_frame f = { .type = ld16(p), .flags = ld16(p + 2) };
+	lm_frame f = {.type = ld16(p), .flags = ld16(p + 2)};
 	f.payload_len = (uint32_t)(b->len - off - LM_FRAME_HDR);
 	st32(p + 4, f.payload_len);
 	st32(p + 8, lm_stream_checksum(&f, p + LM_FRAME_HDR, f.payload_len));
@@ -232,27 +245,30 @@ void lm__frame_finish(lm_buf *b, size_t off)
 
 /* ---- layout ------------------------------------------------------------------- */
 
-int lm_stream_layout_init(lm_stream_layout *l, const lm_stream_region *r, uint32_t n, lm_stream_err *err)
+int lm_stream_layout_init(lm_stream_layout *l, const lm_stream_region *r, uint32_t n,
+			  lm_stream_err *err)
 {
 	memset(l, 0, offsetof(lm_stream_layout, regions));
 	if (n == 0)
 		return lm__stream_fail(err, -EBADMSG, "layout has no regions");
 	if (n > LM_STREAM_MAX_REGIONS)
-		return lm__stream_fail(err, -EMSGSIZE, "layout has %u regions, at most %u allowed", n,
-				       LM_STREAM_MAX_REGIONS);
+		return lm__stream_fail(err, -EMSGSIZE, "layout has %u regions, at most %u allowed",
+				       n, LM_STREAM_MAX_REGIONS);
 	uint64_t prev_end = 0, total = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t a = r[i].first_page, c = r[i].npages;
 		if (c == 0)
 			return lm__stream_fail(err, -EBADMSG, "layout region %u is empty", i);
 		if (a >= LM_STREAM_PAGE_LIMIT || c > LM_STREAM_PAGE_LIMIT - a)
-			return lm__stream_fail(err, -ERANGE,
-					       "layout region %u (first_page %llu, npages %llu) ends past page 2^52", i,
-					       (unsigned long long)a, (unsigned long long)c);
+			return lm__stream_fail(
+			    err, -ERANGE,
+			    "layout region %u (first_page %llu, npages %llu) ends past page 2^52",
+			    i, (unsigned long long)a, (unsigned long long)c);
 		if (i > 0 && a < prev_end)
-			return lm__stream_fail(err, -EBADMSG,
-					       "layout region %u (first_page %llu) overlaps or precedes region %u", i,
-					       (unsigned long long)a, i - 1);
+			return lm__stream_fail(
+			    err, -EBADMSG,
+			    "layout region %u (first_page %llu) overlaps or precedes region %u", i,
+			    (unsigned long long)a, i - 1);
 		prev_end = a + c;
 		total += c;
 		l->regions[i] = r[i];
@@ -263,7 +279,8 @@ int lm_stream_layout_init(lm_stream_layout *l, const lm_stream_region *r, uint32
 	return 0;
 }
 
-int lm_stream_layout_find(const lm_stream_layout *l, uint64_t first_page, uint64_t npages, lm_stream_err *err)
+int lm_stream_layout_find(const lm_stream_layout *l, uint64_t first_page, uint64_t npages,
+			  lm_stream_err *err)
 {
 	/* Binary search for the last region starting at or before first_page. */
 	uint32_t lo = 0, hi = l->nregions;
@@ -281,7 +298,8 @@ int lm_stream_layout_find(const lm_stream_layout *l, uint64_t first_page, uint64
 			return (int)(lo - 1);
 	}
 	return lm__stream_fail(err, -ERANGE, "RAM run pages [%llu, %llu) outside the layout",
-			       (unsigned long long)first_page, (unsigned long long)(first_page + npages));
+			       (unsigned long long)first_page,
+			       (unsigned long long)(first_page + npages));
 }
 
 /* ---- capability names ------------------------------------------------------------ */
@@ -290,10 +308,10 @@ static const struct {
 	uint64_t bit;
 	const char *name;
 } cap_names[] = {
-	{ LM_CAP_RECORD_CSUM, "record-csum" },
-	{ LM_CAP_ZSTD, "zstd" },
-	{ LM_CAP_SKIP_BALLOON, "skip-balloon" },
-	{ LM_CAP_TABLE_STREAM, "table-stream" },
+    {LM_CAP_RECORD_CSUM, "record-csum"},
+    {LM_CAP_ZSTD, "zstd"},
+    {LM_CAP_SKIP_BALLOON, "skip-balloon"},
+    {LM_CAP_TABLE_STREAM, "table-stream"},
 };
 
 const char *lm_stream_cap_name(uint64_t bit)
@@ -314,7 +332,8 @@ int lm_stream_caps_parse(const char *list, uint64_t *mask)
 			size_t n = e ? (size_t)(e - p) : strlen(p);
 			bool found = false;
 			for (size_t i = 0; i < sizeof(cap_names) / sizeof(cap_names[0]); i++) {
-				if (strlen(cap_names[i].name) == n && !strncmp(cap_names[i].name, p, n)) {
+				if (strlen(cap_names[i].name) == n &&
+				    !strncmp(cap_names[i].name, p, n)) {
 					m |= cap_names[i].bit;
 					found = true;
 				}

@@ -17,7 +17,7 @@
 
 #include "stream/wire.h"
 
-#define RUN_BYTES(n) ((size_t)(n) * LM_PAGE_SIZE)
+#define RUN_BYTES(n) ((size_t)(n)*LM_PAGE_SIZE)
 
 /* ---- zstd contexts ------------------------------------------------------------ */
 
@@ -116,8 +116,8 @@ static bool device_name_ok(const char *name, size_t n)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-			  c == '.' || c == ':' || c == '-';
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' || c == '-';
 		if (!ok)
 			return false;
 	}
@@ -159,6 +159,11 @@ int lm_stream_put_end(lm_buf *b)
 	return put_simple(b, LM_REC_END, NULL, 0);
 }
 
+int lm_stream_put_commit(lm_buf *b)
+{
+	return put_simple(b, LM_REC_COMMIT, NULL, 0);
+}
+
 int lm_stream_put_table(lm_buf *b, const void *payload, size_t len)
 {
 	if (len > LM_STREAM_MAX_TABLE_PAYLOAD)
@@ -166,7 +171,8 @@ int lm_stream_put_table(lm_buf *b, const void *payload, size_t len)
 	return put_simple(b, LM_REC_TABLE, payload, len);
 }
 
-static void put_run_header(uint8_t *p, uint64_t first_page, uint32_t npages, uint8_t kind, uint8_t enc)
+static void put_run_header(uint8_t *p, uint64_t first_page, uint32_t npages, uint8_t kind,
+			   uint8_t enc)
 {
 	st64(p, first_page);
 	st32(p + 8, npages);
@@ -196,7 +202,8 @@ int lm_stream_put_run_empty(lm_buf *b, uint8_t kind, uint64_t first_page, uint32
 	return put_simple(b, LM_REC_RAM, p, sizeof(p));
 }
 
-int lm_stream_put_raw_begin(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages, size_t *frame_off)
+int lm_stream_put_raw_begin(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages,
+			    size_t *frame_off)
 {
 	int r = check_run_args(first_page, npages);
 	if (r)
@@ -216,8 +223,8 @@ void lm_stream_put_raw_end(lm_buf *b, size_t frame_off)
 	lm__frame_finish(b, frame_off);
 }
 
-int lm_stream_put_run_data(lm_stream *s, lm_buf *b, uint64_t first_page, uint32_t npages, const void *pages,
-			   uint8_t enc, uint8_t *enc_used)
+int lm_stream_put_run_data(lm_stream *s, lm_buf *b, uint64_t first_page, uint32_t npages,
+			   const void *pages, uint8_t enc, uint8_t *enc_used)
 {
 	size_t raw = RUN_BYTES(npages);
 	size_t off;
@@ -263,14 +270,16 @@ int lm_stream_put_run_data(lm_stream *s, lm_buf *b, uint64_t first_page, uint32_
 
 /* ---- RAM runs: parse and apply ------------------------------------------------------ */
 
-int lm_stream_run_parse(const lm_stream *s, const lm_frame *f, const void *rh, size_t len, lm_run *run,
-			lm_stream_err *err)
+int lm_stream_run_parse(const lm_stream *s, const lm_frame *f, const void *rh, size_t len,
+			lm_run *run, lm_stream_err *err)
 {
 	const uint8_t *p = rh;
 	if (f->type != LM_REC_RAM)
-		return lm__stream_fail(err, -EINVAL, "run header of a %s record", lm_stream_type_name(f->type));
+		return lm__stream_fail(err, -EINVAL, "run header of a %s record",
+				       lm_stream_type_name(f->type));
 	if (len < LM_RUN_HDR || f->payload_len < LM_RUN_HDR)
-		return lm__stream_fail(err, -ENODATA, "truncated RAM run header: %zu of %u bytes", len, LM_RUN_HDR);
+		return lm__stream_fail(err, -ENODATA, "truncated RAM run header: %zu of %u bytes",
+				       len, LM_RUN_HDR);
 	memset(run, 0, sizeof(*run));
 	run->first_page = ld64(p);
 	run->npages = ld32(p + 8);
@@ -280,21 +289,25 @@ int lm_stream_run_parse(const lm_stream *s, const lm_frame *f, const void *rh, s
 	if (run->kind > LM_RUN_SKIPPED)
 		return lm__stream_fail(err, -EPROTO, "RAM run: unknown kind %u", run->kind);
 	if (run->kind == LM_RUN_SKIPPED && !(s->caps & LM_CAP_SKIP_BALLOON))
-		return lm__stream_fail(err, -ENOTSUP, "RAM run: SKIPPED pages but skip-balloon was not negotiated");
+		return lm__stream_fail(
+		    err, -ENOTSUP, "RAM run: SKIPPED pages but skip-balloon was not negotiated");
 	if (run->enc > LM_ENC_ZSTD)
 		return lm__stream_fail(err, -EPROTO, "RAM run: unknown encoding %u", run->enc);
 	if (run->enc == LM_ENC_ZSTD && run->kind != LM_RUN_DATA)
-		return lm__stream_fail(err, -EBADMSG, "RAM run: ZSTD encoding on a run without data (kind %u)",
+		return lm__stream_fail(err, -EBADMSG,
+				       "RAM run: ZSTD encoding on a run without data (kind %u)",
 				       run->kind);
 	if (run->enc == LM_ENC_ZSTD && !(s->caps & LM_CAP_ZSTD))
-		return lm__stream_fail(err, -ENOTSUP, "RAM run: ZSTD data but zstd was not negotiated");
+		return lm__stream_fail(err, -ENOTSUP,
+				       "RAM run: ZSTD data but zstd was not negotiated");
 	if (reserved)
-		return lm__stream_fail(err, -EBADMSG, "RAM run: reserved field 0x%04x is not zero", reserved);
+		return lm__stream_fail(err, -EBADMSG, "RAM run: reserved field 0x%04x is not zero",
+				       reserved);
 	if (run->npages == 0)
 		return lm__stream_fail(err, -EBADMSG, "RAM run: zero pages");
 	if (run->npages > LM_STREAM_MAX_RUN_PAGES)
-		return lm__stream_fail(err, -EMSGSIZE, "RAM run: %u pages, at most %u per record", run->npages,
-				       LM_STREAM_MAX_RUN_PAGES);
+		return lm__stream_fail(err, -EMSGSIZE, "RAM run: %u pages, at most %u per record",
+				       run->npages, LM_STREAM_MAX_RUN_PAGES);
 	int reg = lm_stream_layout_find(&s->layout, run->first_page, run->npages, err);
 	if (reg < 0)
 		return reg;
@@ -304,30 +317,34 @@ int lm_stream_run_parse(const lm_stream *s, const lm_frame *f, const void *rh, s
 	size_t raw = RUN_BYTES(run->npages);
 	if (run->kind != LM_RUN_DATA) {
 		if (run->data_len)
-			return lm__stream_fail(err, -EBADMSG, "RAM run: %zu data bytes on a %s run", run->data_len,
+			return lm__stream_fail(err, -EBADMSG, "RAM run: %zu data bytes on a %s run",
+					       run->data_len,
 					       run->kind == LM_RUN_ZERO ? "ZERO" : "SKIPPED");
 	} else if (run->enc == LM_ENC_RAW) {
 		if (run->data_len != raw)
-			return lm__stream_fail(err, -EBADMSG, "RAM run: %zu data bytes for %u RAW pages (need %zu)",
-					       run->data_len, run->npages, raw);
+			return lm__stream_fail(
+			    err, -EBADMSG, "RAM run: %zu data bytes for %u RAW pages (need %zu)",
+			    run->data_len, run->npages, raw);
 	} else {
 		if (run->data_len == 0 || run->data_len > raw)
-			return lm__stream_fail(err, -EBADMSG,
-					       "RAM run: %zu ZSTD bytes for %u pages (must be 1..%zu)", run->data_len,
-					       run->npages, raw);
+			return lm__stream_fail(
+			    err, -EBADMSG, "RAM run: %zu ZSTD bytes for %u pages (must be 1..%zu)",
+			    run->data_len, run->npages, raw);
 	}
 	return 0;
 }
 
-int lm_stream_run_apply(lm_stream *s, const lm_run *run, const void *data, size_t data_len, void *dst,
-			size_t dst_len, lm_stream_err *err)
+int lm_stream_run_apply(lm_stream *s, const lm_run *run, const void *data, size_t data_len,
+			void *dst, size_t dst_len, lm_stream_err *err)
 {
 	size_t raw = RUN_BYTES(run->npages);
 	if (run->kind != LM_RUN_DATA)
-		return lm__stream_fail(err, -EINVAL, "RAM run apply: run has no data (kind %u)", run->kind);
+		return lm__stream_fail(err, -EINVAL, "RAM run apply: run has no data (kind %u)",
+				       run->kind);
 	if (dst_len != raw || data_len != run->data_len)
-		return lm__stream_fail(err, -EINVAL, "RAM run apply: destination %zu / data %zu bytes for %u pages",
-				       dst_len, data_len, run->npages);
+		return lm__stream_fail(
+		    err, -EINVAL, "RAM run apply: destination %zu / data %zu bytes for %u pages",
+		    dst_len, data_len, run->npages);
 	if (run->enc == LM_ENC_RAW) {
 		memcpy(dst, data, raw);
 		return 0;
@@ -338,13 +355,16 @@ int lm_stream_run_apply(lm_stream *s, const lm_run *run, const void *data, size_
 		return lm__stream_fail(err, -EILSEQ, "RAM run at page %llu: bad zstd frame (%s)",
 				       (unsigned long long)run->first_page, ZSTD_getErrorName(fsz));
 	if (fsz != data_len)
-		return lm__stream_fail(err, -EILSEQ, "RAM run at page %llu: zstd frame is %zu of %zu bytes",
+		return lm__stream_fail(err, -EILSEQ,
+				       "RAM run at page %llu: zstd frame is %zu of %zu bytes",
 				       (unsigned long long)run->first_page, fsz, data_len);
 	unsigned long long csz = ZSTD_getFrameContentSize(data, data_len);
 	if (csz != raw)
-		return lm__stream_fail(err, -EILSEQ, "RAM run at page %llu: zstd frame announces %lld bytes, run needs %zu",
-				       (unsigned long long)run->first_page,
-				       csz == ZSTD_CONTENTSIZE_UNKNOWN ? -1ll : (long long)csz, raw);
+		return lm__stream_fail(
+		    err, -EILSEQ,
+		    "RAM run at page %llu: zstd frame announces %lld bytes, run needs %zu",
+		    (unsigned long long)run->first_page,
+		    csz == ZSTD_CONTENTSIZE_UNKNOWN ? -1ll : (long long)csz, raw);
 	ZSTD_DCtx *d = dctx(s);
 	if (!d)
 		return lm__stream_fail(err, -ENOMEM, "zstd: cannot create a decompression context");
@@ -352,45 +372,52 @@ int lm_stream_run_apply(lm_stream *s, const lm_run *run, const void *data, size_
 	 * write past it, whatever the frame says. */
 	size_t out = ZSTD_decompressDCtx(d, dst, dst_len, data, data_len);
 	if (ZSTD_isError(out))
-		return lm__stream_fail(err, -EILSEQ, "RAM run at page %llu: zstd: %s", (unsigned long long)run->first_page,
-				       ZSTD_getErrorName(out));
+		return lm__stream_fail(err, -EILSEQ, "RAM run at page %llu: zstd: %s",
+				       (unsigned long long)run->first_page, ZSTD_getErrorName(out));
 	if (out != raw)
-		return lm__stream_fail(err, -EILSEQ, "RAM run at page %llu: zstd gave %zu bytes, run needs %zu",
+		return lm__stream_fail(err, -EILSEQ,
+				       "RAM run at page %llu: zstd gave %zu bytes, run needs %zu",
 				       (unsigned long long)run->first_page, out, raw);
 	return 0;
 }
 
 /* ---- whole-record decoding ------------------------------------------------------------ */
 
-static int decode_status(const lm_frame *f, const uint8_t *p, size_t len, lm_stream_status *st, lm_stream_err *err)
+static int decode_status(const lm_frame *f, const uint8_t *p, size_t len, lm_stream_status *st,
+			 lm_stream_err *err)
 {
 	const char *name = lm_stream_type_name(f->type);
 	uint32_t code = ld32(p);
 	if (code > 4095)
-		return lm__stream_fail(err, -EBADMSG, "%s record: status %u is not an errno value", name, code);
+		return lm__stream_fail(err, -EBADMSG, "%s record: status %u is not an errno value",
+				       name, code);
 	if (f->type == LM_REC_REFUSE && code == 0)
 		return lm__stream_fail(err, -EBADMSG, "REFUSE record with status 0");
 	size_t n = len - 4;
 	for (size_t i = 0; i < n; i++)
 		if (p[4 + i] == 0)
-			return lm__stream_fail(err, -EBADMSG, "%s record: NUL byte in text at %zu", name, i);
+			return lm__stream_fail(err, -EBADMSG, "%s record: NUL byte in text at %zu",
+					       name, i);
 	st->code = (int32_t)code;
 	memcpy(st->text, p + 4, n);
 	st->text[n] = 0;
 	return 0;
 }
 
-int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payload, size_t len, lm_record *rec,
-			     lm_stream_err *err)
+int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payload, size_t len,
+			     lm_record *rec, lm_stream_err *err)
 {
 	const uint8_t *p = payload;
 	const char *name = lm_stream_type_name(f->type);
 	if (len != f->payload_len)
 		return lm__stream_fail(err, len < f->payload_len ? -ENODATA : -EINVAL,
-				       "%s record: payload is %zu bytes, frame says %u", name, len, f->payload_len);
+				       "%s record: payload is %zu bytes, frame says %u", name, len,
+				       f->payload_len);
 	if (lm_stream_checksum(f, p, len) != f->checksum)
-		return lm__stream_fail(err, -EBADMSG, "%s record: checksum mismatch (frame says 0x%08x, data gives 0x%08x)",
-				       name, f->checksum, lm_stream_checksum(f, p, len));
+		return lm__stream_fail(
+		    err, -EBADMSG,
+		    "%s record: checksum mismatch (frame says 0x%08x, data gives 0x%08x)", name,
+		    f->checksum, lm_stream_checksum(f, p, len));
 	memset(rec, 0, offsetof(lm_record, u));
 	rec->frame = *f;
 	switch (f->type) {
@@ -399,7 +426,8 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 	case LM_REC_ACCEPT: {
 		uint32_t v = ld32(p);
 		if (v != LM_STREAM_VERSION)
-			return lm__stream_fail(err, -EPROTONOSUPPORT, "ACCEPT: version %u, this side speaks %u", v,
+			return lm__stream_fail(err, -EPROTONOSUPPORT,
+					       "ACCEPT: version %u, this side speaks %u", v,
 					       LM_STREAM_VERSION);
 		if (ld32(p + 4))
 			return lm__stream_fail(err, -EBADMSG, "ACCEPT: reserved field is not zero");
@@ -423,19 +451,24 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 	case LM_REC_DEVICE: {
 		size_t n = p[0];
 		if (n == 0 || n > LM_STREAM_MAX_DEVICE_NAME)
-			return lm__stream_fail(err, -EBADMSG, "DEVICE record: name length %zu (must be 1..%u)", n,
+			return lm__stream_fail(err, -EBADMSG,
+					       "DEVICE record: name length %zu (must be 1..%u)", n,
 					       LM_STREAM_MAX_DEVICE_NAME);
 		if (1 + n > len)
-			return lm__stream_fail(err, -EBADMSG, "DEVICE record: name of %zu bytes in a %zu-byte payload", n,
-					       len);
+			return lm__stream_fail(
+			    err, -EBADMSG, "DEVICE record: name of %zu bytes in a %zu-byte payload",
+			    n, len);
 		if (!device_name_ok((const char *)p + 1, n))
-			return lm__stream_fail(err, -EBADMSG, "DEVICE record: name has a byte outside [A-Za-z0-9_.:-]");
+			return lm__stream_fail(
+			    err, -EBADMSG,
+			    "DEVICE record: name has a byte outside [A-Za-z0-9_.:-]");
 		memcpy(rec->u.device.name, p + 1, n);
 		rec->u.device.name[n] = 0;
 		rec->u.device.len = len - 1 - n;
 		rec->u.device.blob = p + 1 + n;
 		if (rec->u.device.len > LM_STREAM_MAX_DEVICE_BLOB)
-			return lm__stream_fail(err, -EMSGSIZE, "DEVICE record: blob of %zu bytes above %u",
+			return lm__stream_fail(err, -EMSGSIZE,
+					       "DEVICE record: blob of %zu bytes above %u",
 					       rec->u.device.len, LM_STREAM_MAX_DEVICE_BLOB);
 		return 0;
 	}
@@ -444,15 +477,18 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 		rec->u.digest.hi = ld64(p + 8);
 		rec->u.digest.npages = ld64(p + 16);
 		if (s->layout.nregions && rec->u.digest.npages != s->layout.total_pages)
-			return lm__stream_fail(err, -EBADMSG, "DIGEST covers %llu pages, the layout has %llu",
+			return lm__stream_fail(err, -EBADMSG,
+					       "DIGEST covers %llu pages, the layout has %llu",
 					       (unsigned long long)rec->u.digest.npages,
 					       (unsigned long long)s->layout.total_pages);
 		return 0;
 	case LM_REC_END:
+	case LM_REC_COMMIT:
 		return 0;
 	case LM_REC_TABLE:
 		if (!(s->caps & LM_CAP_TABLE_STREAM))
-			return lm__stream_fail(err, -ENOTSUP, "TABLE record but table-stream was not negotiated");
+			return lm__stream_fail(err, -ENOTSUP,
+					       "TABLE record but table-stream was not negotiated");
 		rec->u.table.payload = len ? p : NULL;
 		rec->u.table.len = len;
 		return 0;
@@ -461,16 +497,19 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 	}
 }
 
-int64_t lm_stream_decode(lm_stream *s, const void *buf, size_t len, lm_record *rec, lm_stream_err *err)
+int64_t lm_stream_decode(lm_stream *s, const void *buf, size_t len, lm_record *rec,
+			 lm_stream_err *err)
 {
 	lm_frame f;
 	int r = lm_stream_frame_parse(s, buf, len, &f, err);
 	if (r)
 		return r;
 	if (len - LM_FRAME_HDR < f.payload_len)
-		return lm__stream_fail(err, -ENODATA, "truncated %s record: %zu of %u payload bytes",
-				       lm_stream_type_name(f.type), len - LM_FRAME_HDR, f.payload_len);
-	r = lm_stream_decode_payload(s, &f, (const uint8_t *)buf + LM_FRAME_HDR, f.payload_len, rec, err);
+		return lm__stream_fail(
+		    err, -ENODATA, "truncated %s record: %zu of %u payload bytes",
+		    lm_stream_type_name(f.type), len - LM_FRAME_HDR, f.payload_len);
+	r = lm_stream_decode_payload(s, &f, (const uint8_t *)buf + LM_FRAME_HDR, f.payload_len, rec,
+				     err);
 	if (r)
 		return r;
 	return (int64_t)LM_FRAME_HDR + f.payload_len;

@@ -17,7 +17,8 @@ static inline uint16_t ld16(const uint8_t *p)
 }
 static inline uint32_t ld32(const uint8_t *p)
 {
-	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+	       ((uint32_t)p[3] << 24);
 }
 static inline uint64_t ld64(const uint8_t *p)
 {
@@ -40,7 +41,8 @@ static inline void st64(uint8_t *p, uint64_t v)
 }
 
 /* Record code and a printf-style message in err (if non-NULL); returns code. */
-int lm__stream_fail(lm_stream_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int lm__stream_fail(lm_stream_err *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * Start a frame in b: reserves the header and returns its offset in *off.

@@ -256,6 +256,8 @@ int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out)
 	vm->cfg = *cfg;
 	vm->cfg.kernel = NULL; /* the caller's strings are not kept */
 	vm->cfg.cmdline = NULL;
+	vm->write_fn = cfg->write_fn;
+	vm->write_opaque = cfg->write_opaque;
 	vm->ncpus = cfg->ncpus ? cfg->ncpus : 1;
 	vm->ram_size = cfg->mem_size;
 	vm->vm_fd = -1;

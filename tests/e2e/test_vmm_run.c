@@ -517,8 +517,10 @@ static void copy_ram(struct lm_vm *dst, struct lm_vm *src)
 
 static void test_state_round_trip(void **state)
 {
-	struct console csrc = {.lock = PTHREAD_MUTEX_INITIALIZER},
-		       cdst = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	/* Static: should an assertion fail, the VMs are leaked still running
+	 * and must not write into a later test's stack. */
+	static struct console csrc = {.lock = PTHREAD_MUTEX_INITIALIZER},
+			      cdst = {.lock = PTHREAD_MUTEX_INITIALIZER};
 	struct lm_vm_config cfg = {
 	    .mem_size = 128ull << 20,
 	    .ncpus = 1,
@@ -597,7 +599,7 @@ static void test_state_round_trip(void **state)
  * breaks (I/O in flight is completed before each pause). */
 static void test_pause_storm(void **state)
 {
-	struct console con = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	static struct console con = {.lock = PTHREAD_MUTEX_INITIALIZER};
 	struct lm_vm_config cfg = {
 	    .mem_size = 64ull << 20,
 	    .ncpus = 2,

@@ -38,7 +38,8 @@ static void check_equal(const lm_bitmap *b, const bool *o, uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i++)
 		if (lm_bitmap_test(b, i) != o[i])
-			fail_msg("bit %llu: bitmap %d oracle %d", (unsigned long long)i, lm_bitmap_test(b, i), o[i]);
+			fail_msg("bit %llu: bitmap %d oracle %d", (unsigned long long)i,
+				 lm_bitmap_test(b, i), o[i]);
 	if (n & 63)
 		assert_int_equal(b->words[b->nwords - 1] >> (n & 63), 0);
 }
@@ -72,7 +73,7 @@ static void test_init_errors(void **state)
 static void test_edges(void **state)
 {
 	(void)state;
-	const uint64_t sizes[] = { 1, 63, 64, 65, 127, 128, 129, 200, 4096 };
+	const uint64_t sizes[] = {1, 63, 64, 65, 127, 128, 129, 200, 4096};
 	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 		uint64_t n = sizes[si];
 		lm_bitmap b, c;
@@ -139,7 +140,7 @@ static void test_iter(void **state)
 	lm_bitmap_iter_init(&it, &b, 0);
 	assert_int_equal(lm_bitmap_iter_next(&it), 1000);
 	assert_int_equal(lm_bitmap_iter_next(&it), 1000);
-	const uint64_t want[] = { 0, 1, 63, 64, 127, 500, 999 };
+	const uint64_t want[] = {0, 1, 63, 64, 127, 500, 999};
 	for (size_t i = 0; i < 7; i++)
 		lm_bitmap_set(&b, want[i]);
 	lm_bitmap_iter_init(&it, &b, 0);
@@ -155,7 +156,18 @@ static void test_iter(void **state)
 	lm_bitmap_destroy(&b);
 }
 
-enum { OP_SET, OP_CLEAR, OP_SET_RANGE, OP_CLEAR_RANGE, OP_COUNT, OP_NEXT, OP_SYNC, OP_LOGIC, OP_ITER, NOPS };
+enum {
+	OP_SET,
+	OP_CLEAR,
+	OP_SET_RANGE,
+	OP_CLEAR_RANGE,
+	OP_COUNT,
+	OP_NEXT,
+	OP_SYNC,
+	OP_LOGIC,
+	OP_ITER,
+	NOPS
+};
 
 static void oracle_program(uint64_t n, unsigned steps)
 {
@@ -196,8 +208,10 @@ static void oracle_program(uint64_t n, unsigned steps)
 			break;
 		}
 		case OP_NEXT:
-			assert_int_equal(lm_bitmap_find_next_set(&b, i), oracle_next(o, n, i, true));
-			assert_int_equal(lm_bitmap_find_next_clear(&b, i), oracle_next(o, n, i, false));
+			assert_int_equal(lm_bitmap_find_next_set(&b, i),
+					 oracle_next(o, n, i, true));
+			assert_int_equal(lm_bitmap_find_next_clear(&b, i),
+					 oracle_next(o, n, i, false));
 			break;
 		case OP_SYNC: {
 			/* A source log of len bits landing at i, sparse or dense. */
@@ -236,12 +250,14 @@ static void oracle_program(uint64_t n, unsigned steps)
 					lm_bitmap_set(&other, k);
 			}
 			unsigned which = (unsigned)rnd_below(3);
-			int rc = which == 0 ? lm_bitmap_and(&b, &other)
-			       : which == 1 ? lm_bitmap_or(&b, &other)
-					    : lm_bitmap_andnot(&b, &other);
+			int rc = which == 0   ? lm_bitmap_and(&b, &other)
+				 : which == 1 ? lm_bitmap_or(&b, &other)
+					      : lm_bitmap_andnot(&b, &other);
 			assert_int_equal(rc, 0);
 			for (uint64_t k = 0; k < n; k++)
-				o[k] = which == 0 ? (o[k] && o2[k]) : which == 1 ? (o[k] || o2[k]) : (o[k] && !o2[k]);
+				o[k] = which == 0   ? (o[k] && o2[k])
+				       : which == 1 ? (o[k] || o2[k])
+						    : (o[k] && !o2[k]);
 			break;
 		}
 		case OP_ITER: {
@@ -269,7 +285,7 @@ static void oracle_program(uint64_t n, unsigned steps)
 static void test_oracle(void **state)
 {
 	(void)state;
-	const uint64_t sizes[] = { 1, 2, 63, 64, 65, 128, 191, 777, 4096, 5000 };
+	const uint64_t sizes[] = {1, 2, 63, 64, 65, 128, 191, 777, 4096, 5000};
 	for (uint64_t seed = 1; seed <= 6; seed++) {
 		for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 			rng_state = seed * 1000 + si;
@@ -317,7 +333,7 @@ static void test_huge(void **state)
 	assert_int_equal(lm_bitmap_count_range(&b, n - 200, 200), 71);
 	assert_true(lm_bitmap_test(&b, n - 1));
 	/* Sync into the top of the map, unaligned. */
-	uint64_t src[3] = { ~0ull, 0x5, 0 };
+	uint64_t src[3] = {~0ull, 0x5, 0};
 	assert_int_equal(lm_bitmap_sync_from(&b, n - 140, src, 130), 64 + 2 - 10);
 	lm_bitmap_iter it;
 	lm_bitmap_iter_init(&it, &b, n - 300);
@@ -413,13 +429,13 @@ static void test_sync_concurrent(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_init_errors),
-		cmocka_unit_test(test_edges),
-		cmocka_unit_test(test_iter),
-		cmocka_unit_test(test_oracle),
-		cmocka_unit_test(test_logic_size_mismatch),
-		cmocka_unit_test(test_huge),
-		cmocka_unit_test(test_sync_concurrent),
+	    cmocka_unit_test(test_init_errors),
+	    cmocka_unit_test(test_edges),
+	    cmocka_unit_test(test_iter),
+	    cmocka_unit_test(test_oracle),
+	    cmocka_unit_test(test_logic_size_mismatch),
+	    cmocka_unit_test(test_huge),
+	    cmocka_unit_test(test_sync_concurrent),
 	};
 	return cmocka_run_group_tests_name("bitmap", tests, NULL, NULL);
 }

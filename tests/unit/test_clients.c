@@ -50,8 +50,10 @@ static void test_enable_disable(void **state)
 	assert_false(lm_dirty_clients_test_and_clear(&c, LM_CLIENT_DISPLAY, 12));
 	/* re-enabling starts clean */
 	assert_int_equal(lm_dirty_clients_enable(&c, LM_CLIENT_DISPLAY), 0);
-	assert_int_equal(lm_bitmap_count_range(lm_dirty_clients_map(&c, LM_CLIENT_DISPLAY), 0, 1000), 0);
-	assert_int_equal(lm_bitmap_count_range(lm_dirty_clients_map(&c, LM_CLIENT_MIGRATION), 0, 1000), 19);
+	assert_int_equal(
+	    lm_bitmap_count_range(lm_dirty_clients_map(&c, LM_CLIENT_DISPLAY), 0, 1000), 0);
+	assert_int_equal(
+	    lm_bitmap_count_range(lm_dirty_clients_map(&c, LM_CLIENT_MIGRATION), 0, 1000), 19);
 	lm_dirty_clients_disable(&c, LM_CLIENT_MAX + 3); /* harmless */
 	lm_dirty_clients_destroy(&c);
 	assert_int_equal(c.active, 0);
@@ -62,7 +64,7 @@ static void test_sync_all_clients(void **state)
 	(void)state;
 	lm_dirty_clients c;
 	assert_int_equal(lm_dirty_clients_init(&c, 300), 0);
-	uint64_t src[3] = { 0x8000000000000001ull, 0xf0, 0x3 };
+	uint64_t src[3] = {0x8000000000000001ull, 0xf0, 0x3};
 	/* nobody listening: the log is still emptied */
 	assert_int_equal(lm_dirty_clients_sync_from(&c, 0, src, 130), 0);
 	assert_int_equal(src[0], 0);
@@ -88,11 +90,12 @@ static void test_sync_all_clients(void **state)
 		assert_false(lm_bitmap_test(b, 7 + 130));
 	}
 	assert_int_equal(lm_dirty_clients_enable(&c, LM_CLIENT_MIGRATION), 0);
-	uint64_t src2[2] = { 0x3, 0 };
+	uint64_t src2[2] = {0x3, 0};
 	assert_int_equal(lm_dirty_clients_sync_from(&c, 6, src2, 128), 2);
 	/* display already had page 7: for it only page 6 is new, but the
 	 * return value is the migration client's */
-	assert_int_equal(lm_bitmap_count_range(lm_dirty_clients_map(&c, LM_CLIENT_DISPLAY), 0, 300), 9);
+	assert_int_equal(lm_bitmap_count_range(lm_dirty_clients_map(&c, LM_CLIENT_DISPLAY), 0, 300),
+			 9);
 	lm_dirty_clients_destroy(&c);
 }
 
@@ -129,7 +132,7 @@ static void test_oracle(void **state)
 			break;
 		}
 		case 4: {
-			uint64_t src[14] = { 0 };
+			uint64_t src[14] = {0};
 			for (uint64_t k = 0; k < len; k++)
 				if (rnd() % 8 == 0)
 					src[k >> 6] |= 1ull << (k & 63);
@@ -161,9 +164,9 @@ static void test_oracle(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_enable_disable),
-		cmocka_unit_test(test_sync_all_clients),
-		cmocka_unit_test(test_oracle),
+	    cmocka_unit_test(test_enable_disable),
+	    cmocka_unit_test(test_sync_all_clients),
+	    cmocka_unit_test(test_oracle),
 	};
 	return cmocka_run_group_tests_name("clients", tests, NULL, NULL);
 }

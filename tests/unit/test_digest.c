@@ -47,15 +47,16 @@ static lm_hash128 oracle(const uint8_t *mem, uint64_t first, uint64_t npages)
 		XXH128_hash_t h = XXH3_128bits_withSeed(p, PG, first + k);
 		sum += ((unsigned __int128)h.high64 << 64) | h.low64;
 	}
-	lm_hash128 r = { (uint64_t)sum, (uint64_t)(sum >> 64) };
+	lm_hash128 r = {(uint64_t)sum, (uint64_t)(sum >> 64)};
 	return r;
 }
 
 static void assert_hash_eq(lm_hash128 a, lm_hash128 b)
 {
 	if (!lm_hash128_eq(a, b))
-		fail_msg("digest %016llx%016llx != %016llx%016llx", (unsigned long long)a.hi, (unsigned long long)a.lo,
-			 (unsigned long long)b.hi, (unsigned long long)b.lo);
+		fail_msg("digest %016llx%016llx != %016llx%016llx", (unsigned long long)a.hi,
+			 (unsigned long long)a.lo, (unsigned long long)b.hi,
+			 (unsigned long long)b.lo);
 }
 
 static void test_contrib_definition(void **state)
@@ -153,7 +154,7 @@ static void test_incremental_vs_oracle(void **state)
 			assert_hash_eq(lm_digest_value(&d), oracle(mem, first, npages));
 	}
 	/* lm_digest_add_memory is the same definition in one pass. */
-	lm_hash128 acc = { 0, 0 };
+	lm_hash128 acc = {0, 0};
 	lm_digest_add_memory(&acc, first, npages, mem);
 	assert_hash_eq(acc, lm_digest_value(&d));
 	/* Zeroing everything brings the sum back to exactly 0 (carries undone). */
@@ -237,8 +238,9 @@ static void test_sparse_huge(void **state)
 	lm_digest_zero(&d, 0, 1000); /* zero over zero: no writes */
 	lm_hash128 want = lm_digest_contrib(end - 1, page);
 	lm_hash128 c2 = lm_digest_contrib(12345678, page);
-	unsigned __int128 s = (((unsigned __int128)want.hi << 64) | want.lo) + (((unsigned __int128)c2.hi << 64) | c2.lo);
-	lm_hash128 sum = { (uint64_t)s, (uint64_t)(s >> 64) };
+	unsigned __int128 s = (((unsigned __int128)want.hi << 64) | want.lo) +
+			      (((unsigned __int128)c2.hi << 64) | c2.lo);
+	lm_hash128 sum = {(uint64_t)s, (uint64_t)(s >> 64)};
 	assert_hash_eq(lm_digest_value(&d), sum);
 	lm_digest_destroy(&d);
 }
@@ -246,12 +248,12 @@ static void test_sparse_huge(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_contrib_definition),
-		cmocka_unit_test(test_init_errors),
-		cmocka_unit_test(test_incremental_vs_oracle),
-		cmocka_unit_test(test_order_independent),
-		cmocka_unit_test(test_carry),
-		cmocka_unit_test(test_sparse_huge),
+	    cmocka_unit_test(test_contrib_definition),
+	    cmocka_unit_test(test_init_errors),
+	    cmocka_unit_test(test_incremental_vs_oracle),
+	    cmocka_unit_test(test_order_independent),
+	    cmocka_unit_test(test_carry),
+	    cmocka_unit_test(test_sparse_huge),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,14 +53,14 @@ static void test_known(void **state)
 	/* {0,1,2} and {10}: runs (gap 0, len-1 2), (gap 7, len-1 0) */
 	lm_bitmap_set_range(&b, 0, 3);
 	lm_bitmap_set(&b, 10);
-	const uint8_t want[] = { 0, 2, 7, 0 };
+	const uint8_t want[] = {0, 2, 7, 0};
 	assert_int_equal(lm_rle_encoded_size(&b), 4);
 	assert_int_equal(lm_rle_encode(&b, buf, sizeof(buf)), 4);
 	assert_memory_equal(buf, want, 4);
 	/* a 300-page run at 999 is not allowed in 1000 pages, one at 700 is */
 	lm_bitmap_clear_range(&b, 0, 1000);
 	lm_bitmap_set_range(&b, 700, 300);
-	const uint8_t want2[] = { 0xbc, 0x05, 0xab, 0x02 }; /* 700, 299 */
+	const uint8_t want2[] = {0xbc, 0x05, 0xab, 0x02}; /* 700, 299 */
 	assert_int_equal(lm_rle_encode(&b, buf, sizeof(buf)), 4);
 	assert_memory_equal(buf, want2, 4);
 	assert_int_equal(decode_fresh(buf, 4, 1000, &d), 0);
@@ -131,8 +131,8 @@ static void test_roundtrip(void **state)
 {
 	(void)state;
 	rng_state = 5;
-	const uint64_t sizes[] = { 1, 63, 64, 65, 1000, 100000 };
-	const unsigned dens[] = { 0, 1, 30, 512, 1000, 1024 };
+	const uint64_t sizes[] = {1, 63, 64, 65, 1000, 100000};
+	const unsigned dens[] = {0, 1, 30, 512, 1000, 1024};
 	for (size_t s = 0; s < 6; s++) {
 		for (size_t k = 0; k < 6; k++)
 			roundtrip(sizes[s], dens[k], false);
@@ -167,44 +167,45 @@ static void test_reject(void **state)
 {
 	(void)state;
 	/* a lone gap with no length */
-	const uint8_t lone[] = { 5 };
+	const uint8_t lone[] = {5};
 	assert_int_equal(decode_bytes(lone, 1, 100), -EINVAL);
 	/* a varint cut in the middle */
-	const uint8_t cut[] = { 0, 0, 0x85 };
+	const uint8_t cut[] = {0, 0, 0x85};
 	assert_int_equal(decode_bytes(cut, 3, 100), -EINVAL);
 	/* non-minimal: 0x80 0x00 spells 0 in two bytes; 0x85 0x00 spells 5 */
-	const uint8_t nm1[] = { 0x80, 0x00, 0 };
+	const uint8_t nm1[] = {0x80, 0x00, 0};
 	assert_int_equal(decode_bytes(nm1, 3, 100), -EINVAL);
-	const uint8_t nm2[] = { 0, 0x85, 0x00 };
+	const uint8_t nm2[] = {0, 0x85, 0x00};
 	assert_int_equal(decode_bytes(nm2, 3, 100), -EINVAL);
 	/* eleven bytes */
-	const uint8_t over[] = { 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0 };
+	const uint8_t over[] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+				0x80, 0x80, 0x80, 0x80, 0x01, 0};
 	assert_int_equal(decode_bytes(over, sizeof(over), 100), -EINVAL);
 	/* ten bytes whose last carries more than bit 63 */
-	const uint8_t big[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0 };
+	const uint8_t big[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0};
 	assert_int_equal(decode_bytes(big, sizeof(big), 100), -EINVAL);
 	/* ten bytes, exactly 2^64-1: valid varint, out of range as a gap */
-	const uint8_t max[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0 };
+	const uint8_t max[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0};
 	assert_int_equal(decode_bytes(max, sizeof(max), 100), -ERANGE);
 	/* length 2^64 (len-1 = 2^64-1) must not wrap around */
-	const uint8_t huge_len[] = { 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01 };
+	const uint8_t huge_len[] = {3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
 	assert_int_equal(decode_bytes(huge_len, sizeof(huge_len), 100), -ERANGE);
 	/* second run adjacent to the first (gap 0): not maximal */
-	const uint8_t adj[] = { 0, 4, 0, 4 };
+	const uint8_t adj[] = {0, 4, 0, 4};
 	assert_int_equal(decode_bytes(adj, sizeof(adj), 100), -EINVAL);
 	/* runs past nbits, at the first page past and by one page */
-	const uint8_t past[] = { 100, 0 };
+	const uint8_t past[] = {100, 0};
 	assert_int_equal(decode_bytes(past, 2, 100), -ERANGE);
-	const uint8_t past2[] = { 99, 1 };
+	const uint8_t past2[] = {99, 1};
 	assert_int_equal(decode_bytes(past2, 2, 100), -ERANGE);
-	const uint8_t fits[] = { 99, 0 };
+	const uint8_t fits[] = {99, 0};
 	assert_int_equal(decode_bytes(fits, 2, 100), 0);
 	/* a full set followed by anything */
-	const uint8_t full[] = { 0, 99, 1, 0 };
+	const uint8_t full[] = {0, 99, 1, 0};
 	assert_int_equal(decode_bytes(full, 2, 100), 0);
 	assert_int_equal(decode_bytes(full, 4, 100), -ERANGE);
 	/* trailing garbage after a valid encoding: a lone byte */
-	const uint8_t trail[] = { 1, 2, 0x80 };
+	const uint8_t trail[] = {1, 2, 0x80};
 	assert_int_equal(decode_bytes(trail, 3, 100), -EINVAL);
 	/* NULL with a length */
 	lm_bitmap d;
@@ -216,9 +217,9 @@ static void test_reject(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_known),
-		cmocka_unit_test(test_roundtrip),
-		cmocka_unit_test(test_reject),
+	    cmocka_unit_test(test_known),
+	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_reject),
 	};
 	return cmocka_run_group_tests_name("rle", tests, NULL, NULL);
 }

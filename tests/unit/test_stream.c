@@ -128,11 +128,13 @@ static void fix_csum(uint8_t *p)
 {
 	uint16_t type = (uint16_t)(p[0] | p[1] << 8);
 	uint16_t flags = (uint16_t)(p[2] | p[3] << 8);
-	uint32_t len = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+	uint32_t len =
+	    (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
 	le32(p + 8, spec_csum(type, flags, len, p + 12));
 }
 
-static void run_header(uint8_t *p, uint64_t first, uint32_t n, uint8_t kind, uint8_t enc, uint16_t reserved)
+static void run_header(uint8_t *p, uint64_t first, uint32_t n, uint8_t kind, uint8_t enc,
+		       uint16_t reserved)
 {
 	le64(p, first);
 	le32(p + 8, n);
@@ -142,7 +144,7 @@ static void run_header(uint8_t *p, uint64_t first, uint32_t n, uint8_t kind, uin
 }
 
 /* The layout every test uses: pages [0, 64) and [100, 132). */
-static const lm_stream_region regions[] = { { 0, 64 }, { 100, 32 } };
+static const lm_stream_region regions[] = {{0, 64}, {100, 32}};
 
 static void setup_stream(lm_stream *s, uint64_t caps)
 {
@@ -157,18 +159,19 @@ static void setup_stream(lm_stream *s, uint64_t caps)
 static void expect_fail(lm_stream *s, const void *buf, size_t len, int code, const char *needle)
 {
 	lm_record rec;
-	lm_stream_err err = { 0 };
+	lm_stream_err err = {0};
 	int64_t r = lm_stream_decode(s, buf, len, &rec, &err);
 	if (r != code)
-		fail_msg("expected %d (%s), got %lld: %s", code, lm_strerror(code), (long long)r, err.msg);
+		fail_msg("expected %d (%s), got %lld: %s", code, lm_strerror(code), (long long)r,
+			 err.msg);
 	assert_int_equal(err.code, code);
 	assert_true(err.msg[0] != 0);
 	if (needle && !strstr(err.msg, needle))
 		fail_msg("message \"%s\" does not mention \"%s\"", err.msg, needle);
 }
 
-static void expect_ram_fail(lm_stream *s, const uint8_t rh[16], const void *data, uint32_t data_len, int code,
-			    const char *needle)
+static void expect_ram_fail(lm_stream *s, const uint8_t rh[16], const void *data, uint32_t data_len,
+			    int code, const char *needle)
 {
 	lm_buf b;
 	lm_buf_init(&b);
@@ -218,29 +221,34 @@ static void build_sample(lm_stream *s, struct sample *sm)
 	lm_buf *b = &sm->b;
 	uint8_t used;
 	size_t n = 0;
-#define MARK() (sm->frame_off[n++] = b->len)
-	MARK(), assert_int_equal(lm_stream_put_hello(b, &h), 0);
-	MARK(), assert_int_equal(lm_stream_put_accept(b, ALL_CAPS), 0);
-	MARK(), assert_int_equal(lm_stream_put_round(b, 1), 0);
-	MARK(), assert_int_equal(lm_stream_put_run_data(s, b, 5, 3, sm->pages_raw, LM_ENC_RAW, &used), 0);
+/* Note where each frame starts, then append it. */
+#define PUT(call)                                                                                  \
+	do {                                                                                       \
+		sm->frame_off[n++] = b->len;                                                       \
+		assert_int_equal((call), 0);                                                       \
+	} while (0)
+	PUT(lm_stream_put_hello(b, &h));
+	PUT(lm_stream_put_accept(b, ALL_CAPS));
+	PUT(lm_stream_put_round(b, 1));
+	PUT(lm_stream_put_run_data(s, b, 5, 3, sm->pages_raw, LM_ENC_RAW, &used));
 	assert_int_equal(used, LM_ENC_RAW);
-	MARK(), assert_int_equal(lm_stream_put_run_data(s, b, 100, 8, sm->pages_text, LM_ENC_ZSTD, &used), 0);
+	PUT(lm_stream_put_run_data(s, b, 100, 8, sm->pages_text, LM_ENC_ZSTD, &used));
 	assert_int_equal(used, LM_ENC_ZSTD);
 	/* Random data does not compress: it must go out RAW. */
-	MARK(), assert_int_equal(lm_stream_put_run_data(s, b, 62, 2, sm->pages_rand, LM_ENC_ZSTD, &used), 0);
+	PUT(lm_stream_put_run_data(s, b, 62, 2, sm->pages_rand, LM_ENC_ZSTD, &used));
 	assert_int_equal(used, LM_ENC_RAW);
-	MARK(), assert_int_equal(lm_stream_put_run_empty(b, LM_RUN_ZERO, 10, 40), 0);
-	MARK(), assert_int_equal(lm_stream_put_run_empty(b, LM_RUN_SKIPPED, 120, 12), 0);
-	MARK(), assert_int_equal(lm_stream_put_round(b, 2), 0);
-	MARK(), assert_int_equal(lm_stream_put_device(b, "cpu0", sm->blob, sizeof(sm->blob)), 0);
-	MARK(), assert_int_equal(lm_stream_put_device(b, "empty.dev-1:x", NULL, 0), 0);
-	MARK(), assert_int_equal(lm_stream_put_table(b, sm->blob, 24), 0);
-	MARK(), assert_int_equal(lm_stream_put_digest(b, 0x1122334455667788ull, 0x99aabbccddeeff00ull, 96), 0);
-	MARK(), assert_int_equal(lm_stream_put_end(b), 0);
-	MARK(), assert_int_equal(lm_stream_put_result(b, 0, "ok"), 0);
-	MARK(), assert_int_equal(lm_stream_put_result(b, EBADMSG, "digest mismatch"), 0);
-	MARK(), assert_int_equal(lm_stream_put_refuse(b, ENOTSUP, "mandatory capability zstd is switched off here"), 0);
-#undef MARK
+	PUT(lm_stream_put_run_empty(b, LM_RUN_ZERO, 10, 40));
+	PUT(lm_stream_put_run_empty(b, LM_RUN_SKIPPED, 120, 12));
+	PUT(lm_stream_put_round(b, 2));
+	PUT(lm_stream_put_device(b, "cpu0", sm->blob, sizeof(sm->blob)));
+	PUT(lm_stream_put_device(b, "empty.dev-1:x", NULL, 0));
+	PUT(lm_stream_put_table(b, sm->blob, 24));
+	PUT(lm_stream_put_digest(b, 0x1122334455667788ull, 0x99aabbccddeeff00ull, 96));
+	PUT(lm_stream_put_end(b));
+	PUT(lm_stream_put_result(b, 0, "ok"));
+	PUT(lm_stream_put_result(b, EBADMSG, "digest mismatch"));
+	PUT(lm_stream_put_refuse(b, ENOTSUP, "mandatory capability zstd is switched off here"));
+#undef PUT
 	sm->nframes = n;
 	sm->frame_off[n] = b->len;
 }
@@ -250,7 +258,8 @@ static size_t frame_len(const struct sample *sm, size_t i)
 	return sm->frame_off[i + 1] - sm->frame_off[i];
 }
 
-/* ---- round trips ------------------------------------------------------------------------------ */
+/* ---- round trips ------------------------------------------------------------------------------
+ */
 
 static void test_roundtrip_all_records(void **state)
 {
@@ -263,7 +272,7 @@ static void test_roundtrip_all_records(void **state)
 	struct guarded dst;
 	guarded_alloc(&dst, 132 * PG);
 	lm_record rec;
-	lm_stream_err err = { 0 };
+	lm_stream_err err = {0};
 	size_t off = 0;
 	for (size_t i = 0; i < sm->nframes; i++) {
 		int64_t r = lm_stream_decode(&s, sm->b.data + off, sm->b.len - off, &rec, &err);
@@ -296,10 +305,12 @@ static void test_roundtrip_all_records(void **state)
 		case 3:
 		case 4:
 		case 5: {
-			static const uint64_t first[] = { 5, 100, 62 };
-			static const uint32_t np[] = { 3, 8, 2 };
-			static const uint8_t enc[] = { LM_ENC_RAW, LM_ENC_ZSTD, LM_ENC_RAW };
-			const uint8_t *src = i == 3 ? sm->pages_raw : i == 4 ? sm->pages_text : sm->pages_rand;
+			static const uint64_t first[] = {5, 100, 62};
+			static const uint32_t np[] = {3, 8, 2};
+			static const uint8_t enc[] = {LM_ENC_RAW, LM_ENC_ZSTD, LM_ENC_RAW};
+			const uint8_t *src = i == 3   ? sm->pages_raw
+					     : i == 4 ? sm->pages_text
+						      : sm->pages_rand;
 			lm_run *run = &rec.u.run;
 			assert_int_equal(rec.frame.type, LM_REC_RAM);
 			assert_int_equal(run->first_page, first[i - 3]);
@@ -363,7 +374,8 @@ static void test_roundtrip_all_records(void **state)
 		case 16:
 			assert_int_equal(rec.frame.type, LM_REC_REFUSE);
 			assert_int_equal(rec.u.status.code, ENOTSUP);
-			assert_string_equal(rec.u.status.text, "mandatory capability zstd is switched off here");
+			assert_string_equal(rec.u.status.text,
+					    "mandatory capability zstd is switched off here");
 			break;
 		}
 	}
@@ -372,9 +384,11 @@ static void test_roundtrip_all_records(void **state)
 	/* Frames carry exactly the checksum the spec defines. */
 	for (size_t i = 0; i < sm->nframes; i++) {
 		uint8_t *p = sm->b.data + sm->frame_off[i];
-		uint32_t want = (uint32_t)p[8] | (uint32_t)p[9] << 8 | (uint32_t)p[10] << 16 | (uint32_t)p[11] << 24;
+		uint32_t want = (uint32_t)p[8] | (uint32_t)p[9] << 8 | (uint32_t)p[10] << 16 |
+				(uint32_t)p[11] << 24;
 		fix_csum(p);
-		uint32_t got = (uint32_t)p[8] | (uint32_t)p[9] << 8 | (uint32_t)p[10] << 16 | (uint32_t)p[11] << 24;
+		uint32_t got = (uint32_t)p[8] | (uint32_t)p[9] << 8 | (uint32_t)p[10] << 16 |
+			       (uint32_t)p[11] << 24;
 		assert_int_equal(want, got);
 	}
 
@@ -402,7 +416,8 @@ static void test_status_text(void **state)
 	assert_int_equal(lm_stream_decode(&s, b.data, b.len, &rec, NULL), first);
 	assert_int_equal(rec.u.status.code, EIO);
 	assert_int_equal(strlen(rec.u.status.text), LM_STREAM_MAX_TEXT);
-	assert_int_equal(lm_stream_decode(&s, b.data + first, b.len - first, &rec, NULL), b.len - first);
+	assert_int_equal(lm_stream_decode(&s, b.data + first, b.len - first, &rec, NULL),
+			 b.len - first);
 	assert_int_equal(rec.frame.type, LM_REC_REFUSE);
 	assert_true(rec.u.status.code != 0);
 	assert_string_equal(rec.u.status.text, "");
@@ -415,7 +430,7 @@ static void test_max_run(void **state)
 {
 	(void)state;
 	lm_stream s;
-	static const lm_stream_region big[] = { { 1000, 256 } };
+	static const lm_stream_region big[] = {{1000, 256}};
 	lm_stream_init(&s);
 	assert_int_equal(lm_stream_layout_init(&s.layout, big, 1, NULL), 0);
 	s.caps = ALL_CAPS;
@@ -425,22 +440,29 @@ static void test_max_run(void **state)
 	fill_random(src + n / 2, 64); /* not entirely regular */
 	struct guarded dst;
 	guarded_alloc(&dst, n);
-	for (int enc = LM_ENC_RAW; enc <= LM_ENC_ZSTD; enc++) {
+	/* RAW, then ZSTD at a fast, the default and a high level: the decoder's
+	 * window limit (2^20) must hold for every level the sender may use. */
+	static const int levels[] = {0, -5, 1, 19};
+	for (int li = 0; li < 4; li++) {
+		int enc = li ? LM_ENC_ZSTD : LM_ENC_RAW;
+		s.zstd_level = levels[li];
 		lm_buf b;
 		lm_buf_init(&b);
 		uint8_t used;
-		assert_int_equal(lm_stream_put_run_data(&s, &b, 1000, 256, src, (uint8_t)enc, &used), 0);
+		assert_int_equal(
+		    lm_stream_put_run_data(&s, &b, 1000, 256, src, (uint8_t)enc, &used), 0);
 		assert_int_equal(used, enc);
 		lm_record rec;
 		lm_stream_err err;
 		assert_int_equal(lm_stream_decode(&s, b.data, b.len, &rec, &err), b.len);
 		memset(dst.mem, 0xee, n);
-		assert_int_equal(lm_stream_run_apply(&s, &rec.u.run, rec.u.run.data, rec.u.run.data_len, dst.mem, n,
-						     &err),
+		assert_int_equal(lm_stream_run_apply(&s, &rec.u.run, rec.u.run.data,
+						     rec.u.run.data_len, dst.mem, n, &err),
 				 0);
 		assert_memory_equal(dst.mem, src, n);
 		/* 257 pages cannot be encoded. */
-		assert_int_equal(lm_stream_put_run_data(&s, &b, 1000, 257, src, (uint8_t)enc, NULL), -EINVAL);
+		assert_int_equal(lm_stream_put_run_data(&s, &b, 1000, 257, src, (uint8_t)enc, NULL),
+				 -EINVAL);
 		lm_buf_destroy(&b);
 	}
 	guarded_free(&dst);
@@ -499,7 +521,8 @@ static void test_incremental_zero_copy(void **state)
 		assert_int_equal(f.type, LM_REC_RAM);
 		assert_int_equal(f.payload_len, 16 + 4 * PG);
 		lm_run run;
-		assert_int_equal(lm_stream_run_parse(&s, &f, b.data + 12, 15, &run, &err), -ENODATA);
+		assert_int_equal(lm_stream_run_parse(&s, &f, b.data + 12, 15, &run, &err),
+				 -ENODATA);
 		assert_int_equal(lm_stream_run_parse(&s, &f, b.data + 12, 16, &run, &err), 0);
 		assert_int_equal(run.region, 1);
 		assert_int_equal(run.region_off, 4);
@@ -526,7 +549,8 @@ static void test_incremental_zero_copy(void **state)
 	lm_stream_destroy(&s);
 }
 
-/* ---- handshake ------------------------------------------------------------------------------------ */
+/* ---- handshake
+ * ------------------------------------------------------------------------------------ */
 
 static void test_negotiation(void **state)
 {
@@ -548,7 +572,8 @@ static void test_negotiation(void **state)
 
 	/* A mandatory capability switched off here is refused by name. */
 	h = make_hello(ALL_CAPS, LM_CAP_RECORD_CSUM | LM_CAP_ZSTD);
-	assert_int_equal(lm_stream_negotiate(&rx, &h, LM_CAP_KNOWN & ~LM_CAP_ZSTD, &acc, &err), -ENOTSUP);
+	assert_int_equal(lm_stream_negotiate(&rx, &h, LM_CAP_KNOWN & ~LM_CAP_ZSTD, &acc, &err),
+			 -ENOTSUP);
 	assert_non_null(strstr(err.msg, "zstd"));
 	assert_non_null(strstr(err.msg, "switched off"));
 
@@ -564,11 +589,13 @@ static void test_negotiation(void **state)
 	assert_non_null(strstr(err.msg, "record-csum"));
 	/* ...and switching it off on the receiver refuses every v1 sender. */
 	h = make_hello(ALL_CAPS, LM_CAP_RECORD_CSUM);
-	assert_int_equal(lm_stream_negotiate(&rx, &h, LM_CAP_KNOWN & ~LM_CAP_RECORD_CSUM, &acc, &err), -ENOTSUP);
+	assert_int_equal(
+	    lm_stream_negotiate(&rx, &h, LM_CAP_KNOWN & ~LM_CAP_RECORD_CSUM, &acc, &err), -ENOTSUP);
 
 	/* Sender side: the ACCEPT must be a subset of the offer, with every mandatory bit. */
 	h = make_hello(LM_CAP_RECORD_CSUM | LM_CAP_ZSTD, LM_CAP_RECORD_CSUM);
-	assert_int_equal(lm_stream_accepted(&tx, &h, LM_CAP_RECORD_CSUM | LM_CAP_SKIP_BALLOON, &err), -ENOTSUP);
+	assert_int_equal(
+	    lm_stream_accepted(&tx, &h, LM_CAP_RECORD_CSUM | LM_CAP_SKIP_BALLOON, &err), -ENOTSUP);
 	assert_non_null(strstr(err.msg, "skip-balloon"));
 	assert_int_equal(lm_stream_accepted(&tx, &h, LM_CAP_ZSTD, &err), -ENOTSUP);
 	assert_non_null(strstr(err.msg, "record-csum"));
@@ -633,20 +660,20 @@ static void test_hello_malicious(void **state)
 		int code;
 		const char *needle;
 	} cases[] = {
-		{ 4096, 1, 1, 10, 1, 0, 1, { { 0, 10 } }, 0, NULL },
-		{ 8192, 1, 1, 10, 1, 0, 1, { { 0, 10 } }, -EBADMSG, "page size" },
-		{ 4096, 1, 3, 10, 1, 0, 1, { { 0, 10 } }, -EBADMSG, "mandatory" },
-		{ 4096, 1, 1, 10, 1, 5, 1, { { 0, 10 } }, -EBADMSG, "reserved" },
-		{ 4096, 1, 1, 10, 0xffffffffu, 0, 1, { { 0, 10 } }, -EMSGSIZE, "regions" },
-		{ 4096, 1, 1, 10, 0, 0, 0, { { 0, 0 } }, -EBADMSG, "no regions" },
-		{ 4096, 1, 1, 10, 2, 0, 1, { { 0, 10 } }, -EBADMSG, "for 2 regions" },
-		{ 4096, 1, 1, 20, 2, 0, 2, { { 0, 10 }, { 5, 10 } }, -EBADMSG, "overlaps" },
-		{ 4096, 1, 1, 20, 2, 0, 2, { { 50, 10 }, { 5, 10 } }, -EBADMSG, "overlaps" },
-		{ 4096, 1, 1, 0, 1, 0, 1, { { 0, 0 } }, -EBADMSG, "empty" },
-		{ 4096, 1, 1, 10, 1, 0, 1, { { (1ull << 52) - 5, 10 } }, -ERANGE, "2^52" },
-		{ 4096, 1, 1, 10, 1, 0, 1, { { ~0ull, 10 } }, -ERANGE, "2^52" },
-		{ 4096, 1, 1, 10, 2, 0, 2, { { 0, ~0ull }, { ~0ull, 11 } }, -ERANGE, "2^52" },
-		{ 4096, 1, 1, 11, 1, 0, 1, { { 0, 10 } }, -EBADMSG, "total_pages" },
+	    {4096, 1, 1, 10, 1, 0, 1, {{0, 10}}, 0, NULL},
+	    {8192, 1, 1, 10, 1, 0, 1, {{0, 10}}, -EBADMSG, "page size"},
+	    {4096, 1, 3, 10, 1, 0, 1, {{0, 10}}, -EBADMSG, "mandatory"},
+	    {4096, 1, 1, 10, 1, 5, 1, {{0, 10}}, -EBADMSG, "reserved"},
+	    {4096, 1, 1, 10, 0xffffffffu, 0, 1, {{0, 10}}, -EMSGSIZE, "regions"},
+	    {4096, 1, 1, 10, 0, 0, 0, {{0, 0}}, -EBADMSG, "no regions"},
+	    {4096, 1, 1, 10, 2, 0, 1, {{0, 10}}, -EBADMSG, "for 2 regions"},
+	    {4096, 1, 1, 20, 2, 0, 2, {{0, 10}, {5, 10}}, -EBADMSG, "overlaps"},
+	    {4096, 1, 1, 20, 2, 0, 2, {{50, 10}, {5, 10}}, -EBADMSG, "overlaps"},
+	    {4096, 1, 1, 0, 1, 0, 1, {{0, 0}}, -EBADMSG, "empty"},
+	    {4096, 1, 1, 10, 1, 0, 1, {{(1ull << 52) - 5, 10}}, -ERANGE, "2^52"},
+	    {4096, 1, 1, 10, 1, 0, 1, {{~0ull, 10}}, -ERANGE, "2^52"},
+	    {4096, 1, 1, 10, 2, 0, 2, {{0, ~0ull}, {~0ull, 11}}, -ERANGE, "2^52"},
+	    {4096, 1, 1, 11, 1, 0, 1, {{0, 10}}, -EBADMSG, "total_pages"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		memset(p, 0, sizeof(p));
@@ -698,10 +725,11 @@ static void test_truncated_everywhere(void **state)
 			uint8_t *copy = malloc(cut ? cut : 1);
 			memcpy(copy, sm->b.data + sm->frame_off[i], cut);
 			lm_record rec;
-			lm_stream_err err = { 0 };
+			lm_stream_err err = {0};
 			int64_t r = lm_stream_decode(&s, copy, cut, &rec, &err);
 			if (r != -ENODATA)
-				fail_msg("frame %zu cut at %zu: got %lld (%s)", i, cut, (long long)r, err.msg);
+				fail_msg("frame %zu cut at %zu: got %lld (%s)", i, cut,
+					 (long long)r, err.msg);
 			assert_non_null(strstr(err.msg, "truncated"));
 			free(copy);
 		}
@@ -730,7 +758,7 @@ static void test_bit_flips(void **state)
 			memcpy(copy, sm->b.data + sm->frame_off[i], n);
 			copy[bit / 8] ^= (uint8_t)(1u << (bit % 8));
 			lm_record rec;
-			lm_stream_err err = { 0 };
+			lm_stream_err err = {0};
 			int64_t r = lm_stream_decode(&s, copy, n, &rec, &err);
 			if (r >= 0)
 				fail_msg("frame %zu (%s): flip of bit %zu accepted", i,
@@ -755,7 +783,7 @@ static void test_frame_header_rejects(void **state)
 	setup_stream(&s, LM_CAP_RECORD_CSUM);
 	lm_buf b;
 	lm_buf_init(&b);
-	uint8_t zero[64] = { 0 };
+	uint8_t zero[64] = {0};
 
 	/* Unknown type. */
 	craft(&b, 0x0099, 0, zero, 8);
@@ -777,17 +805,17 @@ static void test_frame_header_rejects(void **state)
 		uint32_t len;
 		int code;
 	} lens[] = {
-		{ LM_REC_RAM, 0xffffffffu, -EMSGSIZE },
-		{ LM_REC_RAM, 16 + 256 * PG + 1, -EMSGSIZE },
-		{ LM_REC_RAM, 16 + 256 * PG, 0 },
-		{ LM_REC_RAM, 15, -EBADMSG },
-		{ LM_REC_HELLO, 65537, -EMSGSIZE },
-		{ LM_REC_DEVICE, 1 + 63 + (16u << 20) + 1, -EMSGSIZE },
-		{ LM_REC_END, 1, -EMSGSIZE },
-		{ LM_REC_ROUND, 7, -EBADMSG },
-		{ LM_REC_DIGEST, 25, -EMSGSIZE },
-		{ LM_REC_RESULT, 4 + 256, -EMSGSIZE },
-		{ LM_REC_ACCEPT, 15, -EBADMSG },
+	    {LM_REC_RAM, 0xffffffffu, -EMSGSIZE},
+	    {LM_REC_RAM, 16 + 256 * PG + 1, -EMSGSIZE},
+	    {LM_REC_RAM, 16 + 256 * PG, 0},
+	    {LM_REC_RAM, 15, -EBADMSG},
+	    {LM_REC_HELLO, 65537, -EMSGSIZE},
+	    {LM_REC_DEVICE, 1 + 63 + (16u << 20) + 1, -EMSGSIZE},
+	    {LM_REC_END, 1, -EMSGSIZE},
+	    {LM_REC_ROUND, 7, -EBADMSG},
+	    {LM_REC_DIGEST, 25, -EMSGSIZE},
+	    {LM_REC_RESULT, 4 + 256, -EMSGSIZE},
+	    {LM_REC_ACCEPT, 15, -EBADMSG},
 	};
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
 		le16(hdr, lens[i].type);
@@ -864,7 +892,7 @@ static void test_ram_malicious(void **state)
 	lm_buf b;
 	lm_buf_init(&b);
 	for (int k = 0; k < 4; k++) {
-		static const uint64_t first[] = { 0, 63, 100, 131 };
+		static const uint64_t first[] = {0, 63, 100, 131};
 		lm_buf_reset(&b);
 		assert_int_equal(lm_stream_put_run_empty(&b, LM_RUN_ZERO, first[k], 1), 0);
 		lm_record rec;
@@ -908,9 +936,10 @@ static void test_other_records_malicious(void **state)
 	expect_fail(&s, b.data, b.len, -EBADMSG, "outside");
 	assert_int_equal(lm_stream_put_device(&b, "", NULL, 0), -EINVAL);
 	assert_int_equal(lm_stream_put_device(&b, "a b", NULL, 0), -EINVAL);
-	assert_int_equal(lm_stream_put_device(&b, "0123456789012345678901234567890123456789012345678901234567890123",
-					      NULL, 0),
-			 -EINVAL);
+	assert_int_equal(
+	    lm_stream_put_device(
+		&b, "0123456789012345678901234567890123456789012345678901234567890123", NULL, 0),
+	    -EINVAL);
 
 	/* RESULT / REFUSE: NUL in text, a status that is not an errno, REFUSE 0. */
 	memset(p, 0, sizeof(p));
@@ -951,8 +980,8 @@ static void zstd_fcs_field(const uint8_t *z, size_t *off, size_t *size)
 {
 	uint8_t fhd = z[4];
 	unsigned fcs_flag = fhd >> 6, single = (fhd >> 5) & 1, did = fhd & 3;
-	static const size_t did_size[] = { 0, 1, 2, 4 };
-	static const size_t fcs_size[] = { 0, 2, 4, 8 };
+	static const size_t did_size[] = {0, 1, 2, 4};
+	static const size_t fcs_size[] = {0, 2, 4, 8};
 	*off = 5 + (single ? 0 : 1) + did_size[did];
 	*size = fcs_flag == 0 ? (single ? 1 : 0) : fcs_size[fcs_flag];
 }
@@ -990,7 +1019,8 @@ static int apply_zstd(lm_stream *s, uint32_t npages, const void *z, size_t zlen,
 	}
 	struct guarded g;
 	guarded_alloc(&g, (size_t)npages * PG);
-	int rc = lm_stream_run_apply(s, &rec.u.run, rec.u.run.data, rec.u.run.data_len, g.mem, g.len, err);
+	int rc = lm_stream_run_apply(s, &rec.u.run, rec.u.run.data, rec.u.run.data_len, g.mem,
+				     g.len, err);
 	guarded_free(&g);
 	lm_buf_destroy(&b);
 	free(payload);
@@ -1001,7 +1031,7 @@ static void test_zstd_hostile(void **state)
 {
 	(void)state;
 	lm_stream s;
-	static const lm_stream_region zr[] = { { 100, 256 } };
+	static const lm_stream_region zr[] = {{100, 256}};
 	lm_stream_init(&s);
 	assert_int_equal(lm_stream_layout_init(&s.layout, zr, 1, NULL), 0);
 	s.caps = ALL_CAPS;
@@ -1056,7 +1086,7 @@ static void test_zstd_hostile(void **state)
 	assert_int_equal(apply_zstd(&s, 1, z, zl + 1, &err), -EILSEQ);
 	assert_non_null(strstr(err.msg, "zstd frame is"));
 	{
-		uint8_t skip[16] = { 0x50, 0x2a, 0x4d, 0x18, 8, 0, 0, 0 };
+		uint8_t skip[16] = {0x50, 0x2a, 0x4d, 0x18, 8, 0, 0, 0};
 		assert_int_equal(apply_zstd(&s, 1, skip, sizeof(skip), &err), -EILSEQ);
 	}
 	fill_random(z, 300);
@@ -1092,17 +1122,20 @@ static void test_apply_checks_destination(void **state)
 	assert_int_equal(lm_stream_decode(&s, b.data, b.len, &rec, &err), b.len);
 	struct guarded g;
 	guarded_alloc(&g, PG);
-	assert_int_equal(lm_stream_run_apply(&s, &rec.u.run, rec.u.run.data, rec.u.run.data_len, g.mem, PG, &err),
+	assert_int_equal(lm_stream_run_apply(&s, &rec.u.run, rec.u.run.data, rec.u.run.data_len,
+					     g.mem, PG, &err),
 			 -EINVAL);
-	assert_int_equal(lm_stream_run_apply(&s, &rec.u.run, rec.u.run.data, PG, g.mem, 2 * PG, &err), -EINVAL);
+	assert_int_equal(
+	    lm_stream_run_apply(&s, &rec.u.run, rec.u.run.data, PG, g.mem, 2 * PG, &err), -EINVAL);
 	guarded_free(&g);
-	lm_run zero = { .first_page = 0, .npages = 1, .kind = LM_RUN_ZERO };
+	lm_run zero = {.first_page = 0, .npages = 1, .kind = LM_RUN_ZERO};
 	assert_int_equal(lm_stream_run_apply(&s, &zero, NULL, 0, pages, PG, &err), -EINVAL);
 	lm_buf_destroy(&b);
 	lm_stream_destroy(&s);
 }
 
-/* ---- random mutations of a valid stream ------------------------------------------------------- */
+/* ---- random mutations of a valid stream -------------------------------------------------------
+ */
 
 /*
  * A small built-in fuzz pass (the real one is fuzz/fuzz_stream.c):
@@ -1142,9 +1175,10 @@ static void test_random_mutations(void **state)
 			accepted++;
 			if (rec.frame.type == LM_REC_RAM && rec.u.run.kind == LM_RUN_DATA) {
 				struct guarded *g = rec.u.run.region ? &g1 : &g0;
-				lm_stream_run_apply(&s, &rec.u.run, rec.u.run.data, rec.u.run.data_len,
-						    g->mem + rec.u.run.region_off * PG, (size_t)rec.u.run.npages * PG,
-						    &err);
+				lm_stream_run_apply(&s, &rec.u.run, rec.u.run.data,
+						    rec.u.run.data_len,
+						    g->mem + rec.u.run.region_off * PG,
+						    (size_t)rec.u.run.npages * PG, &err);
 			}
 			off += (size_t)r;
 		}
@@ -1158,7 +1192,8 @@ static void test_random_mutations(void **state)
 	lm_stream_destroy(&s);
 }
 
-/* ---- names --------------------------------------------------------------------------------------- */
+/* ---- names
+ * --------------------------------------------------------------------------------------- */
 
 static void test_cap_names(void **state)
 {
@@ -1179,7 +1214,8 @@ static void test_cap_names(void **state)
 	assert_null(lm_stream_cap_name(1ull << 20));
 }
 
-/* ---- seeds for the fuzzer ------------------------------------------------------------------------- */
+/* ---- seeds for the fuzzer
+ * ------------------------------------------------------------------------- */
 
 static void write_file(const char *dir, const char *name, const void *p, size_t n)
 {
@@ -1225,12 +1261,14 @@ static void test_write_seeds(void **state)
 			break;
 		case 1:
 			fill_text(pages, 2 * PG, 0);
-			assert_int_equal(lm_stream_put_run_data(&s, &b, 100, 2, pages, LM_ENC_ZSTD, NULL), 0);
+			assert_int_equal(
+			    lm_stream_put_run_data(&s, &b, 100, 2, pages, LM_ENC_ZSTD, NULL), 0);
 			break;
 		case 2:
 			memset(pages, 0x41, 64);
 			memset(pages + 64, 0, PG - 64);
-			assert_int_equal(lm_stream_put_run_data(&s, &b, 63, 1, pages, LM_ENC_ZSTD, NULL), 0);
+			assert_int_equal(
+			    lm_stream_put_run_data(&s, &b, 63, 1, pages, LM_ENC_ZSTD, NULL), 0);
 			assert_int_equal(lm_stream_put_device(&b, "cpu0", "regs", 4), 0);
 			break;
 		case 3:
@@ -1238,10 +1276,12 @@ static void test_write_seeds(void **state)
 			break;
 		case 4:
 			fill_text(pages, 2 * PG, 1);
-			assert_int_equal(lm_stream_put_run_data(&s, &b, 14, 2, pages, LM_ENC_ZSTD, NULL), 0);
+			assert_int_equal(
+			    lm_stream_put_run_data(&s, &b, 14, 2, pages, LM_ENC_ZSTD, NULL), 0);
 			assert_int_equal(lm_stream_put_run_empty(&b, LM_RUN_ZERO, 100, 8), 0);
 			assert_int_equal(lm_stream_put_run_empty(&b, LM_RUN_SKIPPED, 0, 3), 0);
-			assert_int_equal(lm_stream_put_table(&b, "0123456789abcdef01234567", 24), 0);
+			assert_int_equal(lm_stream_put_table(&b, "0123456789abcdef01234567", 24),
+					 0);
 			break;
 		}
 		assert_int_equal(lm_stream_put_digest(&b, 0, 0, k == 4 ? 24 : 96), 0);
@@ -1258,24 +1298,24 @@ static void test_write_seeds(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip_all_records),
-		cmocka_unit_test(test_status_text),
-		cmocka_unit_test(test_max_run),
-		cmocka_unit_test(test_fixed_buffer),
-		cmocka_unit_test(test_incremental_zero_copy),
-		cmocka_unit_test(test_negotiation),
-		cmocka_unit_test(test_hello_version_and_magic),
-		cmocka_unit_test(test_hello_malicious),
-		cmocka_unit_test(test_truncated_everywhere),
-		cmocka_unit_test(test_bit_flips),
-		cmocka_unit_test(test_frame_header_rejects),
-		cmocka_unit_test(test_ram_malicious),
-		cmocka_unit_test(test_other_records_malicious),
-		cmocka_unit_test(test_zstd_hostile),
-		cmocka_unit_test(test_apply_checks_destination),
-		cmocka_unit_test(test_random_mutations),
-		cmocka_unit_test(test_cap_names),
-		cmocka_unit_test(test_write_seeds),
+	    cmocka_unit_test(test_roundtrip_all_records),
+	    cmocka_unit_test(test_status_text),
+	    cmocka_unit_test(test_max_run),
+	    cmocka_unit_test(test_fixed_buffer),
+	    cmocka_unit_test(test_incremental_zero_copy),
+	    cmocka_unit_test(test_negotiation),
+	    cmocka_unit_test(test_hello_version_and_magic),
+	    cmocka_unit_test(test_hello_malicious),
+	    cmocka_unit_test(test_truncated_everywhere),
+	    cmocka_unit_test(test_bit_flips),
+	    cmocka_unit_test(test_frame_header_rejects),
+	    cmocka_unit_test(test_ram_malicious),
+	    cmocka_unit_test(test_other_records_malicious),
+	    cmocka_unit_test(test_zstd_hostile),
+	    cmocka_unit_test(test_apply_checks_destination),
+	    cmocka_unit_test(test_random_mutations),
+	    cmocka_unit_test(test_cap_names),
+	    cmocka_unit_test(test_write_seeds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

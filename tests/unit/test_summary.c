@@ -53,8 +53,8 @@ static void check_state(const lm_sbitmap *s, const bool *o, uint64_t n)
 		for (uint64_t i = c * chunk; i < n && i < (c + 1) * chunk; i++)
 			any |= o[i];
 		if (lm_sbitmap_chunk_dirty(s, c) != any)
-			fail_msg("summary bit of chunk %llu is %d, chunk dirty %d", (unsigned long long)c,
-				 lm_sbitmap_chunk_dirty(s, c), any);
+			fail_msg("summary bit of chunk %llu is %d, chunk dirty %d",
+				 (unsigned long long)c, lm_sbitmap_chunk_dirty(s, c), any);
 		dirty_chunks += any;
 	}
 	assert_int_equal(s->nchunks_set, dirty_chunks);
@@ -85,7 +85,18 @@ static void test_init(void **state)
 	lm_sbitmap_destroy(&s);
 }
 
-enum { OP_SET, OP_CLEAR, OP_SET_RANGE, OP_CLEAR_RANGE, OP_NEXT, OP_SYNC, OP_TAKE, OP_COLLECT, OP_REBUILD, NOPS };
+enum {
+	OP_SET,
+	OP_CLEAR,
+	OP_SET_RANGE,
+	OP_CLEAR_RANGE,
+	OP_NEXT,
+	OP_SYNC,
+	OP_TAKE,
+	OP_COLLECT,
+	OP_REBUILD,
+	NOPS
+};
 
 static void oracle_program(uint64_t n, uint64_t chunk, unsigned steps)
 {
@@ -121,7 +132,8 @@ static void oracle_program(uint64_t n, uint64_t chunk, unsigned steps)
 		case OP_NEXT:
 			for (unsigned m = 0; m < 3; m++) {
 				lm_sbitmap_set_mode(&s, m);
-				assert_int_equal(lm_sbitmap_find_next_set(&s, i), oracle_next(o, n, i));
+				assert_int_equal(lm_sbitmap_find_next_set(&s, i),
+						 oracle_next(o, n, i));
 			}
 			assert_int_equal(lm_sbitmap_find_next_set(&s, n), n);
 			break;
@@ -198,7 +210,8 @@ static void test_oracle(void **state)
 	const struct {
 		uint64_t n, chunk;
 	} cfg[] = {
-		{ 1, 64 }, { 64, 64 }, { 65, 64 }, { 200, 64 }, { 1000, 128 }, { 2049, 512 }, { 5000, 0 }, { 4096, 1024 },
+	    {1, 64},	 {64, 64},    {65, 64},	 {200, 64},
+	    {1000, 128}, {2049, 512}, {5000, 0}, {4096, 1024},
 	};
 	for (uint64_t seed = 1; seed <= 5; seed++)
 		for (size_t k = 0; k < sizeof(cfg) / sizeof(cfg[0]); k++) {
@@ -259,10 +272,10 @@ static void test_huge(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_init),
-		cmocka_unit_test(test_oracle),
-		cmocka_unit_test(test_take_all),
-		cmocka_unit_test(test_huge),
+	    cmocka_unit_test(test_init),
+	    cmocka_unit_test(test_oracle),
+	    cmocka_unit_test(test_take_all),
+	    cmocka_unit_test(test_huge),
 	};
 	return cmocka_run_group_tests_name("summary", tests, NULL, NULL);
 }

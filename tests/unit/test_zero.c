@@ -15,7 +15,7 @@
 #include "livemig/bitmap.h"
 #include "bitmap/bitmap_impl.h"
 
-static const char *const impls[] = { "avx2", "sse2", "words", "nosample" };
+static const char *const impls[] = {"avx2", "sse2", "words", "nosample"};
 
 static bool check(int impl, const void *p)
 {
@@ -50,7 +50,8 @@ static void test_every_offset(void **state)
 				unsigned char v = (unsigned char)(1u << (off % 8));
 				p[off] = v;
 				if (check(impl, p))
-					fail_msg("impl %d align %zu: byte %zu = %u reads as zero", impl, align, off, v);
+					fail_msg("impl %d align %zu: byte %zu = %u reads as zero",
+						 impl, align, off, v);
 				p[off] = 0;
 			}
 			/* bytes just outside the page do not count */
@@ -78,9 +79,9 @@ static void test_full_page(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_impl_name),
-		cmocka_unit_test(test_every_offset),
-		cmocka_unit_test(test_full_page),
+	    cmocka_unit_test(test_impl_name),
+	    cmocka_unit_test(test_every_offset),
+	    cmocka_unit_test(test_full_page),
 	};
 	return cmocka_run_group_tests_name("zero", tests, NULL, NULL);
 }
