@@ -278,11 +278,16 @@ static int bench_sync(struct ctx *c, struct sync_fig fig[NSYNC])
 	}
 	double gibs = (double)(c->n / gib_pages);
 	for (int k = 0; k < NSYNC; k++) {
-		double t[3];
-		for (int pat = 0; pat < 3; pat++) {
-			lm_bitmap_clear_range(&dst, 0, c->n);
-			lm_sbitmap_clear_range(&c->s, 0, c->n);
-			t[pat] = sync_once(c, &dst, k, src, gib_pages, pat);
+		double t[3] = {1e30, 1e30, 1e30};
+		/* best of three passes over the whole guest, as for the scans */
+		for (int r = 0; r < 3; r++) {
+			for (int pat = 0; pat < 3; pat++) {
+				lm_bitmap_clear_range(&dst, 0, c->n);
+				lm_sbitmap_clear_range(&c->s, 0, c->n);
+				double dt = sync_once(c, &dst, k, src, gib_pages, pat);
+				if (dt < t[pat])
+					t[pat] = dt;
+			}
 		}
 		fig[k].clean_us = t[0] / gibs * 1e6;
 		fig[k].sparse_us = t[1] / gibs * 1e6;
@@ -618,7 +623,7 @@ int lm_bench_scan(int argc, char **argv)
 		} else {
 			printf("  failed: %s\n", lm_strerror(zrc));
 		}
-		printf("\ntargets:\n");
+		printf("\ntargets (issue 2, set for the default 2^28 pages):\n");
 		printf("  word and summary beat bit-by-bit in every condition: %s\n",
 		       beat_bit ? "met" : "NOT MET");
 		printf("  summary scan of all-clean under 1/50 of the word scan: %s (word/summary "

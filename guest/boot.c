@@ -5,9 +5,9 @@
  *
  * Ring 0 is emulated on this project's machines, so the rule here is "as
  * few instructions as possible": the Multiboot data is copied (a few
- * hundred bytes), page tables are only added for RAM above the 4 GiB the
- * entry stub mapped (1 GiB pages: two table pages for a 1 TiB guest), and
- * only the IDT vectors in use are filled in. Everything that loops over
+ * hundred bytes), page tables for RAM above the 4 GiB the entry stub
+ * mapped are only set aside (ring 3 fills them in), and only the IDT
+ * vectors in use are filled in. Everything that loops over
  * memory happens later in ring 3.
  */
 #include "guest.h"
@@ -158,45 +158,64 @@ static void read_multiboot(struct range *map, unsigned *nmap)
 	}
 }
 
-/* Bump allocator for page tables above 4 GiB: takes zeroed pages from the
- * RAM right after the image and the loader's data. */
-static u64 *alloc_table(const struct range *map, unsigned nmap)
-{
-	u64 p = align_up(g_boot.heap_end, PAGE_SIZE);
-	bool ok = false;
-	for (unsigned i = 0; i < nmap; i++)
-		if (p >= map[i].start && p + PAGE_SIZE <= map[i].end)
-			ok = true;
-	if (!ok)
-		panic("no RAM for page tables");
-	g_boot.heap_end = p + PAGE_SIZE;
-	u64 *t = (u64 *)(uintptr_t)p;
-	for (unsigned i = 0; i < 512; i++)
-		t[i] = 0;
-	return t;
-}
-
-/* The entry stub mapped [0, 4 GiB); add the rest of RAM, identity
- * mapped, with 1 GiB pages if the CPU has them, else 2 MiB pages. */
-static void map_high(const struct range *map, unsigned nmap)
+/*
+ * RAM above the 4 GiB the entry stub mapped needs more page tables: with
+ * 2 MiB pages, one page of tables per GiB (1021 pages for a 1 TiB guest,
+ * half a million entries, seconds of emulated ring-0 stores). So ring 0
+ * only sets aside the pages, right after the image and the loader's
+ * data, and ring 3 fills them in at native speed (map_high_memory): the
+ * tables are ordinary memory with the user bit set, and linking a
+ * filled-in table into a non-present entry needs no TLB flush.
+ */
+static void reserve_high_tables(const struct range *map, unsigned nmap)
 {
 	const u64 gib = 1ull << 30;
 	u64 top = align_up(g_boot.ram_top, gib);
+	if (top <= 4 * gib)
+		return;
+	u64 pages = (top - 1) >> 39; /* PDPTs beyond boot_pdpt */
+	if (!g_boot.gbpages)
+		pages += (top - 4 * gib) / gib;
+	u64 p = align_up(g_boot.heap_end, PAGE_SIZE);
+	bool ok = false;
+	for (unsigned i = 0; i < nmap; i++)
+		if (p >= map[i].start && p + pages * PAGE_SIZE <= map[i].end)
+			ok = true;
+	if (!ok)
+		panic("no RAM for page tables");
+	g_boot.pt_pool = p;
+	g_boot.heap_end = p + pages * PAGE_SIZE;
+}
+
+/* Ring 3: identity-map RAM above 4 GiB (1 GiB pages if the CPU has them,
+ * else 2 MiB pages) with the pages reserve_high_tables set aside. */
+void map_high_memory(void)
+{
+	const u64 gib = 1ull << 30;
+	u64 top = align_up(g_boot.ram_top, gib);
+	u64 next = g_boot.pt_pool;
 	for (u64 a = 4 * gib; a < top; a += gib) {
 		unsigned l4 = (unsigned)(a >> 39), l3 = (unsigned)((a >> 30) & 511);
-		if (!(boot_pml4[l4] & 1))
-			boot_pml4[l4] = (u64)(uintptr_t)alloc_table(map, nmap) | 7;
+		if (!(boot_pml4[l4] & 1)) {
+			u64 *t = (u64 *)(uintptr_t)next;
+			next += PAGE_SIZE;
+			for (unsigned i = 0; i < 512; i++)
+				t[i] = 0;
+			barrier();
+			boot_pml4[l4] = (u64)(uintptr_t)t | 7;
+		}
 		u64 *pdpt = (u64 *)(uintptr_t)(boot_pml4[l4] & ~0xfffull);
 		if (g_boot.gbpages) {
 			pdpt[l3] = a | 0x87;
 		} else {
-			u64 *pd = alloc_table(map, nmap);
+			u64 *pd = (u64 *)(uintptr_t)next;
+			next += PAGE_SIZE;
 			for (unsigned i = 0; i < 512; i++)
 				pd[i] = (a + ((u64)i << 21)) | 0x87;
+			barrier();
 			pdpt[l3] = (u64)(uintptr_t)pd | 7;
 		}
 	}
-	__asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" ::: "rax", "memory");
 }
 
 static void setup_cpu_features(void)
@@ -282,7 +301,7 @@ void boot_main(void)
 			g_boot.ram_top = map[i].end;
 
 	setup_cpu_features();
-	map_high(map, nmap);
+	reserve_high_tables(map, nmap);
 	setup_tables();
 
 	/* Free RAM for the workload: every RAM range, page aligned, above

@@ -76,6 +76,7 @@ struct boot_info {
 	u64 heap_end; /* image, loader data and extra page tables end here */
 	bool gbpages, apic, avx, xsave;
 	u32 xcr0;
+	u64 pt_pool;  /* page-table pages set aside for RAM above 4 GiB */
 	u64 tsc_boot_main, tsc_user; /* TSC at boot_main and at the drop to ring 3 */
 };
 extern struct boot_info g_boot;
@@ -162,6 +163,8 @@ void fmt_size(char *buf, size_t size, u64 bytes);
 
 /* boot.c (ring 0) */
 void boot_main(void);
+/* Ring 3, first thing: map RAM above 4 GiB. */
+void map_high_memory(void);
 void user_main(void) __attribute__((noreturn));
 
 /* fpu.S (ring 3): load/store xmm8-15 (or ymm8-15 when avx) from/to buf. */

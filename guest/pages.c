@@ -400,12 +400,22 @@ static bool was_damaged(u64 idx)
  * one is written. */
 static u64 pick_page(u64 start)
 {
-	u64 idx = start;
-	do {
+	u64 idx = start, seen = 0;
+	while (seen < M.npages) {
+		u64 tp = idx / 1024;
+		/* Table pages never written need not be read. */
+		if (idx % 1024 == 0 && !(M.summary[tp / 64] & (1ull << (tp % 64)))) {
+			u64 skip = M.npages - idx < 1024 ? M.npages - idx : 1024;
+			seen += skip;
+			idx = (idx + skip) % M.npages;
+			continue;
+		}
 		if (M.table[idx] && !was_damaged(idx))
 			return idx;
 		idx = (idx + 1) % M.npages;
-	} while (idx != start);
+		seen++;
+	}
+	idx = start;
 	while (was_damaged(idx))
 		idx = (idx + 1) % M.npages;
 	page_write(idx);

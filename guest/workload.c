@@ -277,8 +277,12 @@ extern u64 boot_tsc_entry;
 
 static void banner(void)
 {
-	char mem[24], wss[24], rate[24], ram[24];
-	fmt_size(mem, sizeof(mem), (M.npages + M.table_pages) * PAGE_SIZE);
+	char mem[24], used[24], wss[24], rate[24], ram[24];
+	if (P.mem)
+		fmt_size(mem, sizeof(mem), P.mem);
+	else
+		gsnprintf(mem, sizeof(mem), "all");
+	fmt_size(used, sizeof(used), (M.npages + M.table_pages + M.summary_pages) * PAGE_SIZE);
 	fmt_size(wss, sizeof(wss), P.wss);
 	fmt_size(rate, sizeof(rate), P.rate);
 	fmt_size(ram, sizeof(ram), g_boot.ram_top);
@@ -289,9 +293,9 @@ static void banner(void)
 		(unsigned long long)P.verify_every, (unsigned long long)P.exit_after,
 		selftest_name(P.selftest), (unsigned long long)P.period_ms, memory_zerocheck(),
 		clock_has_timer() ? "hlt" : "spin", (unsigned long long)P.progress_ms, P.wpct);
-	gprintf("livemig-guest: ram_top=%s pages=%llu table_pages=%llu first_page=%#llx "
+	gprintf("livemig-guest: ram_top=%s used=%s pages=%llu table_pages=%llu first_page=%#llx "
 		"tsc_hz=%llu lapic_hz=%llu avx=%u gbpages=%u pv=%u ctl=%p boot_ms=%llu,%llu,%llu,%llu init_ms=%llu,%llu\n",
-		ram, (unsigned long long)M.npages, (unsigned long long)M.table_pages,
+		ram, used, (unsigned long long)M.npages, (unsigned long long)M.table_pages,
 		(unsigned long long)(M.n ? M.r[0].start : 0), (unsigned long long)tsc_hz,
 		(unsigned long long)clock_lapic_hz(), g_boot.avx, g_boot.gbpages, S.pv,
 		(void *)&lm_guest_ctl, (unsigned long long)(boot_tsc_entry / (tsc_hz / 1000)),
@@ -303,6 +307,7 @@ static void banner(void)
 
 void user_main(void)
 {
+	map_high_memory();
 	params_parse(g_boot.cmdline);
 	S.pv = inl(LM_PV_ID) == LM_PV_MAGIC;
 	u64 ta = rdtsc();

@@ -17,11 +17,15 @@
  * measured bandwidth (or the round/time limits are hit and the policy says
  * switch over) the workload is paused, the rest is sent with the device
  * state, the RAM digest and END, and the sender waits for the receiver's
- * RESULT. Downtime is measured from pause() to RESULT ok.
+ * RESULT; after RESULT ok it sends COMMIT and reports success, leaving the
+ * workload paused. Downtime is measured from pause() to RESULT ok.
  *
  * Receiver (lm_migrate_receive): applies the stream to the memory the
  * workload's setup() provides, checks every record and the digest, answers
- * RESULT, and returns 0 only after a RESULT ok was sent.
+ * RESULT, and returns 0 only after a RESULT ok was sent and the sender's
+ * COMMIT was read. If the connection drops in between, the sender may have
+ * missed the RESULT and resumed its copy, so the receiver fails ("no commit
+ * from the sender") and the guest must not run on the destination.
  *
  * Ownership: lm_migration is an opaque handle (_new/_free) that borrows the
  * regions' memory, the dirty source, the workload and the fd for its whole
@@ -65,7 +69,8 @@ struct lm_workload_ops {
 	/* One device blob as received (may be NULL: blobs are ignored). */
 	int (*load_state)(void *ctx, const char *name, const void *blob, size_t len);
 	/* The receiver's final verdict: err 0 means every page and the digest
-	 * checked out and RESULT ok was sent, so the guest may run here.
+	 * checked out, RESULT ok was sent and the sender's COMMIT arrived, so
+	 * the guest may run here (and nowhere else).
 	 * Called exactly once when setup() was called. May be NULL. */
 	void (*finish)(void *ctx, int err, const char *msg);
 };
@@ -152,8 +157,8 @@ int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, si
 /* Start the migration thread on fd (a connected stream). 0 or -errno. */
 int lm_migration_start(lm_migration *m, int fd);
 /*
- * Wait for the end. 0 when the receiver answered RESULT ok (the workload is
- * left paused: it now runs on the destination); else -errno, with the
+ * Wait for the end. 0 when the receiver answered RESULT ok and COMMIT went
+ * out (the workload is left paused: it now runs on the destination); else -errno, with the
  * workload resumed and the dirty source stopped, and the cause in
  * lm_migration_error() (e.g. "receiver closed the connection during round 3").
  */
@@ -177,7 +182,8 @@ int lm_migrate_send(int fd, const struct lm_mem_region *regions, size_t n, struc
 
 struct lm_receive_params {
 	uint64_t caps_disabled;   /* capabilities this side refuses (LM_CAP_*) */
-	uint64_t idle_timeout_ms; /* give up when nothing arrives for this long; 0: never */
+	uint64_t idle_timeout_ms; /* give up when nothing arrives for this long; 0: never
+				     (waiting for COMMIT after RESULT ok: 60 s when 0) */
 };
 
 struct lm_receive_stats {
@@ -194,8 +200,8 @@ struct lm_receive_stats {
 
 /*
  * Receive one migration from fd (blocking). Returns 0 only when the whole
- * stream arrived, every record checked out, the digest matched and RESULT
- * ok was sent; otherwise -errno with the cause in stats->error (and a
+ * stream arrived, every record checked out, the digest matched, RESULT
+ * ok was sent and COMMIT was read; otherwise -errno with the cause in stats->error (and a
  * best-effort RESULT/REFUSE with that cause sent to the sender).
  * p and stats may be NULL.
  */

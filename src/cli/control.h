@@ -66,4 +66,17 @@ int lm_control_arg_bool(struct json_object *args, const char *key, bool *out, ch
 int lm_control_arg_str(struct json_object *args, const char *key, const char **out, char *err,
 		       size_t errlen);
 
+/*
+ * Migration commands for a VM (src/cli/control_migrate.c): migrate,
+ * migrate-cancel, query-migrate, migrate-set-parameters,
+ * query-migrate-parameters. After a completed migration the VM is asked to
+ * quit (status 0). Shut down in this order: lm_control_migrate_stop()
+ * (cancels and joins a running migration), lm_control_free(), then
+ * lm_control_migrate_free().
+ */
+struct lm_control_migrate;
+int lm_control_migrate_new(struct lm_control *c, struct lm_vm *vm, struct lm_control_migrate **out);
+void lm_control_migrate_stop(struct lm_control_migrate *cm);
+void lm_control_migrate_free(struct lm_control_migrate *cm);
+
 #endif

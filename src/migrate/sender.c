@@ -17,6 +17,12 @@
  * exactly what was sent. After the round one more harvest of everything
  * counts what is left; that, the bandwidth measured in the round (zero pages
  * at full size) and the downtime limit decide whether to stop the workload.
+ *
+ * The switchover ends with a two-step commit: the receiver answers END with
+ * RESULT ok once every page and the digest checked out, the sender answers
+ * that with COMMIT and reports success (the workload stays paused), and the
+ * receiver lets the guest run only after it has read COMMIT. Whatever point
+ * the connection drops at, at most one side runs the guest.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -481,7 +487,20 @@ static int switchover(struct lm_migration *m)
 	double t = lm__now();
 	m->st.downtime_us = (uint64_t)((t - m->t_pause) * 1e6);
 	m->st.downtime_ms = m->st.downtime_us / 1000;
-	return 0;
+
+	/*
+	 * COMMIT: the receiver runs the guest only once it has read this, so a
+	 * connection that drops between its RESULT ok and here leaves the
+	 * destination stopped while we resume (one copy runs, never two). If
+	 * the write fails the receiver cannot have read a whole COMMIT, so
+	 * failing and resuming is still safe. A COMMIT that is written but
+	 * lost on the way leaves both copies stopped: safe, and visible.
+	 */
+	set_phase(m, "the commit");
+	err = lm_stream_put_commit(&m->out);
+	if (err)
+		return put_fail(m, err, "COMMIT");
+	return flush(m);
 }
 
 static int run(struct lm_migration *m)

@@ -1,7 +1,9 @@
 /* Faults: the connection is cut at many points in both directions. The
  * sender must fail with a message naming the cause, leave the workload
  * running and its memory unharmed; the receiver must never claim success
- * for an incomplete stream; a migration afterwards succeeds. */
+ * for an incomplete stream; a migration afterwards succeeds. And the
+ * switchover rule: no cut point leaves the receiver reporting success while
+ * the sender resumed its workload (the receiver waits for COMMIT). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -54,12 +56,31 @@ static void one(struct lm_mem_region *r, struct lm_dirty_source *src, struct lm_
 	lm_test_dest_free(&rx.dest);
 }
 
+/* After a completed migration the workload stays paused (it "runs" on the
+ * destination now); the test lets it go on for the next round, counting
+ * that as a resume. */
+static void release(struct lm_test_writer *w)
+{
+	__atomic_store_n(&w->pause_req, 0, __ATOMIC_RELEASE);
+	w->resumes++;
+}
+
+/* Keep the writer still (not counted as a pause of the workload). */
+static void hold(struct lm_test_writer *w)
+{
+	__atomic_store_n(&w->pause_req, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&w->paused, __ATOMIC_ACQUIRE))
+		usleep(50);
+}
+
 static void test_cuts(void **state)
 {
 	struct lm_mem_region r = { 0, NPAGES, lm_test_map(NPAGES) };
 	assert_non_null(r.host);
 	uint64_t rs = 3;
-	for (uint64_t i = 0; i < NPAGES * 512 / 2; i++)
+	/* Every page holds data, so the writer never turns a zero page into a
+	 * data page and a quiet stream keeps the same length from run to run. */
+	for (uint64_t i = 0; i < NPAGES * 512; i++)
 		((uint64_t *)r.host)[i] = lm_test_rand(&rs);
 	struct lm_dirty_source *src;
 	assert_int_equal(lm_sim_source_new(LM_SIM_EXCHANGE, &src), 0);
@@ -71,53 +92,110 @@ static void test_cuts(void **state)
 	one(&r, src, &w, UINT64_MAX, UINT64_MAX, LM_CUT_BOTH, &o);
 	assert_int_equal(o.send_err, 0);
 	assert_int_equal(o.recv_err, 0);
-	__atomic_store_n(&w.pause_req, 0, __ATOMIC_RELEASE);
+	release(&w);
 	uint64_t len = o.transferred;
 	assert_true(len > NPAGES * LM_PAGE_SIZE / 2);
+	/* With the writer held still the stream has an exact length (round 1,
+	 * an empty final pass, DEVICE, DIGEST, END, COMMIT), so cuts can be
+	 * placed inside each of the last frames. */
+	hold(&w);
+	one(&r, src, &w, UINT64_MAX, UINT64_MAX, LM_CUT_BOTH, &o);
+	assert_int_equal(o.send_err, 0);
+	assert_int_equal(o.recv_err, 0);
+	release(&w);
+	uint64_t qlen = o.transferred;
 
 	/* Cut points: the handshake, inside frame headers, inside page data,
-	 * near the end; forward (sender->receiver) and back (ACCEPT, RESULT). */
-	uint64_t fwd[] = { 0, 1, 11, 12, 40, 100, 4096 + 7, 65536, 100000, len / 4, len / 3 + 5, len / 2,
-			   len - 200, len - 40, len - 30, len - 12, len - 1 };
-	uint64_t back[] = { 0, 1, 5, 12, 20, 30 }; /* ACCEPT is ~24 bytes: later cuts hit RESULT */
-	int cases = 0;
-	for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]) + sizeof(back) / sizeof(back[0]); i++) {
-		bool is_fwd = i < sizeof(fwd) / sizeof(fwd[0]);
-		uint64_t at = is_fwd ? fwd[i] : back[i - sizeof(fwd) / sizeof(fwd[0])];
+	 * near the end; forward (sender->receiver) and back (ACCEPT, RESULT).
+	 * The tail of a quiet stream is DEVICE (40 bytes), DIGEST (36), END
+	 * (12), COMMIT (12). ACCEPT is 28 bytes and RESULT ok 18 more: back cuts
+	 * from 28 on hit RESULT, 46 lets all of it through. */
+	struct cut {
+		bool fwd, quiet;
+		uint64_t at;
+	} cuts[] = {
+		{ true, false, 0 },	       { true, false, 1 },	      { true, false, 11 },
+		{ true, false, 12 },	       { true, false, 40 },	      { true, false, 100 },
+		{ true, false, 4096 + 7 },     { true, false, 65536 },	      { true, false, 100000 },
+		{ true, false, len / 4 },      { true, false, len / 3 + 5 },  { true, false, len / 2 },
+		{ true, false, len - 200 },    { true, false, len - 1 },      { true, true, qlen - 100 },
+		{ true, true, qlen - 80 },     { true, true, qlen - 60 },     { true, true, qlen - 40 },
+		{ true, true, qlen - 24 },     { true, true, qlen - 18 },     { true, true, qlen - 12 },
+		{ true, true, qlen - 6 },      { true, true, qlen - 1 },      { true, true, qlen },
+		{ false, false, 0 },	       { false, false, 1 },	      { false, false, 5 },
+		{ false, false, 12 },	       { false, false, 20 },	      { false, false, 28 },
+		{ false, true, 30 },	       { false, true, 40 },	      { false, true, 45 },
+		{ false, true, 46 },
+	};
+	int cases = 0, result_cut = 0, no_commit = 0, committed_lost = 0;
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		bool is_fwd = cuts[i].fwd;
+		uint64_t at = cuts[i].at;
 		enum lm_test_cut_mode mode = (enum lm_test_cut_mode)(i % 3);
+		if (cuts[i].quiet)
+			hold(&w);
 		uint64_t before = lm_test_writer_count(&w);
 		one(&r, src, &w, is_fwd ? at : UINT64_MAX, is_fwd ? UINT64_MAX : at, mode, &o);
 		cases++;
 		print_message("cut %-4s at %8llu: sender: %s | receiver: %s\n", is_fwd ? "fwd" : "back",
 			      (unsigned long long)at, o.send_err ? o.send_msg : "ok", o.recv_err ? o.recv_msg : "ok");
-		/* The writer may finish a stream shorter than the first. A cut
-		 * after the last byte changes nothing; otherwise both sides fail. */
+		/*
+		 * The switchover rule, at every cut point: the guest never runs
+		 * on both sides. A receiver reports success only if the sender
+		 * did too (it read COMMIT, which goes out after RESULT ok), and
+		 * a successful sender leaves the workload paused.
+		 */
+		if (o.recv_err == 0) {
+			assert_int_equal(o.send_err, 0);
+			assert_int_equal(o.finish_calls, 1);
+			assert_int_equal(o.finish_err, 0);
+		}
 		if (o.send_err == 0) {
-			/* Only possible when the cut came after everything mattered. */
-			assert_int_equal(o.recv_err, 0);
-			__atomic_store_n(&w.pause_req, 0, __ATOMIC_RELEASE);
+			/* The cut came after COMMIT was written: the workload
+			 * stays stopped here. If COMMIT itself was cut, the
+			 * receiver fails too and nobody runs the guest (safe). */
+			assert_true(__atomic_load_n(&w.pause_req, __ATOMIC_ACQUIRE));
+			assert_true(w.pauses > w.resumes);
+			if (o.recv_err) {
+				committed_lost++;
+				assert_non_null(strstr(o.recv_msg, "no commit"));
+			}
+			release(&w);
 			continue;
 		}
 		if (o.send_msg[0] == 0)
 			fail_msg("cut %s at %llu: sender failed without a message", is_fwd ? "fwd" : "back",
 				 (unsigned long long)at);
 		assert_true(strstr(o.send_msg, "receiver") != NULL || strstr(o.send_msg, "connection") != NULL);
-		/* A receiver of an incomplete stream never reports success. The
-		 * one exception is a cut of the RESULT itself: the receiver did
-		 * get and verify everything, only the answer was lost. */
-		if (o.recv_err == 0) {
-			assert_false(is_fwd);
-			assert_non_null(strstr(o.send_msg, "waiting for the result"));
-		} else {
-			assert_true(o.recv_msg[0] != 0);
-			if (o.finish_calls)
-				assert_int_not_equal(o.finish_err, 0);
+		/* The sender failed and resumed: the receiver must have failed. */
+		assert_int_not_equal(o.recv_err, 0);
+		assert_true(o.recv_msg[0] != 0);
+		if (o.finish_calls) {
+			assert_int_equal(o.finish_calls, 1);
+			assert_int_not_equal(o.finish_err, 0);
 		}
-		/* The writer was resumed and keeps running. */
+		/* A cut of the RESULT (the receiver verified everything): the
+		 * missing COMMIT is what keeps the destination stopped. */
+		if (!is_fwd && strstr(o.send_msg, "waiting for the result")) {
+			result_cut++;
+			if (strstr(o.recv_msg, "no commit"))
+				no_commit++;
+		}
+		/* The writer was resumed and keeps running. A quiet case that
+		 * failed before the workload was paused leaves our hold on. */
+		assert_int_equal(w.pauses, w.resumes);
+		if (cuts[i].quiet && !strstr(o.send_msg, "stop-and-copy") && !strstr(o.send_msg, "device state") &&
+		    !strstr(o.send_msg, "result") && !strstr(o.send_msg, "commit"))
+			__atomic_store_n(&w.pause_req, 0, __ATOMIC_RELEASE);
 		assert_false(__atomic_load_n(&w.pause_req, __ATOMIC_ACQUIRE));
 		usleep(3000);
 		assert_true(lm_test_writer_count(&w) > before);
 	}
+	print_message("%d cuts: %d of the RESULT (%d ended in 'no commit'), %d of the COMMIT\n", cases, result_cut,
+		      no_commit, committed_lost);
+	/* The RESULT cuts exist and the receiver refused without COMMIT. */
+	assert_true(result_cut >= 1);
+	assert_true(no_commit >= 1);
 	assert_true(cases >= 20);
 
 	/* And a migration afterwards succeeds, bit for bit. */
@@ -126,7 +204,7 @@ static void test_cuts(void **state)
 		print_message("sender: %s / receiver: %s\n", o.send_msg, o.recv_msg);
 	assert_int_equal(o.send_err, 0);
 	assert_int_equal(o.recv_err, 0);
-	__atomic_store_n(&w.pause_req, 0, __ATOMIC_RELEASE);
+	release(&w);
 	lm_test_writer_stop(&w);
 	lm_dirty_source_free(src);
 	munmap(r.host, NPAGES * LM_PAGE_SIZE);

@@ -1,0 +1,57 @@
+/*
+ * livemig VMM <-> migration engine glue (src/vmm/migration.c).
+ *
+ * Source side: lm_vm_migration wraps an engine migration (livemig/migrate.h)
+ * of a running lm_vm: one region per KVM slot, the KVM dirty-log source
+ * (livemig/track_kvm.h) with the VMM's own RAM writes logged in software,
+ * and a workload whose pause/resume stop and restart the vCPUs and whose
+ * device state is the VM's state blob (lm_vm_state_save) sent as the
+ * device "vm".
+ *
+ * Destination side: lm_vm_incoming() receives one migration from a
+ * connected fd and builds the VM from the stream: memory size and layout
+ * from the HELLO, the vCPU count and every register and device from the
+ * "vm" blob. It returns a paused VM only when the whole stream checked out,
+ * the RAM digest matched and the sender committed; the caller resumes it.
+ *
+ * Ownership: lm_vm_migration borrows the VM (which must outlive it) and the
+ * fd (not closed). lm_vm_incoming() gives the caller a new VM (lm_vm_free).
+ */
+#ifndef LIVEMIG_VMM_MIGRATE_H
+#define LIVEMIG_VMM_MIGRATE_H
+
+#include "livemig/migrate.h"
+#include "livemig/vmm.h"
+
+struct lm_vm_migration;
+
+/* Prepares a migration of vm (running or paused) with parameters p (NULL:
+ * defaults). Nothing is tracked yet. */
+int lm_vm_migration_new(struct lm_vm *vm, const struct lm_migrate_params *p,
+			struct lm_vm_migration **out);
+/* Starts the migration thread on a connected fd. */
+int lm_vm_migration_start(struct lm_vm_migration *m, int fd);
+/* 0: completed, the VM stays paused (it runs on the destination now).
+ * -errno: failed or cancelled; the VM runs as before, dirty logging off. */
+int lm_vm_migration_wait(struct lm_vm_migration *m);
+void lm_vm_migration_cancel(struct lm_vm_migration *m);
+void lm_vm_migration_query(struct lm_vm_migration *m, struct lm_migrate_stats *out);
+const char *lm_vm_migration_error(struct lm_vm_migration *m);
+void lm_vm_migration_free(struct lm_vm_migration *m);
+
+struct lm_vm_incoming_config {
+	int console_fd; /* as in lm_vm_config */
+	lm_vm_console_fn console_fn;
+	void *console_opaque;
+	struct lm_receive_params recv; /* capabilities refused, idle timeout */
+};
+
+/*
+ * Receive one migration from fd and build the VM. On success *out is a
+ * paused VM (lm_vm_start() then lm_vm_resume() to run it: the vCPUs start
+ * paused). On failure -errno, *out untouched, the cause in st->error.
+ */
+int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm **out,
+		   struct lm_receive_stats *st);
+
+#endif
