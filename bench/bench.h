@@ -16,5 +16,6 @@ static inline double bench_now(void)
 int lm_bench_scan(int argc, char **argv);
 int lm_bench_table(int argc, char **argv);
 int lm_bench_stream(int argc, char **argv);
+int lm_bench_migrate(int argc, char **argv);
 
 #endif

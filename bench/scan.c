@@ -430,9 +430,12 @@ static int sweep(struct ctx *c)
 		uniform_density = dens[k];
 		fill(c, C_UNIFORM);
 		struct found f[3];
-		double tw = time_method(c, M_WORD, &f[0]);
-		double ts = time_method(c, M_SUMMARY_FORCED, &f[1]);
-		double ta = time_method(c, M_SUMMARY, &f[2]);
+		double t[NMETHODS];
+		t[M_WORD] = time_method(c, M_WORD, &f[0]);
+		t[M_SUMMARY_FORCED] = time_method(c, M_SUMMARY_FORCED, &f[1]);
+		t[M_SUMMARY] = time_method(c, M_SUMMARY, &f[2]);
+		refine(c, t);
+		double tw = t[M_WORD], ts = t[M_SUMMARY_FORCED], ta = t[M_SUMMARY];
 		if (f[0].count != f[1].count || f[0].sum != f[1].sum || f[0].count != f[2].count ||
 		    f[0].sum != f[2].sum) {
 			fprintf(stderr, "bench scan: methods disagree at density %g\n", dens[k]);

@@ -131,7 +131,9 @@ struct lm_migrate_stats {
 	uint64_t skipped;              /* never-touched pages, neither read nor sent */
 	uint64_t dirty_sync_count;     /* full harvests of the dirty source */
 	uint64_t dirty_pages_rate;     /* pages/s dirtied, last estimate */
-	double mbps;                   /* measured bandwidth, Mbit/s (zero pages at full size) */
+	double mbps;                   /* measured bandwidth, Mbit/s of guest data pages: the rate
+					  the downtime estimate uses (zero pages, nearly free on the
+					  wire, are not counted; see estimate() in sender.c) */
 	uint64_t rounds;               /* pre-copy rounds begun (the final pass not counted) */
 	uint64_t pages_per_round_last; /* pages sent in the last round */
 	char error[256];               /* failed/cancelled: the cause */

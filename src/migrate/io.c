@@ -2,7 +2,8 @@
  * Connection I/O for the engine: whole writes and exact reads on a
  * non-blocking fd, each wait a poll() that also watches the cancel eventfd,
  * with an optional idle timeout and a rate limit on writes (QEMU's
- * max-bandwidth: the sender never runs ahead of rate * elapsed bytes).
+ * max-bandwidth: the sender never runs ahead of rate * elapsed bytes, and
+ * time it spent not writing is not banked for a later burst).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -112,6 +113,16 @@ int lm__io_write(struct lm__io *io, const void *buf, size_t n)
 	const uint8_t *p = buf;
 	if (cancelled(io))
 		return -ECANCELED;
+	/*
+	 * No credit for idle time: if the writer fell behind the schedule
+	 * (it was scanning, harvesting or paused), the schedule restarts now
+	 * instead of letting the next megabytes out in a burst. QEMU's limiter
+	 * does not carry unused budget over either, and it keeps the rate a
+	 * strict cap: any write call takes at least its bytes / rate, which
+	 * is also what the sender's bandwidth estimate relies on.
+	 */
+	if (io->rate && lm__now() > io->rate_t0 + (double)(io->bytes_out - io->rate_b0) / (double)io->rate)
+		lm__io_set_rate(io, io->rate);
 	while (n) {
 		size_t part = n;
 		if (io->rate && part > RATE_SLICE)

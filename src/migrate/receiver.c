@@ -28,6 +28,11 @@ struct recv {
 	lm_stream s;
 	lm_digest digest;
 	bool digest_ok;
+	/* Pages a DATA run wrote. The rest still hold the zeros setup()
+	 * provided, so a ZERO run over them needs neither a write nor a read
+	 * (reading fresh memory costs a page fault per page). */
+	lm_bitmap written;
+	bool written_ok;
 	struct lm_mem_region *mem; /* per layout region, from setup() */
 	const struct lm_workload_ops *ops;
 	void *ctx;
@@ -151,6 +156,10 @@ static int handshake(struct recv *r, uint64_t allowed)
 	if (err)
 		return rfail(r, err, "out of memory for the digest");
 	r->digest_ok = true;
+	err = lm_bitmap_init(&r->written, l->end_page);
+	if (err)
+		return rfail(r, err, "out of memory for the page map");
+	r->written_ok = true;
 
 	uint8_t mem[64];
 	lm_buf b;
@@ -188,6 +197,8 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 	lm_stream_csum_update(&c, rh, sizeof(rh));
 	(void)hdr;
 
+	if (run.kind == LM_RUN_DATA)
+		lm_bitmap_set_range(&r->written, run.first_page, run.npages);
 	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW) {
 		/* Validated: exactly dst_len bytes, inside the region. */
 		err = lm__io_read(&r->io, dst, dst_len);
@@ -216,11 +227,17 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 		err = lm_stream_csum_check(&c, f, &e);
 		if (err)
 			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
-		/* Fresh destination memory is zero already: only write pages
-		 * that hold something, so untouched memory stays unallocated. */
-		for (uint32_t i = 0; i < run.npages; i++)
-			if (!lm_page_is_zero(dst + (size_t)i * LM_PAGE_SIZE))
+		/* Fresh destination memory is zero already: only pages an
+		 * earlier DATA run wrote need zeroing, so untouched memory is
+		 * neither read nor allocated. */
+		if (lm_bitmap_count_range(&r->written, run.first_page, run.npages)) {
+			for (uint32_t i = 0; i < run.npages; i++) {
+				if (!lm_bitmap_test(&r->written, run.first_page + i))
+					continue;
 				memset(dst + (size_t)i * LM_PAGE_SIZE, 0, LM_PAGE_SIZE);
+				lm_bitmap_clear(&r->written, run.first_page + i);
+			}
+		}
 		lm_digest_zero(&r->digest, run.first_page, run.npages);
 		r->st->pages_zero += run.npages;
 	}
@@ -390,6 +407,8 @@ out:
 	lm__io_close(&r.io);
 	if (r.digest_ok)
 		lm_digest_destroy(&r.digest);
+	if (r.written_ok)
+		lm_bitmap_destroy(&r.written);
 	lm_stream_destroy(&r.s);
 	free(r.mem);
 	free(r.payload);

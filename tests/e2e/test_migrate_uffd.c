@@ -184,6 +184,11 @@ static void migrate_once(bool zstd)
 	lm_migrate_params_default(&p);
 	p.compress = zstd;
 	p.result_timeout_ms = 60000;
+	/* A tight limit makes it run a few live rounds with the writer going,
+	 * which is what exercises the dirty tracking; it always ends in a
+	 * switchover (max_rounds, then switch over anyway). */
+	p.downtime_limit_ms = 2;
+	p.max_rounds = 5;
 	struct lm_migrate_stats st;
 	uint64_t before = lm_test_writer_count(&w);
 	int err = lm_migrate_send(fd, &r, 1, src, &lm_test_writer_ops, &w, &p, &st);

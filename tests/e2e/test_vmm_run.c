@@ -55,6 +55,11 @@ static char *path_in_tmp(const char *name)
 	return p;
 }
 
+/* Every child, so that one left running by a failed test is killed at
+ * the end instead of outliving the suite. */
+static pid_t spawned[64];
+static size_t nspawned;
+
 /* Starts livemig with stdout and stderr into out. */
 static pid_t spawn(const char *out, const char *const *args)
 {
@@ -66,6 +71,8 @@ static pid_t spawn(const char *out, const char *const *args)
 	argv[n] = NULL;
 	pid_t pid = fork();
 	assert_true(pid >= 0);
+	if (pid > 0 && nspawned < sizeof(spawned) / sizeof(spawned[0]))
+		spawned[nspawned++] = pid;
 	if (pid == 0) {
 		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		if (fd < 0)
@@ -381,10 +388,12 @@ static void test_control_errors(void **state)
 {
 	const char *out = path_in_tmp("ctl.out"), *sock = path_in_tmp("ctl.sock");
 	const char *con = path_in_tmp("ctl.console");
-	const char *args[] = {
-	    "run",	 guest, "--mem",    "64M",
-	    "--control", sock,	"--append", "workload=hotset mem=16M wss=4M rate=5M progress=200",
-	    NULL};
+	const char *args[] = {"run",	   guest,
+			      "--mem",	   "64M",
+			      "--control", sock,
+			      "--console", con,
+			      "--append",  "workload=hotset mem=16M wss=4M rate=5M progress=200",
+			      NULL};
 	pid_t pid = spawn(out, args);
 	struct ctl c;
 	ctl_open(&c, sock);
@@ -414,7 +423,11 @@ static void test_control_errors(void **state)
 	char *t = slurp(con);
 	int have = count_lines(t, "progress t=", NULL, 0);
 	free(t);
-	assert_true(wait_line(con, "progress t=", have, NULL, 0, pid));
+	if (!wait_line(con, "progress t=", have, NULL, 0, pid)) {
+		dump(con);
+		dump(out);
+		fail();
+	}
 
 	/* A second client is served too, and a client that disconnects
 	 * mid-request does not disturb the server. */
@@ -664,6 +677,11 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
+	for (size_t i = 0; i < nspawned; i++)
+		if (waitpid(spawned[i], NULL, WNOHANG) == 0) {
+			kill(spawned[i], SIGKILL);
+			waitpid(spawned[i], NULL, 0);
+		}
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	return system(cmd) == 0 ? 0 : -1;

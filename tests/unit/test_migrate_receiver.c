@@ -1,0 +1,904 @@
+/*
+ * The receiver end against bad input: streams truncated at many points,
+ * with single bits flipped, and crafted ones whose checksums are right but
+ * whose contents are hostile (huge counts, pages past the end of the
+ * layout, unknown capabilities, a wrong version, a second HELLO, records
+ * after END, no digest, ...). Each must be rejected with an error that
+ * names what was wrong, without a crash (the test runs under ASan+UBSan),
+ * without a write outside the destination regions (each sits between
+ * PROT_NONE guard pages, so a stray write kills the test), and finish()
+ * must never report success. A well-formed stream, built with the same
+ * tools, must still go through.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zstd.h>
+#include <cmocka.h>
+
+#include "livemig/migrate.h"
+#include "support/dirty_check.h"
+
+/* The layout every stream announces: two regions far apart. */
+#define R0_FIRST 0u
+#define R0_PAGES 64u
+#define R1_FIRST 1000u
+#define R1_PAGES 32u
+
+/* ---- destination workload with guard pages ---- */
+
+struct gdest {
+	void *base[4];
+	size_t len[4];
+	struct lm_mem_region r[4];
+	size_t n;
+	int finish_calls, finish_err;
+	char finish_msg[256];
+	int devices;
+};
+
+static int gd_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region *out)
+{
+	struct gdest *d = ctx;
+	if (l->nregions > 4)
+		return -E2BIG;
+	for (uint32_t i = 0; i < l->nregions; i++) {
+		size_t len = (out[i].npages + 2) * LM_PAGE_SIZE;
+		uint8_t *b = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (b == MAP_FAILED)
+			return -ENOMEM;
+		d->base[i] = b;
+		d->len[i] = len;
+		d->n = i + 1;
+		if (mprotect(b + LM_PAGE_SIZE, out[i].npages * LM_PAGE_SIZE, PROT_READ | PROT_WRITE))
+			return -errno;
+		out[i].host = b + LM_PAGE_SIZE;
+		d->r[i] = out[i];
+	}
+	return 0;
+}
+
+static int gd_load(void *ctx, const char *name, const void *blob, size_t len)
+{
+	struct gdest *d = ctx;
+	d->devices++;
+	return strcmp(name, "bad") == 0 ? -EINVAL : 0;
+}
+
+static void gd_finish(void *ctx, int err, const char *msg)
+{
+	struct gdest *d = ctx;
+	d->finish_calls++;
+	d->finish_err = err;
+	snprintf(d->finish_msg, sizeof(d->finish_msg), "%s", msg);
+}
+
+static const struct lm_workload_ops gd_ops = {
+	.setup = gd_setup,
+	.load_state = gd_load,
+	.finish = gd_finish,
+};
+
+static void gd_free(struct gdest *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		munmap(d->base[i], d->len[i]);
+	d->n = 0;
+}
+
+/* ---- feeding a stream to the receiver ---- */
+
+struct feed {
+	int fd;
+	const uint8_t *p;
+	size_t n;
+	uint8_t back[4096]; /* what the receiver answered */
+	size_t nback;
+};
+
+static void *feeder(void *arg)
+{
+	struct feed *f = arg;
+	size_t off = 0;
+	while (off < f->n) {
+		ssize_t w = send(f->fd, f->p + off, f->n - off, MSG_NOSIGNAL);
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	/* End of the stream: the receiver sees the connection close here. */
+	shutdown(f->fd, SHUT_WR);
+	for (;;) {
+		ssize_t r = read(f->fd, f->back + f->nback, sizeof(f->back) - f->nback);
+		if (r <= 0 || (f->nback += (size_t)r) == sizeof(f->back))
+			break;
+	}
+	return NULL;
+}
+
+struct outcome {
+	int err;
+	char msg[256];
+	struct lm_receive_stats st;
+	int finish_calls, finish_err;
+	/* the receiver's last answer: type and status (REFUSE/RESULT) */
+	uint16_t last_type;
+	int32_t last_code;
+	char last_text[256];
+};
+
+/* The source memory the valid stream carries (pages of R0 then R1). */
+static uint8_t *src_mem;
+
+static void feed_one(const uint8_t *p, size_t n, uint64_t caps_disabled, struct outcome *o, bool check_mem)
+{
+	int sv[2];
+	pthread_t th;
+	struct gdest d;
+	struct feed f = { 0 };
+	memset(&d, 0, sizeof(d));
+	memset(o, 0, sizeof(*o));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	f.fd = sv[0];
+	f.p = p;
+	f.n = n;
+	assert_int_equal(pthread_create(&th, NULL, feeder, &f), 0);
+	struct lm_receive_params rp = { .caps_disabled = caps_disabled, .idle_timeout_ms = 20000 };
+	o->err = lm_migrate_receive(sv[1], &rp, &gd_ops, &d, &o->st);
+	snprintf(o->msg, sizeof(o->msg), "%s", o->st.error);
+	shutdown(sv[1], SHUT_RDWR);
+	pthread_join(th, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	o->finish_calls = d.finish_calls;
+	o->finish_err = d.finish_err;
+	if (check_mem && o->err == 0) {
+		assert_memory_equal(d.r[0].host, src_mem, R0_PAGES * LM_PAGE_SIZE);
+		assert_memory_equal(d.r[1].host, src_mem + R0_PAGES * LM_PAGE_SIZE, R1_PAGES * LM_PAGE_SIZE);
+	}
+	gd_free(&d);
+
+	/* Decode what came back, frame by frame. */
+	lm_stream s;
+	lm_stream_init(&s);
+	size_t off = 0;
+	while (off < f.nback) {
+		lm_record rec;
+		int64_t k = lm_stream_decode(&s, f.back + off, f.nback - off, &rec, NULL);
+		if (k <= 0)
+			break;
+		o->last_type = rec.frame.type;
+		if (rec.frame.type == LM_REC_REFUSE || rec.frame.type == LM_REC_RESULT) {
+			o->last_code = rec.u.status.code;
+			snprintf(o->last_text, sizeof(o->last_text), "%s", rec.u.status.text);
+		}
+		off += (size_t)k;
+	}
+	lm_stream_destroy(&s);
+}
+
+/* A failed receive: an error, a message, finish never ok. */
+static void assert_rejected(const struct outcome *o, const char *what)
+{
+	if (o->err == 0)
+		fail_msg("%s: accepted", what);
+	if (!o->msg[0])
+		fail_msg("%s: rejected without a message", what);
+	assert_false(o->st.digest_ok && o->err == 0);
+	assert_true(o->finish_calls <= 1);
+	if (o->finish_calls)
+		assert_int_not_equal(o->finish_err, 0);
+}
+
+static void assert_rejected_with(const struct outcome *o, const char *what, const char *substr)
+{
+	assert_rejected(o, what);
+	if (!strstr(o->msg, substr))
+		fail_msg("%s: message \"%s\" does not mention \"%s\"", what, o->msg, substr);
+}
+
+/* ---- building streams ---- */
+
+struct sb {
+	lm_buf b;
+	lm_stream s; /* encoder state: caps for zstd runs */
+	size_t frames[64];
+	size_t nframes;
+};
+
+static void sb_init(struct sb *x)
+{
+	memset(x, 0, sizeof(*x));
+	lm_buf_init(&x->b);
+	lm_stream_init(&x->s);
+}
+
+static void sb_fini(struct sb *x)
+{
+	lm_buf_destroy(&x->b);
+	lm_stream_destroy(&x->s);
+}
+
+static void mark(struct sb *x)
+{
+	if (x->nframes < 64)
+		x->frames[x->nframes++] = x->b.len;
+}
+
+/* A frame with any type, flags and payload, and a correct checksum. */
+static void raw_frame(struct sb *x, uint16_t type, uint16_t flags, const void *payload, uint32_t len)
+{
+	mark(x);
+	assert_int_equal(lm_buf_reserve(&x->b, LM_FRAME_HDR + len), 0);
+	uint8_t *h = x->b.data + x->b.len;
+	lm_frame f = { .type = type, .flags = flags, .payload_len = len };
+	h[0] = (uint8_t)type;
+	h[1] = (uint8_t)(type >> 8);
+	h[2] = (uint8_t)flags;
+	h[3] = (uint8_t)(flags >> 8);
+	for (int i = 0; i < 4; i++)
+		h[4 + i] = (uint8_t)(len >> (8 * i));
+	uint32_t c = lm_stream_checksum(&f, payload, len);
+	for (int i = 0; i < 4; i++)
+		h[8 + i] = (uint8_t)(c >> (8 * i));
+	if (len)
+		memcpy(h + LM_FRAME_HDR, payload, len);
+	x->b.len += LM_FRAME_HDR + len;
+}
+
+static void le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A RAM frame from a hand-made run header (and optional data). */
+static void raw_run(struct sb *x, uint64_t first, uint32_t npages, uint8_t kind, uint8_t enc, uint16_t reserved,
+		    const void *data, size_t dlen)
+{
+	uint8_t *p = calloc(1, LM_RUN_HDR + dlen);
+	assert_non_null(p);
+	le(p, first, 8);
+	le(p + 8, npages, 4);
+	p[12] = kind;
+	p[13] = enc;
+	le(p + 14, reserved, 2);
+	if (dlen)
+		memcpy(p + LM_RUN_HDR, data, dlen);
+	raw_frame(x, LM_REC_RAM, 0, p, (uint32_t)(LM_RUN_HDR + dlen));
+	free(p);
+}
+
+struct hello_opts {
+	uint64_t magic;
+	uint32_t version, page_size;
+	uint64_t offered, mandatory;
+	int64_t total_delta;
+	uint32_t nregions; /* 0: the standard two */
+	bool overlap, past_limit;
+};
+
+static void hello(struct sb *x, const struct hello_opts *o)
+{
+	uint32_t n = o && o->nregions ? o->nregions : 2;
+	size_t len = 48 + 16 * (size_t)(n > 4 ? 2 : n);
+	uint8_t *p = calloc(1, len);
+	assert_non_null(p);
+	uint64_t r1first = R1_FIRST, r1pages = R1_PAGES;
+	if (o && o->overlap)
+		r1first = R0_FIRST + 10;
+	if (o && o->past_limit)
+		r1pages = (1ull << 52);
+	le(p, o && o->magic ? o->magic : LM_STREAM_MAGIC, 8);
+	le(p + 8, o && o->version ? o->version : LM_STREAM_VERSION, 4);
+	le(p + 12, o && o->page_size ? o->page_size : LM_PAGE_SIZE, 4);
+	uint64_t offered = LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | (o ? o->offered : 0);
+	uint64_t mandatory = o && o->mandatory ? o->mandatory : LM_CAP_RECORD_CSUM;
+	le(p + 16, offered | mandatory, 8);
+	le(p + 24, mandatory, 8);
+	le(p + 32, (uint64_t)((int64_t)(R0_PAGES + r1pages) + (o ? o->total_delta : 0)), 8);
+	le(p + 40, n, 4);
+	le(p + 48, R0_FIRST, 8);
+	le(p + 56, R0_PAGES, 8);
+	le(p + 64, r1first, 8);
+	le(p + 72, r1pages, 8);
+	raw_frame(x, LM_REC_HELLO, 0, p, (uint32_t)len);
+	free(p);
+	/* The encoder's view of the connection (for zstd runs). */
+	lm_stream_region r[2] = { { R0_FIRST, R0_PAGES }, { R1_FIRST, R1_PAGES } };
+	assert_int_equal(lm_stream_layout_init(&x->s.layout, r, 2, NULL), 0);
+	x->s.caps = LM_CAP_RECORD_CSUM | LM_CAP_ZSTD;
+}
+
+static const uint8_t *src_page(uint64_t page)
+{
+	if (page >= R1_FIRST)
+		return src_mem + (R0_PAGES + page - R1_FIRST) * LM_PAGE_SIZE;
+	return src_mem + page * LM_PAGE_SIZE;
+}
+
+static void round_rec(struct sb *x, uint64_t n)
+{
+	mark(x);
+	assert_int_equal(lm_stream_put_round(&x->b, n), 0);
+}
+
+/* The records of a good migration between HELLO and DIGEST: R0 pages
+ * [0, 40) RAW data and [40, 64) zero; R1 [1000, 1016) zstd and the rest
+ * zero; a second round resends two pages; one device. */
+static void body(struct sb *x)
+{
+	uint8_t used;
+	round_rec(x, 1);
+	for (uint64_t p = 0; p < 40; p += 20) {
+		mark(x);
+		assert_int_equal(lm_stream_put_run_data(&x->s, &x->b, p, 20, src_page(p), LM_ENC_RAW, &used), 0);
+	}
+	mark(x);
+	assert_int_equal(lm_stream_put_run_empty(&x->b, LM_RUN_ZERO, 40, 24), 0);
+	mark(x);
+	assert_int_equal(lm_stream_put_run_data(&x->s, &x->b, R1_FIRST, 16, src_page(R1_FIRST), LM_ENC_ZSTD, &used),
+			 0);
+	assert_int_equal(used, LM_ENC_ZSTD);
+	mark(x);
+	assert_int_equal(lm_stream_put_run_empty(&x->b, LM_RUN_ZERO, R1_FIRST + 16, 16), 0);
+	round_rec(x, 2);
+	mark(x);
+	assert_int_equal(lm_stream_put_run_data(&x->s, &x->b, 5, 2, src_page(5), LM_ENC_RAW, &used), 0);
+	mark(x);
+	uint64_t blob[3] = { 1, 2, 3 };
+	assert_int_equal(lm_stream_put_device(&x->b, "dev0", blob, sizeof(blob)), 0);
+}
+
+static lm_hash128 src_digest(void)
+{
+	lm_hash128 acc = { 0, 0 };
+	lm_digest_add_memory(&acc, R0_FIRST, R0_PAGES, src_mem);
+	lm_digest_add_memory(&acc, R1_FIRST, R1_PAGES, src_mem + R0_PAGES * LM_PAGE_SIZE);
+	return acc;
+}
+
+static void digest_rec(struct sb *x)
+{
+	lm_hash128 d = src_digest();
+	mark(x);
+	assert_int_equal(lm_stream_put_digest(&x->b, d.lo, d.hi, R0_PAGES + R1_PAGES), 0);
+}
+
+static void end_rec(struct sb *x)
+{
+	mark(x);
+	assert_int_equal(lm_stream_put_end(&x->b), 0);
+}
+
+static void commit_rec(struct sb *x)
+{
+	mark(x);
+	assert_int_equal(lm_stream_put_commit(&x->b), 0);
+}
+
+static void valid(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	digest_rec(x);
+	end_rec(x);
+	commit_rec(x);
+}
+
+static int setup(void **state)
+{
+	src_mem = malloc((R0_PAGES + R1_PAGES) * LM_PAGE_SIZE);
+	if (!src_mem)
+		return -1;
+	memset(src_mem, 0, (R0_PAGES + R1_PAGES) * LM_PAGE_SIZE);
+	uint64_t rs = 42;
+	for (uint64_t i = 0; i < 40 * LM_PAGE_SIZE / 8; i++)
+		((uint64_t *)src_mem)[i] = lm_test_rand(&rs);
+	/* R1: compressible pages (their own index, repeated). */
+	for (uint64_t p = 0; p < 16; p++)
+		for (uint64_t k = 0; k < LM_PAGE_SIZE / 8; k++)
+			((uint64_t *)(src_mem + (R0_PAGES + p) * LM_PAGE_SIZE))[k] = R1_FIRST + p;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	free(src_mem);
+	return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_valid(void **state)
+{
+	struct sb x;
+	struct outcome o;
+	sb_init(&x);
+	valid(&x);
+	feed_one(x.b.data, x.b.len, 0, &o, true);
+	if (o.err)
+		print_message("%s\n", o.msg);
+	assert_int_equal(o.err, 0);
+	assert_true(o.st.digest_ok);
+	assert_int_equal(o.finish_calls, 1);
+	assert_int_equal(o.finish_err, 0);
+	assert_int_equal(o.st.rounds, 2);
+	assert_int_equal(o.st.devices, 1);
+	assert_int_equal(o.last_type, LM_REC_RESULT);
+	assert_int_equal(o.last_code, 0);
+	/* An unknown capability that is only offered is simply not accepted. */
+	sb_fini(&x);
+	sb_init(&x);
+	struct hello_opts h = { .offered = 1ull << 40 };
+	hello(&x, &h);
+	body(&x);
+	digest_rec(&x);
+	end_rec(&x);
+	commit_rec(&x);
+	feed_one(x.b.data, x.b.len, 0, &o, true);
+	assert_int_equal(o.err, 0);
+	assert_int_equal(o.st.caps & (1ull << 40), 0);
+	sb_fini(&x);
+}
+
+/* Cut the stream at every frame boundary and at points inside each frame. */
+static void test_truncated(void **state)
+{
+	struct sb x;
+	sb_init(&x);
+	valid(&x);
+	size_t cuts[512], n = 0;
+	size_t deltas[] = { 0, 1, 6, 11, 12, 13, 20, 27, 28, 4096 + 28, 8000 };
+	for (size_t i = 0; i < x.nframes; i++) {
+		size_t next = i + 1 < x.nframes ? x.frames[i + 1] : x.b.len;
+		for (size_t k = 0; k < sizeof(deltas) / sizeof(deltas[0]); k++)
+			if (x.frames[i] + deltas[k] < next)
+				cuts[n++] = x.frames[i] + deltas[k];
+		cuts[n++] = next - 1;
+	}
+	int no_commit = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct outcome o;
+		char what[64];
+		snprintf(what, sizeof(what), "truncated at %zu of %zu", cuts[i], x.b.len);
+		feed_one(x.b.data, cuts[i], 0, &o, false);
+		/* Cut before END was complete: an incomplete stream. Cut in
+		 * COMMIT: the receiver verified everything and said so, but
+		 * without COMMIT the guest must not run here. */
+		bool in_commit = cuts[i] >= x.frames[x.nframes - 1];
+		assert_rejected_with(&o, what, in_commit ? "no commit from the sender" : "incomplete stream");
+		if (in_commit) {
+			no_commit++;
+			assert_int_equal(o.last_type, LM_REC_RESULT);
+			assert_int_equal(o.last_code, 0);
+		}
+	}
+	print_message("%zu truncation points, %d inside COMMIT\n", n, no_commit);
+	assert_true(n >= 50);
+	assert_true(no_commit >= 2);
+	sb_fini(&x);
+}
+
+/* Flip one bit: in every header byte of every frame, in run headers, and
+ * every few hundred bytes of page data. The checksums must catch all. */
+static void test_bitflips(void **state)
+{
+	struct sb x;
+	sb_init(&x);
+	valid(&x);
+	uint8_t *copy = malloc(x.b.len);
+	assert_non_null(copy);
+	size_t tried = 0;
+	/* A flipped run header is caught by the field checks that come before
+	 * the checksum (page range, count, kind, encoding, reserved bits); a
+	 * flipped type may turn into another known type that is out of place. */
+	const char *known[] = { "checksum mismatch", "unknown record type", "unknown flags", "payload_len",
+				"incomplete stream", "no commit from the sender", "does not start with HELLO",
+				"RAM run", "table-stream was not negotiated", "unexpected" };
+	for (size_t off = 0; off < x.b.len; off++) {
+		bool in_header = false;
+		for (size_t i = 0; i < x.nframes; i++)
+			if (off >= x.frames[i] && off < x.frames[i] + LM_FRAME_HDR + LM_RUN_HDR)
+				in_header = true;
+		if (!in_header && off % 331)
+			continue;
+		memcpy(copy, x.b.data, x.b.len);
+		copy[off] ^= (uint8_t)(1u << (off % 8));
+		struct outcome o;
+		char what[64];
+		snprintf(what, sizeof(what), "bit %zu of byte %zu flipped", off % 8, off);
+		feed_one(copy, x.b.len, 0, &o, false);
+		assert_rejected(&o, what);
+		bool named = false;
+		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+			named |= strstr(o.msg, known[k]) != NULL;
+		if (!named)
+			fail_msg("%s: unexpected message \"%s\"", what, o.msg);
+		tried++;
+	}
+	print_message("%zu bit flips rejected\n", tried);
+	assert_true(tried >= 300);
+	free(copy);
+	sb_fini(&x);
+}
+
+/* One crafted stream: what to build, and the words the error must contain. */
+static void crafted(const char *what, void (*build)(struct sb *), uint64_t caps_disabled, const char *expect,
+		    uint16_t answer)
+{
+	struct sb x;
+	struct outcome o;
+	sb_init(&x);
+	build(&x);
+	feed_one(x.b.data, x.b.len, caps_disabled, &o, false);
+	assert_rejected_with(&o, what, expect);
+	/* The sender is told why (REFUSE during the handshake, RESULT after). */
+	if (answer) {
+		if (o.last_type != answer || o.last_code == 0 || !strstr(o.last_text, expect))
+			fail_msg("%s: the answer (type 0x%04x, code %d, \"%s\") does not carry the error", what,
+				 o.last_type, o.last_code, o.last_text);
+	}
+	sb_fini(&x);
+}
+
+static void b_huge_count(struct sb *x)
+{
+	hello(x, NULL);
+	round_rec(x, 1);
+	raw_run(x, 0, 0xffffffffu, LM_RUN_ZERO, LM_ENC_RAW, 0, NULL, 0);
+}
+static void b_count_above_max(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, 0, LM_STREAM_MAX_RUN_PAGES + 1, LM_RUN_ZERO, LM_ENC_RAW, 0, NULL, 0);
+}
+static void b_zero_count(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, 0, 0, LM_RUN_ZERO, LM_ENC_RAW, 0, NULL, 0);
+}
+static void b_past_region(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, R0_PAGES, 1, LM_RUN_ZERO, LM_ENC_RAW, 0, NULL, 0);
+}
+static void b_across_region_end(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, R0_PAGES - 4, 8, LM_RUN_ZERO, LM_ENC_RAW, 0, NULL, 0);
+}
+static void b_data_past_end(struct sb *x)
+{
+	/* RAW data that would land one page past the last region. */
+	hello(x, NULL);
+	raw_run(x, R1_FIRST + R1_PAGES - 1, 2, LM_RUN_DATA, LM_ENC_RAW, 0, src_mem, 2 * LM_PAGE_SIZE);
+}
+static void b_index_wraps(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, UINT64_MAX - 7, 16, LM_RUN_ZERO, LM_ENC_RAW, 0, NULL, 0);
+}
+static void b_between_regions(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, 500, 1, LM_RUN_DATA, LM_ENC_RAW, 0, src_mem, LM_PAGE_SIZE);
+}
+static void b_unknown_mandatory(struct sb *x)
+{
+	struct hello_opts h = { .mandatory = LM_CAP_RECORD_CSUM | (1ull << 40) };
+	hello(x, &h);
+	body(x);
+}
+static void b_disabled_mandatory(struct sb *x)
+{
+	struct hello_opts h = { .mandatory = LM_CAP_RECORD_CSUM | LM_CAP_ZSTD };
+	hello(x, &h);
+	body(x);
+}
+static void b_csum_optional(struct sb *x)
+{
+	struct hello_opts h = { .mandatory = LM_CAP_ZSTD };
+	hello(x, &h);
+}
+static void b_version(struct sb *x)
+{
+	struct hello_opts h = { .version = 2 };
+	hello(x, &h);
+	body(x);
+}
+static void b_magic(struct sb *x)
+{
+	struct hello_opts h = { .magic = 0x1122334455667788ull };
+	hello(x, &h);
+}
+static void b_page_size(struct sb *x)
+{
+	struct hello_opts h = { .page_size = 8192 };
+	hello(x, &h);
+}
+static void b_total_pages(struct sb *x)
+{
+	struct hello_opts h = { .total_delta = 1 };
+	hello(x, &h);
+}
+static void b_overlap(struct sb *x)
+{
+	struct hello_opts h = { .overlap = true };
+	hello(x, &h);
+}
+static void b_past_limit(struct sb *x)
+{
+	struct hello_opts h = { .past_limit = true };
+	hello(x, &h);
+}
+static void b_many_regions(struct sb *x)
+{
+	struct hello_opts h = { .nregions = 100000 };
+	hello(x, &h);
+}
+static void b_not_hello(struct sb *x)
+{
+	round_rec(x, 1);
+}
+static void b_second_hello(struct sb *x)
+{
+	hello(x, NULL);
+	round_rec(x, 1);
+	hello(x, NULL);
+}
+static void b_after_end(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	digest_rec(x);
+	end_rec(x);
+	round_rec(x, 3);
+}
+static void b_commit_early(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	commit_rec(x);
+}
+static void b_no_digest(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	end_rec(x);
+	commit_rec(x);
+}
+static void b_wrong_digest(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	lm_hash128 d = src_digest();
+	mark(x);
+	assert_int_equal(lm_stream_put_digest(&x->b, d.lo ^ 1, d.hi, R0_PAGES + R1_PAGES), 0);
+	end_rec(x);
+	commit_rec(x);
+}
+static void b_missing_pages(struct sb *x)
+{
+	/* The digest is right for the source, but page 5's resend and the
+	 * first data run are missing: the destination differs. */
+	hello(x, NULL);
+	round_rec(x, 1);
+	mark(x);
+	assert_int_equal(lm_stream_put_run_empty(&x->b, LM_RUN_ZERO, 40, 24), 0);
+	digest_rec(x);
+	end_rec(x);
+	commit_rec(x);
+}
+static void b_digest_npages(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	lm_hash128 d = src_digest();
+	mark(x);
+	assert_int_equal(lm_stream_put_digest(&x->b, d.lo, d.hi, 7), 0);
+	end_rec(x);
+}
+static void b_second_digest(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	digest_rec(x);
+	digest_rec(x);
+	end_rec(x);
+}
+static void b_device_after_digest(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	digest_rec(x);
+	mark(x);
+	assert_int_equal(lm_stream_put_device(&x->b, "late", "x", 1), 0);
+	end_rec(x);
+}
+static void b_round_backwards(struct sb *x)
+{
+	hello(x, NULL);
+	round_rec(x, 2);
+	round_rec(x, 1);
+}
+static void b_unknown_type(struct sb *x)
+{
+	hello(x, NULL);
+	raw_frame(x, 0x7777, 0, "abcd", 4);
+}
+static void b_flags(struct sb *x)
+{
+	hello(x, NULL);
+	uint8_t r[8] = { 1 };
+	raw_frame(x, LM_REC_ROUND, 0x8000, r, 8);
+}
+static void b_huge_payload(struct sb *x)
+{
+	hello(x, NULL);
+	/* A header promising 4 GiB of DEVICE blob, and nothing behind it. */
+	mark(x);
+	uint8_t h[LM_FRAME_HDR] = { 0 };
+	le(h, LM_REC_DEVICE, 2);
+	le(h + 4, 0xffffffffu, 4);
+	assert_int_equal(lm_buf_reserve(&x->b, sizeof(h)), 0);
+	memcpy(x->b.data + x->b.len, h, sizeof(h));
+	x->b.len += sizeof(h);
+}
+static void b_table(struct sb *x)
+{
+	hello(x, NULL);
+	raw_frame(x, LM_REC_TABLE, 0, "tbl", 3);
+}
+static void b_result_from_sender(struct sb *x)
+{
+	hello(x, NULL);
+	mark(x);
+	assert_int_equal(lm_stream_put_result(&x->b, 0, "ok"), 0);
+}
+static void b_zstd_not_negotiated(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, 0, 1, LM_RUN_DATA, LM_ENC_ZSTD, 0, "zzzz", 4);
+}
+static void b_zstd_garbage(struct sb *x)
+{
+	hello(x, NULL);
+	uint8_t junk[300];
+	memset(junk, 0xa5, sizeof(junk));
+	raw_run(x, 0, 4, LM_RUN_DATA, LM_ENC_ZSTD, 0, junk, sizeof(junk));
+}
+static void b_zstd_wrong_size(struct sb *x)
+{
+	/* A valid zstd frame of one page on a two-page run. */
+	hello(x, NULL);
+	uint8_t z[1024];
+	size_t zl = ZSTD_compress(z, sizeof(z), src_page(R1_FIRST), LM_PAGE_SIZE, 1);
+	assert_false(ZSTD_isError(zl));
+	raw_run(x, R1_FIRST, 2, LM_RUN_DATA, LM_ENC_ZSTD, 0, z, zl);
+}
+static void b_zstd_bomb(struct sb *x)
+{
+	/* A frame that claims 1 page but decompresses to more: 64 KiB of
+	 * zeros with the content size left out of the header. */
+	hello(x, NULL);
+	size_t big = 16 * LM_PAGE_SIZE;
+	uint8_t *zeros = calloc(1, big), z[2048];
+	assert_non_null(zeros);
+	ZSTD_CCtx *c = ZSTD_createCCtx();
+	assert_non_null(c);
+	ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 0);
+	size_t zl = ZSTD_compress2(c, z, sizeof(z), zeros, big);
+	assert_false(ZSTD_isError(zl));
+	ZSTD_freeCCtx(c);
+	free(zeros);
+	raw_run(x, R0_PAGES - 1, 1, LM_RUN_DATA, LM_ENC_ZSTD, 0, z, zl);
+}
+static void b_skipped(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, 0, 4, LM_RUN_SKIPPED, LM_ENC_RAW, 0, NULL, 0);
+}
+static void b_reserved(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, 0, 1, LM_RUN_ZERO, LM_ENC_RAW, 0x0100, NULL, 0);
+}
+static void b_short_data(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, 0, 2, LM_RUN_DATA, LM_ENC_RAW, 0, src_mem, LM_PAGE_SIZE);
+}
+static void b_zero_with_data(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, 0, 1, LM_RUN_ZERO, LM_ENC_RAW, 0, src_mem, 64);
+}
+static void b_unknown_kind(struct sb *x)
+{
+	hello(x, NULL);
+	raw_run(x, 0, 1, 9, LM_ENC_RAW, 0, NULL, 0);
+}
+static void b_device_bad_name(struct sb *x)
+{
+	hello(x, NULL);
+	uint8_t p[8] = { 3, 'a', '/', 'b', 1, 2, 3, 4 };
+	raw_frame(x, LM_REC_DEVICE, 0, p, sizeof(p));
+}
+static void b_device_rejected(struct sb *x)
+{
+	hello(x, NULL);
+	mark(x);
+	assert_int_equal(lm_stream_put_device(&x->b, "bad", "x", 1), 0);
+}
+
+static void test_crafted(void **state)
+{
+	const uint16_t RF = LM_REC_REFUSE, RS = LM_REC_RESULT;
+	crafted("huge page count", b_huge_count, 0, "4294967295 pages, at most 256", RS);
+	crafted("count above the maximum", b_count_above_max, 0, "257 pages, at most 256", RS);
+	crafted("zero page count", b_zero_count, 0, "zero pages", RS);
+	crafted("run past the region", b_past_region, 0, "outside the layout", RS);
+	crafted("run across a region end", b_across_region_end, 0, "outside the layout", RS);
+	crafted("data past the last region", b_data_past_end, 0, "outside the layout", RS);
+	crafted("page index wrapping around", b_index_wraps, 0, "outside the layout", RS);
+	crafted("run between regions", b_between_regions, 0, "outside the layout", RS);
+	crafted("unknown mandatory capability", b_unknown_mandatory, 0, "is unknown here", RF);
+	crafted("mandatory capability switched off", b_disabled_mandatory, LM_CAP_ZSTD,
+		"mandatory capability zstd is switched off here", RF);
+	crafted("record-csum not mandatory", b_csum_optional, 0, "record-csum must be mandatory", RF);
+	crafted("wrong version", b_version, 0, "stream version 2", RF);
+	crafted("wrong magic", b_magic, 0, "bad magic", RF);
+	crafted("wrong page size", b_page_size, 0, "page size 8192", RF);
+	crafted("total_pages disagrees", b_total_pages, 0, "total_pages", RF);
+	crafted("overlapping regions", b_overlap, 0, "overlaps", RF);
+	crafted("region past 2^52", b_past_limit, 0, "past page 2^52", RF);
+	crafted("100000 regions", b_many_regions, 0, "100000 regions", RF);
+	crafted("stream without HELLO", b_not_hello, 0, "does not start with HELLO", RF);
+	crafted("second HELLO", b_second_hello, 0, "unexpected HELLO record", RS);
+	crafted("records after END", b_after_end, 0, "ROUND record after END", 0);
+	crafted("COMMIT before END", b_commit_early, 0, "unexpected COMMIT record", RS);
+	crafted("END without DIGEST", b_no_digest, 0, "END without a DIGEST", RS);
+	crafted("wrong digest", b_wrong_digest, 0, "RAM digest mismatch", RS);
+	crafted("pages missing", b_missing_pages, 0, "RAM digest mismatch", RS);
+	crafted("digest page count", b_digest_npages, 0, "DIGEST covers 7 pages", RS);
+	crafted("second DIGEST", b_second_digest, 0, "second DIGEST", RS);
+	crafted("DEVICE after DIGEST", b_device_after_digest, 0, "DEVICE record after DIGEST", RS);
+	crafted("ROUND going back", b_round_backwards, 0, "ROUND 1 after round 2", RS);
+	crafted("unknown record type", b_unknown_type, 0, "unknown record type 0x7777", RS);
+	crafted("unknown flags", b_flags, 0, "unknown flags 0x8000", RS);
+	crafted("4 GiB payload", b_huge_payload, 0, "above the maximum", RS);
+	crafted("TABLE not negotiated", b_table, 0, "table-stream was not negotiated", RS);
+	crafted("RESULT from the sender", b_result_from_sender, 0, "unexpected RESULT record", RS);
+	crafted("zstd not negotiated", b_zstd_not_negotiated, LM_CAP_ZSTD, "zstd was not negotiated", RS);
+	crafted("zstd garbage", b_zstd_garbage, 0, "zstd", RS);
+	crafted("zstd frame of the wrong size", b_zstd_wrong_size, 0, "announces 4096 bytes, run needs 8192", RS);
+	crafted("zstd frame bigger than it says", b_zstd_bomb, 0, "RAM run at page 63", RS);
+	crafted("SKIPPED not negotiated", b_skipped, 0, "skip-balloon was not negotiated", RS);
+	crafted("reserved bits", b_reserved, 0, "reserved field 0x0100", RS);
+	crafted("short RAW data", b_short_data, 0, "4096 data bytes for 2 RAW pages", RS);
+	crafted("ZERO run with data", b_zero_with_data, 0, "64 data bytes on a ZERO run", RS);
+	crafted("unknown run kind", b_unknown_kind, 0, "unknown kind 9", RS);
+	crafted("device name", b_device_bad_name, 0, "name has a byte outside", RS);
+	crafted("device refuses its state", b_device_rejected, 0, "device 'bad' rejected its state", RS);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_valid),
+		cmocka_unit_test(test_truncated),
+		cmocka_unit_test(test_bitflips),
+		cmocka_unit_test(test_crafted),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
