@@ -16,6 +16,7 @@ static inline double bench_now(void)
 int lm_bench_scan(int argc, char **argv);
 int lm_bench_table(int argc, char **argv);
 int lm_bench_stream(int argc, char **argv);
+int lm_bench_vs_qemu(int argc, char **argv);
 int lm_bench_migrate(int argc, char **argv);
 
 #endif

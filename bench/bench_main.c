@@ -14,6 +14,7 @@ static const struct {
 	{ "scan", "dirty-bitmap scan methods, word sync, zero-page test", lm_bench_scan },
 	{ "table", "incremental table stream vs an index per entry", lm_bench_table },
 	{ "stream", "wire format: digest, RAW/zstd encode and decode per page", lm_bench_stream },
+	{ "vs-qemu", "side by side with QEMU: the same guests migrated by both", lm_bench_vs_qemu },
 	{ "migrate", "whole migrations over TCP loopback: 1/4/16 GiB, zero/half/all random", lm_bench_migrate },
 	{ NULL, NULL, NULL },
 };

@@ -6,8 +6,9 @@
  *
  * Cases: the first pass over a half-full and a full table, then incremental
  * passes after 0.1%, 1% and 10% of the entries changed at scattered places
- * (three in four get a new value, one in four become invalid), and 1%
- * changed in runs of 8 adjacent entries (a hashed page table's group).
+ * (three in four get a new value, one in four become invalid), 1% with new
+ * values only, and 1% changed in runs of 8 adjacent entries (a hashed page
+ * table's group).
  * Every pass is read in 64 KiB buffers, applied to a destination table, and
  * the two tables are compared afterwards.
  */
@@ -137,13 +138,14 @@ static int stream_pass(struct bench *b, struct result *r)
 	return 0;
 }
 
-/* Change `count` scattered entries (in runs of `run`); 1 in 4 become invalid. */
-static void scatter(struct bench *b, uint64_t count, uint64_t run)
+/* Change `count` scattered entries (in runs of `run`); with `invalidate`,
+ * 1 in 4 become invalid. */
+static void scatter(struct bench *b, uint64_t count, uint64_t run, bool invalidate)
 {
 	for (uint64_t k = 0; k < count; k += run) {
 		uint64_t start = rnd() % (b->n - run + 1);
 		for (uint64_t i = start; i < start + run; i++) {
-			if (rnd() % 4 == 0)
+			if (invalidate && rnd() % 4 == 0)
 				memset(b->s + i * ES, 0, ES);
 			else
 				set_valid(b->s + i * ES);
@@ -246,16 +248,18 @@ int lm_bench_table(int argc, char **argv)
 		const char *name;
 		double frac;
 		uint64_t run;
+		bool invalidate;
 	} cases[] = {
-		{ "no change", 0, 1 },
-		{ "0.1% scattered", 0.001, 1 },
-		{ "1% scattered", 0.01, 1 },
-		{ "10% scattered", 0.10, 1 },
-		{ "1% in runs of 8", 0.01, 8 },
+		{ "no change", 0, 1, true },
+		{ "0.1% scattered", 0.001, 1, true },
+		{ "1% scattered", 0.01, 1, true },
+		{ "10% scattered", 0.10, 1, true },
+		{ "1% scattered, updates only", 0.01, 1, false },
+		{ "1% in runs of 8", 0.01, 8, true },
 	};
 	for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		struct result r = { 0 };
-		scatter(&b, (uint64_t)((double)b.n * cases[c].frac), cases[c].run);
+		scatter(&b, (uint64_t)((double)b.n * cases[c].frac), cases[c].run, cases[c].invalidate);
 		if ((err = stream_pass(&b, &r))) {
 			fprintf(stderr, "livemig bench table: %s\n", lm_strerror(err));
 			goto out;

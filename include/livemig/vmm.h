@@ -74,6 +74,14 @@ struct lm_vm_config {
 	 * writes too (see lm_vm_set_write_hook). */
 	lm_vm_write_fn write_fn;
 	void *write_opaque;
+	/*
+	 * Optional: guest RAM already mapped by the caller (mem_size bytes,
+	 * MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE, RAM below the hole first,
+	 * then the part above 4 GiB). On success the VM owns it and munmaps it
+	 * in lm_vm_free(); on failure it stays the caller's. A migration
+	 * destination fills RAM before it knows the vCPU count.
+	 */
+	void *ram;
 };
 
 /* A guest RAM slot as KVM knows it. */
@@ -171,5 +179,8 @@ int lm_vm_state_save(struct lm_vm *vm, uint8_t **buf, size_t *len);
  * never started.
  */
 int lm_vm_state_load(struct lm_vm *vm, const uint8_t *buf, size_t len);
+/* The vCPU count a blob describes, from its header (the rest is checked by
+ * lm_vm_state_load). -EINVAL or -EPROTO as lm_vm_state_load would say. */
+int lm_vm_state_peek(const uint8_t *buf, size_t len, unsigned *ncpus);
 
 #endif

@@ -19,6 +19,19 @@ struct lm_cli_cmd {
 int lm_cli_bench(int argc, char **argv);   /* bench/bench_main.c */
 int lm_cli_run(int argc, char **argv);     /* src/cli/run.c */
 
+int lm_cli_incoming(int argc, char **argv); /* src/cli/incoming.c */
+int lm_cli_migrate(int argc, char **argv);  /* src/cli/migrate.c */
+
+struct lm_vm;
+/* Block SIGINT/SIGTERM/SIGHUP in the calling thread (and the threads it
+ * creates later): call before any thread exists. */
+void lm_cli_block_signals(void);
+/* Serve a created VM until it stops (src/cli/serve.c): control socket with
+ * the VM and migration commands if control is set, signals, vCPUs. With
+ * migrated_in, the vCPUs start paused by the migration are resumed and the
+ * guest is asked to verify its pages. Returns the process exit code. */
+int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, const char *control, bool migrated_in);
+
 /* Parse a size such as 4096, 64K, 2M, 2G, 1T (binary units). 0 or -EINVAL. */
 int lm_cli_parse_size(const char *s, uint64_t *out);
 /* Parse a rate such as 50M (bytes/s) or 1Gbit. */

@@ -9,6 +9,8 @@
 
 static const struct lm_cli_cmd commands[] = {
 	/* one line per subcommand; keep sorted by name */
+	{ "incoming", "wait for a live migration and run the VM it brings", lm_cli_incoming },
+	{ "migrate", "migrate a running VM live to another livemig process", lm_cli_migrate },
 	{ "bench", "run a benchmark (scan, migrate, ...)", lm_cli_bench },
 	{ "run", "boot a guest image in the KVM VMM", lm_cli_run },
 };

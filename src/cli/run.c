@@ -35,6 +35,7 @@ static void usage(FILE *f)
 		"  --console FILE    write the guest's serial output to FILE instead\n"
 		"  --control PATH    serve the JSON control socket (QMP-like) at PATH\n"
 		"  --slot-size SIZE  split RAM into KVM memory slots of at most SIZE (default 1G)\n"
+		"  --paused          create the VM but do not run it until `cont` (like QEMU -S)\n"
 		"  -h, --help        this text\n",
 		LM_VM_MAX_CPUS);
 }
@@ -60,25 +61,9 @@ static int parse_cpus(const char *s, unsigned *out)
 	return 0;
 }
 
-/* SIGINT/SIGTERM/SIGHUP are blocked in every thread and taken here, so
- * that the VM is shut down cleanly (the control socket file removed). */
-struct sigctx {
-	struct lm_vm *vm;
-	sigset_t set;
-};
-
-static void *signal_main(void *arg)
-{
-	struct sigctx *s = arg;
-	int sig = 0;
-	if (sigwait(&s->set, &sig) == 0)
-		lm_vm_quit(s->vm, 128 + sig);
-	return NULL;
-}
-
 int lm_cli_run(int argc, char **argv)
 {
-	enum { OPT_MEM = 256, OPT_CPUS, OPT_APPEND, OPT_CONSOLE, OPT_CONTROL, OPT_SLOT };
+	enum { OPT_MEM = 256, OPT_CPUS, OPT_APPEND, OPT_CONSOLE, OPT_CONTROL, OPT_SLOT, OPT_PAUSED };
 	static const struct option opts[] = {
 	    {"mem", required_argument, NULL, OPT_MEM},
 	    {"cpus", required_argument, NULL, OPT_CPUS},
@@ -86,12 +71,14 @@ int lm_cli_run(int argc, char **argv)
 	    {"console", required_argument, NULL, OPT_CONSOLE},
 	    {"control", required_argument, NULL, OPT_CONTROL},
 	    {"slot-size", required_argument, NULL, OPT_SLOT},
+	    {"paused", no_argument, NULL, OPT_PAUSED},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct lm_vm_config cfg = {
 	    .mem_size = 512ull << 20, .ncpus = 1, .console_fd = STDOUT_FILENO};
 	const char *console = NULL, *control = NULL, *kernel = NULL;
+	bool paused = false;
 	int c;
 
 	optind = 1;
@@ -128,6 +115,9 @@ int lm_cli_run(int argc, char **argv)
 			if (cfg.slot_size % (2ull << 20))
 				return bad("--slot-size %s is not a multiple of 2M", optarg);
 			break;
+		case OPT_PAUSED:
+			paused = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -145,11 +135,7 @@ int lm_cli_run(int argc, char **argv)
 
 	int ret = 1, r;
 	struct lm_vm *vm = NULL;
-	struct lm_control *ctl = NULL;
 	int console_fd = -1;
-	pthread_t sigthread;
-	bool sigthread_started = false;
-	struct sigctx sc;
 
 	if (console) {
 		console_fd = open(console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -161,14 +147,9 @@ int lm_cli_run(int argc, char **argv)
 		cfg.console_fd = console_fd;
 	}
 	cfg.kernel = kernel;
-	/* Block the terminating signals before any thread exists, so every
-	 * thread inherits the mask and only signal_main takes them. */
-	sigemptyset(&sc.set);
-	sigaddset(&sc.set, SIGINT);
-	sigaddset(&sc.set, SIGTERM);
-	sigaddset(&sc.set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
-
+	/* Before any thread exists, so that every thread inherits the mask
+	 * and only the serve loop's signal thread takes them. */
+	lm_cli_block_signals();
 	r = lm_vm_new(&cfg, &vm);
 	if (r < 0) {
 		const char *what = r == -ENOEXEC  ? " (not a Multiboot ELF image)"
@@ -179,44 +160,12 @@ int lm_cli_run(int argc, char **argv)
 			lm_strerror(r), what);
 		goto out;
 	}
-	if (control) {
-		if ((r = lm_control_new(control, &ctl)) < 0) {
-			fprintf(stderr, "livemig run: control socket %s: %s\n", control,
-				lm_strerror(r));
-			goto out;
-		}
-		if ((r = lm_control_vm_commands(ctl, vm)) < 0 || (r = lm_control_start(ctl)) < 0) {
-			fprintf(stderr, "livemig run: control socket: %s\n", lm_strerror(r));
-			goto out;
-		}
-	}
-	sc.vm = vm;
-	if (pthread_create(&sigthread, NULL, signal_main, &sc) == 0)
-		sigthread_started = true;
-	if ((r = lm_vm_start(vm)) < 0) {
-		fprintf(stderr, "livemig run: cannot start the vCPUs: %s\n", lm_strerror(r));
+	if (paused && (r = lm_vm_pause(vm)) < 0) {
+		fprintf(stderr, "livemig run: cannot pause the VM: %s\n", lm_strerror(r));
 		goto out;
 	}
-	int status = 0;
-	r = lm_vm_wait(vm, -1, &status);
-	if (ctl) {
-		struct json_object *d = json_object_new_object();
-		json_object_object_add(d, "reason", json_object_new_string(lm_vm_stop_reason(vm)));
-		lm_control_event(ctl, "SHUTDOWN", d);
-	}
-	if (r < 0) {
-		fprintf(stderr, "livemig run: the VM stopped: %s\n", lm_vm_stop_reason(vm));
-		ret = 1;
-	} else {
-		ret = status < 0 || status > 255 ? 255 : status;
-	}
+	ret = lm_cli_serve_vm("run", vm, control, false);
 out:
-	if (sigthread_started) {
-		/* Wakes signal_main if no signal came; quitting again is harmless. */
-		pthread_kill(sigthread, SIGTERM);
-		pthread_join(sigthread, NULL);
-	}
-	lm_control_free(ctl);
 	lm_vm_free(vm);
 	if (console_fd >= 0)
 		close(console_fd);

@@ -175,70 +175,17 @@ static uint64_t next_changed(const lm_bitmap *b, uint64_t from, uint64_t n)
 	return i < n ? i : n;
 }
 
-/*
- * Validity of the marked entries of one changed-bitmap word, computed once
- * per word and read: a mask lets a run of valid (or invalid) entries be
- * measured with one count-trailing-zeros instead of a branch per entry,
- * which a half-full table would mispredict half the time. Only marked
- * entries are looked at, so a sparse pass reads few entries. The cache stays
- * right during one read because the caller changes nothing meanwhile.
- */
-struct scan {
-	const lm_table_src *src;
-	uint64_t w;     /* word the mask is for, or UINT64_MAX */
-	uint64_t valid; /* bit t: entry w*64+t was marked and is valid */
-};
-
-static uint64_t valid_mask(struct scan *sc, uint64_t w)
-{
-	if (sc->w != w) {
-		const unsigned char *tab = sc->src->entries + (w << 6) * LM_TABLE_ENTRY_SIZE;
-		uint64_t c = sc->src->changed.words[w], v = 0;
-		while (c) {
-			unsigned t = (unsigned)__builtin_ctzll(c);
-			c &= c - 1;
-			v |= (uint64_t)!entry_is_zero(tab + (size_t)t * LM_TABLE_ENTRY_SIZE) << t;
-		}
-		sc->w = w;
-		sc->valid = v;
-	}
-	return sc->valid;
-}
-
-/* Length (at most max) of the run of marked entries from i that are all
- * valid (want_valid) or all invalid. */
-static uint64_t run_length(struct scan *sc, uint64_t i, bool want_valid, uint64_t max)
-{
-	const lm_bitmap *chg = &sc->src->changed;
-	uint64_t len = 0;
-
-	while (len < max && i + len < sc->src->n) {
-		uint64_t k = i + len, w = k >> 6;
-		unsigned b = (unsigned)(k & 63);
-		uint64_t v = valid_mask(sc, w);
-		uint64_t m = (chg->words[w] & (want_valid ? v : ~v)) >> b;
-		/* Ones at the bottom of m are the run; it may go on in the next word. */
-		uint64_t seg = ~m ? (uint64_t)__builtin_ctzll(~m) : 64;
-		if (seg > max - len)
-			seg = max - len;
-		len += seg;
-		if (b + seg < 64)
-			break;
-	}
-	return len;
-}
-
 int64_t lm_table_read(lm_table_src *src, void *buf, size_t cap)
 {
 	if (!src || !buf || cap < LM_TABLE_READ_MIN)
 		return -EINVAL;
 
 	const uint64_t n = src->n;
+	const unsigned char *tab = src->entries;
 	lm_bitmap *chg = &src->changed;
 	/* The default first pass assumes an all-zero destination, so invalid
 	 * entries would only repeat what is already there. */
 	const bool send_invalid = !src->first || (src->flags & LM_TABLE_FULL_FIRST_PASS);
-	struct scan sc = { .src = src, .w = UINT64_MAX, .valid = 0 };
 	unsigned char *out = buf;
 	size_t used = 0;
 	uint64_t i = src->pos;
@@ -246,31 +193,44 @@ int64_t lm_table_read(lm_table_src *src, void *buf, size_t cap)
 	while ((i = next_changed(chg, i, n)) < n) {
 		if (cap - used < LM_TABLE_RECORD_HDR)
 			break;
-		uint64_t room = (cap - used - LM_TABLE_RECORD_HDR) / LM_TABLE_ENTRY_SIZE;
-		uint64_t nv = run_length(&sc, i, true, room < LM_TABLE_RUN_MAX ? room : LM_TABLE_RUN_MAX);
-		uint64_t ni = 0, skip = 0;
+		size_t room = (cap - used - LM_TABLE_RECORD_HDR) / LM_TABLE_ENTRY_SIZE;
+		unsigned char *data = out + used + LM_TABLE_RECORD_HDR;
+		uint64_t j = i;
+		uint32_t nv = 0, ni = 0;
 
+		while (j < n && nv < LM_TABLE_RUN_MAX && nv < room && lm_bitmap_test(chg, j) &&
+		       !entry_is_zero(tab + j * LM_TABLE_ENTRY_SIZE)) {
+			memcpy(data + (size_t)nv * LM_TABLE_ENTRY_SIZE, tab + j * LM_TABLE_ENTRY_SIZE,
+			       LM_TABLE_ENTRY_SIZE);
+			lm_bitmap_clear(chg, j);
+			nv++;
+			j++;
+		}
 		/* The invalid run that follows costs no bytes, so it is taken
 		 * even when the buffer is full. */
-		if (send_invalid)
-			ni = run_length(&sc, i + nv, false, LM_TABLE_RUN_MAX);
-		else if (nv == 0)
-			skip = run_length(&sc, i, false, UINT64_MAX);
-		uint64_t taken = nv + ni + skip;
-		if (taken == 0)
+		if (send_invalid) {
+			while (j < n && ni < LM_TABLE_RUN_MAX && lm_bitmap_test(chg, j) &&
+			       entry_is_zero(tab + j * LM_TABLE_ENTRY_SIZE)) {
+				lm_bitmap_clear(chg, j);
+				ni++;
+				j++;
+			}
+		} else if (nv == 0) {
+			while (j < n && lm_bitmap_test(chg, j) && entry_is_zero(tab + j * LM_TABLE_ENTRY_SIZE)) {
+				lm_bitmap_clear(chg, j);
+				j++;
+			}
+		}
+		if (j == i)
 			break; /* a valid entry that does not fit: resume here */
+		src->pending -= j - i;
 		if (nv + ni) {
 			put_le32(out + used, (uint32_t)i);
 			put_le16(out + used + 4, (uint16_t)nv);
 			put_le16(out + used + 6, (uint16_t)ni);
-			/* Adjacent entries are adjacent in memory: one copy. */
-			memcpy(out + used + LM_TABLE_RECORD_HDR, src->entries + i * LM_TABLE_ENTRY_SIZE,
-			       (size_t)nv * LM_TABLE_ENTRY_SIZE);
 			used += LM_TABLE_RECORD_HDR + (size_t)nv * LM_TABLE_ENTRY_SIZE;
 		}
-		lm_bitmap_clear_range(chg, i, taken);
-		src->pending -= taken;
-		i += taken;
+		i = j;
 	}
 	src->pos = i;
 

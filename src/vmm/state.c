@@ -491,6 +491,19 @@ out:
 	return r;
 }
 
+int lm_vm_state_peek(const uint8_t *buf, size_t len, unsigned *ncpus)
+{
+	if (!buf || len < LM__ST_HDR_SIZE || memcmp(buf, LM__ST_MAGIC, 4) != 0)
+		return -EINVAL;
+	if (((uint32_t)buf[4] | (uint32_t)buf[5] << 8) != LM__ST_VERSION)
+		return -EPROTO;
+	uint32_t n = rd32(buf + 8);
+	if (n == 0 || n > LM_VM_MAX_CPUS)
+		return -EINVAL;
+	*ncpus = n;
+	return 0;
+}
+
 int lm_vm_state_load(struct lm_vm *vm, const uint8_t *buf, size_t len)
 {
 	struct lm__state_view v;

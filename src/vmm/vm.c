@@ -138,11 +138,15 @@ static int setup_ram(struct lm_vm *vm)
 	uint64_t high = vm->ram_size - low;
 	unsigned n = 0;
 
-	vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (vm->ram == MAP_FAILED) {
-		vm->ram = NULL;
-		return -ENOMEM;
+	if (vm->cfg.ram) {
+		vm->ram = vm->cfg.ram;
+	} else {
+		vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (vm->ram == MAP_FAILED) {
+			vm->ram = NULL;
+			return -ENOMEM;
+		}
 	}
 	add_slots(vm, 0, low, slot_size, &n, true);
 	add_slots(vm, LM_VM_HOLE_END, high, slot_size, &n, true);
@@ -326,6 +330,8 @@ int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out)
 	*out = vm;
 	return 0;
 fail:
+	if (cfg->ram)
+		vm->ram = NULL; /* still the caller's */
 	lm_vm_free(vm);
 	return r;
 }

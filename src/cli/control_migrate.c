@@ -1,0 +1,317 @@
+/*
+ * Control-socket migration commands for a process that holds a VM:
+ * migrate, migrate-cancel, query-migrate, migrate-set-parameters and
+ * query-migrate-parameters, with QEMU's names and units (downtime-limit in
+ * ms, max-bandwidth in bytes/s).
+ *
+ * `migrate` returns at once, like QEMU's: a waiter thread follows the
+ * migration, sends a MIGRATION event with the final stats and then, when
+ * it completed, asks the VM to quit (the guest now runs on the
+ * destination; this process exits with status 0, its VM paused). After a
+ * failure or a cancel the VM keeps running as before.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/control.h"
+#include "livemig/vmm_migrate.h"
+
+struct lm_control_migrate {
+	struct lm_control *ctl;
+	struct lm_vm *vm;
+	pthread_mutex_t lock; /* guards everything below; never held over I/O */
+	struct lm_migrate_params params;
+	struct lm_vm_migration *cur; /* the running migration, or NULL */
+	int fd;
+	pthread_t waiter;
+	bool waiter_started;
+	struct lm_migrate_stats last; /* of the last finished migration */
+	bool have_last;
+	bool completed; /* a migration completed: the VM is gone from here */
+};
+
+static struct json_object *stats_object(const struct lm_migrate_stats *st)
+{
+	char *s = lm_migrate_stats_json(st);
+	struct json_object *o = s ? json_tokener_parse(s) : NULL;
+	free(s);
+	return o ? o : json_object_new_object();
+}
+
+static void *waiter_main(void *arg)
+{
+	struct lm_control_migrate *cm = arg;
+	int err = lm_vm_migration_wait(cm->cur);
+	struct lm_migrate_stats st;
+	lm_vm_migration_query(cm->cur, &st);
+	pthread_mutex_lock(&cm->lock);
+	struct lm_vm_migration *m = cm->cur;
+	cm->cur = NULL;
+	cm->last = st;
+	cm->have_last = true;
+	cm->completed = err == 0;
+	int fd = cm->fd;
+	cm->fd = -1;
+	pthread_mutex_unlock(&cm->lock);
+	lm_vm_migration_free(m);
+	close(fd);
+	lm_control_event(cm->ctl, "MIGRATION", stats_object(&st));
+	if (err == 0)
+		lm_vm_quit(cm->vm, 0);
+	return NULL;
+}
+
+static int cmd_migrate(void *ctx, struct json_object *args, struct json_object **ret, char *err,
+		       size_t errlen)
+{
+	struct lm_control_migrate *cm = ctx;
+	const char *uri_s = NULL;
+	int r = lm_control_arg_str(args, "uri", &uri_s, err, errlen);
+	if (r == -ENOENT)
+		snprintf(err, errlen, "Parameter 'uri' is missing (tcp:HOST:PORT or unix:PATH)");
+	if (r < 0)
+		return -EINVAL;
+	struct lm_uri uri;
+	if (lm_uri_parse(uri_s, &uri) < 0) {
+		snprintf(err, errlen, "Bad uri '%.100s': use tcp:HOST:PORT or unix:PATH", uri_s);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&cm->lock);
+	bool busy = cm->cur != NULL || cm->completed;
+	bool joinable = cm->waiter_started;
+	cm->waiter_started = false;
+	pthread_t old = cm->waiter;
+	struct lm_migrate_params p = cm->params;
+	pthread_mutex_unlock(&cm->lock);
+	if (busy) {
+		snprintf(err, errlen, cm->completed ? "The VM has already migrated away"
+						    : "A migration is already in progress");
+		return -EBUSY;
+	}
+	if (joinable)
+		pthread_join(old, NULL);
+	int fd = lm_transport_connect(&uri);
+	if (fd < 0) {
+		snprintf(err, errlen, "Cannot connect to %.100s: %s", uri_s, lm_strerror(fd));
+		return fd;
+	}
+	struct lm_vm_migration *m;
+	if ((r = lm_vm_migration_new(cm->vm, &p, &m)) < 0) {
+		close(fd);
+		snprintf(err, errlen, "Cannot set up the migration: %s", lm_strerror(r));
+		return r;
+	}
+	pthread_mutex_lock(&cm->lock);
+	cm->cur = m;
+	cm->fd = fd;
+	r = lm_vm_migration_start(m, fd);
+	if (r == 0) {
+		r = -pthread_create(&cm->waiter, NULL, waiter_main, cm);
+		if (r == 0)
+			cm->waiter_started = true;
+		else
+			lm_vm_migration_cancel(m);
+	}
+	if (r < 0) {
+		cm->cur = NULL;
+		cm->fd = -1;
+	}
+	pthread_mutex_unlock(&cm->lock);
+	if (r < 0) {
+		lm_vm_migration_free(m);
+		close(fd);
+		snprintf(err, errlen, "Cannot start the migration: %s", lm_strerror(r));
+		return r;
+	}
+	return 0;
+}
+
+static int cmd_migrate_cancel(void *ctx, struct json_object *args, struct json_object **ret,
+			      char *err, size_t errlen)
+{
+	struct lm_control_migrate *cm = ctx;
+	pthread_mutex_lock(&cm->lock);
+	if (cm->cur)
+		lm_vm_migration_cancel(cm->cur);
+	pthread_mutex_unlock(&cm->lock);
+	return 0;
+}
+
+static int cmd_query_migrate(void *ctx, struct json_object *args, struct json_object **ret,
+			     char *err, size_t errlen)
+{
+	struct lm_control_migrate *cm = ctx;
+	struct lm_migrate_stats st;
+	bool any = true;
+	pthread_mutex_lock(&cm->lock);
+	if (cm->cur)
+		lm_vm_migration_query(cm->cur, &st);
+	else if (cm->have_last)
+		st = cm->last;
+	else
+		any = false;
+	pthread_mutex_unlock(&cm->lock);
+	if (!any) {
+		*ret = json_object_new_object(); /* QEMU answers {} before any migration */
+		return 0;
+	}
+	*ret = stats_object(&st);
+	return 0;
+}
+
+static const char *nonconv_name(enum lm_nonconverge n)
+{
+	return n == LM_NONCONVERGE_CANCEL ? "cancel" : "switchover";
+}
+
+/* Every key is checked before anything changes: a bad request changes no
+ * parameter. */
+static int cmd_set_parameters(void *ctx, struct json_object *args, struct json_object **ret,
+			      char *err, size_t errlen)
+{
+	struct lm_control_migrate *cm = ctx;
+	pthread_mutex_lock(&cm->lock);
+	struct lm_migrate_params p = cm->params;
+	pthread_mutex_unlock(&cm->lock);
+	json_object_object_foreach(args, key, val)
+	{
+		(void)val;
+		int64_t i;
+		bool b;
+		const char *s;
+		int r;
+		if (!strcmp(key, "downtime-limit")) {
+			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
+				return r;
+			if (i < 1 || i > 2000000) {
+				snprintf(err, errlen, "Parameter 'downtime-limit' must be 1..2000000 ms");
+				return -EINVAL;
+			}
+			p.downtime_limit_ms = (uint64_t)i;
+		} else if (!strcmp(key, "max-bandwidth")) {
+			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
+				return r;
+			if (i < 0) {
+				snprintf(err, errlen, "Parameter 'max-bandwidth' must be >= 0 (bytes/s, 0 = unlimited)");
+				return -EINVAL;
+			}
+			p.max_bandwidth = (uint64_t)i;
+		} else if (!strcmp(key, "max-rounds")) {
+			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
+				return r;
+			if (i < 1 || i > 100000) {
+				snprintf(err, errlen, "Parameter 'max-rounds' must be 1..100000");
+				return -EINVAL;
+			}
+			p.max_rounds = (unsigned)i;
+		} else if (!strcmp(key, "max-time")) {
+			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
+				return r;
+			if (i < 0) {
+				snprintf(err, errlen, "Parameter 'max-time' must be >= 0 ms (0 = no limit)");
+				return -EINVAL;
+			}
+			p.max_time_ms = (uint64_t)i;
+		} else if (!strcmp(key, "on-nonconverge")) {
+			if ((r = lm_control_arg_str(args, key, &s, err, errlen)) < 0)
+				return r;
+			if (!strcmp(s, "switchover"))
+				p.on_nonconverge = LM_NONCONVERGE_SWITCHOVER;
+			else if (!strcmp(s, "cancel"))
+				p.on_nonconverge = LM_NONCONVERGE_CANCEL;
+			else {
+				snprintf(err, errlen, "Parameter 'on-nonconverge' must be 'switchover' or 'cancel'");
+				return -EINVAL;
+			}
+		} else if (!strcmp(key, "compress")) {
+			if ((r = lm_control_arg_bool(args, key, &b, err, errlen)) < 0)
+				return r;
+			p.compress = b;
+		} else if (!strcmp(key, "chunk-pages")) {
+			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
+				return r;
+			if (i < 64 || i % 64 || i > (1 << 24)) {
+				snprintf(err, errlen, "Parameter 'chunk-pages' must be a multiple of 64, 64..16777216");
+				return -EINVAL;
+			}
+			p.chunk_pages = (uint64_t)i;
+		} else {
+			snprintf(err, errlen, "Parameter '%.64s' is unexpected", key);
+			return -EINVAL;
+		}
+	}
+	pthread_mutex_lock(&cm->lock);
+	cm->params = p;
+	pthread_mutex_unlock(&cm->lock);
+	return 0;
+}
+
+static int cmd_query_parameters(void *ctx, struct json_object *args, struct json_object **ret,
+				char *err, size_t errlen)
+{
+	struct lm_control_migrate *cm = ctx;
+	pthread_mutex_lock(&cm->lock);
+	struct lm_migrate_params p = cm->params;
+	pthread_mutex_unlock(&cm->lock);
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "downtime-limit", json_object_new_int64((int64_t)p.downtime_limit_ms));
+	json_object_object_add(o, "max-bandwidth", json_object_new_int64((int64_t)p.max_bandwidth));
+	json_object_object_add(o, "max-rounds", json_object_new_int64(p.max_rounds));
+	json_object_object_add(o, "max-time", json_object_new_int64((int64_t)p.max_time_ms));
+	json_object_object_add(o, "on-nonconverge", json_object_new_string(nonconv_name(p.on_nonconverge)));
+	json_object_object_add(o, "compress", json_object_new_boolean(p.compress));
+	json_object_object_add(o, "chunk-pages", json_object_new_int64((int64_t)p.chunk_pages));
+	*ret = o;
+	return 0;
+}
+
+int lm_control_migrate_new(struct lm_control *c, struct lm_vm *vm, struct lm_control_migrate **out)
+{
+	struct lm_control_migrate *cm = calloc(1, sizeof(*cm));
+	if (!cm)
+		return -ENOMEM;
+	cm->ctl = c;
+	cm->vm = vm;
+	cm->fd = -1;
+	pthread_mutex_init(&cm->lock, NULL);
+	lm_migrate_params_default(&cm->params);
+	int r;
+	if ((r = lm_control_register(c, "migrate", cmd_migrate, cm)) < 0 ||
+	    (r = lm_control_register(c, "migrate-cancel", cmd_migrate_cancel, cm)) < 0 ||
+	    (r = lm_control_register(c, "query-migrate", cmd_query_migrate, cm)) < 0 ||
+	    (r = lm_control_register(c, "migrate-set-parameters", cmd_set_parameters, cm)) < 0 ||
+	    (r = lm_control_register(c, "query-migrate-parameters", cmd_query_parameters, cm)) < 0) {
+		pthread_mutex_destroy(&cm->lock);
+		free(cm);
+		return r;
+	}
+	*out = cm;
+	return 0;
+}
+
+void lm_control_migrate_stop(struct lm_control_migrate *cm)
+{
+	if (!cm)
+		return;
+	pthread_mutex_lock(&cm->lock);
+	if (cm->cur)
+		lm_vm_migration_cancel(cm->cur);
+	bool joinable = cm->waiter_started;
+	cm->waiter_started = false;
+	pthread_mutex_unlock(&cm->lock);
+	if (joinable)
+		pthread_join(cm->waiter, NULL);
+}
+
+void lm_control_migrate_free(struct lm_control_migrate *cm)
+{
+	if (!cm)
+		return;
+	lm_control_migrate_stop(cm);
+	pthread_mutex_destroy(&cm->lock);
+	free(cm);
+}

@@ -1,0 +1,105 @@
+/*
+ * Serving a VM until it stops: the part `livemig run` and `livemig
+ * incoming` share. Opens the control socket (VM and migration commands),
+ * takes SIGINT/SIGTERM/SIGHUP in one thread to shut down cleanly, starts
+ * the vCPUs and waits for the end.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/control.h"
+#include "livemig/vmm.h"
+
+struct sigctx {
+	struct lm_vm *vm;
+	sigset_t set;
+};
+
+static void *signal_main(void *arg)
+{
+	struct sigctx *s = arg;
+	int sig = 0;
+	if (sigwait(&s->set, &sig) == 0)
+		lm_vm_quit(s->vm, 128 + sig);
+	return NULL;
+}
+
+void lm_cli_block_signals(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, const char *control, bool migrated_in)
+{
+	int ret = 1, r;
+	struct lm_control *ctl = NULL;
+	struct lm_control_migrate *cm = NULL;
+	pthread_t sigthread;
+	bool sigthread_started = false;
+	struct sigctx sc = {.vm = vm};
+
+	sigemptyset(&sc.set);
+	sigaddset(&sc.set, SIGINT);
+	sigaddset(&sc.set, SIGTERM);
+	sigaddset(&sc.set, SIGHUP);
+	if (control) {
+		if ((r = lm_control_new(control, &ctl)) < 0) {
+			fprintf(stderr, "livemig %s: control socket %s: %s\n", prog, control,
+				lm_strerror(r));
+			goto out;
+		}
+		if ((r = lm_control_vm_commands(ctl, vm)) < 0 ||
+		    (r = lm_control_migrate_new(ctl, vm, &cm)) < 0 || (r = lm_control_start(ctl)) < 0) {
+			fprintf(stderr, "livemig %s: control socket: %s\n", prog, lm_strerror(r));
+			goto out;
+		}
+	}
+	if (pthread_create(&sigthread, NULL, signal_main, &sc) == 0)
+		sigthread_started = true;
+	if ((r = lm_vm_start(vm)) < 0) {
+		fprintf(stderr, "livemig %s: cannot start the vCPUs: %s\n", prog, lm_strerror(r));
+		goto out;
+	}
+	if (migrated_in) {
+		/* The guest continues here; ask it to check every page it has. */
+		if ((r = lm_vm_resume(vm)) < 0) {
+			fprintf(stderr, "livemig %s: cannot resume the guest: %s\n", prog, lm_strerror(r));
+			goto out;
+		}
+		lm_vm_request_verify(vm);
+		if (ctl)
+			lm_control_event(ctl, "RESUME", NULL);
+	}
+	int status = 0;
+	r = lm_vm_wait(vm, -1, &status);
+	if (ctl) {
+		struct json_object *d = json_object_new_object();
+		json_object_object_add(d, "reason", json_object_new_string(lm_vm_stop_reason(vm)));
+		lm_control_event(ctl, "SHUTDOWN", d);
+	}
+	if (r < 0) {
+		fprintf(stderr, "livemig %s: the VM stopped: %s\n", prog, lm_vm_stop_reason(vm));
+		ret = 1;
+	} else {
+		ret = status < 0 || status > 255 ? 255 : status;
+	}
+out:
+	if (sigthread_started) {
+		/* Wakes signal_main if no signal came; quitting again is harmless. */
+		pthread_kill(sigthread, SIGTERM);
+		pthread_join(sigthread, NULL);
+	}
+	lm_control_migrate_stop(cm);
+	lm_control_free(ctl);
+	lm_control_migrate_free(cm);
+	return ret;
+}
