@@ -114,15 +114,22 @@ int lm__io_write(struct lm__io *io, const void *buf, size_t n)
 	if (cancelled(io))
 		return -ECANCELED;
 	/*
-	 * No credit for idle time: if the writer fell behind the schedule
-	 * (it was scanning, harvesting or paused), the schedule restarts now
-	 * instead of letting the next megabytes out in a burst. QEMU's limiter
-	 * does not carry unused budget over either, and it keeps the rate a
-	 * strict cap: any write call takes at least its bytes / rate, which
-	 * is also what the sender's bandwidth estimate relies on.
+	 * Little credit for idle time: if the writer fell behind the schedule
+	 * (it was scanning, harvesting or paused), the schedule moves up so
+	 * that at most one slice may go out at once, instead of letting the
+	 * next megabytes out in a burst. QEMU's limiter does not carry unused
+	 * budget over either. It keeps the rate a cap on every write call (a
+	 * call of B bytes takes at least (B - RATE_SLICE) / rate), which the
+	 * sender's bandwidth estimate relies on; the one slice of credit
+	 * absorbs the timer's rounding.
 	 */
-	if (io->rate && lm__now() > io->rate_t0 + (double)(io->bytes_out - io->rate_b0) / (double)io->rate)
-		lm__io_set_rate(io, io->rate);
+	if (io->rate) {
+		double rate = (double)io->rate;
+		double behind = lm__now() - (io->rate_t0 + (double)(io->bytes_out - io->rate_b0) / rate);
+		double credit = (double)RATE_SLICE / rate;
+		if (behind > credit)
+			io->rate_t0 += behind - credit;
+	}
 	while (n) {
 		size_t part = n;
 		if (io->rate && part > RATE_SLICE)

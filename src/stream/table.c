@@ -21,6 +21,12 @@
  * Runs of adjacent changed entries share one 8-byte record header, which is
  * what makes the first pass and clustered changes cheap; runs of invalid
  * entries cost only a header whatever their length.
+ *
+ * Validity is tested entry by entry while a run is built. A variant that
+ * computed a validity mask per bitmap word and measured runs with
+ * count-trailing-zeros was tried and was slower (8.2 vs 7.5 ms for the first
+ * pass over a half-full 1M table, 2.6 vs 1.5 ms for a pass after 10%
+ * scattered changes): the cost is loading the entries, not the branches.
  */
 #include <endian.h>
 #include <errno.h>

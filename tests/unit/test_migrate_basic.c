@@ -216,9 +216,11 @@ static void test_cancel(void **state)
  * report more than the limit, although its round 1 covers 32 MiB of guest
  * memory in about a quarter of a second (the old estimate, guest memory
  * per round time with zero pages at full size, said about eight times the
- * limit). This holds by construction, not by timing: the limiter makes
- * every write take at least its bytes / rate and banks no idle time, and
- * the estimate divides data bytes by at least that write time.
+ * limit). This holds by construction, not by timing: the limiter makes a
+ * write of B bytes take at least (B - 64 KiB) / rate, banking no more idle
+ * time than that one slice, and the estimate divides data bytes by at
+ * least the write time. Round 1 here is four 1 MiB flushes and a short one,
+ * so one slice each allows at most 8% over the limit.
  */
 static void test_bandwidth_estimate(void **state)
 {
@@ -253,7 +255,7 @@ static void test_bandwidth_estimate(void **state)
 	double bytes_per_s = st.mbps * 1e6 / 8;
 	print_message("estimate %.1f MB/s with a %.1f MB/s limit\n", bytes_per_s / 1e6, (double)limit / 1e6);
 	assert_true(bytes_per_s > 0);
-	assert_true(bytes_per_s <= (double)limit * 1.001);
+	assert_true(bytes_per_s <= (double)limit * 1.1);
 	lm_dirty_source_free(src);
 	lm_test_dest_free(&rx.dest);
 	close(fds[0]);
