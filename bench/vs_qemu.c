@@ -142,6 +142,8 @@ struct run {
 	char status[16];    /* completed, failed, timeout, error */
 	double total_ms, downtime_ms, setup_ms, dt_meas_ms, wall_ms;
 	double bytes, rounds;
+	double downtime_us;   /* livemig's own measured pause, if reported */
+	bool dt_from_events;  /* dt_meas_ms from STOP/RESUME events (else from downtime-us) */
 	char verify[24];    /* ok, FAIL(mem), FAIL(reg), FAIL(mem+reg), none, crash, n/a */
 	char err[200];
 };
@@ -837,6 +839,7 @@ static void take_stats(struct run *r, struct json_object *st)
 	r->setup_ms = jnum(st, "setup-time");
 	r->bytes = jnum(ram, "transferred");
 	r->rounds = jnum(ram, "dirty-sync-count");
+	r->downtime_us = jnum(st, "downtime-us");
 }
 
 /*
@@ -915,7 +918,8 @@ static int migrate(struct side *src, const struct opts *o, const struct vcase *c
 			r->wall_ms = (bench_now() - t0) * 1e3;
 			snprintf(r->status, sizeof(r->status), "timeout");
 			run_error(r, "not completed after %.0f s (no convergence?)", o->timeout_s);
-			ret = qmp_exec(&src->q, "migrate_cancel", NULL, 10.0, msg, sizeof(msg));
+			ret = qmp_exec(&src->q, p == P_QEMU ? "migrate_cancel" : "migrate-cancel", NULL, 10.0, msg,
+				       sizeof(msg));
 			if (ret)
 				json_object_put(ret);
 			return -ETIMEDOUT;
@@ -965,8 +969,14 @@ static void after_migration(struct side *src, struct side *dst, const struct opt
 	qmp_drain(&src->q);
 	qmp_drain(&dst->q);
 	/* A paused guest never stopped: its pause is not a downtime. */
-	if (!c->paused && src->q.stop_ts > 0 && dst->q.resume_ts > 0)
+	if (!c->paused && src->q.stop_ts > 0 && dst->q.resume_ts > 0) {
 		r->dt_meas_ms = (dst->q.resume_ts - src->q.stop_ts) * 1e3;
+		r->dt_from_events = true;
+	} else if (!c->paused && !isnan(r->downtime_us)) {
+		/* A source that sends no STOP event when the migration pauses
+		 * the guest: fall back to the peer's own measured pause. */
+		r->dt_meas_ms = r->downtime_us / 1e3;
+	}
 
 	end = bench_now() + o->verify_timeout_s;
 	for (;;) {
@@ -1003,7 +1013,7 @@ static void run_one(const struct opts *o, const struct vcase *c, enum peer p, st
 	memset(r, 0, sizeof(*r));
 	r->done = true;
 	r->total_ms = r->downtime_ms = r->setup_ms = r->dt_meas_ms = r->wall_ms = NAN;
-	r->bytes = r->rounds = NAN;
+	r->bytes = r->rounds = r->downtime_us = NAN;
 	snprintf(r->status, sizeof(r->status), "error");
 	snprintf(r->verify, sizeof(r->verify), "n/a");
 
@@ -1294,6 +1304,10 @@ static int write_json(const struct opts *o, const char *path, const char *date, 
 				json_object_object_add(jr, "total-time", jd(r->total_ms));
 				json_object_object_add(jr, "downtime", jd(r->downtime_ms));
 				json_object_object_add(jr, "downtime-measured", jd(r->dt_meas_ms));
+				json_object_object_add(jr, "downtime-measured-by",
+						       isnan(r->dt_meas_ms) ? NULL
+						       : json_object_new_string(r->dt_from_events ? "events"
+										    : "downtime-us"));
 				json_object_object_add(jr, "setup-time", jd(r->setup_ms));
 				json_object_object_add(jr, "transferred", jd(r->bytes));
 				json_object_object_add(jr, "dirty-sync-count", jd(r->rounds));

@@ -43,6 +43,7 @@ struct recv {
 	uint64_t round;
 	bool have_digest;
 	bool setup_called;
+	bool accept_sent; /* after ACCEPT, failures are answered with RESULT */
 	uint64_t dig_lo, dig_hi, dig_npages;
 };
 
@@ -169,6 +170,7 @@ static int handshake(struct recv *r, uint64_t allowed)
 		err = lm__io_write(&r->io, b.data, b.len);
 	if (err)
 		return io_rfail(r, err);
+	r->accept_sent = true;
 	return 0;
 }
 
@@ -380,10 +382,8 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 	set_up = r.setup_called;
 	if (err) {
 		/* Tell the sender why, unless the connection itself is gone. */
-		if (err != -ECONNABORTED && err != -ETIMEDOUT && !r.digest_ok)
-			(void)send_status(&r, LM_REC_REFUSE, -err, r.st->error);
-		else if (err != -ECONNABORTED && err != -ETIMEDOUT)
-			(void)send_status(&r, LM_REC_RESULT, -err, r.st->error);
+		if (err != -ECONNABORTED && err != -ETIMEDOUT)
+			(void)send_status(&r, r.accept_sent ? LM_REC_RESULT : LM_REC_REFUSE, -err, r.st->error);
 		goto out;
 	}
 	err = records(&r);

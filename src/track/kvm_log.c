@@ -13,6 +13,8 @@
  * touches in them, not for its size.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -20,6 +22,7 @@
 #include <linux/kvm.h>
 
 #include "livemig/track_kvm.h"
+#include "track/pagemap.h"
 
 #ifndef KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
 #define KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE (1 << 0)
@@ -43,6 +46,8 @@ struct kvm_log {
 	void *opaque;
 	bool no_manual;
 	bool manual; /* manual-protect mode in use (valid while started) */
+	bool initially_set; /* ... with KVM_DIRTY_LOG_INITIALLY_SET */
+	int pagemap; /* /proc/self/pagemap for present(), or -1 */
 	struct kslot *slots;
 	size_t nslots;
 	int started; /* read by lm_kvm_log_mark from other threads */
@@ -81,6 +86,7 @@ static int enable_manual(struct kvm_log *k)
 		cap.args[0] |= KVM_DIRTY_LOG_INITIALLY_SET;
 	if (ioctl(k->vm_fd, KVM_ENABLE_CAP, &cap) < 0)
 		return -errno;
+	k->initially_set = (cap.args[0] & KVM_DIRTY_LOG_INITIALLY_SET) != 0;
 	return 1;
 }
 
@@ -109,6 +115,7 @@ static int kl_start(struct lm_dirty_source *s, const struct lm_mem_region *r, si
 		    (err = lm_bitmap_init(&ks->harvested, ks->s.npages)) < 0)
 			goto fail;
 	}
+	k->initially_set = false;
 	err = enable_manual(k);
 	if (err < 0)
 		goto fail;
@@ -217,6 +224,56 @@ static int kl_clear(struct lm_dirty_source *s, uint64_t first, uint64_t n)
 	return 0;
 }
 
+/*
+ * Pages that may hold data: populated in the host mapping (KVM faults guest
+ * writes in through it). A page not populated now reads as zero, and the
+ * engine skips it, so its first write must be logged from now on. Without
+ * KVM_DIRTY_LOG_INITIALLY_SET that holds since start() (enabling the log
+ * write-protected everything). With it, nothing is protected yet, so: scan,
+ * hand the bits of the unpopulated pages back to KVM (which protects them),
+ * and scan again. A page written before that clear is populated by the
+ * second scan; one written after it is in the log.
+ */
+static int kl_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_bitmap *present)
+{
+	struct kvm_log *k = (struct kvm_log *)s;
+	if (!k->started || k->pagemap < 0)
+		return -EINVAL;
+	struct kslot *ks = slot_for(k, first, n);
+	if (!ks)
+		return -EINVAL;
+	uint64_t off = first - ks->s.first_page;
+	if ((off & 63) || ((n & 63) && off + n != ks->s.npages) || n > UINT32_MAX)
+		return -EINVAL;
+	uint64_t nw = (n + 63) >> 6;
+	uint64_t *w = calloc(nw, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	uint8_t *host = (uint8_t *)ks->s.host + off * LM_PAGE_SIZE;
+	int err = lm__pagemap_populated(k->pagemap, host, n, w);
+	if (!err && k->initially_set) {
+		for (uint64_t i = 0; i < nw; i++)
+			w[i] = ~w[i];
+		if (n & 63)
+			w[nw - 1] &= (1ull << (n & 63)) - 1;
+		struct kvm_clear_dirty_log c = {
+		    .slot = ks->s.kvm_slot,
+		    .num_pages = (uint32_t)n,
+		    .first_page = off,
+		    .dirty_bitmap = w,
+		};
+		if (ioctl(k->vm_fd, KVM_CLEAR_DIRTY_LOG, &c) < 0)
+			err = -errno;
+		memset(w, 0, nw * sizeof(*w));
+		if (!err)
+			err = lm__pagemap_populated(k->pagemap, host, n, w);
+	}
+	if (!err)
+		lm_bitmap_sync_from(present, first, w, n);
+	free(w);
+	return err;
+}
+
 static int kl_stop(struct lm_dirty_source *s)
 {
 	struct kvm_log *k = (struct kvm_log *)s;
@@ -244,6 +301,8 @@ static void kl_free(struct lm_dirty_source *s)
 {
 	struct kvm_log *k = (struct kvm_log *)s;
 	kl_stop(s);
+	if (k->pagemap >= 0)
+		close(k->pagemap);
 	for (size_t i = 0; i < k->nslots; i++)
 		lm_bitmap_destroy(&k->slots[i].soft);
 	free(k->slots);
@@ -255,6 +314,7 @@ static const struct lm_dirty_source_ops kvm_log_ops = {
     .start = kl_start,
     .sync = kl_sync,
     .clear = kl_clear,
+    .present = kl_present,
     .stop = kl_stop,
     .free = kl_free,
 };
@@ -292,6 +352,10 @@ int lm_kvm_log_source_new(const struct lm_kvm_log_config *cfg, struct lm_dirty_s
 	k->enable = cfg->enable;
 	k->opaque = cfg->opaque;
 	k->no_manual = cfg->no_manual_protect;
+	/* present() needs PAGEMAP_SCAN; without it every page is scanned. */
+	k->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (k->pagemap >= 0 && lm__pagemap_supported(k->pagemap))
+		k->base.flags |= LM_DIRTY_KNOWS_PRESENT;
 	*out = &k->base;
 	return 0;
 }
