@@ -61,11 +61,17 @@ E2E_BIN := $(E2E_SRC:tests/e2e/%.c=$(BUILD)/tests/%)
 
 GUEST_ELF := guest/guest.elf
 
-.PHONY: all deps check unit e2e bench demo fuzz clean format
+.PHONY: fuzz-ci all deps deps-all check unit e2e bench bench-qemu demo fuzz clean format
+# Objects of the chained test rules are kept, not deleted as intermediates.
+.SECONDARY:
 all: deps $(LIB) $(LIVEMIG) $(GUEST_ELF)
 
 deps:
 	$(Q)scripts/deps.sh build
+
+# The e2e tests and the QEMU benchmark also boot the guest under QEMU.
+deps-all:
+	$(Q)scripts/deps.sh all
 
 # The guest image has its own rules (freestanding, no libc).
 -include guest/guest.mk
@@ -104,18 +110,25 @@ $(BUILD)/tests/%: tests/e2e/%.c $(SUPPORT_OBJ) $(LIB)
 
 # make check: unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
 # then the end-to-end tests against the real livemig command and guest.
-check: all $(UNIT_BIN) $(E2E_BIN)
+check: deps-all all $(UNIT_BIN) $(E2E_BIN)
 	$(Q)LIVEMIG=$(abspath $(LIVEMIG)) GUEST_ELF=$(abspath $(GUEST_ELF)) \
 	  tests/run.sh $(UNIT_BIN) $(E2E_BIN)
 
 unit: deps $(UNIT_BIN)
 	$(Q)tests/run.sh $(UNIT_BIN)
 
-e2e: all $(E2E_BIN)
+e2e: deps-all all $(E2E_BIN)
 	$(Q)LIVEMIG=$(abspath $(LIVEMIG)) GUEST_ELF=$(abspath $(GUEST_ELF)) tests/run.sh $(E2E_BIN)
 
 bench: all
 	$(Q)$(LIVEMIG) bench scan
+	$(Q)$(LIVEMIG) bench migrate
+	$(Q)$(LIVEMIG) bench stream
+	$(Q)$(LIVEMIG) bench table
+
+# Side by side with QEMU on the same guests (issue 6); a benchmark, not a test.
+bench-qemu: deps-all all
+	$(Q)$(LIVEMIG) bench vs-qemu
 
 demo: all
 	$(Q)scripts/demo.sh $(LIVEMIG) $(GUEST_ELF)
@@ -138,6 +151,17 @@ fuzz: deps $(FUZZ_BIN)
 	  mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	      $(BUILD)/fuzz/corpus-$$(basename $$f) fuzz/seeds/$$(basename $$f) 2>&1 | tail -n 12 || exit 1; \
+	done
+
+# CI: the stream decoder for 60 s, the other decoders for 15 s each.
+fuzz-ci: deps $(FUZZ_BIN)
+	$(Q)for f in $(FUZZ_BIN); do \
+	  t=15; [ "$$(basename $$f)" = fuzz_stream ] && t=60; \
+	  mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
+	  echo "fuzz: $$(basename $$f) for $${t}s"; \
+	  $$f -max_total_time=$$t $(BUILD)/fuzz/corpus-$$(basename $$f) fuzz/seeds/$$(basename $$f) \
+	      > $(BUILD)/fuzz/$$(basename $$f).log 2>&1 || { tail -n 40 $(BUILD)/fuzz/$$(basename $$f).log; exit 1; }; \
+	  grep -E '^(#[0-9]+|Done)' $(BUILD)/fuzz/$$(basename $$f).log | tail -n 1; \
 	done
 
 format:
