@@ -1388,9 +1388,9 @@ static int write_plot(const struct opts *o, const char *path, const char *date, 
 		o->repeat, date);
 	fprintf(g, "set style data histograms\nset style histogram clustered gap 1\n");
 	fprintf(g, "set style fill solid 0.8 border -1\nset boxwidth 0.9\n");
-	fprintf(g, "set logscale y\nset yrange [0.001:10]\nset grid ytics\n");
+	fprintf(g, "set logscale y\nset yrange [0.001:100]\nset grid ytics\n");
 	fprintf(g, "set ylabel 'ratio livemig/QEMU (log scale)'\nset xtics rotate by -30\n");
-	fprintf(g, "set key top left\n");
+	fprintf(g, "set key outside top center horizontal\n");
 	fprintf(g, "$d << EOD\n");
 	int rows = 0;
 	for (size_t ci = 0; ci < N_CASES; ci++) {
