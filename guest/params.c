@@ -15,6 +15,8 @@ struct params P = {
 	.hlt = true,
 	.progress_ms = 1000,
 	.wpct = 50,
+	.balloon = true,
+	.balloon_mtl = true,
 };
 
 static const char *const workloads[] = { "idle", "memtouch", "hotset", "stream",
@@ -93,7 +95,8 @@ static void warn(const char *what, const char *w, size_t n)
 }
 
 static const char *const number_keys[] = { "mem", "wss", "rate", "seed", "verify", "verify_every",
-					   "exit_after", "period", "zerocheck", "progress", "wpct" };
+					   "exit_after", "period", "zerocheck", "progress", "wpct",
+					   "balloon", "balloon_mtl" };
 
 static bool known_number(const char *k, size_t n)
 {
@@ -158,6 +161,10 @@ static void parse_word(const char *w, size_t n, bool first)
 		P.progress_ms = num;
 	} else if (streq(w, k, "wpct")) {
 		P.wpct = num > 100 ? 100 : (u32)num;
+	} else if (streq(w, k, "balloon")) {
+		P.balloon = num != 0;
+	} else if (streq(w, k, "balloon_mtl")) {
+		P.balloon_mtl = num != 0;
 	}
 	if (!ok)
 		warn("bad value in", w, n);

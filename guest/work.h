@@ -27,6 +27,8 @@ struct params {
 	bool hlt;         /* halt (APIC timer) while waiting, else spin */
 	u64 progress_ms;  /* progress line interval; 0 = none */
 	u32 wpct;         /* mixed: percentage of pages written */
+	bool balloon;     /* run the balloon driver when the device is there */
+	bool balloon_mtl; /* accept must-tell-host (0: test the host's off path) */
 };
 extern struct params P;
 
@@ -50,6 +52,18 @@ struct memory {
 	u64 table_pages;
 	u64 *summary; /* bit t set: table page t may hold non-zero entries */
 	u64 summary_pages;
+	/*
+	 * The balloon (balloon.c) may take data pages from the top: pages
+	 * [limit, npages) are in the balloon, not the workload's. Their table
+	 * entries are zeroed when they go in (the host discards the page, so
+	 * it comes back zero), and the versions they held are added to
+	 * dropped, so that sum(table) + dropped == ctl.writes still holds.
+	 */
+	u64 limit;
+	u64 dropped;
+	/* Free RAM pages beyond what the workload uses (the top of RAM): the
+	 * balloon takes these first. */
+	u64 spare_pages;
 };
 extern struct memory M;
 
@@ -71,6 +85,10 @@ struct guest_ctl {
 	volatile u64 writes; /* completed page writes == sum of the table */
 	volatile u64 reads;
 	volatile u64 readsum;
+	/* Balloon: data pages >= balloon_limit are not the workload's; the
+	 * versions their table entries held before going in. */
+	volatile u64 balloon_limit;
+	volatile u64 balloon_dropped;
 };
 extern struct guest_ctl lm_guest_ctl;
 
@@ -84,6 +102,16 @@ void page_read(u64 idx);
 /* Checks every page; prints detail lines and "verify ok|FAIL ..."; true if ok. */
 bool verify_all(void);
 void selftest_run(int kind, u64 rnd);
+/* Balloon (balloon.c): moves data pages at the top in or out of the
+ * workload's reach, keeping the version table's sum consistent. */
+void memory_give(u64 idx);
+void memory_take_back(u64 idx);
+
+/* The balloon driver (balloon.c). balloon_init negotiates with the device
+ * (if there is one and P.balloon); balloon_service polls the target and
+ * moves towards it, returning the TSC time it next wants to run. */
+void balloon_init(bool pv);
+u64 balloon_service(u64 now);
 void fpu_canary_init(u64 seed);
 /* true if the vector registers, MXCSR and the x87 control word still hold
  * the canary; prints a "verify FAIL reg=..." line if not and print is set. */

@@ -111,6 +111,13 @@ int lm_vm_start(struct lm_vm *vm);
 int lm_vm_pause(struct lm_vm *vm);
 int lm_vm_resume(struct lm_vm *vm);
 bool lm_vm_is_paused(const struct lm_vm *vm);
+/*
+ * While held, lm_vm_resume() fails with -EBUSY: a migration holds its paused
+ * VM during the stop-and-copy (a `cont` then would change pages already
+ * sent) and after completing (the guest runs elsewhere now). Holding needs
+ * a paused VM (-EINVAL otherwise). Released by lm_vm_hold_paused(vm, false).
+ */
+int lm_vm_hold_paused(struct lm_vm *vm, bool hold);
 /* Asks the VM to stop for good: lm_vm_wait() returns with status. */
 void lm_vm_quit(struct lm_vm *vm, int status);
 /*

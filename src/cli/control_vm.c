@@ -78,6 +78,10 @@ static int cmd_cont(void *ctx, struct json_object *args, struct json_object **re
 		return -EINVAL;
 	bool was = lm_vm_is_paused(v->vm);
 	int r = lm_vm_resume(v->vm);
+	if (r == -EBUSY) {
+		snprintf(err, errlen, "The VM is held paused by a migration (switchover in progress or completed)");
+		return r;
+	}
 	if (r < 0) {
 		snprintf(err, errlen, "The VM is not running any more");
 		return r;

@@ -51,13 +51,15 @@ static int src_pause(void *ctx)
 {
 	struct lm_vm_migration *m = ctx;
 	m->was_paused = lm_vm_is_paused(m->vm);
-	return lm_vm_pause(m->vm);
+	int err = lm_vm_pause(m->vm);
+	return err < 0 ? err : lm_vm_hold_paused(m->vm, true);
 }
 
 static int src_resume(void *ctx)
 {
 	struct lm_vm_migration *m = ctx;
 	/* After a failed switchover the VM goes back to how the user left it. */
+	lm_vm_hold_paused(m->vm, false);
 	return m->was_paused ? 0 : lm_vm_resume(m->vm);
 }
 

@@ -506,9 +506,21 @@ int lm_vm_pause(struct lm_vm *vm)
 int lm_vm_resume(struct lm_vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
-	int r = vm->stopped ? -ESRCH : 0;
-	vm->pause_req = false;
-	pthread_cond_broadcast(&vm->cond);
+	int r = vm->stopped ? -ESRCH : vm->pause_held ? -EBUSY : 0;
+	if (r == 0) {
+		vm->pause_req = false;
+		pthread_cond_broadcast(&vm->cond);
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return r;
+}
+
+int lm_vm_hold_paused(struct lm_vm *vm, bool hold)
+{
+	pthread_mutex_lock(&vm->lock);
+	int r = hold && !vm->pause_req ? -EINVAL : 0;
+	if (r == 0)
+		vm->pause_held = hold;
 	pthread_mutex_unlock(&vm->lock);
 	return r;
 }

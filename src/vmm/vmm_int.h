@@ -78,6 +78,7 @@ struct lm_vm {
 	pthread_cond_t cond;
 	bool started;
 	bool pause_req;
+	bool pause_held; /* lm_vm_hold_paused: resume refused */
 	bool stopped; /* poweroff, quit or crash: never runs again */
 	bool crashed;
 	int exit_status;
