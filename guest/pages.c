@@ -145,6 +145,9 @@ void memory_init(u64 mem, bool scrub_table)
 		gprintf("livemig-guest: error: not enough memory for the workload\n");
 		M.npages = 0;
 	}
+	M.limit = M.npages;
+	M.dropped = 0;
+	M.spare_pages = total - limit;
 
 	/*
 	 * Firmware may leave data in RAM it reports as free (SeaBIOS under
@@ -178,6 +181,8 @@ void memory_init(u64 mem, bool scrub_table)
 		C.ranges[i] = M.r[i];
 	C.seed_mix = mix64(P.seed ^ 0x6c6976656d6967ull);
 	C.inflight_index = INFLIGHT_NONE;
+	C.balloon_limit = M.limit;
+	C.balloon_dropped = 0;
 	C.magic = CTL_MAGIC;
 }
 
@@ -194,8 +199,42 @@ u64 page_addr(u64 idx)
 	return M.r[i].start + (idx - M.first[i]) * PAGE_SIZE;
 }
 
+/*
+ * The balloon takes data pages from the top, one at a time and in order
+ * (memory_give(limit - 1)), and gives them back in the reverse order. A
+ * page in the balloon is not the workload's: page_write and page_read
+ * pass it over and the checker ignores it. Its table entry goes to zero
+ * (the host discards the page, so it reads zero when it comes back, which
+ * is what version 0 means) and the version it held moves to dropped.
+ */
+void memory_give(u64 idx)
+{
+	if (idx + 1 != M.limit)
+		return;
+	M.limit = idx;
+	C.balloon_limit = idx;
+	barrier();
+	u32 v = M.table[idx];
+	if (v) {
+		M.dropped += v;
+		C.balloon_dropped = M.dropped;
+		barrier();
+		M.table[idx] = 0;
+	}
+}
+
+void memory_take_back(u64 idx)
+{
+	if (idx != M.limit || idx >= M.npages)
+		return;
+	M.limit = idx + 1;
+	C.balloon_limit = M.limit;
+}
+
 void page_write(u64 idx)
 {
+	if (idx >= M.limit)
+		return;
 	u64 a = page_addr(idx);
 	u64 *p = (u64 *)(uintptr_t)a;
 	u64 pfn = a / PAGE_SIZE;
@@ -228,6 +267,8 @@ void page_write(u64 idx)
 /* Reads one word per cache line, as a reader streaming the page would. */
 void page_read(u64 idx)
 {
+	if (idx >= M.limit)
+		return;
 	const volatile u64 *p = (const volatile u64 *)(uintptr_t)page_addr(idx);
 	u64 sum = 0;
 	for (unsigned i = 0; i < PAGE_WORDS; i += 8)
@@ -342,6 +383,10 @@ bool verify_all(void)
 	for (unsigned r = 0; r < M.n; r++) {
 		u64 idx = M.first[r];
 		for (u64 a = M.r[r].start; a < M.r[r].end; a += PAGE_SIZE, idx++) {
+			/* Pages in the balloon are not the workload's; they are
+			 * all at the top, so the check ends here. */
+			if (idx >= M.limit)
+				goto done;
 			/* Without zerocheck, table pages whose summary bit is clear
 			 * are skipped unread: the check costs what was written. A
 			 * lost summary bit shows up in the sum check. */
@@ -365,8 +410,11 @@ bool verify_all(void)
 				bad++;
 		}
 	}
-	/* A write in flight may have bumped the table but not the counter. */
+done:;
+	/* A write in flight may have bumped the table but not the counter.
+	 * Versions of pages that went into the balloon count as written. */
 	u64 writes = C.writes;
+	sum += M.dropped;
 	if (sum != writes && !(C.inflight_index != INFLIGHT_NONE && sum == writes + 1)) {
 		bad++;
 		gprintf("verify FAIL writes expected=%llu found=%llu (version table sum)\n",
@@ -400,33 +448,33 @@ static bool was_damaged(u64 idx)
  * one is written. */
 static u64 pick_page(u64 start)
 {
-	u64 idx = start, seen = 0;
-	while (seen < M.npages) {
+	u64 idx = start, seen = 0, n = M.limit;
+	while (seen < n) {
 		u64 tp = idx / 1024;
 		/* Table pages never written need not be read. */
 		if (idx % 1024 == 0 && !(M.summary[tp / 64] & (1ull << (tp % 64)))) {
-			u64 skip = M.npages - idx < 1024 ? M.npages - idx : 1024;
+			u64 skip = n - idx < 1024 ? n - idx : 1024;
 			seen += skip;
-			idx = (idx + skip) % M.npages;
+			idx = (idx + skip) % n;
 			continue;
 		}
 		if (M.table[idx] && !was_damaged(idx))
 			return idx;
-		idx = (idx + 1) % M.npages;
+		idx = (idx + 1) % n;
 		seen++;
 	}
 	idx = start;
 	while (was_damaged(idx))
-		idx = (idx + 1) % M.npages;
+		idx = (idx + 1) % n;
 	page_write(idx);
 	return idx;
 }
 
 static void damage(int kind, u64 rnd)
 {
-	if (M.npages < 4)
+	if (M.limit < 4)
 		return;
-	u64 idx = pick_page(rnd % M.npages);
+	u64 idx = pick_page(rnd % M.limit);
 	damaged[ndamaged++ % 3] = idx;
 	u64 a = page_addr(idx), pfn = a / PAGE_SIZE;
 	u64 *p = (u64 *)(uintptr_t)a;

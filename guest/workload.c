@@ -144,8 +144,9 @@ static u64 service(void)
 	}
 	if (P.exit_after && now >= S.exit_at)
 		finish();
+	u64 balloon_next = balloon_service(now);
 
-	u64 next = ~0ull;
+	u64 next = balloon_next;
 	if (P.progress_ms && S.next_progress < next)
 		next = S.next_progress;
 	if (S.pv && S.next_poll < next)
@@ -349,6 +350,7 @@ void user_main(void)
 		break;
 	}
 	banner();
+	balloon_init(S.pv);
 	if (P.workload != W_MEMTOUCH)
 		setup_done();
 

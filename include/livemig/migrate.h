@@ -40,6 +40,7 @@
 #include "livemig/common.h"
 #include "livemig/track.h"
 #include "livemig/stream.h"
+#include "livemig/skip.h"
 
 /* ---- the workload ops table ---------------------------------------------- */
 
@@ -73,6 +74,15 @@ struct lm_workload_ops {
 	 * the guest may run here (and nowhere else).
 	 * Called exactly once when setup() was called. May be NULL. */
 	void (*finish)(void *ctx, int err, const char *msg);
+	/*
+	 * The skip map the sender's ballooned-page map is written into
+	 * (TABLE records), asked for once after setup(); it must cover the
+	 * layout's page space and be all clear (the receiver clears it
+	 * first). NULL (or a NULL op) refuses the skip-balloon and
+	 * table-stream capabilities: ballooned pages then arrive as ordinary
+	 * pages. The map stays the workload's.
+	 */
+	lm_skip_map *(*skip_map)(void *ctx);
 };
 
 /* ---- parameters ------------------------------------------------------------ */
@@ -129,6 +139,11 @@ struct lm_migrate_stats {
 	uint64_t normal;               /* pages sent with their contents */
 	uint64_t normal_bytes;
 	uint64_t skipped;              /* never-touched pages, neither read nor sent */
+	uint64_t pages_scanned;        /* pages whose contents were read (zero test or copy) */
+	uint64_t ballooned;            /* pages in the skip map (whether skip-balloon is on or not) */
+	bool skip_balloon;             /* skip-balloon negotiated: ballooned pages neither read nor sent */
+	uint64_t table_bytes;          /* bytes of TABLE records (the skip map on the wire) */
+	uint64_t stop_copy_bytes;      /* bytes written from pause() to END */
 	uint64_t dirty_sync_count;     /* full harvests of the dirty source */
 	uint64_t dirty_pages_rate;     /* pages/s dirtied, last estimate */
 	double mbps;                   /* measured bandwidth, Mbit/s of guest data pages: the rate
@@ -156,6 +171,19 @@ typedef struct lm_migration lm_migration;
 int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, size_t n,
 		     struct lm_dirty_source *src, const struct lm_workload_ops *ops, void *ctx,
 		     const struct lm_migrate_params *p);
+/*
+ * Before lm_migration_start: the pages marked in map are the guest's
+ * ballooned pages (they read as zero). trusted says the guest promised to
+ * tell the host before it reuses one (must-tell-host); only then, and
+ * unless the user disabled LM_CAP_SKIP_BALLOON, the sender offers
+ * skip-balloon and table-stream, and with both accepted, marked pages are
+ * neither read nor sent and the map itself travels as TABLE records.
+ * Otherwise ballooned pages are ordinary pages and the map only feeds the
+ * "ballooned" stat. The map is borrowed for the migration's life; only the
+ * migration thread reads its table stream (restarted at the start).
+ * 0, -EINVAL (no map) or -EBUSY (started).
+ */
+int lm_migration_set_skip_map(lm_migration *m, lm_skip_map *map, bool trusted);
 /* Start the migration thread on fd (a connected stream). 0 or -errno. */
 int lm_migration_start(lm_migration *m, int fd);
 /*
@@ -196,6 +224,8 @@ struct lm_receive_stats {
 	uint64_t rounds;       /* ROUND records seen */
 	uint64_t devices;      /* DEVICE records */
 	uint64_t caps;         /* negotiated capabilities */
+	uint64_t table_bytes;  /* bytes of TABLE records applied to the skip map */
+	uint64_t ballooned;    /* pages marked in the skip map at the end */
 	bool digest_ok;
 	char error[256];       /* the cause when the receive failed */
 };

@@ -82,6 +82,15 @@ struct lm_vm_config {
 	 * destination fills RAM before it knows the vCPU count.
 	 */
 	void *ram;
+	/*
+	 * Optional: the balloon's skip map (livemig/balloon.h), already
+	 * filled by the caller (a migration destination receives it with
+	 * RAM), made for this VM's page space (lm_skip_map_npages ==
+	 * (mem_size <= 3 GiB ? mem_size : mem_size + 1 GiB) / 4 KiB). On
+	 * success the VM owns it; on failure it stays the caller's. NULL: the
+	 * VM makes an empty one.
+	 */
+	struct lm_skip_map *skip_map;
 };
 
 /* A guest RAM slot as KVM knows it. */

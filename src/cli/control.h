@@ -56,6 +56,8 @@ struct lm_vm;
  * STOP/RESUME events. The VM must outlive the server.
  */
 int lm_control_vm_commands(struct lm_control *c, struct lm_vm *vm);
+/* The balloon commands (src/cli/control_balloon.c): balloon, query-balloon. */
+int lm_control_balloon_commands(struct lm_control *c, struct lm_vm *vm);
 
 /* Helpers for handlers: fetch a typed argument. 0, -ENOENT (absent, *out
  * untouched) or -EINVAL (wrong type; err says so). */

@@ -2,7 +2,8 @@
  * Control-socket migration commands for a process that holds a VM:
  * migrate, migrate-cancel, query-migrate, migrate-set-parameters and
  * query-migrate-parameters, with QEMU's names and units (downtime-limit in
- * ms, max-bandwidth in bytes/s).
+ * ms, max-bandwidth in bytes/s), plus skip-balloon (on by default: leave
+ * ballooned pages out when the guest promised must-tell-host).
  *
  * `migrate` returns at once, like QEMU's: a waiter thread follows the
  * migration, sends a MIGRATION event with the final stats and then, when
@@ -231,6 +232,15 @@ static int cmd_set_parameters(void *ctx, struct json_object *args, struct json_o
 			if ((r = lm_control_arg_bool(args, key, &b, err, errlen)) < 0)
 				return r;
 			p.compress = b;
+		} else if (!strcmp(key, "skip-balloon")) {
+			/* On by default; it takes effect only when the guest
+			 * promised must-tell-host (src/vmm/migration.c). */
+			if ((r = lm_control_arg_bool(args, key, &b, err, errlen)) < 0)
+				return r;
+			if (b)
+				p.caps_disabled &= ~(uint64_t)LM_CAP_SKIP_BALLOON;
+			else
+				p.caps_disabled |= LM_CAP_SKIP_BALLOON;
 		} else if (!strcmp(key, "chunk-pages")) {
 			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
 				return r;
@@ -265,6 +275,8 @@ static int cmd_query_parameters(void *ctx, struct json_object *args, struct json
 	json_object_object_add(o, "on-nonconverge", json_object_new_string(nonconv_name(p.on_nonconverge)));
 	json_object_object_add(o, "compress", json_object_new_boolean(p.compress));
 	json_object_object_add(o, "chunk-pages", json_object_new_int64((int64_t)p.chunk_pages));
+	json_object_object_add(o, "skip-balloon",
+			       json_object_new_boolean(!(p.caps_disabled & LM_CAP_SKIP_BALLOON)));
 	*ret = o;
 	return 0;
 }

@@ -36,6 +36,8 @@ static void usage(FILE *f)
 		"  --max-time MS             pre-copy time before giving up converging (default none)\n"
 		"  --on-nonconverge WHAT     switchover (default) or cancel\n"
 		"  --compress                offer zstd compression of page data\n"
+		"  --no-skip-balloon         send ballooned pages as ordinary pages (skip-balloon\n"
+		"                            is on by default when the guest promised must-tell-host)\n"
 		"  --timeout SEC             cancel the migration if it has not ended by then\n"
 		"  --json                    print the final report as JSON\n"
 		"  -q, --quiet               no progress line\n"
@@ -203,7 +205,7 @@ static bool final_status(const char *s)
 int lm_cli_migrate(int argc, char **argv)
 {
 	enum { O_CONTROL = 256, O_TO, O_DOWNTIME, O_BW, O_ROUNDS, O_TIME, O_NONCONV, O_COMPRESS,
-	       O_JSON, O_TIMEOUT };
+	       O_JSON, O_TIMEOUT, O_NO_SKIP_BALLOON };
 	static const struct option opts[] = {
 	    {"control", required_argument, NULL, O_CONTROL},
 	    {"to", required_argument, NULL, O_TO},
@@ -213,6 +215,7 @@ int lm_cli_migrate(int argc, char **argv)
 	    {"max-time", required_argument, NULL, O_TIME},
 	    {"on-nonconverge", required_argument, NULL, O_NONCONV},
 	    {"compress", no_argument, NULL, O_COMPRESS},
+	    {"no-skip-balloon", no_argument, NULL, O_NO_SKIP_BALLOON},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
 	    {"json", no_argument, NULL, O_JSON},
 	    {"quiet", no_argument, NULL, 'q'},
@@ -274,6 +277,9 @@ int lm_cli_migrate(int argc, char **argv)
 			break;
 		case O_COMPRESS:
 			json_object_object_add(params, "compress", json_object_new_boolean(true));
+			break;
+		case O_NO_SKIP_BALLOON:
+			json_object_object_add(params, "skip-balloon", json_object_new_boolean(false));
 			break;
 		case O_TIMEOUT:
 			timeout = strtod(optarg, &end);

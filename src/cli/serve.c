@@ -58,6 +58,7 @@ int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, const char *control, boo
 			goto out;
 		}
 		if ((r = lm_control_vm_commands(ctl, vm)) < 0 ||
+		    (r = lm_control_balloon_commands(ctl, vm)) < 0 ||
 		    (r = lm_control_migrate_new(ctl, vm, &cm)) < 0 || (r = lm_control_start(ctl)) < 0) {
 			fprintf(stderr, "livemig %s: control socket: %s\n", prog, lm_strerror(r));
 			goto out;

@@ -9,6 +9,10 @@
  * already written into memory that will never run do no harm). The digest
  * is kept over what was written into destination memory, hashing the
  * destination pages themselves, and compared with the sender's at END.
+ * TABLE records (skip-balloon with the table stream) are applied to the
+ * workload's skip map; every skipped page they carry is zero at the source,
+ * so it is zeroed here too (only if a DATA run wrote it) and contributes
+ * zero to the digest, as the sender counts it.
  * Success (return 0, finish(0)) only after RESULT ok went out and the
  * sender's COMMIT came back (see wait_commit).
  */
@@ -45,6 +49,7 @@ struct recv {
 	bool setup_called;
 	bool accept_sent; /* after ACCEPT, failures are answered with RESULT */
 	uint64_t dig_lo, dig_hi, dig_npages;
+	lm_skip_map *skip; /* the workload's, when skip-balloon was accepted */
 };
 
 static int rfail(struct recv *r, int err, const char *fmt, ...)
@@ -153,6 +158,23 @@ static int handshake(struct recv *r, uint64_t allowed)
 	for (uint32_t i = 0; i < l->nregions; i++)
 		if (!r->mem[i].host)
 			return rfail(r, -EINVAL, "setup gave no memory for region %u", i);
+	/* The skip map needs somewhere to go: without one, ballooned pages
+	 * come as ordinary pages. */
+	const uint64_t skipcaps = LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM;
+	if (accepted & skipcaps) {
+		r->skip = r->ops->skip_map ? r->ops->skip_map(r->ctx) : NULL;
+		if (!r->skip) {
+			if (rec.u.hello.mandatory & skipcaps)
+				return rfail(r, -ENOTSUP, "refused HELLO: the sender requires skip-balloon, "
+							  "this destination keeps no skip map");
+			accepted &= ~skipcaps;
+			r->s.caps = accepted;
+			r->st->caps = accepted;
+		} else {
+			/* The table stream's first pass assumes a clear map. */
+			lm_skip_map_clear(r->skip, 0, lm_skip_map_npages(r->skip));
+		}
+	}
 	err = lm_digest_init(&r->digest, l->end_page);
 	if (err)
 		return rfail(r, err, "out of memory for the digest");
@@ -246,6 +268,45 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 	return 0;
 }
 
+/* A skipped page (a run of them) from a TABLE record: zero here as at the source. */
+static void skipped_run(void *arg, uint64_t first, uint64_t n)
+{
+	struct recv *r = arg;
+	const lm_stream_layout *l = &r->s.layout;
+	for (uint32_t i = 0; i < l->nregions; i++) {
+		uint64_t rs = l->regions[i].first_page, re = rs + l->regions[i].npages;
+		uint64_t s = first > rs ? first : rs, e = first + n < re ? first + n : re;
+		if (s >= e)
+			continue;
+		/* Fresh memory is zero: only pages a DATA run wrote need it. */
+		if (lm_bitmap_count_range(&r->written, s, e - s)) {
+			uint8_t *host = r->mem[i].host;
+			for (uint64_t p = s; p < e; p++) {
+				if (!lm_bitmap_test(&r->written, p))
+					continue;
+				memset(host + (p - rs) * LM_PAGE_SIZE, 0, LM_PAGE_SIZE);
+				lm_bitmap_clear(&r->written, p);
+			}
+		}
+		lm_digest_zero(&r->digest, s, e - s);
+	}
+}
+
+static int table(struct recv *r, const lm_record *rec)
+{
+	char w[80], why[200];
+	if (!r->skip)
+		return rfail(r, -EPROTO, "TABLE record without a skip map (%s)", where(r, w, sizeof(w)));
+	if (r->have_digest)
+		return rfail(r, -EPROTO, "TABLE record after DIGEST");
+	int64_t got = lm_skip_map_table_write(r->skip, rec->u.table.payload, rec->u.table.len, skipped_run, r, why,
+					      sizeof(why));
+	if (got < 0)
+		return rfail(r, (int)got, "bad TABLE record: %s (%s)", why, where(r, w, sizeof(w)));
+	r->st->table_bytes += LM_FRAME_HDR + rec->u.table.len;
+	return 0;
+}
+
 /* Records until END; returns 0 at a complete, verified stream. */
 static int records(struct recv *r)
 {
@@ -268,7 +329,8 @@ static int records(struct recv *r)
 			r->records++;
 			continue;
 		}
-		if (f.type != LM_REC_ROUND && f.type != LM_REC_DEVICE && f.type != LM_REC_DIGEST && f.type != LM_REC_END)
+		if (f.type != LM_REC_ROUND && f.type != LM_REC_DEVICE && f.type != LM_REC_DIGEST && f.type != LM_REC_END &&
+		    f.type != LM_REC_TABLE)
 			return rfail(r, -EPROTO, "unexpected %s record in the stream (%s)", lm_stream_type_name(f.type),
 				     where(r, w, sizeof(w)));
 		err = read_payload(r, &f);
@@ -296,6 +358,11 @@ static int records(struct recv *r)
 						     rec.u.device.name, rec.u.device.len, lm_strerror(err));
 			}
 			r->st->devices++;
+			break;
+		case LM_REC_TABLE:
+			err = table(r, &rec);
+			if (err)
+				return err;
 			break;
 		case LM_REC_DIGEST:
 			if (r->have_digest)
@@ -387,6 +454,9 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		goto out;
 	}
 	err = records(&r);
+	/* Only now: after a failure the workload may have dropped the map. */
+	if (!err && r.skip)
+		r.st->ballooned = lm_skip_map_count(r.skip);
 	if (err) {
 		if (err != -ECONNABORTED)
 			(void)send_status(&r, LM_REC_RESULT, -err, r.st->error);

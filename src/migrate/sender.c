@@ -18,6 +18,20 @@
  * counts what is left; that, the bandwidth measured on the round's data pages
  * (estimate()) and the downtime limit decide whether to stop the workload.
  *
+ * Ballooned pages (lm_migration_set_skip_map): when skip-balloon and the
+ * table stream are negotiated, each chunk's skipped pages are removed from
+ * the dirty set after the chunk is re-armed and before it is copied, under
+ * the skip map's lock, so they are neither read nor mentioned on the wire.
+ * After every round (and after the final pass) the skip map's table stream
+ * is drained into TABLE records: the first pass carries the whole map, later
+ * ones only the 128-page entries that changed. A page marked after it was
+ * sent with data is zero at the source now (the balloon freed it), so every
+ * skipped page a TABLE record carries gets a zero digest contribution here,
+ * and the receiver zeroes it and its contribution there; both digests agree.
+ * A page unmarked (deflated) is an ordinary page again: the guest writes it
+ * only after the host unmarked it, the dirty source logs the write and a
+ * later pass sends it.
+ *
  * The switchover ends with a two-step commit: the receiver answers END with
  * RESULT ok once every page and the digest checked out, the sender answers
  * that with COMMIT and reports success (the workload stays paused), and the
@@ -39,6 +53,8 @@
 #define OUT_FLUSH (1u << 20)
 /* Dirty page indices taken from the bitmap per step. */
 #define TAKE_MAX 512
+/* One TABLE record's payload at most (the skip map's table stream). */
+#define TABLE_BUF (256u << 10)
 
 struct lm_state_writer {
 	lm_buf *out;
@@ -76,6 +92,12 @@ struct lm_migration {
 	bool dirty_ok, digest_ok, tracking, paused, io_ok;
 	bool use_zstd;
 	uint8_t *scratch;
+	/* Ballooned pages: the borrowed skip map, and whether it is used. */
+	lm_skip_map *skip;
+	bool skip_trusted; /* must-tell-host: the map may be used */
+	bool use_skip;
+	uint8_t *tbuf; /* TABLE_BUF bytes while use_skip */
+	uint64_t pause_bytes_out;
 	uint64_t take[TAKE_MAX];
 	bool zero[TAKE_MAX];
 	/* per-round accounting */
@@ -105,6 +127,8 @@ void lm_migrate_params_default(struct lm_migrate_params *p)
 static void publish(struct lm_migration *m)
 {
 	m->st.transferred = m->io.bytes_out;
+	if (m->skip)
+		m->st.ballooned = lm_skip_map_count(m->skip);
 	m->st.total_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
 	pthread_mutex_lock(&m->lock);
 	m->pub = m->st;
@@ -259,6 +283,7 @@ static int send_chunk(struct lm_migration *m, const struct lm_mem_region *r, uin
 {
 	uint64_t k;
 	while ((k = lm_sbitmap_take(&m->dirty, first, n, m->take, TAKE_MAX)) > 0) {
+		m->st.pages_scanned += k;
 		for (uint64_t j = 0; j < k; j++)
 			m->zero[j] = lm_page_is_zero((const uint8_t *)r->host +
 						     (m->take[j] - r->first_page) * LM_PAGE_SIZE);
@@ -306,6 +331,11 @@ static int send_pass(struct lm_migration *m)
 				if (err)
 					return fail(m, err, "dirty source '%s' failed to re-arm pages during %s: %s",
 						    m->src->ops->name, m->phase, lm_strerror(err));
+				/* After the re-arm, so a page deflated and written
+				 * from now on is logged again; before the copy, so a
+				 * skipped page is never read. */
+				if (m->use_skip)
+					lm_skip_map_remove_from(m->skip, &m->dirty, r->first_page + c, cn);
 				err = send_chunk(m, r, r->first_page + c, cn);
 				if (err)
 					return err;
@@ -333,9 +363,45 @@ static int count_remaining(struct lm_migration *m, uint64_t *pages)
 		}
 	}
 	m->st.dirty_sync_count++;
+	/* Skipped pages will not be sent: they are not part of what remains. */
+	if (m->use_skip)
+		for (size_t i = 0; i < m->nregions; i++)
+			lm_skip_map_remove_from(m->skip, &m->dirty, m->regions[i].first_page, m->regions[i].npages);
 	*pages = lm_sbitmap_count(&m->dirty);
 	m->sync_time = lm__now() - t0;
 	return 0;
+}
+
+/* A skipped page the table stream carries reads as zero at the source. */
+static void table_run(void *arg, uint64_t first, uint64_t n)
+{
+	struct lm_migration *m = arg;
+	lm_digest_zero(&m->digest, first, n);
+}
+
+/*
+ * Drain one pass of the skip map's table stream into TABLE records: the
+ * whole map the first time, then only the entries changed since.
+ */
+static int send_table(struct lm_migration *m)
+{
+	if (!m->use_skip)
+		return 0;
+	for (;;) {
+		int64_t got = lm_skip_map_table_read(m->skip, m->tbuf, TABLE_BUF, table_run, m);
+		if (got < 0)
+			return fail(m, (int)got, "reading the skip map failed during %s: %s", m->phase,
+				    lm_strerror((int)got));
+		if (got == 0)
+			return 0;
+		int err = lm_stream_put_table(&m->out, m->tbuf, (size_t)got);
+		if (err)
+			return put_fail(m, err, "a TABLE record");
+		m->st.table_bytes += LM_FRAME_HDR + (uint64_t)got;
+		err = maybe_flush(m);
+		if (err)
+			return err;
+	}
 }
 
 /* A round needs this many data pages (256 KiB) before its rate is trusted:
@@ -422,6 +488,12 @@ static int handshake(struct lm_migration *m)
 		return fail(m, err, "bad memory layout: %s", e.msg);
 	h.mandatory = LM_CAP_RECORD_CSUM;
 	h.offered = LM_CAP_RECORD_CSUM | (m->p.compress ? LM_CAP_ZSTD : 0);
+	/* Ballooned pages are skipped only with the map on the wire too: the
+	 * destination must learn which pages to zero and keep the map. */
+	if (m->skip && m->skip_trusted)
+		h.offered |= LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM;
+	if (m->p.caps_disabled & LM_CAP_SKIP_BALLOON)
+		h.offered &= ~(LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM);
 	h.offered &= ~(m->p.caps_disabled & ~LM_CAP_RECORD_CSUM);
 	m->s.layout = h.layout;
 	err = lm_stream_put_hello(&m->out, &h);
@@ -457,6 +529,15 @@ static int handshake(struct lm_migration *m)
 		return fail(m, err, "bad ACCEPT: %s", e.msg);
 	m->io.timeout_ms = 0;
 	m->use_zstd = (m->s.caps & LM_CAP_ZSTD) != 0;
+	const uint64_t both = LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM;
+	m->use_skip = m->skip && m->skip_trusted && (m->s.caps & both) == both;
+	m->st.skip_balloon = m->use_skip;
+	if (m->use_skip) {
+		m->tbuf = malloc(TABLE_BUF);
+		if (!m->tbuf)
+			return fail(m, -ENOMEM, "out of memory during %s", m->phase);
+		lm_skip_map_table_restart(m->skip);
+	}
 	if (m->use_zstd) {
 		m->scratch = malloc((size_t)LM_STREAM_MAX_RUN_PAGES * LM_PAGE_SIZE);
 		if (!m->scratch)
@@ -508,9 +589,12 @@ static int switchover(struct lm_migration *m)
 			return fail(m, err, "could not pause the workload: %s", lm_strerror(err));
 	}
 	m->paused = true;
+	m->pause_bytes_out = m->io.bytes_out;
 	publish(m);
 	m->round_pages = 0;
 	err = send_pass(m);
+	if (!err)
+		err = send_table(m);
 	if (err)
 		return err;
 	m->st.dirty_sync_count++;
@@ -532,6 +616,7 @@ static int switchover(struct lm_migration *m)
 	err = flush(m);
 	if (err)
 		return err;
+	m->st.stop_copy_bytes = m->io.bytes_out - m->pause_bytes_out;
 	err = wait_result(m);
 	if (err)
 		return err;
@@ -596,6 +681,8 @@ static int run(struct lm_migration *m)
 		if (err)
 			return put_fail(m, err, "ROUND");
 		err = send_pass(m);
+		if (!err)
+			err = send_table(m);
 		if (!err)
 			err = flush(m);
 		if (err)
@@ -721,6 +808,19 @@ int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, si
 	return 0;
 }
 
+int lm_migration_set_skip_map(lm_migration *m, lm_skip_map *map, bool trusted)
+{
+	if (!map)
+		return -EINVAL;
+	if (m->thread_on || m->st.status != LM_MIG_NONE)
+		return -EBUSY;
+	m->skip = map;
+	m->skip_trusted = trusted;
+	m->st.ballooned = lm_skip_map_count(map);
+	m->pub = m->st;
+	return 0;
+}
+
 int lm_migration_start(lm_migration *m, int fd)
 {
 	if (m->thread_on || m->st.status != LM_MIG_NONE)
@@ -795,6 +895,7 @@ void lm_migration_free(lm_migration *m)
 	lm_stream_destroy(&m->s);
 	lm_buf_destroy(&m->out);
 	free(m->scratch);
+	free(m->tbuf);
 	close(m->cancel_fd);
 	pthread_mutex_destroy(&m->lock);
 	free(m->regions);

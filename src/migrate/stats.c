@@ -47,6 +47,7 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 		add_u64(o, "downtime-us", st->downtime_us);
 	}
 	add_u64(o, "expected-downtime", st->expected_downtime_ms);
+	json_object_object_add(o, "skip-balloon", json_object_new_boolean(st->skip_balloon));
 	add_u64(ram, "transferred", st->transferred);
 	add_u64(ram, "remaining", st->remaining);
 	add_u64(ram, "total", st->total);
@@ -59,6 +60,10 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	json_object_object_add(ram, "mbps", json_object_new_double(st->mbps));
 	add_u64(ram, "page-size", LM_PAGE_SIZE);
 	add_u64(ram, "rounds", st->rounds);
+	add_u64(ram, "pages-scanned", st->pages_scanned);
+	add_u64(ram, "ballooned", st->ballooned);
+	add_u64(ram, "table-bytes", st->table_bytes);
+	add_u64(ram, "stop-copy-bytes", st->stop_copy_bytes);
 	json_object_object_add(o, "ram", ram);
 	if (st->error[0])
 		json_object_object_add(o, "error-desc", json_object_new_string(st->error));
@@ -98,6 +103,15 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 	fprintf(f, "%-20s %llu pages\n", "normal", (unsigned long long)st->normal);
 	fprintf(f, "%-20s %llu pages\n", "duplicate (zero)", (unsigned long long)st->duplicate);
 	fprintf(f, "%-20s %llu pages\n", "skipped (untouched)", (unsigned long long)st->skipped);
+	fprintf(f, "%-20s %llu pages\n", "scanned", (unsigned long long)st->pages_scanned);
+	fprintf(f, "%-20s %llu pages (skip-balloon %s)\n", "ballooned", (unsigned long long)st->ballooned,
+		st->skip_balloon ? "on: neither read nor sent" : "off: ordinary pages");
+	if (st->table_bytes)
+		fprintf(f, "%-20s %llu bytes\n", "skip map on wire", (unsigned long long)st->table_bytes);
+	if (st->stop_copy_bytes) {
+		mib(a, sizeof(a), st->stop_copy_bytes);
+		fprintf(f, "%-20s %s\n", "stop-and-copy", a);
+	}
 	fprintf(f, "%-20s %llu\n", "dirty syncs", (unsigned long long)st->dirty_sync_count);
 	fprintf(f, "%-20s %llu pages/s\n", "dirty rate", (unsigned long long)st->dirty_pages_rate);
 	fprintf(f, "%-20s %.0f Mbit/s\n", "bandwidth", st->mbps);

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <linux/kvm.h>
 
+#include "livemig/balloon.h"
 #include "livemig/track_kvm.h"
 #include "livemig/vmm_migrate.h"
 
@@ -113,6 +114,16 @@ int lm_vm_migration_new(struct lm_vm *vm, const struct lm_migrate_params *p,
 		goto fail;
 	if ((err = lm_migration_new(&m->mig, m->regions, m->n, m->src, &vm_source_ops, m, p)) < 0)
 		goto fail;
+	/*
+	 * Ballooned pages may be left out only if the guest promised to
+	 * deflate a page before reusing it; otherwise the map just shows in
+	 * the stats and the pages go as ordinary (zero) pages. The user can
+	 * still switch it off (caps_disabled).
+	 */
+	bool must_tell_host = false;
+	lm_vm_balloon_info(vm, NULL, NULL, &must_tell_host);
+	if ((err = lm_migration_set_skip_map(m->mig, lm_vm_skip_map(vm), must_tell_host)) < 0)
+		goto fail;
 	*out = m;
 	return 0;
 fail:
@@ -175,6 +186,7 @@ struct incoming {
 	lm_stream_layout layout;
 	struct lm_vm *vm;
 	bool committed;
+	lm_skip_map *skip; /* received before the VM exists; the VM adopts it */
 };
 
 /* Guest physical address of RAM byte offset off, in the VMM's layout:
@@ -221,6 +233,16 @@ static int in_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region *
 	return 0;
 }
 
+/* The sender's skip map lands here; the VM made at load_state adopts it,
+ * so the pages stay known as ballooned after A -> B -> C. */
+static lm_skip_map *in_skip_map(void *ctx)
+{
+	struct incoming *in = ctx;
+	if (!in->skip && lm_skip_map_new(in->layout.end_page, &in->skip) < 0)
+		return NULL;
+	return in->skip;
+}
+
 static int in_load_state(void *ctx, const char *name, const void *blob, size_t len)
 {
 	struct incoming *in = ctx;
@@ -240,11 +262,13 @@ static int in_load_state(void *ctx, const char *name, const void *blob, size_t l
 	    .console_fn = in->cfg->console_fn,
 	    .console_opaque = in->cfg->console_opaque,
 	    .ram = in->ram,
+	    .skip_map = in->skip,
 	};
 	struct lm_vm *vm;
 	if ((err = lm_vm_new(&vc, &vm)) < 0)
 		return err;
 	in->ram = NULL; /* the VM owns it now */
+	in->skip = NULL; /* this too (the receiver still writes into it) */
 	/* Same slots as the source, or the dirty tracking of a later
 	 * migration from here would not line up. */
 	if (lm_vm_slot_count(vm) != in->layout.nregions) {
@@ -278,6 +302,7 @@ static const struct lm_workload_ops vm_dest_ops = {
     .setup = in_setup,
     .load_state = in_load_state,
     .finish = in_finish,
+    .skip_map = in_skip_map,
 };
 
 int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm **out,
@@ -298,6 +323,7 @@ int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm
 		lm_vm_free(in.vm);
 		if (in.ram)
 			munmap(in.ram, in.ram_size);
+		lm_skip_map_free(in.skip);
 		return err;
 	}
 	*out = in.vm;

@@ -150,6 +150,7 @@ static int load_elf(struct lm_vm *vm, const uint8_t *img, size_t len, uint32_t *
 		if (r < 0)
 			return r;
 		/* RAM starts zeroed; the bss needs no writes. */
+		lm__balloon_set_image_end(vm, (uint64_t)ph.p_paddr + ph.p_memsz);
 		loaded++;
 	}
 	if (!loaded)
@@ -175,6 +176,7 @@ static int load_aout(struct lm_vm *vm, const uint8_t *img, size_t len, size_t ho
 	if (!lm_vm_gpa_to_host(vm, h->load_addr, bss_end - h->load_addr))
 		return -E2BIG;
 	*entry = h->entry_addr;
+	lm__balloon_set_image_end(vm, bss_end);
 	return lm_vm_write_guest(vm, h->load_addr, img + foff, end - h->load_addr);
 }
 

@@ -155,6 +155,15 @@ int lm__state_parse(const uint8_t *buf, size_t len, size_t xsave_max, struct lm_
 				BAD(-EINVAL, "section %u: non-zero padding", s);
 		const uint8_t *data = buf + off;
 		off += padded;
+		if (tag == LM__ST_BALLOON) {
+			if (cpu != LM__VM_WIDE || slen != LM__BALLOON_STATE_SIZE)
+				BAD(-EINVAL, "section balloon: bad vCPU index or length");
+			if (v->balloon.data)
+				BAD(-EINVAL, "section balloon repeated");
+			v->balloon.data = data;
+			v->balloon.len = (size_t)slen;
+			continue;
+		}
 		if (tag & LM__ST_OPTIONAL)
 			continue;
 		if (tag >= LM__ST_NTAGS || !rules[tag].name)
@@ -366,6 +375,11 @@ static int save_vm(struct lm_vm *vm, struct builder *b)
 	pthread_mutex_unlock(&vm->dev_lock);
 	put(b, LM__ST_SERIAL, LM__VM_WIDE, ser, sizeof(ser));
 	put(b, LM__ST_PV, LM__VM_WIDE, pv, sizeof(pv));
+	if (vm->balloon) {
+		uint8_t bl[LM__BALLOON_STATE_SIZE];
+		lm__balloon_save(vm, bl);
+		put(b, LM__ST_BALLOON, LM__VM_WIDE, bl, sizeof(bl));
+	}
 	return b->err;
 }
 
@@ -518,6 +532,11 @@ int lm_vm_state_load(struct lm_vm *vm, const uint8_t *buf, size_t len)
 		r = -EBUSY;
 		goto out;
 	}
+	if (v.balloon.data && (!vm->balloon || lm__balloon_check_state(vm, v.balloon.data,
+								      v.balloon.len) < 0)) {
+		r = -EINVAL;
+		goto out;
+	}
 	for (uint32_t chip = 0; chip < 3; chip++) {
 		struct kvm_irqchip ic;
 		memcpy(&ic, lm__state_get(&v, LM__ST_PIC_MASTER + chip, 0)->data, sizeof(ic));
@@ -556,6 +575,8 @@ int lm_vm_state_load(struct lm_vm *vm, const uint8_t *buf, size_t len)
 	__atomic_store_n(&vm->pv.verify_done, rd32(pv + 8), __ATOMIC_SEQ_CST);
 	vm->pv.pending_result = rd32(pv + 12);
 	pthread_mutex_unlock(&vm->dev_lock);
+	if (v.balloon.data)
+		lm__balloon_load(vm, v.balloon.data);
 	r = 0;
 out:
 	lm__state_view_free(&v);

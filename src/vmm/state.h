@@ -16,6 +16,9 @@
 #define LM__VM_WIDE 0xffffffffu	    /* vCPU field of a per-VM section */
 #define LM__ST_SERIAL_SIZE 8u
 #define LM__ST_PV_SIZE 16u
+/* Optional per-VM section: the balloon device (balloon.c); older readers
+ * skip it, a VM restored without it keeps an idle balloon. */
+#define LM__ST_BALLOON (LM__ST_OPTIONAL | 1u)
 
 enum {
 	/* per VM */
@@ -49,6 +52,7 @@ struct lm__state_sec {
 struct lm__state_view {
 	uint32_t ncpus;
 	struct lm__state_sec *sec;
+	struct lm__state_sec balloon; /* optional: data NULL when absent */
 };
 
 /*

@@ -325,6 +325,9 @@ int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if ((r = create_vcpu(vm, i)) < 0)
 			goto fail;
+	/* Before the loader, which tells the balloon where the image ends. */
+	if ((r = lm__balloon_new(vm, cfg->skip_map)) < 0)
+		goto fail;
 	if (cfg->kernel && (r = lm__multiboot_load(vm, cfg->kernel, cfg->cmdline)) < 0)
 		goto fail;
 	*out = vm;
@@ -332,6 +335,8 @@ int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out)
 fail:
 	if (cfg->ram)
 		vm->ram = NULL; /* still the caller's */
+	if (cfg->skip_map)
+		lm__balloon_disown_map(vm);
 	lm_vm_free(vm);
 	return r;
 }
@@ -604,6 +609,7 @@ void lm_vm_free(struct lm_vm *vm)
 		close(vm->kvm_fd);
 	if (vm->ram)
 		munmap(vm->ram, vm->ram_size);
+	lm__balloon_free(vm);
 	free(vm->slots);
 	free(vm->cpuid);
 	free(vm->msr_list);

@@ -92,6 +92,9 @@ struct lm_vm {
 	struct lm__pv pv;
 	struct lm__pio_range pio[LM__MAX_PIO];
 	unsigned npio;
+
+	/* balloon.c: the balloon device and the VM's skip map. */
+	struct lm__balloon *balloon;
 };
 
 /* devices.c: handles one KVM_EXIT_IO. 0, or -errno to stop the VM. */
@@ -99,6 +102,23 @@ int lm__vm_handle_pio(struct lm_vm *vm, struct kvm_run *run);
 void lm__serial_flush(struct lm_vm *vm);
 /* vm.c: stop the VM for good (from a vCPU thread too). */
 void lm__vm_stop(struct lm_vm *vm, int status, bool crashed, const char *reason);
+/*
+ * balloon.c: the balloon device, made with every VM (adopting a skip map
+ * the caller filled, or a new one) and freed with it (map included,
+ * unless disowned first: a failed lm_vm_new leaves cfg->skip_map the
+ * caller's). The state section is LM__BALLOON_STATE_SIZE bytes.
+ */
+#define LM__BALLOON_STATE_SIZE 32u
+struct lm_skip_map;
+int lm__balloon_new(struct lm_vm *vm, struct lm_skip_map *adopt);
+void lm__balloon_disown_map(struct lm_vm *vm);
+void lm__balloon_free(struct lm_vm *vm);
+/* multiboot.c: the loaded image ends here; the balloon refuses pages below. */
+void lm__balloon_set_image_end(struct lm_vm *vm, uint64_t end);
+void lm__balloon_save(struct lm_vm *vm, uint8_t out[LM__BALLOON_STATE_SIZE]);
+/* Validates a state section against this VM; 0 or -EINVAL. */
+int lm__balloon_check_state(const struct lm_vm *vm, const uint8_t *p, size_t len);
+void lm__balloon_load(struct lm_vm *vm, const uint8_t *p);
 /* multiboot.c: loads cfg->kernel and sets the BSP's entry state. */
 int lm__multiboot_load(struct lm_vm *vm, const char *path, const char *cmdline);
 
