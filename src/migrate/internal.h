@@ -36,4 +36,34 @@ void lm__io_set_rate(struct lm__io *io, uint64_t bytes_per_sec);
 
 double lm__now(void);
 
+/*
+ * Filling fresh destination memory (src/migrate/fill.c). Writing into a
+ * never-touched anonymous page makes the kernel allocate it, zero it, then
+ * take our copy: here the zeroing is most of the receiver's time. With
+ * userfaultfd's UFFDIO_COPY the kernel allocates the page and copies our
+ * bytes into it, with no zeroing and no page fault. The regions are
+ * registered for missing-page faults while the stream is applied, so no
+ * thread may touch an unpopulated page of them meanwhile (the receiver
+ * only reads pages after placing them); lm__filler_destroy() unregisters.
+ * Where userfaultfd is unavailable, the filler is off and callers write
+ * into destination memory directly.
+ */
+struct lm__filler {
+	int uffd;        /* -1: off */
+	uint8_t *stage;  /* staging buffer of LM_STREAM_MAX_RUN_PAGES pages */
+	lm_bitmap populated; /* pages known to be populated */
+};
+/* Never fails: on any problem the filler is just off. */
+void lm__filler_init(struct lm__filler *f, const struct lm_mem_region *mem, size_t n,
+		     uint64_t end_page);
+void lm__filler_destroy(struct lm__filler *f);
+static inline bool lm__filler_on(const struct lm__filler *f)
+{
+	return f->uffd >= 0;
+}
+/* Put npages pages from src at dst (guest pages first..): UFFDIO_COPY where
+ * the page is unpopulated, memcpy where it is. 0 or -errno. */
+int lm__filler_place(struct lm__filler *f, uint64_t first, uint8_t *dst, const uint8_t *src,
+		     uint32_t npages);
+
 #endif

@@ -4,7 +4,8 @@
  * Everything that arrives is untrusted. Each frame header is validated
  * (type, flags, length bound) before anything is allocated or read; RAM
  * runs are checked against the layout before their pages are read straight
- * into destination memory, and their checksum is verified before the pages
+ * into destination memory (or, with the filler, a staging buffer placed by
+ * UFFDIO_COPY: see fill.c), and their checksum is verified before the pages
  * count as applied (a bad checksum fails the whole migration, so bytes
  * already written into memory that will never run do no harm). The digest
  * is kept over what was written into destination memory, hashing the
@@ -50,6 +51,7 @@ struct recv {
 	bool accept_sent; /* after ACCEPT, failures are answered with RESULT */
 	uint64_t dig_lo, dig_hi, dig_npages;
 	lm_skip_map *skip; /* the workload's, when skip-balloon was accepted */
+	struct lm__filler fill; /* UFFDIO_COPY into fresh destination memory */
 };
 
 static int rfail(struct recv *r, int err, const char *fmt, ...)
@@ -158,6 +160,7 @@ static int handshake(struct recv *r, uint64_t allowed)
 	for (uint32_t i = 0; i < l->nregions; i++)
 		if (!r->mem[i].host)
 			return rfail(r, -EINVAL, "setup gave no memory for region %u", i);
+	lm__filler_init(&r->fill, r->mem, l->nregions, l->end_page);
 	/* The skip map needs somewhere to go: without one, ballooned pages
 	 * come as ordinary pages. */
 	const uint64_t skipcaps = LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM;
@@ -223,7 +226,25 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 
 	if (run.kind == LM_RUN_DATA)
 		lm_bitmap_set_range(&r->written, run.first_page, run.npages);
-	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW) {
+	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW && lm__filler_on(&r->fill)) {
+		/* Into the staging buffer, checked, then placed without the
+		 * kernel zeroing fresh pages first. */
+		err = lm__io_read(&r->io, r->fill.stage, dst_len);
+		if (err)
+			return io_rfail(r, err);
+		lm_stream_csum_update(&c, r->fill.stage, dst_len);
+		err = lm_stream_csum_check(&c, f, &e);
+		if (err)
+			return rfail(r, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
+				     (unsigned long long)(run.first_page + run.npages), where(r, w, sizeof(w)));
+		err = lm__filler_place(&r->fill, run.first_page, dst, r->fill.stage, run.npages);
+		if (err)
+			return rfail(r, err, "could not place pages [%llu, %llu) in destination memory: %s",
+				     (unsigned long long)run.first_page,
+				     (unsigned long long)(run.first_page + run.npages), lm_strerror(err));
+		lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
+		r->st->pages_data += run.npages;
+	} else if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW) {
 		/* Validated: exactly dst_len bytes, inside the region. */
 		err = lm__io_read(&r->io, dst, dst_len);
 		if (err)
@@ -241,10 +262,15 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 			return err;
 		lm_stream_csum_update(&c, r->payload, run.data_len);
 		err = lm_stream_csum_check(&c, f, &e);
+		/* With the filler on, unpopulated destination pages must not be
+		 * written directly: decompress into the staging buffer. */
+		uint8_t *out = lm__filler_on(&r->fill) ? r->fill.stage : dst;
 		if (!err)
-			err = lm_stream_run_apply(&r->s, &run, r->payload, run.data_len, dst, dst_len, &e);
+			err = lm_stream_run_apply(&r->s, &run, r->payload, run.data_len, out, dst_len, &e);
 		if (err)
 			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+		if (out != dst && (err = lm__filler_place(&r->fill, run.first_page, dst, out, run.npages)) < 0)
+			return rfail(r, err, "could not place pages in destination memory: %s", lm_strerror(err));
 		lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
 		r->st->pages_data += run.npages;
 	} else {
@@ -431,7 +457,7 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 {
 	struct lm_receive_stats local;
 	struct lm_receive_params defp = { 0 };
-	struct recv r = { .ops = ops, .ctx = ctx, .st = stats ? stats : &local };
+	struct recv r = { .ops = ops, .ctx = ctx, .st = stats ? stats : &local, .fill = { .uffd = -1 } };
 	double t0 = lm__now();
 	bool set_up = false;
 	if (!p)
@@ -454,6 +480,9 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		goto out;
 	}
 	err = records(&r);
+	/* Every page is in place: the memory behaves as ordinary memory again
+	 * before anyone else (the workload) touches it. */
+	lm__filler_destroy(&r.fill);
 	/* Only now: after a failure the workload may have dropped the map. */
 	if (!err && r.skip)
 		r.st->ballooned = lm_skip_map_count(r.skip);
@@ -470,6 +499,7 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 	err = wait_commit(&r, p->idle_timeout_ms ? p->idle_timeout_ms : COMMIT_TIMEOUT_MS);
 
 out:
+	lm__filler_destroy(&r.fill);
 	r.st->received = r.io.bytes_in;
 	r.st->total_time_ms = (uint64_t)((lm__now() - t0) * 1000);
 	if (set_up && ops && ops->finish)

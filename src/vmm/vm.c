@@ -345,6 +345,8 @@ fail:
 static void kick_all(struct lm_vm *vm)
 {
 	pthread_t self = pthread_self();
+	if (!vm->vcpus)
+		return; /* lm_vm_new failed before the vCPUs existed */
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct lm__vcpu *c = &vm->vcpus[i];
 		if (!c->run)

@@ -172,8 +172,10 @@ static void test_pio_ranges(void **state)
 	assert_int_equal(lm_vm_register_pio(vm, 0x3f8, 1, dummy_pio, NULL), -EBUSY);
 	assert_int_equal(lm_vm_register_pio(vm, 0x3f0, 16, dummy_pio, NULL), -EBUSY);
 	assert_int_equal(lm_vm_register_pio(vm, LM_PV_BASE, 4, dummy_pio, NULL), -EBUSY);
-	assert_int_equal(lm_vm_register_pio(vm, LM_PV_BALLOON_BASE, 12, dummy_pio, NULL), 0);
-	assert_int_equal(lm_vm_register_pio(vm, LM_PV_BALLOON_BASE + 4, 1, dummy_pio, NULL), -EBUSY);
+	/* Every VM's balloon device holds LM_PV_BALLOON_BASE..+12. */
+	assert_int_equal(lm_vm_register_pio(vm, LM_PV_BALLOON_BASE, 12, dummy_pio, NULL), -EBUSY);
+	assert_int_equal(lm_vm_register_pio(vm, 0x500, 8, dummy_pio, NULL), 0);
+	assert_int_equal(lm_vm_register_pio(vm, 0x504, 1, dummy_pio, NULL), -EBUSY);
 	assert_int_equal(lm_vm_register_pio(vm, 0x500, 0, dummy_pio, NULL), -EINVAL);
 	assert_int_equal(lm_vm_register_pio(vm, 0xfff0, 0x20, dummy_pio, NULL), -EINVAL);
 	assert_int_equal(lm_vm_register_pio(vm, 0x500, 8, NULL, NULL), -EINVAL);

@@ -1,0 +1,109 @@
+/*
+ * End-to-end: back-to-back migrations. A guest started by `livemig run`
+ * (A) migrates to `livemig incoming` (B), and then, through B's control
+ * socket, on to a second `livemig incoming` (C). After each hop the
+ * process left behind exits 0, the guest verifies on its new host ("verify
+ * ok", no FAIL) and its write counter keeps growing past the last value the
+ * previous host printed. A guest-verify asked on C at the end answers ok.
+ *
+ * The first hop uses a capped link (several rounds while the guest writes),
+ * the second an unlimited one; no assertion depends on timing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "support/live.h"
+
+static bool configured;
+
+static int group_setup(void **state)
+{
+	configured = lm_live_setup("live-chain") == 0;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	lm_live_finish();
+	return 0;
+}
+
+static int test_teardown(void **state)
+{
+	lm_live_cleanup();
+	return 0;
+}
+
+/* One hop: migrates from (a process serving the VM) to (a waiting
+ * incoming), then checks both sides. */
+static void hop(struct lm_live_vm *from, struct lm_live_vm *to, const char *const *opts)
+{
+	struct lm_live_mig m;
+	int rc = lm_live_migrate(&m, from, to->uri, opts);
+	double total = 0, transferred = 0, downtime = 0, rounds = 0;
+	lm_live_num(m.json, "\"total-time\":", &total);
+	lm_live_num(m.json, "\"transferred\":", &transferred);
+	lm_live_num(m.json, "\"downtime\":", &downtime);
+	lm_live_num(m.json, "\"rounds\":", &rounds);
+	print_message("      %s -> %s: exit %d, total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB\n",
+		      from->name, to->name, rc, total, downtime, rounds, transferred / 1048576.0);
+	if (rc != 0) {
+		fprintf(stderr, "%s%s", m.json, m.errtext);
+		lm_live_dump(from->out, 4096);
+		lm_live_dump(to->out, 4096);
+	}
+	assert_int_equal(rc, 0);
+	assert_non_null(strstr(m.json, "\"completed\""));
+	lm_live_mig_free(&m);
+	const char *why = lm_live_check_switchover(from, to, "writes=");
+	if (why) {
+		fprintf(stderr, "%s\n", why);
+		lm_live_dump(from->console, 2048);
+		lm_live_dump(to->console, 4096);
+		lm_live_dump(to->out, 4096);
+	}
+	assert_null(why);
+}
+
+static void test_a_b_c(void **state)
+{
+	if (!configured)
+		skip();
+	struct lm_live_vm a, b, c;
+	assert_int_equal(
+	    lm_live_run(&a, "A", "512M", "workload=hotset wss=64M rate=50M verify=1 progress=250",
+			NULL),
+	    0);
+	assert_true(lm_live_vm_wait_progress(&a, 1));
+	assert_int_equal(lm_live_incoming(&b, "B", "tcp", NULL), 0);
+	assert_int_equal(lm_live_incoming(&c, "C", "tcp", NULL), 0);
+
+	const char *capped[] = {"--max-bandwidth", "100M", "--downtime-limit", "50", NULL};
+	hop(&a, &b, capped);
+	/* B is serving the guest: let it run a little there first. */
+	assert_true(lm_live_vm_wait_progress(&b, 2));
+	/* The parameters came from the stream's side (A); B has its own,
+	 * the defaults: an unlimited link. */
+	hop(&b, &c, NULL);
+
+	assert_int_equal(lm_live_vm_verify(&c), 1);
+	assert_int_equal(lm_live_count_file(c.console, "FAIL", NULL, 0), 0);
+	/* Each host's console shows the check asked after its arrival. */
+	assert_true(lm_live_count_file(b.console, "verify ok", NULL, 0) >= 1);
+	assert_true(lm_live_count_file(c.console, "verify ok", NULL, 0) >= 2);
+	assert_int_equal(lm_live_vm_quit(&c), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_a_b_c, test_teardown),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

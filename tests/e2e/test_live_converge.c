@@ -1,0 +1,255 @@
+/*
+ * End-to-end: migrations that cannot converge, cancelled ones, and a
+ * migration over a UNIX socket.
+ *
+ * A guest that dirties its working set faster than a link capped with
+ * --max-bandwidth can carry never gets below the downtime limit. With
+ * --on-nonconverge cancel the user asked for the migration to be given up
+ * after --max-rounds: migrate exits 1, the source guest keeps running
+ * unharmed (progress continues, guest-verify answers ok) and the incoming
+ * side never runs the guest. With --on-nonconverge switchover the same
+ * guest is moved anyway, with a longer pause, and verifies on the other
+ * side. migrate-cancel on the control socket in the middle of a migration
+ * leaves the source running too, and the incoming side (without --once)
+ * goes back to waiting and then accepts a complete migration.
+ *
+ * No assertion depends on timing; the link caps only make the migrations
+ * last long enough (a few seconds) for the rounds and the cancel to happen.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "support/live.h"
+
+static bool configured;
+
+static int group_setup(void **state)
+{
+	configured = lm_live_setup("live-conv") == 0;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	lm_live_finish();
+	return 0;
+}
+
+static int test_teardown(void **state)
+{
+	lm_live_cleanup();
+	return 0;
+}
+
+/* A working set of 16 MiB rewritten at 100 MB/s: every round over a 20 MB/s
+ * link finds all of it dirty again. */
+#define FAST_DIRTIER "workload=hotset wss=16M rate=100M verify=1 progress=250"
+
+static void start_source(struct lm_live_vm *src, const char *append)
+{
+	assert_int_equal(lm_live_run(src, "src", "256M", append, NULL), 0);
+	if (!lm_live_vm_wait_progress(src, 1))
+		lm_live_dump(src->out, 4096);
+	assert_true(lm_live_vm_wait_progress(src, 1));
+}
+
+static void report_mig(const char *what, struct lm_live_mig *m)
+{
+	double total = 0, transferred = 0, downtime = 0, rounds = 0;
+	lm_live_num(m->json, "\"total-time\":", &total);
+	lm_live_num(m->json, "\"transferred\":", &transferred);
+	lm_live_num(m->json, "\"downtime\":", &downtime);
+	lm_live_num(m->json, "\"rounds\":", &rounds);
+	print_message("      %s: exit %d, total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB\n",
+		      what, m->rc, total, downtime, rounds, transferred / 1048576.0);
+}
+
+static void expect_status(struct lm_live_mig *m, const char *a, const char *b)
+{
+	char status[32] = "";
+	lm_live_str(m->json, "status", status, sizeof(status));
+	if (strcmp(status, a) && (!b || strcmp(status, b)))
+		fprintf(stderr, "migrate exited %d, status '%s'\n%s%s", m->rc, status, m->json,
+			m->errtext);
+	assert_true(!strcmp(status, a) || (b && !strcmp(status, b)));
+}
+
+static void expect_survived(struct lm_live_vm *src, const char *key)
+{
+	const char *why = lm_live_check_survived(src, key);
+	if (why) {
+		fprintf(stderr, "%s\n", why);
+		lm_live_dump(src->out, 4096);
+		lm_live_dump(src->console, 4096);
+	}
+	assert_null(why);
+}
+
+static void expect_switchover(struct lm_live_vm *src, struct lm_live_vm *dst, const char *key)
+{
+	const char *why = lm_live_check_switchover(src, dst, key);
+	if (why) {
+		fprintf(stderr, "%s\n", why);
+		lm_live_dump(src->console, 2048);
+		lm_live_dump(dst->console, 4096);
+		lm_live_dump(dst->out, 4096);
+	}
+	assert_null(why);
+}
+
+/* The incoming side that was fed a migration which did not complete:
+ * its guest never printed anything. */
+static void expect_never_ran(struct lm_live_vm *dst)
+{
+	char *t = lm_live_slurp(dst->console);
+	if (t[0])
+		lm_live_dump(dst->console, 4096);
+	assert_string_equal(t, "");
+	free(t);
+}
+
+static void test_nonconverge_cancel_then_switchover(void **state)
+{
+	if (!configured)
+		skip();
+	struct lm_live_vm src, dst;
+	start_source(&src, FAST_DIRTIER);
+
+	/* Cancel after three rounds: the destination (--once) gives up. */
+	const char *once[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", once), 0);
+	struct lm_live_mig m;
+	const char *cancel[] = {"--max-bandwidth", "20M", "--max-rounds", "3", "--on-nonconverge",
+				"cancel", NULL};
+	int rc = lm_live_migrate(&m, &src, dst.uri, cancel);
+	report_mig("on-nonconverge=cancel", &m);
+	assert_int_equal(rc, 1);
+	expect_status(&m, "cancelled", "failed");
+	double rounds = 0;
+	assert_true(lm_live_num(m.json, "\"rounds\":", &rounds));
+	assert_true(rounds >= 3);
+	lm_live_mig_free(&m);
+	assert_int_equal(lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S), 1);
+	expect_never_ran(&dst);
+	assert_true(lm_live_count_file(dst.out, "migration failed", NULL, 0) >= 1);
+	expect_survived(&src, "writes=");
+
+	/* The same guest, the same link, but switch over when it does not
+	 * converge: it moves, with a longer pause, and verifies there. */
+	assert_int_equal(lm_live_incoming(&dst, "dst2", "tcp", once), 0);
+	const char *sw[] = {"--max-bandwidth", "20M", "--max-rounds", "3", "--on-nonconverge",
+			    "switchover", NULL};
+	rc = lm_live_migrate(&m, &src, dst.uri, sw);
+	report_mig("on-nonconverge=switchover", &m);
+	assert_int_equal(rc, 0);
+	expect_status(&m, "completed", NULL);
+	lm_live_mig_free(&m);
+	expect_switchover(&src, &dst, "writes=");
+	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
+static void test_cancel_midway(void **state)
+{
+	if (!configured)
+		skip();
+	struct lm_live_vm src, dst;
+	start_source(&src, FAST_DIRTIER);
+	/* No --once: after the cancelled stream the incoming side waits for
+	 * the next migration. */
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
+	struct lm_live_mig m;
+	const char *slow[] = {"--max-bandwidth", "20M", "--max-rounds", "1000", NULL};
+	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, slow), 0);
+	assert_true(lm_live_wait_migration_active(&src, 1 << 20));
+	char reply[4096];
+	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"migrate-cancel\"}", reply, sizeof(reply)),
+			 0);
+	int rc = lm_live_mig_finish(&m);
+	report_mig("migrate-cancel", &m);
+	assert_int_equal(rc, 1);
+	expect_status(&m, "cancelled", NULL);
+	lm_live_mig_free(&m);
+	/* query-migrate keeps the last migration's outcome. */
+	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)),
+			 0);
+	assert_non_null(strstr(reply, "\"cancelled\""));
+	expect_survived(&src, "writes=");
+
+	assert_true(lm_live_wait_line(dst.out, "waiting for another migration", 0, NULL, 0, dst.pid,
+				      LM_LIVE_DEADLINE_S));
+	assert_true(lm_live_alive(dst.pid));
+	expect_never_ran(&dst);
+
+	/* The same destination now takes a full migration (the link cap is
+	 * a parameter of the source VM that stays set: lift it). */
+	const char *fast[] = {"--max-bandwidth", "0", "--max-rounds", "30", NULL};
+	rc = lm_live_migrate(&m, &src, dst.uri, fast);
+	report_mig("retry", &m);
+	assert_int_equal(rc, 0);
+	expect_status(&m, "completed", NULL);
+	lm_live_mig_free(&m);
+	expect_switchover(&src, &dst, "writes=");
+	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
+static void test_timeout_cancels(void **state)
+{
+	if (!configured)
+		skip();
+	struct lm_live_vm src, dst;
+	start_source(&src, FAST_DIRTIER);
+	const char *once[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", once), 0);
+	struct lm_live_mig m;
+	/* It cannot converge and may run 1000 rounds: migrate's own
+	 * --timeout cancels it. */
+	const char *opts[] = {"--max-bandwidth", "20M", "--max-rounds", "1000", "--timeout", "2",
+			      NULL};
+	int rc = lm_live_migrate(&m, &src, dst.uri, opts);
+	report_mig("--timeout 2", &m);
+	assert_int_equal(rc, 1);
+	expect_status(&m, "cancelled", NULL);
+	lm_live_mig_free(&m);
+	assert_int_equal(lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S), 1);
+	expect_never_ran(&dst);
+	expect_survived(&src, "writes=");
+	assert_int_equal(lm_live_vm_quit(&src), 0);
+}
+
+static void test_unix_uri(void **state)
+{
+	if (!configured)
+		skip();
+	struct lm_live_vm src, dst;
+	start_source(&src, "workload=hotset wss=32M rate=50M verify=1 progress=250");
+	const char *once[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&dst, "dst", "unix", once), 0);
+	assert_true(!strncmp(dst.uri, "unix:", 5));
+	struct lm_live_mig m;
+	int rc = lm_live_migrate(&m, &src, dst.uri, NULL);
+	report_mig(dst.uri, &m);
+	if (rc != 0)
+		fprintf(stderr, "%s%s", m.json, m.errtext);
+	assert_int_equal(rc, 0);
+	expect_status(&m, "completed", NULL);
+	lm_live_mig_free(&m);
+	expect_switchover(&src, &dst, "writes=");
+	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_nonconverge_cancel_then_switchover, test_teardown),
+	    cmocka_unit_test_teardown(test_cancel_midway, test_teardown),
+	    cmocka_unit_test_teardown(test_timeout_cancels, test_teardown),
+	    cmocka_unit_test_teardown(test_unix_uri, test_teardown),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

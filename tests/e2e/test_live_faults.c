@@ -1,0 +1,273 @@
+/*
+ * End-to-end: faults during a live migration.
+ *
+ * The destination is killed with SIGKILL in the middle of a migration; the
+ * connection is cut by a proxy after a chosen number of bytes (during the
+ * handshake, in the first round, in a later round); the destination stops
+ * answering (SIGSTOP) and migrate's --timeout gives up; garbage is sent to
+ * the incoming port. Each time the source guest must keep running unharmed
+ * (query-status running, progress continues, a guest-verify answers ok, no
+ * FAIL on its console), the destination must never run the guest, and a
+ * retry to a fresh (or the same, still waiting) destination must succeed
+ * and verify there.
+ *
+ * The link is capped with --max-bandwidth and the guest dirties faster than
+ * the cap, so that the migration is still running when the fault comes; no
+ * assertion depends on timing.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "support/live.h"
+
+static bool configured;
+
+static int group_setup(void **state)
+{
+	configured = lm_live_setup("live-faults") == 0;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	lm_live_finish();
+	return 0;
+}
+
+static int test_teardown(void **state)
+{
+	lm_live_cleanup();
+	return 0;
+}
+
+/* A working set of 16 MiB rewritten at 100 MB/s never converges over a
+ * 20 MB/s link: the migration lasts until something ends it. */
+#define FAST_DIRTIER "workload=hotset wss=16M rate=100M verify=1 progress=250"
+static const char *const slow_link[] = {"--max-bandwidth", "20M", "--max-rounds", "100000",
+					"--on-nonconverge", "cancel", NULL};
+/* The parameters stay set on the source VM: a retry lifts the cap. */
+static const char *const fast_link[] = {"--max-bandwidth", "0", "--max-rounds", "30",
+					"--on-nonconverge", "switchover", NULL};
+
+static void start_source(struct lm_live_vm *src)
+{
+	assert_int_equal(lm_live_run(src, "src", "256M", FAST_DIRTIER, NULL), 0);
+	if (!lm_live_vm_wait_progress(src, 1))
+		lm_live_dump(src->out, 4096);
+	assert_true(lm_live_vm_wait_progress(src, 1));
+}
+
+static void report_mig(const char *what, struct lm_live_mig *m)
+{
+	double total = 0, transferred = 0, rounds = 0;
+	char status[32] = "";
+	lm_live_str(m->json, "status", status, sizeof(status));
+	lm_live_num(m->json, "\"total-time\":", &total);
+	lm_live_num(m->json, "\"transferred\":", &transferred);
+	lm_live_num(m->json, "\"rounds\":", &rounds);
+	print_message("      %s: exit %d, %s, total %.0f ms, %.0f rounds, %.1f MiB\n", what, m->rc,
+		      status, total, rounds, transferred / 1048576.0);
+}
+
+/* The migration ended without completing; the source survived it. */
+static void expect_failed_and_survived(struct lm_live_mig *m, struct lm_live_vm *src)
+{
+	char status[32] = "";
+	lm_live_str(m->json, "status", status, sizeof(status));
+	if (m->rc != 1 || (strcmp(status, "failed") && strcmp(status, "cancelled")))
+		fprintf(stderr, "migrate exited %d, status '%s'\n%s%s", m->rc, status, m->json,
+			m->errtext);
+	assert_int_equal(m->rc, 1);
+	assert_true(!strcmp(status, "failed") || !strcmp(status, "cancelled"));
+	const char *why = lm_live_check_survived(src, "writes=");
+	if (why) {
+		fprintf(stderr, "%s\n", why);
+		lm_live_dump(src->out, 4096);
+		lm_live_dump(src->console, 4096);
+	}
+	assert_null(why);
+}
+
+static void expect_never_ran(struct lm_live_vm *dst)
+{
+	char *t = lm_live_slurp(dst->console);
+	if (t[0])
+		lm_live_dump(dst->console, 4096);
+	assert_string_equal(t, "");
+	free(t);
+}
+
+/* A complete migration from src to dst, checked on both sides; dst quits. */
+static void migrate_ok(struct lm_live_vm *src, struct lm_live_vm *dst)
+{
+	struct lm_live_mig m;
+	int rc = lm_live_migrate(&m, src, dst->uri, fast_link);
+	report_mig("retry", &m);
+	if (rc != 0) {
+		fprintf(stderr, "%s%s", m.json, m.errtext);
+		lm_live_dump(dst->out, 4096);
+	}
+	assert_int_equal(rc, 0);
+	lm_live_mig_free(&m);
+	const char *why = lm_live_check_switchover(src, dst, "writes=");
+	if (why) {
+		fprintf(stderr, "%s\n", why);
+		lm_live_dump(src->console, 2048);
+		lm_live_dump(dst->console, 4096);
+		lm_live_dump(dst->out, 4096);
+	}
+	assert_null(why);
+	assert_int_equal(lm_live_vm_quit(dst), 0);
+}
+
+static void test_kill_destination(void **state)
+{
+	if (!configured)
+		skip();
+	struct lm_live_vm src, dst;
+	start_source(&src);
+	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", NULL), 0);
+	struct lm_live_mig m;
+	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, slow_link), 0);
+	/* Well into the copy: past the first round's first megabytes. */
+	assert_true(lm_live_wait_migration_active(&src, 4 << 20));
+	lm_live_kill(dst.pid, SIGKILL);
+	assert_int_equal(lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S), 128 + SIGKILL);
+	lm_live_mig_finish(&m);
+	report_mig("destination killed", &m);
+	expect_failed_and_survived(&m, &src);
+	lm_live_mig_free(&m);
+	expect_never_ran(&dst);
+
+	assert_int_equal(lm_live_incoming(&dst, "dst2", "tcp", NULL), 0);
+	migrate_ok(&src, &dst);
+}
+
+static void test_cut_connection(void **state)
+{
+	if (!configured)
+		skip();
+	/* During the handshake, in the first round, and in a later round
+	 * (the working set is 16 MiB: past 24 MiB the first round is over). */
+	static const uint64_t cuts[] = {64, 4 << 20, 24 << 20};
+	struct lm_live_vm src, dst;
+	start_source(&src);
+	/* One destination for all: after each broken stream it must say why
+	 * and wait for the next migration, never running the guest. */
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		struct lm_live_proxy *px;
+		char via[128];
+		assert_int_equal(lm_live_proxy_start(&px, dst.uri, cuts[i], via, sizeof(via)), 0);
+		struct lm_live_mig m;
+		lm_live_migrate(&m, &src, via, slow_link);
+		bool cut;
+		uint64_t fwd = lm_live_proxy_forwarded(px, &cut);
+		char what[64];
+		snprintf(what, sizeof(what), "cut after %llu bytes", (unsigned long long)cuts[i]);
+		report_mig(what, &m);
+		assert_true(cut);
+		assert_int_equal(fwd, cuts[i]);
+		expect_failed_and_survived(&m, &src);
+		lm_live_mig_free(&m);
+		lm_live_proxy_stop(px);
+		assert_true(lm_live_wait_line(dst.out, "waiting for another migration", (int)i, NULL,
+					      0, dst.pid, LM_LIVE_DEADLINE_S));
+		assert_true(lm_live_alive(dst.pid));
+		expect_never_ran(&dst);
+	}
+	assert_int_equal(lm_live_count_file(dst.out, "migration failed", NULL, 0), 3);
+	migrate_ok(&src, &dst);
+}
+
+static void test_stopped_destination(void **state)
+{
+	if (!configured)
+		skip();
+	struct lm_live_vm src, dst;
+	start_source(&src);
+	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", NULL), 0);
+	struct lm_live_mig m;
+	const char *opts[] = {"--max-bandwidth", "20M", "--max-rounds", "100000", "--timeout", "4",
+			      NULL};
+	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, opts), 0);
+	assert_true(lm_live_wait_migration_active(&src, 1 << 20));
+	/* The destination hangs: the socket buffers fill and the sender
+	 * blocks; the cancel from --timeout must still bring the source
+	 * back. */
+	lm_live_kill(dst.pid, SIGSTOP);
+	lm_live_mig_finish(&m);
+	report_mig("destination stopped, --timeout 4", &m);
+	expect_failed_and_survived(&m, &src);
+	lm_live_mig_free(&m);
+	lm_live_kill(dst.pid, SIGKILL);
+	lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S);
+	expect_never_ran(&dst);
+
+	assert_int_equal(lm_live_incoming(&dst, "dst2", "tcp", NULL), 0);
+	migrate_ok(&src, &dst);
+}
+
+static void test_garbage(void **state)
+{
+	if (!configured)
+		skip();
+	struct lm_live_vm src, dst, once;
+	start_source(&src);
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
+
+	/* Random bytes, a line of text, and an empty connection. */
+	static uint8_t junk[1 << 16];
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	for (size_t i = 0; i < sizeof(junk); i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		junk[i] = (uint8_t)x;
+	}
+	static const char text[] = "GET / HTTP/1.0\r\n\r\n";
+	assert_int_equal(lm_live_send_garbage(dst.uri, junk, sizeof(junk)), 0);
+	assert_true(lm_live_wait_line(dst.out, "waiting for another migration", 0, NULL, 0, dst.pid,
+				      LM_LIVE_DEADLINE_S));
+	assert_int_equal(lm_live_send_garbage(dst.uri, text, sizeof(text) - 1), 0);
+	assert_true(lm_live_wait_line(dst.out, "waiting for another migration", 1, NULL, 0, dst.pid,
+				      LM_LIVE_DEADLINE_S));
+	assert_int_equal(lm_live_send_garbage(dst.uri, "", 0), 0);
+	assert_true(lm_live_wait_line(dst.out, "waiting for another migration", 2, NULL, 0, dst.pid,
+				      LM_LIVE_DEADLINE_S));
+	assert_true(lm_live_alive(dst.pid));
+	assert_int_equal(lm_live_count_file(dst.out, "migration failed", NULL, 0), 3);
+	expect_never_ran(&dst);
+
+	/* With --once the incoming side exits 1 instead. */
+	const char *o[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&once, "once", "tcp", o), 0);
+	assert_int_equal(lm_live_send_garbage(once.uri, junk, sizeof(junk)), 0);
+	assert_int_equal(lm_live_wait(once.pid, LM_LIVE_DEADLINE_S), 1);
+	assert_true(lm_live_count_file(once.out, "migration failed", NULL, 0) == 1);
+	expect_never_ran(&once);
+
+	/* The source was never involved and runs on; the destination that
+	 * refused the garbage takes the real migration. */
+	const char *why = lm_live_check_survived(&src, "writes=");
+	if (why)
+		fprintf(stderr, "%s\n", why);
+	assert_null(why);
+	migrate_ok(&src, &dst);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_kill_destination, test_teardown),
+	    cmocka_unit_test_teardown(test_cut_connection, test_teardown),
+	    cmocka_unit_test_teardown(test_stopped_destination, test_teardown),
+	    cmocka_unit_test_teardown(test_garbage, test_teardown),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
