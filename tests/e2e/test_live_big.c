@@ -48,7 +48,8 @@ static void test_64g_with_1g_touched(void **state)
 		skip();
 	struct lm_live_vm src, dst;
 	assert_int_equal(
-	    lm_live_run(&src, "src", "64G", "workload=memtouch mem=1G verify=1 progress=500", NULL), 0);
+	    lm_live_run(&src, "src", "64G", "workload=memtouch mem=1G verify=1 progress=500", NULL),
+	    0);
 	char line[1024];
 	if (!lm_live_wait_line(src.console, "memtouch done", 0, line, sizeof(line), src.pid,
 			       LM_LIVE_DEADLINE_S)) {
@@ -80,9 +81,10 @@ static void test_64g_with_1g_touched(void **state)
 	lm_live_num(m.json, "\"rounds\":", &rounds);
 	lm_live_num(m.json, "\"normal\":", &normal);
 	lm_live_num(m.json, "\"total\":", &ramtotal);
-	print_message("      64G guest, 1G touched: total-time %.0f ms, downtime %.0f ms, %.0f rounds, "
-		      "transferred %.0f bytes (%.1f MiB), normal pages %.0f, ram total %.0f\n",
-		      total, downtime, rounds, transferred, transferred / 1048576.0, normal, ramtotal);
+	print_message(
+	    "      64G guest, 1G touched: total-time %.0f ms, downtime %.0f ms, %.0f rounds, "
+	    "transferred %.0f bytes (%.1f MiB), normal pages %.0f, ram total %.0f\n",
+	    total, downtime, rounds, transferred, transferred / 1048576.0, normal, ramtotal);
 	assert_true(ramtotal == 64.0 * 1024 * 1024 * 1024);
 	/* Every written page went over (at least once), and the untouched
 	 * 63 GiB cost next to nothing: not even 1% of a header per page. */

@@ -51,8 +51,9 @@ static void hop(struct lm_live_vm *from, struct lm_live_vm *to, const char *cons
 	lm_live_num(m.json, "\"transferred\":", &transferred);
 	lm_live_num(m.json, "\"downtime\":", &downtime);
 	lm_live_num(m.json, "\"rounds\":", &rounds);
-	print_message("      %s -> %s: exit %d, total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB\n",
-		      from->name, to->name, rc, total, downtime, rounds, transferred / 1048576.0);
+	print_message(
+	    "      %s -> %s: exit %d, total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB\n",
+	    from->name, to->name, rc, total, downtime, rounds, transferred / 1048576.0);
 	if (rc != 0) {
 		fprintf(stderr, "%s%s", m.json, m.errtext);
 		lm_live_dump(from->out, 4096);
@@ -76,10 +77,10 @@ static void test_a_b_c(void **state)
 	if (!configured)
 		skip();
 	struct lm_live_vm a, b, c;
-	assert_int_equal(
-	    lm_live_run(&a, "A", "512M", "workload=hotset wss=64M rate=50M verify=1 progress=250",
-			NULL),
-	    0);
+	assert_int_equal(lm_live_run(&a, "A", "512M",
+				     "workload=hotset wss=64M rate=50M verify=1 progress=250",
+				     NULL),
+			 0);
 	assert_true(lm_live_vm_wait_progress(&a, 1));
 	assert_int_equal(lm_live_incoming(&b, "B", "tcp", NULL), 0);
 	assert_int_equal(lm_live_incoming(&c, "C", "tcp", NULL), 0);

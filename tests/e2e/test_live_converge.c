@@ -126,7 +126,7 @@ static void test_nonconverge_cancel_then_switchover(void **state)
 	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", once), 0);
 	struct lm_live_mig m;
 	const char *cancel[] = {"--max-bandwidth", "20M", "--max-rounds", "3", "--on-nonconverge",
-				"cancel", NULL};
+				"cancel",	   NULL};
 	int rc = lm_live_migrate(&m, &src, dst.uri, cancel);
 	report_mig("on-nonconverge=cancel", &m);
 	assert_int_equal(rc, 1);
@@ -144,7 +144,7 @@ static void test_nonconverge_cancel_then_switchover(void **state)
 	 * converge: it moves, with a longer pause, and verifies there. */
 	assert_int_equal(lm_live_incoming(&dst, "dst2", "tcp", once), 0);
 	const char *sw[] = {"--max-bandwidth", "20M", "--max-rounds", "3", "--on-nonconverge",
-			    "switchover", NULL};
+			    "switchover",      NULL};
 	rc = lm_live_migrate(&m, &src, dst.uri, sw);
 	report_mig("on-nonconverge=switchover", &m);
 	assert_int_equal(rc, 0);
@@ -168,16 +168,16 @@ static void test_cancel_midway(void **state)
 	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, slow), 0);
 	assert_true(lm_live_wait_migration_active(&src, 1 << 20));
 	char reply[4096];
-	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"migrate-cancel\"}", reply, sizeof(reply)),
-			 0);
+	assert_int_equal(
+	    lm_live_vm_cmd(&src, "{\"execute\":\"migrate-cancel\"}", reply, sizeof(reply)), 0);
 	int rc = lm_live_mig_finish(&m);
 	report_mig("migrate-cancel", &m);
 	assert_int_equal(rc, 1);
 	expect_status(&m, "cancelled", NULL);
 	lm_live_mig_free(&m);
 	/* query-migrate keeps the last migration's outcome. */
-	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)),
-			 0);
+	assert_int_equal(
+	    lm_live_vm_cmd(&src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)), 0);
 	assert_non_null(strstr(reply, "\"cancelled\""));
 	expect_survived(&src, "writes=");
 
@@ -209,8 +209,8 @@ static void test_timeout_cancels(void **state)
 	struct lm_live_mig m;
 	/* It cannot converge and may run 1000 rounds: migrate's own
 	 * --timeout cancels it. */
-	const char *opts[] = {"--max-bandwidth", "20M", "--max-rounds", "1000", "--timeout", "2",
-			      NULL};
+	const char *opts[] = {
+	    "--max-bandwidth", "20M", "--max-rounds", "1000", "--timeout", "2", NULL};
 	int rc = lm_live_migrate(&m, &src, dst.uri, opts);
 	report_mig("--timeout 2", &m);
 	assert_int_equal(rc, 1);

@@ -5,7 +5,7 @@
  * connection is cut by a proxy after a chosen number of bytes (during the
  * handshake, in the first round, in a later round); the destination stops
  * answering (SIGSTOP) and migrate's --timeout gives up; garbage is sent to
- * the incoming port. Each time the source guest must keep running unharmed
+ * the incoming port; the source is killed. Each time the source guest must keep running unharmed
  * (query-status running, progress continues, a guest-verify answers ok, no
  * FAIL on its console), the destination must never run the guest, and a
  * retry to a fresh (or the same, still waiting) destination must succeed
@@ -50,11 +50,11 @@ static int test_teardown(void **state)
 /* A working set of 16 MiB rewritten at 100 MB/s never converges over a
  * 20 MB/s link: the migration lasts until something ends it. */
 #define FAST_DIRTIER "workload=hotset wss=16M rate=100M verify=1 progress=250"
-static const char *const slow_link[] = {"--max-bandwidth", "20M", "--max-rounds", "100000",
-					"--on-nonconverge", "cancel", NULL};
+static const char *const slow_link[] = {
+    "--max-bandwidth", "20M", "--max-rounds", "100000", "--on-nonconverge", "cancel", NULL};
 /* The parameters stay set on the source VM: a retry lifts the cap. */
-static const char *const fast_link[] = {"--max-bandwidth", "0", "--max-rounds", "30",
-					"--on-nonconverge", "switchover", NULL};
+static const char *const fast_link[] = {
+    "--max-bandwidth", "0", "--max-rounds", "30", "--on-nonconverge", "switchover", NULL};
 
 static void start_source(struct lm_live_vm *src)
 {
@@ -178,8 +178,8 @@ static void test_cut_connection(void **state)
 		expect_failed_and_survived(&m, &src);
 		lm_live_mig_free(&m);
 		lm_live_proxy_stop(px);
-		assert_true(lm_live_wait_line(dst.out, "waiting for another migration", (int)i, NULL,
-					      0, dst.pid, LM_LIVE_DEADLINE_S));
+		assert_true(lm_live_wait_line(dst.out, "waiting for another migration", (int)i,
+					      NULL, 0, dst.pid, LM_LIVE_DEADLINE_S));
 		assert_true(lm_live_alive(dst.pid));
 		expect_never_ran(&dst);
 	}
@@ -195,8 +195,8 @@ static void test_stopped_destination(void **state)
 	start_source(&src);
 	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", NULL), 0);
 	struct lm_live_mig m;
-	const char *opts[] = {"--max-bandwidth", "20M", "--max-rounds", "100000", "--timeout", "4",
-			      NULL};
+	const char *opts[] = {
+	    "--max-bandwidth", "20M", "--max-rounds", "100000", "--timeout", "4", NULL};
 	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, opts), 0);
 	assert_true(lm_live_wait_migration_active(&src, 1 << 20));
 	/* The destination hangs: the socket buffers fill and the sender
@@ -213,6 +213,37 @@ static void test_stopped_destination(void **state)
 
 	assert_int_equal(lm_live_incoming(&dst, "dst2", "tcp", NULL), 0);
 	migrate_ok(&src, &dst);
+}
+
+/* The other way round: the source dies mid-migration. The destination
+ * holds an incomplete stream and must not run the guest; it waits for the
+ * next migration. */
+static void test_kill_source(void **state)
+{
+	if (!configured)
+		skip();
+	struct lm_live_vm src, dst;
+	start_source(&src);
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
+	struct lm_live_mig m;
+	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, slow_link), 0);
+	assert_true(lm_live_wait_migration_active(&src, 4 << 20));
+	lm_live_kill(src.pid, SIGKILL);
+	assert_int_equal(lm_live_wait(src.pid, LM_LIVE_DEADLINE_S), 128 + SIGKILL);
+	lm_live_mig_finish(&m);
+	report_mig("source killed", &m);
+	assert_int_equal(m.rc, 1);
+	lm_live_mig_free(&m);
+	assert_true(lm_live_wait_line(dst.out, "waiting for another migration", 0, NULL, 0, dst.pid,
+				      LM_LIVE_DEADLINE_S));
+	assert_true(lm_live_alive(dst.pid));
+	expect_never_ran(&dst);
+
+	/* A new source, the same destination. */
+	struct lm_live_vm src2;
+	assert_int_equal(lm_live_run(&src2, "src2", "256M", FAST_DIRTIER, NULL), 0);
+	assert_true(lm_live_vm_wait_progress(&src2, 1));
+	migrate_ok(&src2, &dst);
 }
 
 static void test_garbage(void **state)
@@ -267,6 +298,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_kill_destination, test_teardown),
 	    cmocka_unit_test_teardown(test_cut_connection, test_teardown),
 	    cmocka_unit_test_teardown(test_stopped_destination, test_teardown),
+	    cmocka_unit_test_teardown(test_kill_source, test_teardown),
 	    cmocka_unit_test_teardown(test_garbage, test_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

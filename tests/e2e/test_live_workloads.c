@@ -51,12 +51,13 @@ static int test_teardown(void **state)
 	return 0;
 }
 
-static void migrate_workload(const char *append, const char *key)
+static void migrate_workload_with(const char *append, const char *key, const char *const *run_extra,
+				  const char *const *mig_extra)
 {
 	if (!configured)
 		skip();
 	struct lm_live_vm src, dst;
-	assert_int_equal(lm_live_run(&src, "src", "256M", append, NULL), 0);
+	assert_int_equal(lm_live_run(&src, "src", "256M", append, run_extra), 0);
 	/* The first progress line comes after the setup check: the workload
 	 * is running from then on. */
 	if (!lm_live_vm_wait_progress(&src, 3))
@@ -68,12 +69,15 @@ static void migrate_workload(const char *append, const char *key)
 	struct lm_live_mig m;
 	/* A link slower than loopback makes the copy take several rounds
 	 * while the guest writes, which is what the dirty log is for. */
-	const char *opts[] = {"--max-bandwidth", "100M", "--downtime-limit", "50", NULL};
+	const char *opts[16] = {"--max-bandwidth", "100M", "--downtime-limit", "50"};
+	for (size_t i = 0; mig_extra && mig_extra[i] && i < 11; i++)
+		opts[4 + i] = mig_extra[i];
 	int rc = lm_live_migrate(&m, &src, dst.uri, opts);
 	char status[32] = "";
 	lm_live_str(m.json, "status", status, sizeof(status));
 	if (rc != 0 || strcmp(status, "completed")) {
-		fprintf(stderr, "migrate exited %d, status '%s'\n%s%s", rc, status, m.json, m.errtext);
+		fprintf(stderr, "migrate exited %d, status '%s'\n%s%s", rc, status, m.json,
+			m.errtext);
 		lm_live_dump(src.out, 4096);
 		lm_live_dump(dst.out, 4096);
 	}
@@ -84,8 +88,12 @@ static void migrate_workload(const char *append, const char *key)
 	lm_live_num(m.json, "\"transferred\":", &transferred);
 	lm_live_num(m.json, "\"downtime\":", &downtime);
 	lm_live_num(m.json, "\"rounds\":", &rounds);
-	print_message("      %s: total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB on the wire\n",
-		      append, total, downtime, rounds, transferred / 1048576.0);
+	print_message(
+	    "      %s%s%s: total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB on the wire\n",
+	    append, run_extra ? " with run " : "", run_extra ? run_extra[0] : "", total, downtime,
+	    rounds, transferred / 1048576.0);
+	if (mig_extra)
+		print_message("      (migrate %s)\n", mig_extra[0]);
 	lm_live_mig_free(&m);
 
 	const char *why = lm_live_check_switchover(&src, &dst, key);
@@ -97,6 +105,11 @@ static void migrate_workload(const char *append, const char *key)
 	}
 	assert_null(why);
 	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
+static void migrate_workload(const char *append, const char *key)
+{
+	migrate_workload_with(append, key, NULL, NULL);
 }
 
 static void test_idle(void **state)
@@ -136,7 +149,26 @@ static void test_seqread(void **state)
 
 static void test_mixed(void **state)
 {
-	migrate_workload("workload=mixed mem=128M rate=50M wpct=50 verify=1 progress=250", "writes=");
+	migrate_workload("workload=mixed mem=128M rate=50M wpct=50 verify=1 progress=250",
+			 "writes=");
+}
+
+/* Two vCPUs: the second waits for a startup IPI that never comes, and
+ * that state (and its LAPIC) moves too. */
+static void test_hotset_two_vcpus(void **state)
+{
+	const char *cpus[] = {"--cpus", "2", NULL};
+	migrate_workload_with("workload=hotset wss=64M rate=50M verify=1 progress=250",
+			      "writes=", cpus, NULL);
+}
+
+/* zstd-compressed page data (the guest's pages are incompressible, the
+ * version table and headers are not). */
+static void test_hotset_compressed(void **state)
+{
+	const char *compress[] = {"--compress", NULL};
+	migrate_workload_with("workload=hotset wss=64M rate=50M verify=1 progress=250",
+			      "writes=", NULL, compress);
 }
 
 int main(void)
@@ -150,6 +182,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_alternate, test_teardown),
 	    cmocka_unit_test_teardown(test_seqread, test_teardown),
 	    cmocka_unit_test_teardown(test_mixed, test_teardown),
+	    cmocka_unit_test_teardown(test_hotset_two_vcpus, test_teardown),
+	    cmocka_unit_test_teardown(test_hotset_compressed, test_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -62,7 +62,8 @@ int lm_live_setup(const char *tag)
 	verbose = getenv("LIVEMIG_TEST_VERBOSE") != NULL;
 	if (!livemig_path || !guest_path || access(livemig_path, X_OK) < 0 ||
 	    access(guest_path, R_OK) < 0) {
-		fprintf(stderr, "set LIVEMIG and GUEST_ELF to the livemig command and guest/guest.elf\n");
+		fprintf(stderr,
+			"set LIVEMIG and GUEST_ELF to the livemig command and guest/guest.elf\n");
 		return -1;
 	}
 	if (access("/dev/kvm", R_OK | W_OK) < 0) {
@@ -540,8 +541,8 @@ int lm_live_run(struct lm_live_vm *vm, const char *name, const char *mem, const 
 		const char *const *extra)
 {
 	vm_init(vm, name);
-	const char *args[48] = {"run",	     guest_path,  "--mem",	mem,	    "--append",
-				append,	     "--console", vm->console, "--control", vm->sock};
+	const char *args[48] = {"run",	guest_path,  "--mem",	  mem,	       "--append",
+				append, "--console", vm->console, "--control", vm->sock};
 	add_extra(args, 10, 48, extra);
 	vm->pid = lm_live_spawn(vm->out, NULL, args);
 	return vm->pid < 0 ? vm->pid : 0;
@@ -558,7 +559,7 @@ int lm_live_incoming(struct lm_live_vm *vm, const char *name, const char *transp
 	} else {
 		snprintf(listen, sizeof(listen), "tcp:127.0.0.1:0");
 	}
-	const char *args[48] = {"incoming",  "--listen", listen,	 "--console",
+	const char *args[48] = {"incoming",  "--listen",  listen,  "--console",
 				vm->console, "--control", vm->sock};
 	add_extra(args, 7, 48, extra);
 	vm->pid = lm_live_spawn(vm->out, NULL, args);
@@ -620,7 +621,8 @@ int lm_live_vm_verify(struct lm_live_vm *vm)
 		return -EPROTO;
 	double end = lm_live_now() + LM_LIVE_DEADLINE_S;
 	while (lm_live_now() < end) {
-		if ((r = lm_live_vm_cmd(vm, "{\"execute\":\"query-status\"}", reply, sizeof(reply))) < 0)
+		if ((r = lm_live_vm_cmd(vm, "{\"execute\":\"query-status\"}", reply,
+					sizeof(reply))) < 0)
 			return r;
 		double done;
 		char result[32];
@@ -726,7 +728,8 @@ bool lm_live_wait_migration_active(struct lm_live_vm *src, double min_bytes)
 	double end = lm_live_now() + LM_LIVE_DEADLINE_S;
 	char reply[8192], status[32];
 	while (lm_live_now() < end) {
-		if (lm_live_vm_cmd(src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)) < 0)
+		if (lm_live_vm_cmd(src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)) <
+		    0)
 			return false;
 		if (lm_live_str(reply, "status", status, sizeof(status))) {
 			double tr = 0;
@@ -763,6 +766,25 @@ const char *lm_live_check_switchover(struct lm_live_vm *src, struct lm_live_vm *
 		return "FAIL on the destination console";
 	if (lm_live_count_file(dst->console, "went backwards", NULL, 0) > 0)
 		return "the guest saw its TSC go backwards";
+	/* The guest prints each progress line once, with a later time than
+	 * the one before: a line printed again (output replayed, an
+	 * instruction executed twice) or a clock that went back across the
+	 * switchover shows here. */
+	double t_src = -1;
+	lm_live_vm_last_progress(src, "t=", &t_src);
+	char *text = lm_live_slurp(dst->console);
+	double prev = t_src;
+	bool ordered = true;
+	for (const char *p = text; (p = strstr(p, "progress t=")) != NULL; p++) {
+		double t = strtod(p + strlen("progress t="), NULL);
+		if (t <= prev)
+			ordered = false;
+		prev = t;
+	}
+	free(text);
+	if (!ordered)
+		return "the guest's progress times on the destination do not follow the source's "
+		       "in order";
 	char status[32];
 	if (!lm_live_vm_status(dst, status, sizeof(status)) || strcmp(status, "running"))
 		return "the destination VM is not running";

@@ -114,9 +114,9 @@ struct lm_live_vm {
 	pid_t pid;
 	char name[32];
 	char console[256]; /* the guest's serial output */
-	char out[256];     /* the process's stdout and stderr */
-	char sock[256];    /* its control socket */
-	char uri[300];     /* incoming: where it listens */
+	char out[256];	   /* the process's stdout and stderr */
+	char sock[256];	   /* its control socket */
+	char uri[300];	   /* incoming: where it listens */
 	struct lm_live_ctl ctl;
 	bool ctl_open;
 };
@@ -158,7 +158,7 @@ int lm_live_vm_quit(struct lm_live_vm *vm);
 struct lm_live_mig {
 	pid_t pid;
 	char out[256], err[256];
-	int rc;     /* exit status once finished */
+	int rc;	    /* exit status once finished */
 	char *json; /* its stdout (the --json report), once finished; freed by lm_live_mig_free */
 	char *errtext;
 };
