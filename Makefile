@@ -128,7 +128,7 @@ bench: all
 
 # Side by side with QEMU on the same guests (issue 6); a benchmark, not a test.
 bench-qemu: deps-all all
-	$(Q)$(LIVEMIG) bench vs-qemu
+	$(Q)$(LIVEMIG) bench vs-qemu --json $(BUILD)/vs-qemu.json --plot $(BUILD)/vs-qemu.png
 
 demo: all
 	$(Q)scripts/demo.sh $(LIVEMIG) $(GUEST_ELF)
