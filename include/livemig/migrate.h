@@ -58,6 +58,10 @@ struct lm_workload_ops {
 	int (*resume)(void *ctx);
 	/* Device state, called while paused (may be NULL: no devices). */
 	int (*save_state)(void *ctx, lm_state_writer *w);
+	/* Optional blobs sent once before round 1, while the workload runs:
+	 * what the destination needs to prepare early (a VMM: the machine's
+	 * shape, so the VM is built before the pause, not during it). */
+	int (*save_setup)(void *ctx, lm_state_writer *w);
 
 	/* ---- destination side ---- */
 	/*

@@ -29,6 +29,9 @@ struct lm_vm_migration;
  * defaults). Nothing is tracked yet. */
 int lm_vm_migration_new(struct lm_vm *vm, const struct lm_migrate_params *p,
 			struct lm_vm_migration **out);
+/* Called from the migration thread right after the VM paused for the
+ * switchover (e.g. to send a STOP event). Set before starting. */
+void lm_vm_migration_set_pause_hook(struct lm_vm_migration *m, void (*fn)(void *), void *opaque);
 /* Starts the migration thread on a connected fd. */
 int lm_vm_migration_start(struct lm_vm_migration *m, int fd);
 /* 0: completed, the VM stays paused (it runs on the destination now).

@@ -23,14 +23,25 @@ int lm_cli_incoming(int argc, char **argv); /* src/cli/incoming.c */
 int lm_cli_migrate(int argc, char **argv);  /* src/cli/migrate.c */
 
 struct lm_vm;
+struct lm_control;
+struct lm_control_migrate;
 /* Block SIGINT/SIGTERM/SIGHUP in the calling thread (and the threads it
  * creates later): call before any thread exists. */
 void lm_cli_block_signals(void);
-/* Serve a created VM until it stops (src/cli/serve.c): control socket with
- * the VM and migration commands if control is set, signals, vCPUs. With
- * migrated_in, the vCPUs start paused by the migration are resumed and the
- * guest is asked to verify its pages. Returns the process exit code. */
-int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, const char *control, bool migrated_in);
+/* A VM process's control socket (src/cli/serve.c): the server with the VM,
+ * balloon and migration commands. Opened before the VM may exist. */
+struct lm_cli_ctl {
+	struct lm_control *ctl;
+	struct lm_control_migrate *cm;
+};
+/* path NULL: no socket (c zeroed, 0). Prints its own errors. */
+int lm_cli_ctl_open(const char *prog, const char *path, struct lm_cli_ctl *c);
+void lm_cli_ctl_close(struct lm_cli_ctl *c);
+/* Serve a created VM until it stops: attach it to the control socket c
+ * (may be NULL), take the termination signals, run the vCPUs. With
+ * migrated_in, the vCPUs paused by the migration are resumed and the guest
+ * is asked to verify its pages. Closes c. Returns the process exit code. */
+int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, bool migrated_in);
 
 /* Parse a size such as 4096, 64K, 2M, 2G, 1T (binary units). 0 or -EINVAL. */
 int lm_cli_parse_size(const char *s, uint64_t *out);

@@ -27,6 +27,7 @@ struct command {
 	char name[48];
 	lm_control_fn fn;
 	void *ctx;
+	bool needs_vm; /* answered with an error until a VM is attached */
 };
 
 struct client {
@@ -43,6 +44,7 @@ struct lm_control {
 	bool running;
 	struct command cmds[MAX_COMMANDS];
 	unsigned ncmds;
+	struct lm_vm *vm; /* atomic: NULL until lm_control_attach_vm */
 	/* Clients: added and removed by the server thread; lock held while
 	 * sending, so events from other threads do not interleave lines. */
 	pthread_mutex_t lock;
@@ -155,7 +157,8 @@ fail:
 	return r;
 }
 
-int lm_control_register(struct lm_control *c, const char *name, lm_control_fn fn, void *ctx)
+static int add_command(struct lm_control *c, const char *name, lm_control_fn fn, void *ctx,
+		       bool needs_vm)
 {
 	if (!name || !fn || strlen(name) >= sizeof(c->cmds[0].name))
 		return -EINVAL;
@@ -164,11 +167,35 @@ int lm_control_register(struct lm_control *c, const char *name, lm_control_fn fn
 			return -EEXIST;
 	if (c->ncmds == MAX_COMMANDS)
 		return -ENOSPC;
-	struct command *cmd = &c->cmds[c->ncmds++];
+	struct command *cmd = &c->cmds[c->ncmds];
 	strcpy(cmd->name, name);
 	cmd->fn = fn;
 	cmd->ctx = ctx;
+	cmd->needs_vm = needs_vm;
+	/* Entries are only appended: publish the count after the entry, so a
+	 * command may be added while the server thread runs. */
+	__atomic_store_n(&c->ncmds, c->ncmds + 1, __ATOMIC_RELEASE);
 	return 0;
+}
+
+int lm_control_register(struct lm_control *c, const char *name, lm_control_fn fn, void *ctx)
+{
+	return add_command(c, name, fn, ctx, false);
+}
+
+int lm_control_register_vm(struct lm_control *c, const char *name, lm_control_fn fn, void *ctx)
+{
+	return add_command(c, name, fn, ctx, true);
+}
+
+void lm_control_attach_vm(struct lm_control *c, struct lm_vm *vm)
+{
+	__atomic_store_n(&c->vm, vm, __ATOMIC_RELEASE);
+}
+
+struct lm_vm *lm_control_vm(struct lm_control *c)
+{
+	return __atomic_load_n(&c->vm, __ATOMIC_ACQUIRE);
 }
 
 static int cmd_capabilities(void *ctx, struct json_object *args, struct json_object **ret,
@@ -266,13 +293,16 @@ static void handle_line(struct lm_control *c, int fd, const char *line, size_t l
 	}
 	const char *name = json_object_get_string(exec);
 	struct command *cmd = NULL;
-	for (unsigned i = 0; i < c->ncmds; i++)
+	unsigned ncmds = __atomic_load_n(&c->ncmds, __ATOMIC_ACQUIRE);
+	for (unsigned i = 0; i < ncmds; i++)
 		if (!strcmp(c->cmds[i].name, name))
 			cmd = &c->cmds[i];
 	if (!cmd) {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "The command %.64s has not been found", name);
 		send_error(c, fd, id, msg);
+	} else if (cmd->needs_vm && !lm_control_vm(c)) {
+		send_error(c, fd, id, "No VM here yet: waiting for an incoming migration");
 	} else {
 		struct json_object *ret = NULL;
 		char err[256] = "";

@@ -28,6 +28,7 @@
 #include <json-c/json.h>
 
 struct lm_control;
+struct lm_vm;
 
 /*
  * A command handler. args is the request's "arguments" object (never NULL:
@@ -42,22 +43,29 @@ typedef int (*lm_control_fn)(void *ctx, struct json_object *args, struct json_ob
 int lm_control_new(const char *path, struct lm_control **out);
 /* -EEXIST if the name is taken, -ENOSPC if the table is full. */
 int lm_control_register(struct lm_control *c, const char *name, lm_control_fn fn, void *ctx);
+/* As lm_control_register, for a command that acts on the VM: until a VM is
+ * attached it is answered with an error and not called. Commands may be
+ * added while the server runs (from one thread at a time). */
+int lm_control_register_vm(struct lm_control *c, const char *name, lm_control_fn fn, void *ctx);
+/* The VM the commands act on: `livemig incoming` serves its socket before
+ * the VM arrives and attaches it then. lm_control_vm() is NULL until. */
+void lm_control_attach_vm(struct lm_control *c, struct lm_vm *vm);
+struct lm_vm *lm_control_vm(struct lm_control *c);
 int lm_control_start(struct lm_control *c);
 /* Sends an event to every connected client; takes ownership of data
  * (may be NULL). */
 void lm_control_event(struct lm_control *c, const char *name, struct json_object *data);
 void lm_control_free(struct lm_control *c);
 
-struct lm_vm;
 /*
  * The VM commands every livemig process that holds a VM serves
  * (src/cli/control_vm.c): query-status, stop, cont, quit, and livemig's
  * guest-verify (bump the pv verify counter). stop/cont also send the
  * STOP/RESUME events. The VM must outlive the server.
  */
-int lm_control_vm_commands(struct lm_control *c, struct lm_vm *vm);
+int lm_control_vm_commands(struct lm_control *c);
 /* The balloon commands (src/cli/control_balloon.c): balloon, query-balloon. */
-int lm_control_balloon_commands(struct lm_control *c, struct lm_vm *vm);
+int lm_control_balloon_commands(struct lm_control *c);
 
 /* Helpers for handlers: fetch a typed argument. 0, -ENOENT (absent, *out
  * untouched) or -EINVAL (wrong type; err says so). */
@@ -77,7 +85,7 @@ int lm_control_arg_str(struct json_object *args, const char *key, const char **o
  * lm_control_migrate_free().
  */
 struct lm_control_migrate;
-int lm_control_migrate_new(struct lm_control *c, struct lm_vm *vm, struct lm_control_migrate **out);
+int lm_control_migrate_new(struct lm_control *c, struct lm_control_migrate **out);
 void lm_control_migrate_stop(struct lm_control_migrate *cm);
 void lm_control_migrate_free(struct lm_control_migrate *cm);
 

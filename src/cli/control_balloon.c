@@ -20,13 +20,6 @@
 #include "cli/control.h"
 #include "livemig/balloon.h"
 
-struct balloonctx {
-	struct lm_vm *vm;
-};
-
-/* One per control server; the server lives as long as the process. */
-static struct balloonctx ctxs[4];
-static unsigned nctx;
 
 static int only_args(struct json_object *args, const char *allowed, char *err, size_t errlen)
 {
@@ -44,7 +37,8 @@ static int only_args(struct json_object *args, const char *allowed, char *err, s
 static int cmd_balloon(void *ctx, struct json_object *args, struct json_object **ret, char *err,
 		       size_t errlen)
 {
-	struct balloonctx *b = ctx;
+	struct lm_control *ctl = ctx;
+	struct lm_vm *vm = lm_control_vm(ctl);
 	int64_t value = 0;
 	if (only_args(args, "value", err, errlen) < 0)
 		return -EINVAL;
@@ -59,9 +53,9 @@ static int cmd_balloon(void *ctx, struct json_object *args, struct json_object *
 		snprintf(err, errlen, "Parameter 'value' expects a size greater than 0");
 		return -EINVAL;
 	}
-	uint64_t mem = lm_vm_mem_size(b->vm);
+	uint64_t mem = lm_vm_mem_size(vm);
 	uint64_t want = (uint64_t)value > mem ? mem : (uint64_t)value;
-	r = lm_vm_balloon_set_target(b->vm, (mem - want) >> 12);
+	r = lm_vm_balloon_set_target(vm, (mem - want) >> 12);
 	if (r < 0) {
 		snprintf(err, errlen, "Cannot set the balloon target: %s", lm_strerror(r));
 		return r;
@@ -72,12 +66,13 @@ static int cmd_balloon(void *ctx, struct json_object *args, struct json_object *
 static int cmd_query_balloon(void *ctx, struct json_object *args, struct json_object **ret,
 			     char *err, size_t errlen)
 {
-	struct balloonctx *b = ctx;
+	struct lm_control *ctl = ctx;
+	struct lm_vm *vm = lm_control_vm(ctl);
 	if (only_args(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	struct lm_balloon_stats st;
-	lm_vm_balloon_stats(b->vm, &st);
-	uint64_t mem = lm_vm_mem_size(b->vm);
+	lm_vm_balloon_stats(vm, &st);
+	uint64_t mem = lm_vm_mem_size(vm);
 	uint64_t ballooned = st.actual << 12;
 	struct json_object *o = json_object_new_object();
 	json_object_object_add(o, "actual",
@@ -93,15 +88,11 @@ static int cmd_query_balloon(void *ctx, struct json_object *args, struct json_ob
 	return 0;
 }
 
-int lm_control_balloon_commands(struct lm_control *c, struct lm_vm *vm)
+int lm_control_balloon_commands(struct lm_control *c)
 {
-	if (nctx == sizeof(ctxs) / sizeof(ctxs[0]))
-		return -ENOSPC;
-	struct balloonctx *b = &ctxs[nctx++];
-	b->vm = vm;
 	int r;
-	if ((r = lm_control_register(c, "balloon", cmd_balloon, b)) < 0 ||
-	    (r = lm_control_register(c, "query-balloon", cmd_query_balloon, b)) < 0)
+	if ((r = lm_control_register_vm(c, "balloon", cmd_balloon, c)) < 0 ||
+	    (r = lm_control_register_vm(c, "query-balloon", cmd_query_balloon, c)) < 0)
 		return r;
 	return 0;
 }

@@ -22,8 +22,7 @@
 #include "livemig/vmm_migrate.h"
 
 struct lm_control_migrate {
-	struct lm_control *ctl;
-	struct lm_vm *vm;
+	struct lm_control *ctl; /* the VM is the one attached to it */
 	pthread_mutex_t lock; /* guards everything below; never held over I/O */
 	struct lm_migrate_params params;
 	struct lm_vm_migration *cur; /* the running migration, or NULL */
@@ -41,6 +40,13 @@ static struct json_object *stats_object(const struct lm_migrate_stats *st)
 	struct json_object *o = s ? json_tokener_parse(s) : NULL;
 	free(s);
 	return o ? o : json_object_new_object();
+}
+
+/* The migration paused the VM for its switchover: say so, as `stop` does. */
+static void paused_for_switchover(void *arg)
+{
+	struct lm_control_migrate *cm = arg;
+	lm_control_event(cm->ctl, "STOP", NULL);
 }
 
 static void *waiter_main(void *arg)
@@ -62,7 +68,7 @@ static void *waiter_main(void *arg)
 	close(fd);
 	lm_control_event(cm->ctl, "MIGRATION", stats_object(&st));
 	if (err == 0)
-		lm_vm_quit(cm->vm, 0);
+		lm_vm_quit(lm_control_vm(cm->ctl), 0);
 	return NULL;
 }
 
@@ -101,11 +107,12 @@ static int cmd_migrate(void *ctx, struct json_object *args, struct json_object *
 		return fd;
 	}
 	struct lm_vm_migration *m;
-	if ((r = lm_vm_migration_new(cm->vm, &p, &m)) < 0) {
+	if ((r = lm_vm_migration_new(lm_control_vm(cm->ctl), &p, &m)) < 0) {
 		close(fd);
 		snprintf(err, errlen, "Cannot set up the migration: %s", lm_strerror(r));
 		return r;
 	}
+	lm_vm_migration_set_pause_hook(m, paused_for_switchover, cm);
 	pthread_mutex_lock(&cm->lock);
 	cm->cur = m;
 	cm->fd = fd;
@@ -281,19 +288,18 @@ static int cmd_query_parameters(void *ctx, struct json_object *args, struct json
 	return 0;
 }
 
-int lm_control_migrate_new(struct lm_control *c, struct lm_vm *vm, struct lm_control_migrate **out)
+int lm_control_migrate_new(struct lm_control *c, struct lm_control_migrate **out)
 {
 	struct lm_control_migrate *cm = calloc(1, sizeof(*cm));
 	if (!cm)
 		return -ENOMEM;
 	cm->ctl = c;
-	cm->vm = vm;
 	cm->fd = -1;
 	pthread_mutex_init(&cm->lock, NULL);
 	lm_migrate_params_default(&cm->params);
 	int r;
-	if ((r = lm_control_register(c, "migrate", cmd_migrate, cm)) < 0 ||
-	    (r = lm_control_register(c, "migrate-cancel", cmd_migrate_cancel, cm)) < 0 ||
+	if ((r = lm_control_register_vm(c, "migrate", cmd_migrate, cm)) < 0 ||
+	    (r = lm_control_register_vm(c, "migrate-cancel", cmd_migrate_cancel, cm)) < 0 ||
 	    (r = lm_control_register(c, "query-migrate", cmd_query_migrate, cm)) < 0 ||
 	    (r = lm_control_register(c, "migrate-set-parameters", cmd_set_parameters, cm)) < 0 ||
 	    (r = lm_control_register(c, "query-migrate-parameters", cmd_query_parameters, cm)) < 0) {

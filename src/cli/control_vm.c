@@ -4,19 +4,13 @@
  * thread, so a handler may block (stop waits until every vCPU is parked).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "cli/control.h"
 #include "livemig/vmm.h"
 
-struct vmctx {
-	struct lm_control *ctl;
-	struct lm_vm *vm;
-};
-
-/* One per control server; the server lives as long as the process. */
-static struct vmctx ctxs[4];
-static unsigned nctx;
 
 static int no_args(struct json_object *args, char *err, size_t errlen)
 {
@@ -32,15 +26,25 @@ static int no_args(struct json_object *args, char *err, size_t errlen)
 static int cmd_query_status(void *ctx, struct json_object *args, struct json_object **ret,
 			    char *err, size_t errlen)
 {
-	struct vmctx *v = ctx;
+	struct lm_control *ctl = ctx;
+	struct lm_vm *vm = lm_control_vm(ctl);
 	if (no_args(args, err, errlen) < 0)
 		return -EINVAL;
+	if (!vm) {
+		/* livemig incoming before the VM arrived (QEMU says the same). */
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "status", json_object_new_string("inmigrate"));
+		json_object_object_add(o, "running", json_object_new_boolean(false));
+		json_object_object_add(o, "singlestep", json_object_new_boolean(false));
+		*ret = o;
+		return 0;
+	}
 	int st;
-	bool stopped = lm_vm_wait(v->vm, 0, &st) != -EINTR;
-	bool paused = lm_vm_is_paused(v->vm);
+	bool stopped = lm_vm_wait(vm, 0, &st) != -EINTR;
+	bool paused = lm_vm_is_paused(vm);
 	const char *status = stopped ? "shutdown" : paused ? "paused" : "running";
 	uint32_t req, done, res;
-	lm_vm_verify_status(v->vm, &req, &done, &res);
+	lm_vm_verify_status(vm, &req, &done, &res);
 	struct json_object *o = json_object_new_object();
 	json_object_object_add(o, "status", json_object_new_string(status));
 	json_object_object_add(o, "running", json_object_new_boolean(!stopped && !paused));
@@ -60,24 +64,26 @@ static int cmd_query_status(void *ctx, struct json_object *args, struct json_obj
 static int cmd_stop(void *ctx, struct json_object *args, struct json_object **ret, char *err,
 		    size_t errlen)
 {
-	struct vmctx *v = ctx;
+	struct lm_control *ctl = ctx;
+	struct lm_vm *vm = lm_control_vm(ctl);
 	if (no_args(args, err, errlen) < 0)
 		return -EINVAL;
-	bool was = lm_vm_is_paused(v->vm);
-	int r = lm_vm_pause(v->vm);
+	bool was = lm_vm_is_paused(vm);
+	int r = lm_vm_pause(vm);
 	if (r == 0 && !was)
-		lm_control_event(v->ctl, "STOP", NULL);
+		lm_control_event(ctl, "STOP", NULL);
 	return r;
 }
 
 static int cmd_cont(void *ctx, struct json_object *args, struct json_object **ret, char *err,
 		    size_t errlen)
 {
-	struct vmctx *v = ctx;
+	struct lm_control *ctl = ctx;
+	struct lm_vm *vm = lm_control_vm(ctl);
 	if (no_args(args, err, errlen) < 0)
 		return -EINVAL;
-	bool was = lm_vm_is_paused(v->vm);
-	int r = lm_vm_resume(v->vm);
+	bool was = lm_vm_is_paused(vm);
+	int r = lm_vm_resume(vm);
 	if (r == -EBUSY) {
 		snprintf(err, errlen, "The VM is held paused by a migration (switchover in progress or completed)");
 		return r;
@@ -87,46 +93,49 @@ static int cmd_cont(void *ctx, struct json_object *args, struct json_object **re
 		return r;
 	}
 	if (was)
-		lm_control_event(v->ctl, "RESUME", NULL);
+		lm_control_event(ctl, "RESUME", NULL);
 	return 0;
 }
 
 static int cmd_quit(void *ctx, struct json_object *args, struct json_object **ret, char *err,
 		    size_t errlen)
 {
-	struct vmctx *v = ctx;
+	struct lm_control *ctl = ctx;
+	struct lm_vm *vm = lm_control_vm(ctl);
 	if (no_args(args, err, errlen) < 0)
 		return -EINVAL;
-	lm_vm_quit(v->vm, 0);
+	if (!vm) {
+		/* Still waiting for a migration: end that wait the way a
+		 * signal does (the accept loop takes it). */
+		kill(getpid(), SIGTERM);
+		return 0;
+	}
+	lm_vm_quit(vm, 0);
 	return 0;
 }
 
 static int cmd_guest_verify(void *ctx, struct json_object *args, struct json_object **ret,
 			    char *err, size_t errlen)
 {
-	struct vmctx *v = ctx;
+	struct lm_control *ctl = ctx;
+	struct lm_vm *vm = lm_control_vm(ctl);
 	if (no_args(args, err, errlen) < 0)
 		return -EINVAL;
-	uint32_t n = lm_vm_request_verify(v->vm);
+	uint32_t n = lm_vm_request_verify(vm);
 	struct json_object *o = json_object_new_object();
 	json_object_object_add(o, "request", json_object_new_int64(n));
 	*ret = o;
 	return 0;
 }
 
-int lm_control_vm_commands(struct lm_control *c, struct lm_vm *vm)
+int lm_control_vm_commands(struct lm_control *c)
 {
-	if (nctx == sizeof(ctxs) / sizeof(ctxs[0]))
-		return -ENOSPC;
-	struct vmctx *v = &ctxs[nctx++];
-	v->ctl = c;
-	v->vm = vm;
 	int r;
-	if ((r = lm_control_register(c, "query-status", cmd_query_status, v)) < 0 ||
-	    (r = lm_control_register(c, "stop", cmd_stop, v)) < 0 ||
-	    (r = lm_control_register(c, "cont", cmd_cont, v)) < 0 ||
-	    (r = lm_control_register(c, "quit", cmd_quit, v)) < 0 ||
-	    (r = lm_control_register(c, "guest-verify", cmd_guest_verify, v)) < 0)
+	if ((r = lm_control_register(c, "query-status", cmd_query_status, c)) < 0 ||
+	    (r = lm_control_register_vm(c, "stop", cmd_stop, c)) < 0 ||
+	    (r = lm_control_register_vm(c, "cont", cmd_cont, c)) < 0 ||
+	    (r = lm_control_register(c, "quit", cmd_quit, c)) < 0 ||
+	    (r = lm_control_register_vm(c, "guest-verify", cmd_guest_verify, c)) < 0)
 		return r;
 	return 0;
 }

@@ -145,6 +145,7 @@ int lm_cli_incoming(int argc, char **argv)
 
 	int ret = 1, console_fd = -1, lfd = -1;
 	struct lm_vm *vm = NULL;
+	struct lm_cli_ctl ctl = {0};
 	if (console) {
 		console_fd = open(console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (console_fd < 0) {
@@ -158,6 +159,10 @@ int lm_cli_incoming(int argc, char **argv)
 	 * signals are taken where we choose (the accept loop, then the serve
 	 * loop's signal thread). */
 	lm_cli_block_signals();
+	/* The control socket first, so a client can watch the whole thing
+	 * (query-status says "inmigrate" until the VM has arrived). */
+	if (lm_cli_ctl_open("incoming", control, &ctl) < 0)
+		goto out;
 	lfd = lm_transport_listen(&uri);
 	if (lfd < 0) {
 		fprintf(stderr, "livemig incoming: cannot listen on %s: %s\n", listen_s, lm_strerror(lfd));
@@ -201,8 +206,9 @@ int lm_cli_incoming(int argc, char **argv)
 	lfd = -1;
 	if (uri.kind == LM_URI_UNIX)
 		unlink(uri.path);
-	ret = lm_cli_serve_vm("incoming", vm, control, true);
+	ret = lm_cli_serve_vm("incoming", vm, &ctl, true);
 out:
+	lm_cli_ctl_close(&ctl);
 	if (lfd >= 0) {
 		close(lfd);
 		if (uri.kind == LM_URI_UNIX)

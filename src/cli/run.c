@@ -164,7 +164,10 @@ int lm_cli_run(int argc, char **argv)
 		fprintf(stderr, "livemig run: cannot pause the VM: %s\n", lm_strerror(r));
 		goto out;
 	}
-	ret = lm_cli_serve_vm("run", vm, control, false);
+	struct lm_cli_ctl ctl;
+	if (lm_cli_ctl_open("run", control, &ctl) < 0)
+		goto out;
+	ret = lm_cli_serve_vm("run", vm, &ctl, false);
 out:
 	lm_vm_free(vm);
 	if (console_fd >= 0)

@@ -1,8 +1,9 @@
 /*
  * Serving a VM until it stops: the part `livemig run` and `livemig
- * incoming` share. Opens the control socket (VM and migration commands),
- * takes SIGINT/SIGTERM/SIGHUP in one thread to shut down cleanly, starts
- * the vCPUs and waits for the end.
+ * incoming` share. The control socket (VM, balloon and migration commands)
+ * is opened first, possibly before the VM exists (incoming answers
+ * `query-status` with "inmigrate" while it waits); SIGINT/SIGTERM/SIGHUP are
+ * taken in one thread to shut down cleanly; the vCPUs run until the end.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -19,6 +20,14 @@ struct sigctx {
 	sigset_t set;
 };
 
+static void term_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+}
+
 static void *signal_main(void *arg)
 {
 	struct sigctx *s = arg;
@@ -31,39 +40,49 @@ static void *signal_main(void *arg)
 void lm_cli_block_signals(void)
 {
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
+	term_signals(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
-int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, const char *control, bool migrated_in)
+int lm_cli_ctl_open(const char *prog, const char *path, struct lm_cli_ctl *c)
+{
+	memset(c, 0, sizeof(*c));
+	if (!path)
+		return 0;
+	int r = lm_control_new(path, &c->ctl);
+	if (r < 0) {
+		fprintf(stderr, "livemig %s: control socket %s: %s\n", prog, path, lm_strerror(r));
+		return r;
+	}
+	if ((r = lm_control_vm_commands(c->ctl)) < 0 || (r = lm_control_balloon_commands(c->ctl)) < 0 ||
+	    (r = lm_control_migrate_new(c->ctl, &c->cm)) < 0 || (r = lm_control_start(c->ctl)) < 0) {
+		fprintf(stderr, "livemig %s: control socket: %s\n", prog, lm_strerror(r));
+		lm_cli_ctl_close(c);
+		return r;
+	}
+	return 0;
+}
+
+void lm_cli_ctl_close(struct lm_cli_ctl *c)
+{
+	/* The migration waiter first: it sends events through the server. */
+	lm_control_migrate_stop(c->cm);
+	lm_control_free(c->ctl);
+	lm_control_migrate_free(c->cm);
+	memset(c, 0, sizeof(*c));
+}
+
+int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, bool migrated_in)
 {
 	int ret = 1, r;
-	struct lm_control *ctl = NULL;
-	struct lm_control_migrate *cm = NULL;
 	pthread_t sigthread;
 	bool sigthread_started = false;
 	struct sigctx sc = {.vm = vm};
+	struct lm_control *ctl = c ? c->ctl : NULL;
 
-	sigemptyset(&sc.set);
-	sigaddset(&sc.set, SIGINT);
-	sigaddset(&sc.set, SIGTERM);
-	sigaddset(&sc.set, SIGHUP);
-	if (control) {
-		if ((r = lm_control_new(control, &ctl)) < 0) {
-			fprintf(stderr, "livemig %s: control socket %s: %s\n", prog, control,
-				lm_strerror(r));
-			goto out;
-		}
-		if ((r = lm_control_vm_commands(ctl, vm)) < 0 ||
-		    (r = lm_control_balloon_commands(ctl, vm)) < 0 ||
-		    (r = lm_control_migrate_new(ctl, vm, &cm)) < 0 || (r = lm_control_start(ctl)) < 0) {
-			fprintf(stderr, "livemig %s: control socket: %s\n", prog, lm_strerror(r));
-			goto out;
-		}
-	}
+	term_signals(&sc.set);
+	if (ctl)
+		lm_control_attach_vm(ctl, vm);
 	if (pthread_create(&sigthread, NULL, signal_main, &sc) == 0)
 		sigthread_started = true;
 	if ((r = lm_vm_start(vm)) < 0) {
@@ -99,8 +118,8 @@ out:
 		pthread_kill(sigthread, SIGTERM);
 		pthread_join(sigthread, NULL);
 	}
-	lm_control_migrate_stop(cm);
-	lm_control_free(ctl);
-	lm_control_migrate_free(cm);
+	/* Before the caller frees the VM: no handler may touch it after. */
+	if (c)
+		lm_cli_ctl_close(c);
 	return ret;
 }

@@ -14,7 +14,39 @@
 #include "livemig/track_kvm.h"
 #include "livemig/vmm_migrate.h"
 
+/* Device blobs: "vm-setup" before round 1 (the machine's shape), "vm" at
+ * the switchover (every vCPU and device register). */
+#define SETUP_DEVICE "vm-setup"
 #define STATE_DEVICE "vm"
+#define SETUP_MAGIC 0x43564d4cu /* "LMVC" */
+#define SETUP_VERSION 1u
+
+/* vm-setup: u32 magic, u32 version, u32 vCPU count, u32 reserved (0). */
+static void setup_blob(uint8_t out[16], unsigned ncpus)
+{
+	const uint32_t v[4] = {SETUP_MAGIC, SETUP_VERSION, ncpus, 0};
+	for (int i = 0; i < 4; i++)
+		for (int b = 0; b < 4; b++)
+			out[i * 4 + b] = (uint8_t)(v[i] >> (8 * b));
+}
+
+static int setup_blob_parse(const uint8_t *p, size_t len, unsigned *ncpus)
+{
+	uint32_t v[4] = {0};
+	if (len != 16)
+		return -EINVAL;
+	for (int i = 0; i < 4; i++)
+		for (int b = 0; b < 4; b++)
+			v[i] |= (uint32_t)p[i * 4 + b] << (8 * b);
+	if (v[0] != SETUP_MAGIC || v[3] != 0)
+		return -EINVAL;
+	if (v[1] != SETUP_VERSION)
+		return -EPROTO;
+	if (v[2] == 0 || v[2] > LM_VM_MAX_CPUS)
+		return -EINVAL;
+	*ncpus = v[2];
+	return 0;
+}
 
 struct lm_vm_migration {
 	struct lm_vm *vm;
@@ -24,6 +56,8 @@ struct lm_vm_migration {
 	struct lm_kvm_log_slot *slots;
 	size_t n;
 	bool was_paused; /* paused by the user before the switchover */
+	void (*on_pause)(void *);
+	void *on_pause_opaque;
 };
 
 static int set_logging(void *opaque, uint32_t kvm_slot, bool on)
@@ -53,7 +87,11 @@ static int src_pause(void *ctx)
 	struct lm_vm_migration *m = ctx;
 	m->was_paused = lm_vm_is_paused(m->vm);
 	int err = lm_vm_pause(m->vm);
-	return err < 0 ? err : lm_vm_hold_paused(m->vm, true);
+	if (err == 0)
+		err = lm_vm_hold_paused(m->vm, true);
+	if (err == 0 && m->on_pause)
+		m->on_pause(m->on_pause_opaque);
+	return err;
 }
 
 static int src_resume(void *ctx)
@@ -77,10 +115,19 @@ static int src_save_state(void *ctx, lm_state_writer *w)
 	return err;
 }
 
+static int src_save_setup(void *ctx, lm_state_writer *w)
+{
+	struct lm_vm_migration *m = ctx;
+	uint8_t blob[16];
+	setup_blob(blob, lm_vm_vcpu_count(m->vm));
+	return lm_state_put(w, SETUP_DEVICE, blob, sizeof(blob));
+}
+
 static const struct lm_workload_ops vm_source_ops = {
     .pause = src_pause,
     .resume = src_resume,
     .save_state = src_save_state,
+    .save_setup = src_save_setup,
 };
 
 int lm_vm_migration_new(struct lm_vm *vm, const struct lm_migrate_params *p,
@@ -129,6 +176,12 @@ int lm_vm_migration_new(struct lm_vm *vm, const struct lm_migrate_params *p,
 fail:
 	lm_vm_migration_free(m);
 	return err;
+}
+
+void lm_vm_migration_set_pause_hook(struct lm_vm_migration *m, void (*fn)(void *), void *opaque)
+{
+	m->on_pause = fn;
+	m->on_pause_opaque = opaque;
 }
 
 int lm_vm_migration_start(struct lm_vm_migration *m, int fd)
@@ -185,6 +238,7 @@ struct incoming {
 	uint64_t slot_size;
 	lm_stream_layout layout;
 	struct lm_vm *vm;
+	bool have_state; /* the "vm" blob was loaded */
 	bool committed;
 	lm_skip_map *skip; /* received before the VM exists; the VM adopts it */
 };
@@ -243,17 +297,9 @@ static lm_skip_map *in_skip_map(void *ctx)
 	return in->skip;
 }
 
-static int in_load_state(void *ctx, const char *name, const void *blob, size_t len)
+/* Build the destination VM around the RAM already receiving pages. */
+static int build_vm(struct incoming *in, unsigned ncpus)
 {
-	struct incoming *in = ctx;
-	if (strcmp(name, STATE_DEVICE) != 0)
-		return -EPROTO; /* a device we do not have: never run without it */
-	if (in->vm || !in->ram)
-		return -EPROTO; /* a second VM state */
-	unsigned ncpus = 0;
-	int err = lm_vm_state_peek(blob, len, &ncpus);
-	if (err < 0)
-		return err;
 	struct lm_vm_config vc = {
 	    .mem_size = in->ram_size,
 	    .slot_size = in->slot_size,
@@ -265,9 +311,10 @@ static int in_load_state(void *ctx, const char *name, const void *blob, size_t l
 	    .skip_map = in->skip,
 	};
 	struct lm_vm *vm;
-	if ((err = lm_vm_new(&vc, &vm)) < 0)
+	int err = lm_vm_new(&vc, &vm);
+	if (err < 0)
 		return err;
-	in->ram = NULL; /* the VM owns it now */
+	in->ram = NULL;	 /* the VM owns it now */
 	in->skip = NULL; /* this too (the receiver still writes into it) */
 	/* Same slots as the source, or the dirty tracking of a later
 	 * migration from here would not line up. */
@@ -283,11 +330,41 @@ static int in_load_state(void *ctx, const char *name, const void *blob, size_t l
 			return -EPROTO;
 		}
 	}
-	if ((err = lm_vm_pause(vm)) < 0 || (err = lm_vm_state_load(vm, blob, len)) < 0) {
+	if ((err = lm_vm_pause(vm)) < 0) {
 		lm_vm_free(vm);
 		return err;
 	}
 	in->vm = vm;
+	return 0;
+}
+
+static int in_load_state(void *ctx, const char *name, const void *blob, size_t len)
+{
+	struct incoming *in = ctx;
+	unsigned ncpus = 0;
+	int err;
+	if (!strcmp(name, SETUP_DEVICE)) {
+		/* Early, while the source still runs: build the VM now so that
+		 * creating it is not part of the downtime. */
+		if (in->vm || !in->ram)
+			return -EPROTO;
+		if ((err = setup_blob_parse(blob, len, &ncpus)) < 0)
+			return err;
+		return build_vm(in, ncpus);
+	}
+	if (strcmp(name, STATE_DEVICE) != 0)
+		return -EPROTO; /* a device we do not have: never run without it */
+	if (in->have_state)
+		return -EPROTO; /* a second VM state */
+	if ((err = lm_vm_state_peek(blob, len, &ncpus)) < 0)
+		return err;
+	if (!in->vm && (err = build_vm(in, ncpus)) < 0)
+		return err;
+	if (lm_vm_vcpu_count(in->vm) != ncpus)
+		return -EPROTO; /* the setup blob promised another machine */
+	if ((err = lm_vm_state_load(in->vm, blob, len)) < 0)
+		return err;
+	in->have_state = true;
 	return 0;
 }
 
@@ -314,10 +391,10 @@ int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm
 		st = &local;
 	memset(st, 0, sizeof(*st));
 	int err = lm_migrate_receive(fd, &cfg->recv, &vm_dest_ops, &in, st);
-	if (err == 0 && (!in.vm || !in.committed)) {
+	if (err == 0 && (!in.have_state || !in.committed)) {
 		err = -EPROTO;
 		snprintf(st->error, sizeof(st->error), "%s",
-			 in.vm ? "the sender did not commit" : "the stream carried no VM state");
+			 in.have_state ? "the sender did not commit" : "the stream carried no VM state");
 	}
 	if (err < 0) {
 		lm_vm_free(in.vm);
