@@ -34,6 +34,8 @@ struct lm_cli_ctl {
 	struct lm_control *ctl;
 	struct lm_control_migrate *cm;
 };
+/* Open (create, truncate) a console log file; -1 after printing why. */
+int lm_cli_open_console(const char *prog, const char *path);
 /* path NULL: no socket (c zeroed, 0). Prints its own errors. */
 int lm_cli_ctl_open(const char *prog, const char *path, struct lm_cli_ctl *c);
 void lm_cli_ctl_close(struct lm_cli_ctl *c);

@@ -147,12 +147,9 @@ int lm_cli_incoming(int argc, char **argv)
 	struct lm_vm *vm = NULL;
 	struct lm_cli_ctl ctl = {0};
 	if (console) {
-		console_fd = open(console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (console_fd < 0) {
-			fprintf(stderr, "livemig incoming: cannot open console file %s: %s\n", console,
-				strerror(errno));
+		console_fd = lm_cli_open_console("incoming", console);
+		if (console_fd < 0)
 			return 1;
-		}
 		cfg.console_fd = console_fd;
 	}
 	/* Before any thread exists: every thread inherits the mask and the

@@ -138,12 +138,9 @@ int lm_cli_run(int argc, char **argv)
 	int console_fd = -1;
 
 	if (console) {
-		console_fd = open(console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (console_fd < 0) {
-			fprintf(stderr, "livemig run: cannot open console file %s: %s\n", console,
-				strerror(errno));
+		console_fd = lm_cli_open_console("run", console);
+		if (console_fd < 0)
 			return 1;
-		}
 		cfg.console_fd = console_fd;
 	}
 	cfg.kernel = kernel;

@@ -6,6 +6,7 @@
  * taken in one thread to shut down cleanly; the vCPUs run until the end.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +43,15 @@ void lm_cli_block_signals(void)
 	sigset_t set;
 	term_signals(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int lm_cli_open_console(const char *prog, const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		fprintf(stderr, "livemig %s: cannot open console file %s: %s\n", prog, path,
+			strerror(errno));
+	return fd;
 }
 
 int lm_cli_ctl_open(const char *prog, const char *path, struct lm_cli_ctl *c)

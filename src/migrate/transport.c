@@ -83,17 +83,24 @@ static void tune(int fd, int family)
 	}
 }
 
+/* A UNIX stream socket and the address of u, or -errno. */
+static int unix_socket(const struct lm_uri *u, struct sockaddr_un *a)
+{
+	int err = unix_addr(u, a);
+	if (err)
+		return err;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	return fd < 0 ? -errno : fd;
+}
+
 int lm_transport_connect(const struct lm_uri *u)
 {
 	int fd, err;
 	if (u->kind == LM_URI_UNIX) {
 		struct sockaddr_un a;
-		err = unix_addr(u, &a);
-		if (err)
-			return err;
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		fd = unix_socket(u, &a);
 		if (fd < 0)
-			return -errno;
+			return fd;
 		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
 			err = -errno;
 			close(fd);
@@ -131,12 +138,9 @@ int lm_transport_listen(const struct lm_uri *u)
 	int fd, err;
 	if (u->kind == LM_URI_UNIX) {
 		struct sockaddr_un a;
-		err = unix_addr(u, &a);
-		if (err)
-			return err;
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		fd = unix_socket(u, &a);
 		if (fd < 0)
-			return -errno;
+			return fd;
 		(void)unlink(u->path); /* a stale socket from an earlier run */
 		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 4) < 0) {
 			err = -errno;
