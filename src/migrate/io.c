@@ -86,6 +86,9 @@ static int idle_ms(const struct lm__io *io)
 	return io->timeout_ms ? (int)(io->timeout_ms > 0x7fffffff ? 0x7fffffff : io->timeout_ms) : -1;
 }
 
+/* Idle time a rate-limited writer may make up at once, in seconds. */
+#define RATE_CREDIT_S 0.01
+
 /* Sleep until the rate limit allows `n` more bytes (cancellable). */
 static int pace(struct lm__io *io, size_t n)
 {
@@ -101,8 +104,11 @@ static int pace(struct lm__io *io, size_t n)
 			nanosleep(&ts, NULL);
 			continue;
 		}
+		/* To the microsecond: rounding each wait up to a whole
+		 * millisecond cost about a tenth of a capped link. */
 		struct pollfd p = { .fd = io->cancel_fd, .events = POLLIN };
-		int r = poll(&p, 1, (int)(wait * 1000) + 1);
+		struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
+		int r = ppoll(&p, 1, &ts, NULL);
 		if (r > 0)
 			return -ECANCELED;
 	}
@@ -116,17 +122,22 @@ int lm__io_write(struct lm__io *io, const void *buf, size_t n)
 	/*
 	 * Little credit for idle time: if the writer fell behind the schedule
 	 * (it was scanning, harvesting or paused), the schedule moves up so
-	 * that at most one slice may go out at once, instead of letting the
-	 * next megabytes out in a burst. QEMU's limiter does not carry unused
-	 * budget over either. It keeps the rate a cap on every write call (a
-	 * call of B bytes takes at least (B - RATE_SLICE) / rate), which the
-	 * sender's bandwidth estimate relies on; the one slice of credit
-	 * absorbs the timer's rounding.
+	 * that at most RATE_CREDIT_S worth of bytes (or one slice) may go out
+	 * at once, instead of letting the next megabytes out in a burst. QEMU's
+	 * limiter does not carry unused budget over either (it counts per
+	 * 100 ms window). The credit covers the sender's own work between two
+	 * writes (encoding a batch takes about a millisecond): with only one
+	 * slice of credit that time was lost every call, about a tenth of a
+	 * 1 Gbit/s link. A call of B bytes still takes at least
+	 * (B - credit) / rate, which keeps the sender's bandwidth estimate
+	 * honest over a round.
 	 */
 	if (io->rate) {
 		double rate = (double)io->rate;
 		double behind = lm__now() - (io->rate_t0 + (double)(io->bytes_out - io->rate_b0) / rate);
 		double credit = (double)RATE_SLICE / rate;
+		if (credit < RATE_CREDIT_S)
+			credit = RATE_CREDIT_S;
 		if (behind > credit)
 			io->rate_t0 += behind - credit;
 	}

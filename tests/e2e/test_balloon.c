@@ -14,197 +14,29 @@
  * failure; nothing depends on how fast anything runs.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include <cmocka.h>
 
 #include "livemig/balloon.h"
 #include "livemig/bitmap.h"
 #include "livemig/vmm.h"
+#include "support/live.h"
+#include "support/live_assert.h"
+#include "support/vm_inproc.h"
 
 #define DEADLINE_S 90
 #define MIB (1ull << 20)
 
-static const char *livemig, *guest;
-static char tmpdir[] = "/tmp/lm-balloon-e2e-XXXXXX";
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void msleep(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-static char *path_in_tmp(const char *name)
-{
-	static char buf[8][256];
-	static int k;
-	char *p = buf[k++ % 8];
-	snprintf(p, 256, "%s/%s", tmpdir, name);
-	return p;
-}
-
-/* Every child, so that one left running by a failed test is killed at
- * the end instead of outliving the suite. */
-static pid_t spawned[32];
-static size_t nspawned;
-
-static pid_t spawn(const char *out, const char *const *args)
-{
-	const char *argv[32];
-	int n = 0;
-	argv[n++] = livemig;
-	for (; *args && n < 31; args++)
-		argv[n++] = *args;
-	argv[n] = NULL;
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid > 0 && nspawned < sizeof(spawned) / sizeof(spawned[0]))
-		spawned[nspawned++] = pid;
-	if (pid == 0) {
-		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fd < 0)
-			_exit(126);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execv(livemig, (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
-}
-
-static int wait_exit(pid_t pid, int deadline_s)
-{
-	double end = now_s() + deadline_s;
-	int st;
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		if (now_s() > end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			return -1;
-		}
-		msleep(50);
-	}
-}
-
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return strdup("");
-	size_t cap = 1 << 16, len = 0;
-	char *b = malloc(cap);
-	size_t n;
-	while ((n = fread(b + len, 1, cap - len - 1, f)) > 0) {
-		len += n;
-		if (cap - len < 4096)
-			b = realloc(b, cap *= 2);
-	}
-	b[len] = 0;
-	fclose(f);
-	return b;
-}
-
-/* Complete lines of text containing needle; the last is copied to line. */
-static int count_lines(const char *text, const char *needle, char *line, size_t linelen)
-{
-	int n = 0;
-	for (const char *p = text; *p;) {
-		const char *e = strchr(p, '\n');
-		if (!e)
-			break;
-		size_t l = (size_t)(e - p);
-		char tmp[1024];
-		size_t c = l < sizeof(tmp) - 1 ? l : sizeof(tmp) - 1;
-		memcpy(tmp, p, c);
-		tmp[c] = 0;
-		if (strstr(tmp, needle)) {
-			n++;
-			if (line)
-				snprintf(line, linelen, "%s", tmp);
-		}
-		p = e + 1;
-	}
-	return n;
-}
-
-static int file_count(const char *path, const char *needle, char *line, size_t linelen)
-{
-	char *t = slurp(path);
-	int n = count_lines(t, needle, line, linelen);
-	free(t);
-	return n;
-}
-
 /* Waits until the file has more than `have` lines containing needle. */
 static bool wait_line(const char *path, const char *needle, int have, char *line, size_t linelen)
 {
-	double end = now_s() + DEADLINE_S;
-	while (now_s() < end) {
-		if (file_count(path, needle, line, linelen) > have)
-			return true;
-		msleep(50);
-	}
-	return false;
-}
-
-static uint64_t field(const char *line, const char *key)
-{
-	const char *p = strstr(line, key);
-	if (!p)
-		fprintf(stderr, "no '%s' in: %s\n", key, line);
-	assert_non_null(p);
-	return strtoull(p + strlen(key), NULL, 10);
-}
-
-/* A JSON member's value: "key": then optional spaces, then a number,
- * or true/false as 1/0. */
-static uint64_t jfield(const char *reply, const char *key)
-{
-	char k[64];
-	snprintf(k, sizeof(k), "\"%s\":", key);
-	const char *p = strstr(reply, k);
-	if (!p)
-		fprintf(stderr, "no %s in: %s\n", k, reply);
-	assert_non_null(p);
-	p += strlen(k);
-	while (*p == ' ')
-		p++;
-	if (!strncmp(p, "true", 4))
-		return 1;
-	if (!strncmp(p, "false", 5))
-		return 0;
-	return strtoull(p, NULL, 10);
-}
-
-static void dump(const char *path)
-{
-	char *t = slurp(path);
-	fprintf(stderr, "---- %s\n%s----\n", path, t);
-	free(t);
+	return lm_live_wait_line(path, needle, have, line, linelen, 0, DEADLINE_S);
 }
 
 /* Resident memory of a process in KiB (VmRSS). */
@@ -222,157 +54,63 @@ static uint64_t rss_kib(pid_t pid)
 	return kib;
 }
 
-/* ---- control socket client ---------------------------------------------- */
-
-struct ctl {
-	int fd;
-	char buf[65536];
-	size_t len;
-};
-
-static bool ctl_read_line(struct ctl *c, char *out, size_t outlen)
-{
-	double end = now_s() + DEADLINE_S;
-	for (;;) {
-		char *nl = memchr(c->buf, '\n', c->len);
-		if (nl) {
-			size_t l = (size_t)(nl - c->buf);
-			snprintf(out, outlen, "%.*s", (int)l, c->buf);
-			memmove(c->buf, nl + 1, c->len - l - 1);
-			c->len -= l + 1;
-			return true;
-		}
-		struct pollfd pf = {.fd = c->fd, .events = POLLIN};
-		int ms = (int)((end - now_s()) * 1000);
-		if (ms <= 0 || poll(&pf, 1, ms) <= 0)
-			return false;
-		ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
-		if (n <= 0)
-			return false;
-		c->len += (size_t)n;
-	}
-}
-
-static void ctl_open(struct ctl *c, const char *path)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	double end = now_s() + DEADLINE_S;
-	c->len = 0;
-	for (;;) {
-		c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		assert_true(c->fd >= 0);
-		if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			break;
-		close(c->fd);
-		assert_true(now_s() < end);
-		msleep(50);
-	}
-	char line[4096];
-	assert_true(ctl_read_line(c, line, sizeof(line)));
-	assert_non_null(strstr(line, "\"QMP\""));
-}
-
-static void ctl_raw(struct ctl *c, const char *req, char *reply, size_t replylen)
-{
-	size_t n = strlen(req);
-	assert_int_equal(write(c->fd, req, n), (ssize_t)n);
-	assert_int_equal(write(c->fd, "\n", 1), 1);
-	for (;;) {
-		assert_true(ctl_read_line(c, reply, replylen));
-		if (!strstr(reply, "\"event\""))
-			return;
-	}
-}
-
-static void expect_ok(struct ctl *c, const char *req)
-{
-	char reply[4096];
-	ctl_raw(c, req, reply, sizeof(reply));
-	if (!strstr(reply, "\"return\""))
-		fprintf(stderr, "request %s -> %s\n", req, reply);
-	assert_non_null(strstr(reply, "\"return\""));
-}
-
-static void expect_error(struct ctl *c, const char *req)
-{
-	char reply[4096];
-	ctl_raw(c, req, reply, sizeof(reply));
-	if (!strstr(reply, "\"error\""))
-		fprintf(stderr, "request %s -> %s (an error was expected)\n", req, reply);
-	assert_non_null(strstr(reply, "\"error\""));
-	assert_non_null(strstr(reply, "\"GenericError\""));
-	assert_non_null(strstr(reply, "\"desc\""));
-}
-
-static void set_balloon(struct ctl *c, uint64_t bytes)
-{
-	char req[128];
-	snprintf(req, sizeof(req), "{\"execute\":\"balloon\",\"arguments\":{\"value\":%llu}}",
-		 (unsigned long long)bytes);
-	expect_ok(c, req);
-}
-
 struct bq {
 	uint64_t actual, ballooned, target, guest_actual;
 	bool mth, driver;
 };
 
-static void query_balloon(struct ctl *c, struct bq *q)
+static void query_balloon(struct lm_live_ctl *c, struct bq *q)
 {
 	char reply[4096];
-	ctl_raw(c, "{\"execute\":\"query-balloon\"}", reply, sizeof(reply));
-	if (!strstr(reply, "\"return\""))
-		fprintf(stderr, "query-balloon -> %s\n", reply);
-	assert_non_null(strstr(reply, "\"return\""));
-	q->actual = jfield(reply, "actual");
-	q->ballooned = jfield(reply, "ballooned-pages");
-	q->target = jfield(reply, "target-pages");
-	q->guest_actual = jfield(reply, "guest-actual-pages");
-	q->mth = jfield(reply, "must-tell-host");
-	q->driver = jfield(reply, "driver");
+	lm_live_expect_ok(c, "{\"execute\":\"query-balloon\"}", reply, sizeof(reply));
+	q->actual = lm_live_json_u64(reply, "actual");
+	q->ballooned = lm_live_json_u64(reply, "ballooned-pages");
+	q->target = lm_live_json_u64(reply, "target-pages");
+	q->guest_actual = lm_live_json_u64(reply, "guest-actual-pages");
+	q->mth = lm_live_json_u64(reply, "must-tell-host");
+	q->driver = lm_live_json_u64(reply, "driver");
 }
 
 /* Polls query-balloon until the balloon holds `pages` pages. */
-static void wait_ballooned(struct ctl *c, uint64_t pages, struct bq *q)
+static void wait_ballooned(struct lm_live_ctl *c, uint64_t pages, struct bq *q)
 {
-	double end = now_s() + DEADLINE_S;
+	double end = lm_live_now() + DEADLINE_S;
 	for (;;) {
 		query_balloon(c, q);
 		if (q->ballooned == pages && q->guest_actual == pages)
 			return;
-		if (now_s() > end)
+		if (lm_live_now() > end)
 			fprintf(stderr, "balloon holds %llu pages, waited for %llu\n",
 				(unsigned long long)q->ballooned, (unsigned long long)pages);
-		assert_true(now_s() <= end);
-		msleep(50);
+		assert_true(lm_live_now() <= end);
+		lm_live_msleep(50);
 	}
 }
 
 /* Asks the guest to check its pages and waits for a passing check; the
  * "verify ok" line is copied into line. */
-static void guest_verify(struct ctl *c, const char *out, char *line, size_t linelen)
+static void guest_verify(struct lm_live_ctl *c, const char *out, char *line, size_t linelen)
 {
-	int have = file_count(out, "verify ok pages=", NULL, 0);
-	int fails = file_count(out, "FAIL", NULL, 0);
-	expect_ok(c, "{\"execute\":\"guest-verify\"}");
+	int have = lm_live_count_file(out, "verify ok pages=", NULL, 0);
+	int fails = lm_live_count_file(out, "FAIL", NULL, 0);
+	lm_live_expect_ok(c, "{\"execute\":\"guest-verify\"}", NULL, 0);
 	bool ok = wait_line(out, "verify ok pages=", have, line, linelen);
-	if (!ok || file_count(out, "FAIL", NULL, 0) != fails)
-		dump(out);
+	if (!ok || lm_live_count_file(out, "FAIL", NULL, 0) != fails)
+		lm_live_dump(out, SIZE_MAX);
 	assert_true(ok);
-	assert_int_equal(file_count(out, "FAIL", NULL, 0), fails);
+	assert_int_equal(lm_live_count_file(out, "FAIL", NULL, 0), fails);
 }
 
-static void quit_and_check(struct ctl *c, pid_t pid, const char *out)
+static void quit_and_check(struct lm_live_ctl *c, pid_t pid, const char *out)
 {
-	expect_ok(c, "{\"execute\":\"quit\"}");
-	close(c->fd);
-	int rc = wait_exit(pid, DEADLINE_S);
+	lm_live_expect_ok(c, "{\"execute\":\"quit\"}", NULL, 0);
+	lm_live_ctl_close(c);
+	int rc = lm_live_wait(pid, DEADLINE_S);
 	if (rc != 0)
-		dump(out);
+		lm_live_dump(out, SIZE_MAX);
 	assert_int_equal(rc, 0);
-	assert_int_equal(file_count(out, "FAIL", NULL, 0), 0);
-	assert_int_equal(file_count(out, "exception", NULL, 0), 0);
+	assert_int_equal(lm_live_count_file(out, "FAIL", NULL, 0), 0);
+	assert_int_equal(lm_live_count_file(out, "exception", NULL, 0), 0);
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -385,17 +123,20 @@ static void quit_and_check(struct ctl *c, pid_t pid, const char *out)
  */
 static void test_inflate_deflate(void **state)
 {
-	const char *out = path_in_tmp("inflate.out"), *sock = path_in_tmp("inflate.sock");
-	const char *args[] = {"run", guest, "--mem", "1G", "--control", sock, "--append",
-			      "workload=memtouch verify=1 progress=0", NULL};
-	pid_t pid = spawn(out, args);
+	const char *out = lm_live_path("inflate.out"), *sock = lm_live_path("inflate.sock");
+	const char *args[] = {"run",	   lm_live_guest(),
+			      "--mem",	   "1G",
+			      "--control", sock,
+			      "--append",  "workload=memtouch verify=1 progress=0",
+			      NULL};
+	pid_t pid = lm_live_expect_spawn(out, args);
 	char line[1024];
 	bool ok = wait_line(out, "verify ok pages=", 0, line, sizeof(line));
 	if (!ok)
-		dump(out);
+		lm_live_dump(out, SIZE_MAX);
 	assert_true(ok); /* memtouch done and checked */
-	struct ctl c;
-	ctl_open(&c, sock);
+	struct lm_live_ctl c;
+	lm_live_expect_ctl_open(&c, sock, DEADLINE_S);
 	struct bq q;
 	query_balloon(&c, &q);
 	assert_int_equal(q.ballooned, 0);
@@ -405,7 +146,7 @@ static void test_inflate_deflate(void **state)
 	uint64_t rss0 = rss_kib(pid);
 	assert_true(rss0 > 900 * 1024); /* memtouch wrote all of it */
 
-	set_balloon(&c, 512 * MIB);
+	lm_live_expect_balloon(&c, 512 * MIB);
 	wait_ballooned(&c, 131072, &q);
 	assert_int_equal(q.target, 131072);
 	assert_int_equal(q.actual, 512 * MIB);
@@ -418,7 +159,7 @@ static void test_inflate_deflate(void **state)
 	guest_verify(&c, out, line, sizeof(line));
 
 	/* A target above RAM means an empty balloon, as in QEMU. */
-	set_balloon(&c, 4096 * MIB);
+	lm_live_expect_balloon(&c, 4096 * MIB);
 	wait_ballooned(&c, 0, &q);
 	assert_int_equal(q.target, 0);
 	assert_int_equal(q.actual, 1024 * MIB);
@@ -432,38 +173,41 @@ static void test_inflate_deflate(void **state)
  */
 static void test_deflated_pages_reused(void **state)
 {
-	const char *out = path_in_tmp("reuse.out"), *sock = path_in_tmp("reuse.sock");
-	const char *args[] = {"run", guest, "--mem", "1G", "--control", sock, "--append",
-			      "workload=hotset wss=1G rate=200M verify=1 progress=500", NULL};
-	pid_t pid = spawn(out, args);
+	const char *out = lm_live_path("reuse.out"), *sock = lm_live_path("reuse.sock");
+	const char *args[] = {"run",	   lm_live_guest(),
+			      "--mem",	   "1G",
+			      "--control", sock,
+			      "--append",  "workload=hotset wss=1G rate=200M verify=1 progress=500",
+			      NULL};
+	pid_t pid = lm_live_expect_spawn(out, args);
 	char line[1024];
 	bool ok = wait_line(out, "livemig-guest: balloon offered=", 0, NULL, 0) &&
 		  wait_line(out, "progress t=", 0, NULL, 0);
 	if (!ok)
-		dump(out);
+		lm_live_dump(out, SIZE_MAX);
 	assert_true(ok);
-	assert_true(file_count(out, "livemig-guest: ram_top=", line, sizeof(line)) == 1);
-	uint64_t npages = field(line, " pages=");
-	struct ctl c;
-	ctl_open(&c, sock);
+	assert_true(lm_live_count_file(out, "livemig-guest: ram_top=", line, sizeof(line)) == 1);
+	uint64_t npages = lm_live_line_u64(line, " pages=");
+	struct lm_live_ctl c;
+	lm_live_expect_ctl_open(&c, sock, DEADLINE_S);
 	struct bq q;
-	set_balloon(&c, 512 * MIB);
+	lm_live_expect_balloon(&c, 512 * MIB);
 	wait_ballooned(&c, 131072, &q);
 	uint64_t owned = npages - 131072;
 	guest_verify(&c, out, line, sizeof(line));
-	assert_true(field(line, "written=") <= owned);
+	assert_true(lm_live_line_u64(line, "written=") <= owned);
 
-	set_balloon(&c, 1024 * MIB);
+	lm_live_expect_balloon(&c, 1024 * MIB);
 	wait_ballooned(&c, 0, &q);
 	/* Check until the workload has written more pages than it owned
 	 * while ballooned: some of them are pages that came back. */
-	double end = now_s() + DEADLINE_S;
+	double end = lm_live_now() + DEADLINE_S;
 	for (;;) {
 		guest_verify(&c, out, line, sizeof(line));
-		if (field(line, "written=") > owned)
+		if (lm_live_line_u64(line, "written=") > owned)
 			break;
-		assert_true(now_s() < end);
-		msleep(300);
+		assert_true(lm_live_now() < end);
+		lm_live_msleep(300);
 	}
 	quit_and_check(&c, pid, out);
 }
@@ -474,32 +218,40 @@ static void test_deflated_pages_reused(void **state)
  */
 static void test_no_mth_and_errors(void **state)
 {
-	const char *out = path_in_tmp("nomth.out"), *sock = path_in_tmp("nomth.sock");
-	const char *args[] = {"run", guest, "--mem", "256M", "--control", sock, "--append",
-			      "workload=hotset mem=64M wss=16M rate=20M verify=1 balloon_mtl=0 progress=0",
-			      NULL};
-	pid_t pid = spawn(out, args);
+	const char *out = lm_live_path("nomth.out"), *sock = lm_live_path("nomth.sock");
+	const char *args[] = {
+	    "run",
+	    lm_live_guest(),
+	    "--mem",
+	    "256M",
+	    "--control",
+	    sock,
+	    "--append",
+	    "workload=hotset mem=64M wss=16M rate=20M verify=1 balloon_mtl=0 progress=0",
+	    NULL};
+	pid_t pid = lm_live_expect_spawn(out, args);
 	assert_true(wait_line(out, "livemig-guest: balloon offered=0x1 accepted=0", 0, NULL, 0));
-	struct ctl c;
-	ctl_open(&c, sock);
+	struct lm_live_ctl c;
+	lm_live_expect_ctl_open(&c, sock, DEADLINE_S);
 	struct bq q;
 	query_balloon(&c, &q);
 	assert_true(q.driver);
 	assert_false(q.mth);
-	set_balloon(&c, 128 * MIB);
+	lm_live_expect_balloon(&c, 128 * MIB);
 	wait_ballooned(&c, 32768, &q);
 	assert_false(q.mth);
 	char line[1024];
 	guest_verify(&c, out, line, sizeof(line));
 
-	expect_error(&c, "{\"execute\":\"balloon\"}");
-	expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{}}");
-	expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{\"value\":\"1G\"}}");
-	expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{\"value\":0}}");
-	expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{\"value\":-4096}}");
-	expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{\"value\":1.5}}");
-	expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{\"value\":4096,\"x\":1}}");
-	expect_error(&c, "{\"execute\":\"query-balloon\",\"arguments\":{\"x\":1}}");
+	lm_live_expect_error(&c, "{\"execute\":\"balloon\"}");
+	lm_live_expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{}}");
+	lm_live_expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{\"value\":\"1G\"}}");
+	lm_live_expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{\"value\":0}}");
+	lm_live_expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{\"value\":-4096}}");
+	lm_live_expect_error(&c, "{\"execute\":\"balloon\",\"arguments\":{\"value\":1.5}}");
+	lm_live_expect_error(&c,
+			     "{\"execute\":\"balloon\",\"arguments\":{\"value\":4096,\"x\":1}}");
+	lm_live_expect_error(&c, "{\"execute\":\"query-balloon\",\"arguments\":{\"x\":1}}");
 	/* Nothing changed. */
 	query_balloon(&c, &q);
 	assert_int_equal(q.target, 32768);
@@ -510,15 +262,19 @@ static void test_no_mth_and_errors(void **state)
 /* balloon=0 turns the driver off: the target is set, nothing moves. */
 static void test_driver_off(void **state)
 {
-	const char *out = path_in_tmp("off.out"), *sock = path_in_tmp("off.sock");
-	const char *args[] = {"run", guest, "--mem", "128M", "--control", sock, "--append",
-			      "workload=hotset mem=32M wss=8M rate=10M balloon=0 progress=200", NULL};
-	pid_t pid = spawn(out, args);
+	const char *out = lm_live_path("off.out"), *sock = lm_live_path("off.sock");
+	const char *args[] = {
+	    "run",	 lm_live_guest(),
+	    "--mem",	 "128M",
+	    "--control", sock,
+	    "--append",	 "workload=hotset mem=32M wss=8M rate=10M balloon=0 progress=200",
+	    NULL};
+	pid_t pid = lm_live_expect_spawn(out, args);
 	assert_true(wait_line(out, "progress t=", 0, NULL, 0));
-	struct ctl c;
-	ctl_open(&c, sock);
-	set_balloon(&c, 64 * MIB);
-	int have = file_count(out, "progress t=", NULL, 0);
+	struct lm_live_ctl c;
+	lm_live_expect_ctl_open(&c, sock, DEADLINE_S);
+	lm_live_expect_balloon(&c, 64 * MIB);
+	int have = lm_live_count_file(out, "progress t=", NULL, 0);
 	assert_true(wait_line(out, "progress t=", have + 2, NULL, 0)); /* the guest polled by now */
 	struct bq q;
 	query_balloon(&c, &q);
@@ -526,85 +282,37 @@ static void test_driver_off(void **state)
 	assert_false(q.mth);
 	assert_int_equal(q.target, 16384);
 	assert_int_equal(q.ballooned, 0);
-	assert_int_equal(file_count(out, "balloon", NULL, 0), 0);
+	assert_int_equal(lm_live_count_file(out, "balloon", NULL, 0), 0);
 	quit_and_check(&c, pid, out);
 }
 
 /* ---- in-process: the destination's path --------------------------------- */
 
-struct console {
-	pthread_mutex_t lock;
-	char *text;
-	size_t len, cap;
-};
-
-static void console_line(void *opaque, const char *line, size_t len)
-{
-	struct console *c = opaque;
-	pthread_mutex_lock(&c->lock);
-	if (c->len + len + 2 > c->cap) {
-		c->cap = (c->cap + len + 2) * 2;
-		c->text = realloc(c->text, c->cap);
-	}
-	memcpy(c->text + c->len, line, len);
-	c->len += len;
-	c->text[c->len++] = '\n';
-	c->text[c->len] = 0;
-	pthread_mutex_unlock(&c->lock);
-}
-
-static int console_count(struct console *c, const char *needle, char *line, size_t linelen)
-{
-	pthread_mutex_lock(&c->lock);
-	int n = c->text ? count_lines(c->text, needle, line, linelen) : 0;
-	pthread_mutex_unlock(&c->lock);
-	return n;
-}
-
-static bool console_wait(struct console *c, const char *needle, int have, struct lm_vm *vm)
-{
-	double end = now_s() + DEADLINE_S;
-	while (now_s() < end) {
-		if (console_count(c, needle, NULL, 0) > have)
-			return true;
-		if (lm_vm_wait(vm, 0, NULL) != -EINTR)
-			return console_count(c, needle, NULL, 0) > have;
-		msleep(20);
-	}
-	return false;
-}
-
 static void wait_info(struct lm_vm *vm, uint64_t pages)
 {
-	double end = now_s() + DEADLINE_S;
+	double end = lm_live_now() + DEADLINE_S;
 	uint64_t actual = ~0ull;
-	while (now_s() < end) {
+	while (lm_live_now() < end) {
 		lm_vm_balloon_info(vm, NULL, &actual, NULL);
 		if (actual == pages)
 			return;
-		msleep(20);
+		lm_live_msleep(20);
 	}
 	fprintf(stderr, "balloon holds %llu pages, waited for %llu\n", (unsigned long long)actual,
 		(unsigned long long)pages);
 	fail();
 }
 
-static void verify_in_process(struct lm_vm *vm, struct console *con)
+static void verify_in_process(struct lm_vm *vm, struct lm_test_console *con)
 {
-	int have = console_count(con, "verify ok pages=", NULL, 0);
+	int have = lm_test_console_count(con, "verify ok pages=", NULL, 0);
 	uint32_t req = lm_vm_request_verify(vm), done = 0, result = 1;
-	double end = now_s() + DEADLINE_S;
-	while (now_s() < end) {
-		lm_vm_verify_status(vm, NULL, &done, &result);
-		if (done == req)
-			break;
-		msleep(20);
-	}
+	lm_test_vm_wait_verified(vm, req, &done, &result, DEADLINE_S);
 	if (done != req || result != 0)
 		fprintf(stderr, "console:\n%s\n", con->text ? con->text : "");
 	assert_int_equal(done, req);
 	assert_int_equal(result, 0);
-	assert_true(console_count(con, "verify ok pages=", NULL, 0) > have);
+	assert_true(lm_test_console_count(con, "verify ok pages=", NULL, 0) > have);
 }
 
 /*
@@ -615,21 +323,20 @@ static void verify_in_process(struct lm_vm *vm, struct console *con)
  */
 static void test_state_carries_balloon(void **state)
 {
-	static struct console csrc = {.lock = PTHREAD_MUTEX_INITIALIZER},
-			      cdst = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	static struct lm_test_console csrc = LM_TEST_CONSOLE_INIT, cdst = LM_TEST_CONSOLE_INIT;
 	struct lm_vm_config cfg = {
 	    .mem_size = 256 * MIB,
 	    .ncpus = 1,
-	    .kernel = guest,
+	    .kernel = lm_live_guest(),
 	    .cmdline = "workload=hotset wss=256M rate=50M progress=200 seed=3",
 	    .console_fd = -1,
-	    .console_fn = console_line,
+	    .console_fn = lm_test_console_line,
 	    .console_opaque = &csrc,
 	};
 	struct lm_vm *src = NULL, *dst = NULL;
 	assert_int_equal(lm_vm_new(&cfg, &src), 0);
 	assert_int_equal(lm_vm_start(src), 0);
-	assert_true(console_wait(&csrc, "progress t=", 1, src));
+	assert_true(lm_test_console_wait(&csrc, "progress t=", 1, NULL, 0, src, DEADLINE_S));
 	assert_int_equal(lm_vm_balloon_set_target(src, 20000), 0);
 	assert_int_equal(lm_vm_balloon_set_target(src, (256 * MIB >> 12) + 1), -EINVAL);
 	wait_info(src, 20000);
@@ -659,14 +366,7 @@ static void test_state_carries_balloon(void **state)
 	cfg.skip_map = copy;
 	assert_int_equal(lm_vm_new(&cfg, &dst), 0);
 	assert_ptr_equal(lm_vm_skip_map(dst), copy);
-	for (unsigned i = 0; i < lm_vm_slot_count(src); i++) {
-		const struct lm_vm_slot *s = lm_vm_slot(src, i), *d = lm_vm_slot(dst, i);
-		for (uint64_t off = 0; off < s->size; off += 4096) {
-			const uint8_t *p = (const uint8_t *)s->host + off;
-			if (!lm_page_is_zero(p))
-				memcpy((uint8_t *)d->host + off, p, 4096);
-		}
-	}
+	lm_test_vm_copy_ram(dst, src);
 	lm_vm_free(src);
 	assert_int_equal(lm_vm_state_load(dst, blob, len), 0);
 	free(blob);
@@ -678,7 +378,7 @@ static void test_state_carries_balloon(void **state)
 	assert_true(mth);
 
 	assert_int_equal(lm_vm_start(dst), 0);
-	assert_true(console_wait(&cdst, "progress t=", 0, dst));
+	assert_true(lm_test_console_wait(&cdst, "progress t=", 0, NULL, 0, dst, DEADLINE_S));
 	verify_in_process(dst, &cdst);
 	assert_int_equal(lm_vm_balloon_set_target(dst, 0), 0);
 	wait_info(dst, 0);
@@ -687,7 +387,7 @@ static void test_state_carries_balloon(void **state)
 	lm_vm_balloon_stats(dst, &st);
 	assert_int_equal(st.deflated, 20000);
 	assert_int_equal(st.refused, 0);
-	assert_int_equal(console_count(&cdst, "FAIL", NULL, 0), 0);
+	assert_int_equal(lm_test_console_count(&cdst, "FAIL", NULL, 0), 0);
 	lm_vm_quit(dst, 0);
 	assert_int_equal(lm_vm_wait(dst, -1, NULL), 0);
 	lm_vm_free(dst);
@@ -697,27 +397,7 @@ static void test_state_carries_balloon(void **state)
 
 static int group_setup(void **state)
 {
-	livemig = getenv("LIVEMIG");
-	guest = getenv("GUEST_ELF");
-	if (!livemig || !guest) {
-		fprintf(stderr, "set LIVEMIG and GUEST_ELF\n");
-		return -1;
-	}
-	if (!mkdtemp(tmpdir))
-		return -1;
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	for (size_t i = 0; i < nspawned; i++)
-		if (waitpid(spawned[i], NULL, WNOHANG) == 0) {
-			kill(spawned[i], SIGKILL);
-			waitpid(spawned[i], NULL, 0);
-		}
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	return system(cmd) == 0 ? 0 : -1;
+	return lm_live_setup("balloon-e2e");
 }
 
 int main(void)
@@ -729,5 +409,5 @@ int main(void)
 	    cmocka_unit_test(test_driver_off),
 	    cmocka_unit_test(test_state_carries_balloon),
 	};
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, lm_live_group_teardown);
 }

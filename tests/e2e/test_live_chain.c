@@ -19,24 +19,12 @@
 #include <cmocka.h>
 
 #include "support/live.h"
+#include "support/live_assert.h"
 
-static bool configured;
-
+/* Without LIVEMIG, GUEST_ELF or KVM every test skips (lm_live_ready()). */
 static int group_setup(void **state)
 {
-	configured = lm_live_setup("live-chain") == 0;
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	lm_live_finish();
-	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	lm_live_cleanup();
+	lm_live_setup("live-chain");
 	return 0;
 }
 
@@ -46,14 +34,12 @@ static void hop(struct lm_live_vm *from, struct lm_live_vm *to, const char *cons
 {
 	struct lm_live_mig m;
 	int rc = lm_live_migrate(&m, from, to->uri, opts);
-	double total = 0, transferred = 0, downtime = 0, rounds = 0;
-	lm_live_num(m.json, "\"total-time\":", &total);
-	lm_live_num(m.json, "\"transferred\":", &transferred);
-	lm_live_num(m.json, "\"downtime\":", &downtime);
-	lm_live_num(m.json, "\"rounds\":", &rounds);
+	struct lm_live_figures f;
+	lm_live_mig_figures(&m, &f);
 	print_message(
 	    "      %s -> %s: exit %d, total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB\n",
-	    from->name, to->name, rc, total, downtime, rounds, transferred / 1048576.0);
+	    from->name, to->name, rc, f.total_ms, f.downtime_ms, f.rounds,
+	    f.transferred / 1048576.0);
 	if (rc != 0) {
 		fprintf(stderr, "%s%s", m.json, m.errtext);
 		lm_live_dump(from->out, 4096);
@@ -62,26 +48,16 @@ static void hop(struct lm_live_vm *from, struct lm_live_vm *to, const char *cons
 	assert_int_equal(rc, 0);
 	assert_non_null(strstr(m.json, "\"completed\""));
 	lm_live_mig_free(&m);
-	const char *why = lm_live_check_switchover(from, to, "writes=");
-	if (why) {
-		fprintf(stderr, "%s\n", why);
-		lm_live_dump(from->console, 2048);
-		lm_live_dump(to->console, 4096);
-		lm_live_dump(to->out, 4096);
-	}
-	assert_null(why);
+	lm_live_expect_switchover(from, to, "writes=");
 }
 
 static void test_a_b_c(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm a, b, c;
-	assert_int_equal(lm_live_run(&a, "A", "512M",
-				     "workload=hotset wss=64M rate=50M verify=1 progress=250",
-				     NULL),
-			 0);
-	assert_true(lm_live_vm_wait_progress(&a, 1));
+	lm_live_expect_running(&a, "A", "512M",
+			       "workload=hotset wss=64M rate=50M verify=1 progress=250", NULL, 1);
 	assert_int_equal(lm_live_incoming(&b, "B", "tcp", NULL), 0);
 	assert_int_equal(lm_live_incoming(&c, "C", "tcp", NULL), 0);
 
@@ -104,7 +80,7 @@ static void test_a_b_c(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_teardown(test_a_b_c, test_teardown),
+	    cmocka_unit_test_teardown(test_a_b_c, lm_live_test_teardown),
 	};
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, lm_live_group_teardown);
 }

@@ -26,24 +26,12 @@
 #include <cmocka.h>
 
 #include "support/live.h"
+#include "support/live_assert.h"
 
-static bool configured;
-
+/* Without LIVEMIG, GUEST_ELF or KVM every test skips (lm_live_ready()). */
 static int group_setup(void **state)
 {
-	configured = lm_live_setup("live-conv") == 0;
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	lm_live_finish();
-	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	lm_live_cleanup();
+	lm_live_setup("live-conv");
 	return 0;
 }
 
@@ -51,23 +39,12 @@ static int test_teardown(void **state)
  * link finds all of it dirty again. */
 #define FAST_DIRTIER "workload=hotset wss=16M rate=100M verify=1 progress=250"
 
-static void start_source(struct lm_live_vm *src, const char *append)
-{
-	assert_int_equal(lm_live_run(src, "src", "256M", append, NULL), 0);
-	if (!lm_live_vm_wait_progress(src, 1))
-		lm_live_dump(src->out, 4096);
-	assert_true(lm_live_vm_wait_progress(src, 1));
-}
-
 static void report_mig(const char *what, struct lm_live_mig *m)
 {
-	double total = 0, transferred = 0, downtime = 0, rounds = 0;
-	lm_live_num(m->json, "\"total-time\":", &total);
-	lm_live_num(m->json, "\"transferred\":", &transferred);
-	lm_live_num(m->json, "\"downtime\":", &downtime);
-	lm_live_num(m->json, "\"rounds\":", &rounds);
+	struct lm_live_figures f;
+	lm_live_mig_figures(m, &f);
 	print_message("      %s: exit %d, total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB\n",
-		      what, m->rc, total, downtime, rounds, transferred / 1048576.0);
+		      what, m->rc, f.total_ms, f.downtime_ms, f.rounds, f.transferred / 1048576.0);
 }
 
 static void expect_status(struct lm_live_mig *m, const char *a, const char *b)
@@ -80,46 +57,12 @@ static void expect_status(struct lm_live_mig *m, const char *a, const char *b)
 	assert_true(!strcmp(status, a) || (b && !strcmp(status, b)));
 }
 
-static void expect_survived(struct lm_live_vm *src, const char *key)
-{
-	const char *why = lm_live_check_survived(src, key);
-	if (why) {
-		fprintf(stderr, "%s\n", why);
-		lm_live_dump(src->out, 4096);
-		lm_live_dump(src->console, 4096);
-	}
-	assert_null(why);
-}
-
-static void expect_switchover(struct lm_live_vm *src, struct lm_live_vm *dst, const char *key)
-{
-	const char *why = lm_live_check_switchover(src, dst, key);
-	if (why) {
-		fprintf(stderr, "%s\n", why);
-		lm_live_dump(src->console, 2048);
-		lm_live_dump(dst->console, 4096);
-		lm_live_dump(dst->out, 4096);
-	}
-	assert_null(why);
-}
-
-/* The incoming side that was fed a migration which did not complete:
- * its guest never printed anything. */
-static void expect_never_ran(struct lm_live_vm *dst)
-{
-	char *t = lm_live_slurp(dst->console);
-	if (t[0])
-		lm_live_dump(dst->console, 4096);
-	assert_string_equal(t, "");
-	free(t);
-}
-
 static void test_nonconverge_cancel_then_switchover(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	start_source(&src, FAST_DIRTIER);
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
 
 	/* Cancel after three rounds: the destination (--once) gives up. */
 	const char *once[] = {"--once", NULL};
@@ -136,9 +79,9 @@ static void test_nonconverge_cancel_then_switchover(void **state)
 	assert_true(rounds >= 3);
 	lm_live_mig_free(&m);
 	assert_int_equal(lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S), 1);
-	expect_never_ran(&dst);
+	lm_live_expect_never_ran(&dst);
 	assert_true(lm_live_count_file(dst.out, "migration failed", NULL, 0) >= 1);
-	expect_survived(&src, "writes=");
+	lm_live_expect_survived(&src, "writes=");
 
 	/* The same guest, the same link, but switch over when it does not
 	 * converge: it moves, with a longer pause, and verifies there. */
@@ -150,16 +93,16 @@ static void test_nonconverge_cancel_then_switchover(void **state)
 	assert_int_equal(rc, 0);
 	expect_status(&m, "completed", NULL);
 	lm_live_mig_free(&m);
-	expect_switchover(&src, &dst, "writes=");
+	lm_live_expect_switchover(&src, &dst, "writes=");
 	assert_int_equal(lm_live_vm_quit(&dst), 0);
 }
 
 static void test_cancel_midway(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	start_source(&src, FAST_DIRTIER);
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
 	/* No --once: after the cancelled stream the incoming side waits for
 	 * the next migration. */
 	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
@@ -179,12 +122,9 @@ static void test_cancel_midway(void **state)
 	assert_int_equal(
 	    lm_live_vm_cmd(&src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)), 0);
 	assert_non_null(strstr(reply, "\"cancelled\""));
-	expect_survived(&src, "writes=");
+	lm_live_expect_survived(&src, "writes=");
 
-	assert_true(lm_live_wait_line(dst.out, "waiting for another migration", 0, NULL, 0, dst.pid,
-				      LM_LIVE_DEADLINE_S));
-	assert_true(lm_live_alive(dst.pid));
-	expect_never_ran(&dst);
+	lm_live_expect_waiting_again(&dst, 0);
 
 	/* The same destination now takes a full migration (the link cap is
 	 * a parameter of the source VM that stays set: lift it). */
@@ -194,16 +134,16 @@ static void test_cancel_midway(void **state)
 	assert_int_equal(rc, 0);
 	expect_status(&m, "completed", NULL);
 	lm_live_mig_free(&m);
-	expect_switchover(&src, &dst, "writes=");
+	lm_live_expect_switchover(&src, &dst, "writes=");
 	assert_int_equal(lm_live_vm_quit(&dst), 0);
 }
 
 static void test_timeout_cancels(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	start_source(&src, FAST_DIRTIER);
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
 	const char *once[] = {"--once", NULL};
 	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", once), 0);
 	struct lm_live_mig m;
@@ -217,17 +157,18 @@ static void test_timeout_cancels(void **state)
 	expect_status(&m, "cancelled", NULL);
 	lm_live_mig_free(&m);
 	assert_int_equal(lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S), 1);
-	expect_never_ran(&dst);
-	expect_survived(&src, "writes=");
+	lm_live_expect_never_ran(&dst);
+	lm_live_expect_survived(&src, "writes=");
 	assert_int_equal(lm_live_vm_quit(&src), 0);
 }
 
 static void test_unix_uri(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	start_source(&src, "workload=hotset wss=32M rate=50M verify=1 progress=250");
+	lm_live_expect_running(&src, "src", "256M",
+			       "workload=hotset wss=32M rate=50M verify=1 progress=250", NULL, 1);
 	const char *once[] = {"--once", NULL};
 	assert_int_equal(lm_live_incoming(&dst, "dst", "unix", once), 0);
 	assert_true(!strncmp(dst.uri, "unix:", 5));
@@ -239,17 +180,18 @@ static void test_unix_uri(void **state)
 	assert_int_equal(rc, 0);
 	expect_status(&m, "completed", NULL);
 	lm_live_mig_free(&m);
-	expect_switchover(&src, &dst, "writes=");
+	lm_live_expect_switchover(&src, &dst, "writes=");
 	assert_int_equal(lm_live_vm_quit(&dst), 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_teardown(test_nonconverge_cancel_then_switchover, test_teardown),
-	    cmocka_unit_test_teardown(test_cancel_midway, test_teardown),
-	    cmocka_unit_test_teardown(test_timeout_cancels, test_teardown),
-	    cmocka_unit_test_teardown(test_unix_uri, test_teardown),
+	    cmocka_unit_test_teardown(test_nonconverge_cancel_then_switchover,
+				      lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_cancel_midway, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_timeout_cancels, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_unix_uri, lm_live_test_teardown),
 	};
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, lm_live_group_teardown);
 }

@@ -26,24 +26,12 @@
 #include <cmocka.h>
 
 #include "support/live.h"
+#include "support/live_assert.h"
 
-static bool configured;
-
+/* Without LIVEMIG, GUEST_ELF or KVM every test skips (lm_live_ready()). */
 static int group_setup(void **state)
 {
-	configured = lm_live_setup("live-faults") == 0;
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	lm_live_finish();
-	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	lm_live_cleanup();
+	lm_live_setup("live-faults");
 	return 0;
 }
 
@@ -56,24 +44,14 @@ static const char *const slow_link[] = {
 static const char *const fast_link[] = {
     "--max-bandwidth", "0", "--max-rounds", "30", "--on-nonconverge", "switchover", NULL};
 
-static void start_source(struct lm_live_vm *src)
-{
-	assert_int_equal(lm_live_run(src, "src", "256M", FAST_DIRTIER, NULL), 0);
-	if (!lm_live_vm_wait_progress(src, 1))
-		lm_live_dump(src->out, 4096);
-	assert_true(lm_live_vm_wait_progress(src, 1));
-}
-
 static void report_mig(const char *what, struct lm_live_mig *m)
 {
-	double total = 0, transferred = 0, rounds = 0;
+	struct lm_live_figures f;
 	char status[32] = "";
 	lm_live_str(m->json, "status", status, sizeof(status));
-	lm_live_num(m->json, "\"total-time\":", &total);
-	lm_live_num(m->json, "\"transferred\":", &transferred);
-	lm_live_num(m->json, "\"rounds\":", &rounds);
+	lm_live_mig_figures(m, &f);
 	print_message("      %s: exit %d, %s, total %.0f ms, %.0f rounds, %.1f MiB\n", what, m->rc,
-		      status, total, rounds, transferred / 1048576.0);
+		      status, f.total_ms, f.rounds, f.transferred / 1048576.0);
 }
 
 /* The migration ended without completing; the source survived it. */
@@ -86,22 +64,7 @@ static void expect_failed_and_survived(struct lm_live_mig *m, struct lm_live_vm 
 			m->errtext);
 	assert_int_equal(m->rc, 1);
 	assert_true(!strcmp(status, "failed") || !strcmp(status, "cancelled"));
-	const char *why = lm_live_check_survived(src, "writes=");
-	if (why) {
-		fprintf(stderr, "%s\n", why);
-		lm_live_dump(src->out, 4096);
-		lm_live_dump(src->console, 4096);
-	}
-	assert_null(why);
-}
-
-static void expect_never_ran(struct lm_live_vm *dst)
-{
-	char *t = lm_live_slurp(dst->console);
-	if (t[0])
-		lm_live_dump(dst->console, 4096);
-	assert_string_equal(t, "");
-	free(t);
+	lm_live_expect_survived(src, "writes=");
 }
 
 /* A complete migration from src to dst, checked on both sides; dst quits. */
@@ -116,35 +79,36 @@ static void migrate_ok(struct lm_live_vm *src, struct lm_live_vm *dst)
 	}
 	assert_int_equal(rc, 0);
 	lm_live_mig_free(&m);
-	const char *why = lm_live_check_switchover(src, dst, "writes=");
-	if (why) {
-		fprintf(stderr, "%s\n", why);
-		lm_live_dump(src->console, 2048);
-		lm_live_dump(dst->console, 4096);
-		lm_live_dump(dst->out, 4096);
-	}
-	assert_null(why);
+	lm_live_expect_switchover(src, dst, "writes=");
 	assert_int_equal(lm_live_vm_quit(dst), 0);
+}
+
+/* Starts a migration from src to dst over the slow link and, well into the
+ * copy (past the first round's first megabytes), kills victim (src or dst)
+ * with SIGKILL; migrate then ends. */
+static void kill_midway(struct lm_live_mig *m, struct lm_live_vm *src, struct lm_live_vm *dst,
+			struct lm_live_vm *victim, const char *what)
+{
+	assert_int_equal(lm_live_mig_start(m, src, dst->uri, slow_link), 0);
+	assert_true(lm_live_wait_migration_active(src, 4 << 20));
+	lm_live_kill(victim->pid, SIGKILL);
+	assert_int_equal(lm_live_wait(victim->pid, LM_LIVE_DEADLINE_S), 128 + SIGKILL);
+	lm_live_mig_finish(m);
+	report_mig(what, m);
 }
 
 static void test_kill_destination(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	start_source(&src);
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
 	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", NULL), 0);
 	struct lm_live_mig m;
-	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, slow_link), 0);
-	/* Well into the copy: past the first round's first megabytes. */
-	assert_true(lm_live_wait_migration_active(&src, 4 << 20));
-	lm_live_kill(dst.pid, SIGKILL);
-	assert_int_equal(lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S), 128 + SIGKILL);
-	lm_live_mig_finish(&m);
-	report_mig("destination killed", &m);
+	kill_midway(&m, &src, &dst, &dst, "destination killed");
 	expect_failed_and_survived(&m, &src);
 	lm_live_mig_free(&m);
-	expect_never_ran(&dst);
+	lm_live_expect_never_ran(&dst);
 
 	assert_int_equal(lm_live_incoming(&dst, "dst2", "tcp", NULL), 0);
 	migrate_ok(&src, &dst);
@@ -152,13 +116,13 @@ static void test_kill_destination(void **state)
 
 static void test_cut_connection(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	/* During the handshake, in the first round, and in a later round
 	 * (the working set is 16 MiB: past 24 MiB the first round is over). */
 	static const uint64_t cuts[] = {64, 4 << 20, 24 << 20};
 	struct lm_live_vm src, dst;
-	start_source(&src);
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
 	/* One destination for all: after each broken stream it must say why
 	 * and wait for the next migration, never running the guest. */
 	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
@@ -178,10 +142,7 @@ static void test_cut_connection(void **state)
 		expect_failed_and_survived(&m, &src);
 		lm_live_mig_free(&m);
 		lm_live_proxy_stop(px);
-		assert_true(lm_live_wait_line(dst.out, "waiting for another migration", (int)i,
-					      NULL, 0, dst.pid, LM_LIVE_DEADLINE_S));
-		assert_true(lm_live_alive(dst.pid));
-		expect_never_ran(&dst);
+		lm_live_expect_waiting_again(&dst, (int)i);
 	}
 	assert_int_equal(lm_live_count_file(dst.out, "migration failed", NULL, 0), 3);
 	migrate_ok(&src, &dst);
@@ -189,10 +150,10 @@ static void test_cut_connection(void **state)
 
 static void test_stopped_destination(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	start_source(&src);
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
 	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", NULL), 0);
 	struct lm_live_mig m;
 	const char *opts[] = {
@@ -209,7 +170,7 @@ static void test_stopped_destination(void **state)
 	lm_live_mig_free(&m);
 	lm_live_kill(dst.pid, SIGKILL);
 	lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S);
-	expect_never_ran(&dst);
+	lm_live_expect_never_ran(&dst);
 
 	assert_int_equal(lm_live_incoming(&dst, "dst2", "tcp", NULL), 0);
 	migrate_ok(&src, &dst);
@@ -220,38 +181,29 @@ static void test_stopped_destination(void **state)
  * next migration. */
 static void test_kill_source(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	start_source(&src);
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
 	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
 	struct lm_live_mig m;
-	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, slow_link), 0);
-	assert_true(lm_live_wait_migration_active(&src, 4 << 20));
-	lm_live_kill(src.pid, SIGKILL);
-	assert_int_equal(lm_live_wait(src.pid, LM_LIVE_DEADLINE_S), 128 + SIGKILL);
-	lm_live_mig_finish(&m);
-	report_mig("source killed", &m);
+	kill_midway(&m, &src, &dst, &src, "source killed");
 	assert_int_equal(m.rc, 1);
 	lm_live_mig_free(&m);
-	assert_true(lm_live_wait_line(dst.out, "waiting for another migration", 0, NULL, 0, dst.pid,
-				      LM_LIVE_DEADLINE_S));
-	assert_true(lm_live_alive(dst.pid));
-	expect_never_ran(&dst);
+	lm_live_expect_waiting_again(&dst, 0);
 
 	/* A new source, the same destination. */
 	struct lm_live_vm src2;
-	assert_int_equal(lm_live_run(&src2, "src2", "256M", FAST_DIRTIER, NULL), 0);
-	assert_true(lm_live_vm_wait_progress(&src2, 1));
+	lm_live_expect_running(&src2, "src2", "256M", FAST_DIRTIER, NULL, 1);
 	migrate_ok(&src2, &dst);
 }
 
 static void test_garbage(void **state)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst, once;
-	start_source(&src);
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
 	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
 
 	/* Random bytes, a line of text, and an empty connection. */
@@ -273,7 +225,7 @@ static void test_garbage(void **state)
 				      LM_LIVE_DEADLINE_S));
 	assert_true(lm_live_alive(dst.pid));
 	assert_int_equal(lm_live_count_file(dst.out, "migration failed", NULL, 0), 3);
-	expect_never_ran(&dst);
+	lm_live_expect_never_ran(&dst);
 
 	/* With --once the incoming side exits 1 instead. */
 	const char *o[] = {"--once", NULL};
@@ -281,25 +233,22 @@ static void test_garbage(void **state)
 	assert_int_equal(lm_live_send_garbage(once.uri, junk, sizeof(junk)), 0);
 	assert_int_equal(lm_live_wait(once.pid, LM_LIVE_DEADLINE_S), 1);
 	assert_true(lm_live_count_file(once.out, "migration failed", NULL, 0) == 1);
-	expect_never_ran(&once);
+	lm_live_expect_never_ran(&once);
 
 	/* The source was never involved and runs on; the destination that
 	 * refused the garbage takes the real migration. */
-	const char *why = lm_live_check_survived(&src, "writes=");
-	if (why)
-		fprintf(stderr, "%s\n", why);
-	assert_null(why);
+	lm_live_expect_survived(&src, "writes=");
 	migrate_ok(&src, &dst);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_teardown(test_kill_destination, test_teardown),
-	    cmocka_unit_test_teardown(test_cut_connection, test_teardown),
-	    cmocka_unit_test_teardown(test_stopped_destination, test_teardown),
-	    cmocka_unit_test_teardown(test_kill_source, test_teardown),
-	    cmocka_unit_test_teardown(test_garbage, test_teardown),
+	    cmocka_unit_test_teardown(test_kill_destination, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_cut_connection, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_stopped_destination, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_kill_source, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_garbage, lm_live_test_teardown),
 	};
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, lm_live_group_teardown);
 }

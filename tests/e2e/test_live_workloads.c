@@ -30,39 +30,24 @@
 #include <cmocka.h>
 
 #include "support/live.h"
+#include "support/live_assert.h"
 
-static bool configured;
-
+/* Without LIVEMIG, GUEST_ELF or KVM every test skips (lm_live_ready()). */
 static int group_setup(void **state)
 {
-	configured = lm_live_setup("live-wl") == 0;
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	lm_live_finish();
-	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	lm_live_cleanup();
+	lm_live_setup("live-wl");
 	return 0;
 }
 
 static void migrate_workload_with(const char *append, const char *key, const char *const *run_extra,
 				  const char *const *mig_extra)
 {
-	if (!configured)
+	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	assert_int_equal(lm_live_run(&src, "src", "256M", append, run_extra), 0);
 	/* The first progress line comes after the setup check: the workload
 	 * is running from then on. */
-	if (!lm_live_vm_wait_progress(&src, 3))
-		lm_live_dump(src.out, 4096), lm_live_dump(src.console, 4096);
-	assert_true(lm_live_vm_wait_progress(&src, 3));
+	lm_live_expect_running(&src, "src", "256M", append, run_extra, 3);
 	const char *once[] = {"--once", NULL};
 	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", once), 0);
 
@@ -83,27 +68,17 @@ static void migrate_workload_with(const char *append, const char *key, const cha
 	}
 	assert_int_equal(rc, 0);
 	assert_string_equal(status, "completed");
-	double total = 0, transferred = 0, downtime = 0, rounds = 0;
-	lm_live_num(m.json, "\"total-time\":", &total);
-	lm_live_num(m.json, "\"transferred\":", &transferred);
-	lm_live_num(m.json, "\"downtime\":", &downtime);
-	lm_live_num(m.json, "\"rounds\":", &rounds);
+	struct lm_live_figures f;
+	lm_live_mig_figures(&m, &f);
 	print_message(
 	    "      %s%s%s: total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB on the wire\n",
-	    append, run_extra ? " with run " : "", run_extra ? run_extra[0] : "", total, downtime,
-	    rounds, transferred / 1048576.0);
+	    append, run_extra ? " with run " : "", run_extra ? run_extra[0] : "", f.total_ms,
+	    f.downtime_ms, f.rounds, f.transferred / 1048576.0);
 	if (mig_extra)
 		print_message("      (migrate %s)\n", mig_extra[0]);
 	lm_live_mig_free(&m);
 
-	const char *why = lm_live_check_switchover(&src, &dst, key);
-	if (why) {
-		fprintf(stderr, "%s\n", why);
-		lm_live_dump(src.console, 2048);
-		lm_live_dump(dst.console, 4096);
-		lm_live_dump(dst.out, 4096);
-	}
-	assert_null(why);
+	lm_live_expect_switchover(&src, &dst, key);
 	assert_int_equal(lm_live_vm_quit(&dst), 0);
 }
 
@@ -174,16 +149,16 @@ static void test_hotset_compressed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_teardown(test_idle, test_teardown),
-	    cmocka_unit_test_teardown(test_memtouch, test_teardown),
-	    cmocka_unit_test_teardown(test_hotset, test_teardown),
-	    cmocka_unit_test_teardown(test_stream, test_teardown),
-	    cmocka_unit_test_teardown(test_contig, test_teardown),
-	    cmocka_unit_test_teardown(test_alternate, test_teardown),
-	    cmocka_unit_test_teardown(test_seqread, test_teardown),
-	    cmocka_unit_test_teardown(test_mixed, test_teardown),
-	    cmocka_unit_test_teardown(test_hotset_two_vcpus, test_teardown),
-	    cmocka_unit_test_teardown(test_hotset_compressed, test_teardown),
+	    cmocka_unit_test_teardown(test_idle, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_memtouch, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_hotset, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_stream, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_contig, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_alternate, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_seqread, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_mixed, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_hotset_two_vcpus, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_hotset_compressed, lm_live_test_teardown),
 	};
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, lm_live_group_teardown);
 }

@@ -27,7 +27,7 @@
 
 static const char *livemig_path, *guest_path;
 static char tmpdir[64];
-static bool verbose;
+static bool verbose, ready;
 
 /* ---- environment -------------------------------------------------------- */
 
@@ -57,6 +57,7 @@ void lm_live_log(const char *fmt, ...)
 
 int lm_live_setup(const char *tag)
 {
+	ready = false;
 	livemig_path = getenv("LIVEMIG");
 	guest_path = getenv("GUEST_ELF");
 	verbose = getenv("LIVEMIG_TEST_VERBOSE") != NULL;
@@ -76,7 +77,13 @@ int lm_live_setup(const char *tag)
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/lm-%s-XXXXXX", tag);
 	if (!mkdtemp(tmpdir))
 		return -1;
+	ready = true;
 	return 0;
+}
+
+bool lm_live_ready(void)
+{
+	return ready;
 }
 
 const char *lm_live_livemig(void)
@@ -452,6 +459,7 @@ int lm_live_ctl_open(struct lm_live_ctl *c, const char *path, double deadline_s)
 		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, path);
 	double end = lm_live_now() + deadline_s;
+	c->deadline_s = deadline_s;
 	c->len = 0;
 	c->migration_events = 0;
 	c->last_event[0] = 0;
@@ -470,7 +478,7 @@ int lm_live_ctl_open(struct lm_live_ctl *c, const char *path, double deadline_s)
 	}
 	register_fd(c->fd);
 	char line[4096];
-	int r = ctl_read_line(c, line, sizeof(line), LM_LIVE_DEADLINE_S);
+	int r = ctl_read_line(c, line, sizeof(line), c->deadline_s);
 	if (r == 0 && !strstr(line, "\"QMP\""))
 		r = -EPROTO;
 	if (r < 0)
@@ -502,7 +510,7 @@ int lm_live_ctl_cmd(struct lm_live_ctl *c, const char *req, char *reply, size_t 
 	if (w != (ssize_t)(n + 1))
 		return w < 0 ? -errno : -EIO;
 	for (;;) {
-		int r = ctl_read_line(c, reply, replylen, LM_LIVE_DEADLINE_S);
+		int r = ctl_read_line(c, reply, replylen, c->deadline_s);
 		if (r < 0)
 			return r;
 		if (!strstr(reply, "\"event\""))
@@ -585,6 +593,14 @@ struct lm_live_ctl *lm_live_vm_ctl(struct lm_live_vm *vm)
 		vm->ctl_open = true;
 	}
 	return &vm->ctl;
+}
+
+void lm_live_vm_ctl_close(struct lm_live_vm *vm)
+{
+	if (vm->ctl_open) {
+		lm_live_ctl_close(&vm->ctl);
+		vm->ctl_open = false;
+	}
 }
 
 int lm_live_vm_cmd(struct lm_live_vm *vm, const char *req, char *reply, size_t replylen)
@@ -672,10 +688,7 @@ int lm_live_vm_quit(struct lm_live_vm *vm)
 	    lm_live_vm_cmd(vm, "{\"execute\":\"quit\"}", reply, sizeof(reply)) < 0)
 		lm_live_kill(vm->pid, SIGKILL);
 	int rc = lm_live_wait(vm->pid, LM_LIVE_DEADLINE_S);
-	if (vm->ctl_open) {
-		lm_live_ctl_close(&vm->ctl);
-		vm->ctl_open = false;
-	}
+	lm_live_vm_ctl_close(vm);
 	return rc;
 }
 
@@ -721,6 +734,15 @@ int lm_live_migrate(struct lm_live_mig *m, const struct lm_live_vm *src, const c
 	if (r < 0)
 		return r;
 	return lm_live_mig_finish(m);
+}
+
+void lm_live_mig_figures(const struct lm_live_mig *m, struct lm_live_figures *f)
+{
+	memset(f, 0, sizeof(*f));
+	lm_live_num(m->json, "\"total-time\":", &f->total_ms);
+	lm_live_num(m->json, "\"downtime\":", &f->downtime_ms);
+	lm_live_num(m->json, "\"transferred\":", &f->transferred);
+	lm_live_num(m->json, "\"rounds\":", &f->rounds);
 }
 
 bool lm_live_wait_migration_active(struct lm_live_vm *src, double min_bytes)

@@ -36,6 +36,8 @@
  * /tmp/lm-<tag>-XXXXXX. Returns 0, or -1 when the environment is missing
  * (the caller should skip). */
 int lm_live_setup(const char *tag);
+/* Whether the last lm_live_setup() succeeded: tests skip when it did not. */
+bool lm_live_ready(void);
 /* Kills (SIGKILL) and reaps every child still alive, closes every control
  * connection and stops every proxy. Safe to call any number of times. */
 void lm_live_cleanup(void);
@@ -93,6 +95,7 @@ void lm_live_dump(const char *path, size_t maxbytes);
 
 struct lm_live_ctl {
 	int fd;
+	double deadline_s; /* bounds each wait for a line (lm_live_ctl_open's) */
 	size_t len;
 	char buf[65536];
 	int migration_events; /* MIGRATION events seen so far */
@@ -100,7 +103,8 @@ struct lm_live_ctl {
 };
 
 /* Connects to the control socket at path (retrying until it exists or the
- * deadline passes) and reads the greeting. Returns 0 or -errno. */
+ * deadline passes) and reads the greeting. The same deadline then bounds
+ * every wait for a line on this connection. Returns 0 or -errno. */
 int lm_live_ctl_open(struct lm_live_ctl *c, const char *path, double deadline_s);
 void lm_live_ctl_close(struct lm_live_ctl *c);
 /* Sends one request line and copies the next reply that is not an event
@@ -133,6 +137,9 @@ int lm_live_incoming(struct lm_live_vm *vm, const char *name, const char *transp
 		     const char *const *extra);
 /* The VM's control connection, opened on first use (NULL on failure). */
 struct lm_live_ctl *lm_live_vm_ctl(struct lm_live_vm *vm);
+/* Closes the VM's control connection if it is open (the next use opens a
+ * new one). */
+void lm_live_vm_ctl_close(struct lm_live_vm *vm);
 /* One request on the VM's control socket; returns 0 if the reply is a
  * "return", -EIO if it is an "error", other -errno on transport failure. */
 int lm_live_vm_cmd(struct lm_live_vm *vm, const char *req, char *reply, size_t replylen);
@@ -172,6 +179,13 @@ void lm_live_mig_free(struct lm_live_mig *m);
 /* Start + finish. */
 int lm_live_migrate(struct lm_live_mig *m, const struct lm_live_vm *src, const char *uri,
 		    const char *const *opts);
+/* The figures the live tests print from a finished migration's --json
+ * report (QEMU's names: total-time, downtime, transferred, rounds); a figure
+ * the report lacks stays 0. */
+struct lm_live_figures {
+	double total_ms, downtime_ms, transferred, rounds;
+};
+void lm_live_mig_figures(const struct lm_live_mig *m, struct lm_live_figures *f);
 /* Polls the source's query-migrate until its status is "active" and at
  * least min_bytes have been transferred (or the migration already ended:
  * returns false then). */
