@@ -44,6 +44,14 @@ static const char *const slow_link[] = {
 static const char *const fast_link[] = {
     "--max-bandwidth", "0", "--max-rounds", "30", "--on-nonconverge", "switchover", NULL};
 
+/* The source (FAST_DIRTIER, its workload running) and an incoming side
+ * without --once, which waits for another migration after a broken one. */
+static void start_pair(struct lm_live_vm *src, struct lm_live_vm *dst, const char *dst_name)
+{
+	lm_live_expect_running(src, "src", "256M", FAST_DIRTIER, NULL, 1);
+	assert_int_equal(lm_live_incoming(dst, dst_name, "tcp", NULL), 0);
+}
+
 static void report_mig(const char *what, struct lm_live_mig *m)
 {
 	struct lm_live_figures f;
@@ -102,8 +110,7 @@ static void test_kill_destination(void **state)
 	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
-	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", NULL), 0);
+	start_pair(&src, &dst, "dst1");
 	struct lm_live_mig m;
 	kill_midway(&m, &src, &dst, &dst, "destination killed");
 	expect_failed_and_survived(&m, &src);
@@ -122,10 +129,9 @@ static void test_cut_connection(void **state)
 	 * (the working set is 16 MiB: past 24 MiB the first round is over). */
 	static const uint64_t cuts[] = {64, 4 << 20, 24 << 20};
 	struct lm_live_vm src, dst;
-	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
 	/* One destination for all: after each broken stream it must say why
 	 * and wait for the next migration, never running the guest. */
-	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
+	start_pair(&src, &dst, "dst");
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
 		struct lm_live_proxy *px;
 		char via[128];
@@ -153,8 +159,7 @@ static void test_stopped_destination(void **state)
 	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
-	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", NULL), 0);
+	start_pair(&src, &dst, "dst1");
 	struct lm_live_mig m;
 	const char *opts[] = {
 	    "--max-bandwidth", "20M", "--max-rounds", "100000", "--timeout", "4", NULL};
@@ -184,8 +189,7 @@ static void test_kill_source(void **state)
 	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst;
-	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
-	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
+	start_pair(&src, &dst, "dst");
 	struct lm_live_mig m;
 	kill_midway(&m, &src, &dst, &src, "source killed");
 	assert_int_equal(m.rc, 1);
@@ -203,8 +207,7 @@ static void test_garbage(void **state)
 	if (!lm_live_ready())
 		skip();
 	struct lm_live_vm src, dst, once;
-	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
-	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", NULL), 0);
+	start_pair(&src, &dst, "dst");
 
 	/* Random bytes, a line of text, and an empty connection. */
 	static uint8_t junk[1 << 16];
