@@ -2,6 +2,7 @@
 # Live migration of real guests on this machine: one row per (memory,
 # workload), with the figures the source reports (QEMU's names).
 # usage: bench/live.sh [LIVEMIG] [GUEST]   env: SIZES="2G 8G" WORKLOADS="idle memtouch hotset"
+# (also WORKLOADS=memtouch1g: 1 GiB touched, e.g. with SIZES=64G)
 set -u
 LIVEMIG=${1:-build/livemig}
 GUEST=${2:-guest/guest.elf}
@@ -20,6 +21,7 @@ for mem in $SIZES; do
 		case $w in
 		hotset) app="workload=hotset wss=256M rate=50M verify=1" ;;
 		memtouch) app="workload=memtouch verify=1" ;;
+		memtouch1g) app="workload=memtouch mem=1G verify=1" ;; # a big guest, 1 GiB touched
 		*) app="workload=$w verify=1" ;;
 		esac
 		rm -f "$dir"/*
@@ -31,7 +33,7 @@ for mem in $SIZES; do
 			echo "$mem $w: the guest or the destination did not start" >&2
 			kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; continue
 		fi
-		[ "$w" = memtouch ] && wait_for "$dir/src.log" '^memtouch done' 120
+		[ "${w#memtouch}" != "$w" ] && wait_for "$dir/src.log" '^memtouch done' 120
 		sleep 1
 		port=$(sed -n 's/.*listening on tcp:127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/dst.err" | head -n1)
 		"$LIVEMIG" migrate --control "$dir/src.sock" --to "tcp:127.0.0.1:$port" --json >"$dir/out.json" 2>"$dir/mig.err"
