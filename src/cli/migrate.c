@@ -165,18 +165,24 @@ static const char *get_s(struct json_object *o, const char *k)
 	return o && json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : "";
 }
 
-static void progress(struct json_object *st)
+/* One progress line. The link rate is measured here, from the bytes the
+ * source reports between two polls, so it is live during round one too. */
+static void progress(struct json_object *st, double *last_t, int64_t *last_bytes)
 {
 	struct json_object *ram = NULL;
 	json_object_object_get_ex(st, "ram", &ram);
+	int64_t bytes = get_i(ram, "transferred");
+	double t = now_s(), mbit = 0;
+	if (*last_t > 0 && t > *last_t && bytes >= *last_bytes)
+		mbit = (double)(bytes - *last_bytes) * 8 / 1e6 / (t - *last_t);
+	*last_t = t;
+	*last_bytes = bytes;
 	fprintf(stderr,
 		"\r\033[K%-9s round %-3lld remaining %8.1f MiB  dirty %7lld pages/s  %8.1f Mbit/s  "
 		"expected downtime %lld ms",
-		get_s(st, "status"), (long long)get_i(st, "rounds"),
-		(double)get_i(ram ? ram : st, "remaining") / 1048576.0,
-		(long long)get_i(ram ? ram : st, "dirty-pages-rate"),
-		json_object_get_double(json_object_object_get(ram ? ram : st, "mbps")),
-		(long long)get_i(st, "expected-downtime"));
+		get_s(st, "status"), (long long)get_i(ram, "rounds"),
+		(double)get_i(ram, "remaining") / 1048576.0, (long long)get_i(ram, "dirty-pages-rate"),
+		mbit, (long long)get_i(st, "expected-downtime"));
 	fflush(stderr);
 }
 
@@ -357,6 +363,8 @@ int lm_cli_migrate(int argc, char **argv)
 	double start = now_s();
 	bool cancelled = false;
 	struct json_object *final = NULL;
+	double last_t = 0;
+	int64_t last_bytes = 0;
 	while (!final) {
 		if (event) {
 			final = json_object_get(json_object_object_get(event, "data"));
@@ -377,7 +385,7 @@ int lm_cli_migrate(int argc, char **argv)
 			 * the stats in hand are as good. */
 			final = json_object_get(st);
 		} else if (st && tty && json_object_object_length(st) > 0) {
-			progress(st);
+			progress(st, &last_t, &last_bytes);
 		}
 		json_object_put(reply);
 		if (!final && !event) {
