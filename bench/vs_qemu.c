@@ -224,10 +224,28 @@ static bool wait_exit(pid_t pid, double timeout_s, int *wstatus)
 	}
 }
 
+/* How the last child that alive() found gone ended (a wait status). */
+static int gone_status = -1;
+
 static bool alive(pid_t pid)
 {
 	int st;
-	return pid > 0 && waitpid(pid, &st, WNOHANG) == 0;
+	pid_t r = pid > 0 ? waitpid(pid, &st, WNOHANG) : -1;
+	if (r == pid)
+		gone_status = st;
+	return r == 0;
+}
+
+/* "exit status N" or "killed by signal S" for gone_status. */
+static const char *gone_desc(char *buf, size_t cap)
+{
+	if (gone_status < 0)
+		snprintf(buf, cap, "status unknown");
+	else if (WIFSIGNALED(gone_status))
+		snprintf(buf, cap, "killed by signal %d", WTERMSIG(gone_status));
+	else
+		snprintf(buf, cap, "exit status %d", WEXITSTATUS(gone_status));
+	return buf;
 }
 
 /* Stops a child for good: it had grace_s to exit by itself, then SIGTERM, then SIGKILL. */
@@ -802,8 +820,13 @@ static int connect_side(struct side *s, enum peer p, bool dst, double timeout_s,
 	if (err) {
 		char tail[160];
 		log_tail(s->log, tail, sizeof(tail));
-		run_error(r, "%s %s did not start: %s [%s]", peer_name[p], dst ? "destination" : "source",
-			  strerror(-err), tail);
+		char how[64];
+		if (err == -ECHILD)
+			snprintf(how, sizeof(how), "the process ended (%s)", gone_desc((char[40]){0}, 40));
+		else
+			snprintf(how, sizeof(how), "%s", strerror(-err));
+		run_error(r, "%s %s did not start: %s [%s]", peer_name[p], dst ? "destination" : "source", how,
+			  tail);
 		return err;
 	}
 	char msg[200];
