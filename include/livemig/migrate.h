@@ -71,6 +71,10 @@ struct lm_workload_ops {
 	 * must remain mapped until the receive call returns and after.
 	 */
 	int (*setup)(void *ctx, const lm_stream_layout *layout, struct lm_mem_region *out);
+	/* The sender is about to pause the workload: return once this side
+	 * can take over quickly (e.g. the VM that save_setup's blobs asked
+	 * for is built). May be NULL. */
+	int (*prepare)(void *ctx);
 	/* One device blob as received (may be NULL: blobs are ignored). */
 	int (*load_state)(void *ctx, const char *name, const void *blob, size_t len);
 	/* The receiver's final verdict: err 0 means every page and the digest

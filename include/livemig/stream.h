@@ -43,6 +43,8 @@
  *     frame are not 8-byte aligned).
  *   - LM_REC_COMMIT and lm_stream_put_commit() added (the switchover's
  *     last step, docs/stream.md 3.10).
+ *   - LM_CAP_PREPARE with LM_REC_PREPARE / LM_REC_READY and their
+ *     encoders added (the destination gets ready before the pause).
  */
 #ifndef LIVEMIG_STREAM_H
 #define LIVEMIG_STREAM_H
@@ -78,6 +80,8 @@ enum lm_rec_type {
 	LM_REC_DIGEST = 0x0013, /* XXH3-128 digest of all guest RAM */
 	LM_REC_END = 0x0014,	/* end of the sender's stream */
 	LM_REC_COMMIT = 0x0015, /* sender -> receiver after RESULT ok: the destination may run */
+	LM_REC_PREPARE = 0x0016, /* sender -> receiver: about to pause, get ready (LM_CAP_PREPARE) */
+	LM_REC_READY = 0x0021,	 /* receiver -> sender: ready to take over (answers PREPARE) */
 	LM_REC_RESULT = 0x0020, /* receiver -> sender after END */
 	/* Table stream (needs LM_CAP_TABLE_STREAM; payload per livemig/table.h). */
 	LM_REC_TABLE = 0x0030,
@@ -88,8 +92,11 @@ enum lm_rec_type {
 #define LM_CAP_ZSTD (1ull << 1)		/* RAM DATA runs may be zstd-compressed */
 #define LM_CAP_SKIP_BALLOON (1ull << 2) /* RAM SKIPPED runs (ballooned pages) */
 #define LM_CAP_TABLE_STREAM (1ull << 3) /* LM_REC_TABLE records */
+#define LM_CAP_PREPARE (1ull << 4)	/* PREPARE / READY before the switchover */
 /* Every capability this build understands. */
-#define LM_CAP_KNOWN (LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM)
+#define LM_CAP_KNOWN                                                                               \
+	(LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM |            \
+	 LM_CAP_PREPARE)
 
 /* RAM run kinds and encodings (bytes of the run header). */
 enum lm_run_kind {
@@ -333,6 +340,11 @@ int lm_stream_put_digest(lm_buf *b, uint64_t lo, uint64_t hi, uint64_t npages);
 int lm_stream_put_end(lm_buf *b);
 /* COMMIT (empty): sent after RESULT ok; only then may the destination run. */
 int lm_stream_put_commit(lm_buf *b);
+/* PREPARE (empty, sender): the switchover comes next; answer READY when the
+ * destination can take over. READY (empty, receiver). Both need
+ * LM_CAP_PREPARE. */
+int lm_stream_put_prepare(lm_buf *b);
+int lm_stream_put_ready(lm_buf *b);
 /* Opaque table payload (needs LM_CAP_TABLE_STREAM on the connection). */
 int lm_stream_put_table(lm_buf *b, const void *payload, size_t len);
 

@@ -47,6 +47,7 @@ struct recv {
 	uint64_t records;
 	uint64_t round;
 	bool have_digest;
+	bool prepared; /* PREPARE answered with READY */
 	bool setup_called;
 	bool accept_sent; /* after ACCEPT, failures are answered with RESULT */
 	uint64_t dig_lo, dig_hi, dig_npages;
@@ -113,6 +114,15 @@ static int send_status(struct recv *r, uint16_t type, int code, const char *text
 	if (err)
 		return err;
 	return lm__io_write(&r->io, b.data, b.len);
+}
+
+static int send_ready(struct recv *r)
+{
+	uint8_t mem[LM_FRAME_HDR];
+	lm_buf b;
+	lm_buf_init_fixed(&b, mem, sizeof(mem));
+	int err = lm_stream_put_ready(&b);
+	return err ? err : lm__io_write(&r->io, b.data, b.len);
 }
 
 static int handshake(struct recv *r, uint64_t allowed)
@@ -356,7 +366,7 @@ static int records(struct recv *r)
 			continue;
 		}
 		if (f.type != LM_REC_ROUND && f.type != LM_REC_DEVICE && f.type != LM_REC_DIGEST && f.type != LM_REC_END &&
-		    f.type != LM_REC_TABLE)
+		    f.type != LM_REC_TABLE && f.type != LM_REC_PREPARE)
 			return rfail(r, -EPROTO, "unexpected %s record in the stream (%s)", lm_stream_type_name(f.type),
 				     where(r, w, sizeof(w)));
 		err = read_payload(r, &f);
@@ -389,6 +399,19 @@ static int records(struct recv *r)
 			err = table(r, &rec);
 			if (err)
 				return err;
+			break;
+		case LM_REC_PREPARE:
+			if (r->have_digest || r->prepared)
+				return rfail(r, -EPROTO, "%s", r->prepared ? "second PREPARE record"
+									 : "PREPARE record after DIGEST");
+			/* The switchover comes: finish whatever the workload still
+			 * prepares (a VMM builds its VM), then say so. */
+			if (r->ops && r->ops->prepare && (err = r->ops->prepare(r->ctx)) < 0)
+				return rfail(r, err, "the destination could not get ready: %s", lm_strerror(err));
+			r->prepared = true;
+			err = send_ready(r);
+			if (err)
+				return io_rfail(r, err);
 			break;
 		case LM_REC_DIGEST:
 			if (r->have_digest)

@@ -491,7 +491,7 @@ static int handshake(struct lm_migration *m)
 	if (err)
 		return fail(m, err, "bad memory layout: %s", e.msg);
 	h.mandatory = LM_CAP_RECORD_CSUM;
-	h.offered = LM_CAP_RECORD_CSUM | (m->p.compress ? LM_CAP_ZSTD : 0);
+	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PREPARE | (m->p.compress ? LM_CAP_ZSTD : 0);
 	/* Ballooned pages are skipped only with the map on the wire too: the
 	 * destination must learn which pages to zero and keep the map. */
 	if (m->skip && m->skip_trusted)
@@ -550,38 +550,76 @@ static int handshake(struct lm_migration *m)
 	return 0;
 }
 
-static int wait_result(struct lm_migration *m)
+/*
+ * The receiver's next frame, which must be `want`: READY (answering
+ * PREPARE) or RESULT. A RESULT that carries an error is the receiver's
+ * failure, whatever we waited for.
+ */
+static int wait_reply(struct lm_migration *m, uint16_t want)
 {
 	uint8_t hdr[LM_FRAME_HDR], pl[LM_FRAME_HDR + LM_STREAM_MAX_TEXT + 16];
 	lm_frame f;
 	lm_record rec;
 	lm_stream_err e = { 0 };
-	set_phase(m, "waiting for the result");
+	const char *wname = lm_stream_type_name(want);
+	uint64_t saved_timeout = m->io.timeout_ms;
 	m->io.timeout_ms = m->p.result_timeout_ms;
 	int err = lm__io_read(&m->io, hdr, sizeof(hdr));
-	if (err)
-		return io_fail(m, err);
-	err = lm_stream_frame_parse(&m->s, hdr, sizeof(hdr), &f, &e);
-	if (err)
-		return fail(m, err, "bad RESULT from the receiver: %s", e.msg);
-	if (f.type != LM_REC_RESULT || f.payload_len > sizeof(pl))
-		return fail(m, -EPROTO, "receiver sent %s instead of RESULT", lm_stream_type_name(f.type));
-	err = lm__io_read(&m->io, pl, f.payload_len);
+	if (!err) {
+		err = lm_stream_frame_parse(&m->s, hdr, sizeof(hdr), &f, &e);
+		if (err)
+			return fail(m, err, "bad %s from the receiver: %s", wname, e.msg);
+		if ((f.type != want && f.type != LM_REC_RESULT) || f.payload_len > sizeof(pl))
+			return fail(m, -EPROTO, "receiver sent %s instead of %s", lm_stream_type_name(f.type),
+				    wname);
+		err = lm__io_read(&m->io, pl, f.payload_len);
+	}
+	m->io.timeout_ms = saved_timeout;
 	if (err)
 		return io_fail(m, err);
 	err = lm_stream_decode_payload(&m->s, &f, pl, f.payload_len, &rec, &e);
 	if (err)
-		return fail(m, err, "bad RESULT from the receiver: %s", e.msg);
-	if (rec.u.status.code)
+		return fail(m, err, "bad %s from the receiver: %s", lm_stream_type_name(f.type), e.msg);
+	if (f.type == LM_REC_RESULT && rec.u.status.code)
 		return fail(m, rec.u.status.code > 0 ? -rec.u.status.code : -EPROTO,
 			    "receiver reported failure: %s", rec.u.status.text);
+	if (f.type != want)
+		return fail(m, -EPROTO, "receiver sent RESULT ok instead of %s", wname);
 	return 0;
+}
+
+static int wait_result(struct lm_migration *m)
+{
+	set_phase(m, "waiting for the result");
+	return wait_reply(m, LM_REC_RESULT);
+}
+
+/*
+ * Before the pause: tell the destination the switchover comes, and wait
+ * until it says it can take over (a VMM has built its VM by then). Whatever
+ * it still had to prepare is then not part of the downtime.
+ */
+static int prepare_destination(struct lm_migration *m)
+{
+	if (!(m->s.caps & LM_CAP_PREPARE))
+		return 0;
+	set_phase(m, "waiting for the destination to get ready");
+	int err = lm_stream_put_prepare(&m->out);
+	if (err)
+		return put_fail(m, err, "PREPARE");
+	err = flush(m);
+	if (err)
+		return err;
+	return wait_reply(m, LM_REC_READY);
 }
 
 /* Stop the workload, send the rest, device state, digest, END; wait for RESULT. */
 static int switchover(struct lm_migration *m)
 {
 	int err;
+	err = prepare_destination(m);
+	if (err)
+		return err;
 	m->st.status = LM_MIG_DEVICE;
 	set_phase(m, "the stop-and-copy");
 	/* Everything left goes out at full speed. */

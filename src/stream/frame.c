@@ -116,6 +116,8 @@ static const struct type_info types[] = {
     {LM_REC_DIGEST, "DIGEST", 24, 24},
     {LM_REC_END, "END", 0, 0},
     {LM_REC_COMMIT, "COMMIT", 0, 0},
+    {LM_REC_PREPARE, "PREPARE", 0, 0},
+    {LM_REC_READY, "READY", 0, 0},
     {LM_REC_RESULT, "RESULT", 4, 4 + LM_STREAM_MAX_TEXT},
     {LM_REC_TABLE, "TABLE", 0, LM_STREAM_MAX_TABLE_PAYLOAD},
 };
@@ -312,6 +314,7 @@ static const struct {
     {LM_CAP_ZSTD, "zstd"},
     {LM_CAP_SKIP_BALLOON, "skip-balloon"},
     {LM_CAP_TABLE_STREAM, "table-stream"},
+    {LM_CAP_PREPARE, "prepare"},
 };
 
 const char *lm_stream_cap_name(uint64_t bit)

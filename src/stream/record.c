@@ -164,6 +164,16 @@ int lm_stream_put_commit(lm_buf *b)
 	return put_simple(b, LM_REC_COMMIT, NULL, 0);
 }
 
+int lm_stream_put_prepare(lm_buf *b)
+{
+	return put_simple(b, LM_REC_PREPARE, NULL, 0);
+}
+
+int lm_stream_put_ready(lm_buf *b)
+{
+	return put_simple(b, LM_REC_READY, NULL, 0);
+}
+
 int lm_stream_put_table(lm_buf *b, const void *payload, size_t len)
 {
 	if (len > LM_STREAM_MAX_TABLE_PAYLOAD)
@@ -484,6 +494,12 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 		return 0;
 	case LM_REC_END:
 	case LM_REC_COMMIT:
+		return 0;
+	case LM_REC_PREPARE:
+	case LM_REC_READY:
+		if (!(s->caps & LM_CAP_PREPARE))
+			return lm__stream_fail(err, -ENOTSUP, "%s record but prepare was not negotiated",
+					       f->type == LM_REC_PREPARE ? "PREPARE" : "READY");
 		return 0;
 	case LM_REC_TABLE:
 		if (!(s->caps & LM_CAP_TABLE_STREAM))

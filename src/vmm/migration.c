@@ -408,7 +408,14 @@ static void in_finish(void *ctx, int err, const char *msg)
 	in->committed = err == 0;
 }
 
+/* The source is about to pause: the VM must be built by then. */
+static int in_prepare(void *ctx)
+{
+	return join_builder(ctx);
+}
+
 static const struct lm_workload_ops vm_dest_ops = {
+    .prepare = in_prepare,
     .setup = in_setup,
     .load_state = in_load_state,
     .finish = in_finish,

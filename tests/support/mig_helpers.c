@@ -153,8 +153,16 @@ static void dest_finish(void *ctx, int err, const char *msg)
 		d->on_finish(d, err);
 }
 
+static int dest_prepare(void *ctx)
+{
+	struct lm_test_dest *d = ctx;
+	d->prepares++;
+	return d->prepare_err;
+}
+
 const struct lm_workload_ops lm_test_dest_ops = {
 	.setup = dest_setup,
+	.prepare = dest_prepare,
 	.load_state = dest_load,
 	.finish = dest_finish,
 };

@@ -44,6 +44,9 @@ struct lm_test_dest {
 	/* Optional hook: runs in finish() before memory is compared (e.g. hash it). */
 	void (*on_finish)(struct lm_test_dest *d, int err);
 	void *user;
+	/* What the prepare op returns (0: ready); prepares counts its calls. */
+	int prepare_err;
+	int prepares;
 };
 extern const struct lm_workload_ops lm_test_dest_ops;
 void lm_test_dest_free(struct lm_test_dest *d);

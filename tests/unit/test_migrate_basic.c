@@ -174,6 +174,30 @@ static void test_nonconverge(void **state)
 	}
 }
 
+/* A destination that cannot get ready fails the migration before the
+ * pause: the workload never stops. */
+static void test_destination_not_ready(void **state)
+{
+	struct fixture f;
+	fx_init(&f, true, 0);
+	f.rx.dest.prepare_err = -EIO;
+	assert_int_equal(lm_test_writer_start(&f.w), 0);
+	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	struct lm_migrate_stats st;
+	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, NULL, &st);
+	assert_int_equal(err, -EIO);
+	assert_non_null(strstr(st.error, "could not get ready"));
+	assert_int_equal(f.w.pauses, 0);
+	assert_true(lm_test_receiver_join(&f.rx) < 0);
+	assert_int_equal(f.rx.dest.prepares, 1);
+	assert_int_not_equal(f.rx.dest.finish_err, 0);
+	uint64_t c = lm_test_writer_count(&f.w);
+	usleep(20000);
+	assert_true(lm_test_writer_count(&f.w) > c); /* still running */
+	lm_test_writer_stop(&f.w);
+	fx_fini(&f);
+}
+
 /* Cancel from another thread while the rate limit keeps it in round 1. */
 static void test_cancel(void **state)
 {
@@ -304,6 +328,7 @@ int main(void)
 		cmocka_unit_test(test_live_uffd),
 		cmocka_unit_test(test_nonconverge),
 		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_destination_not_ready),
 		cmocka_unit_test(test_bandwidth_estimate),
 		cmocka_unit_test(test_uri),
 	};

@@ -134,6 +134,7 @@ struct outcome {
 	uint16_t last_type;
 	int32_t last_code;
 	char last_text[256];
+	int readies; /* READY frames among the answers */
 };
 
 /* The source memory the valid stream carries (pages of R0 then R1). */
@@ -170,6 +171,7 @@ static void feed_one(const uint8_t *p, size_t n, uint64_t caps_disabled, struct 
 	/* Decode what came back, frame by frame. */
 	lm_stream s;
 	lm_stream_init(&s);
+	s.caps = LM_CAP_KNOWN; /* decode every answer the receiver may give */
 	size_t off = 0;
 	while (off < f.nback) {
 		lm_record rec;
@@ -177,6 +179,8 @@ static void feed_one(const uint8_t *p, size_t n, uint64_t caps_disabled, struct 
 		if (k <= 0)
 			break;
 		o->last_type = rec.frame.type;
+		if (rec.frame.type == LM_REC_READY)
+			o->readies++;
 		if (rec.frame.type == LM_REC_REFUSE || rec.frame.type == LM_REC_RESULT) {
 			o->last_code = rec.u.status.code;
 			snprintf(o->last_text, sizeof(o->last_text), "%s", rec.u.status.text);
@@ -386,6 +390,12 @@ static void commit_rec(struct sb *x)
 	assert_int_equal(lm_stream_put_commit(&x->b), 0);
 }
 
+static void prepare_rec(struct sb *x)
+{
+	mark(x);
+	assert_int_equal(lm_stream_put_prepare(&x->b), 0);
+}
+
 static void valid(struct sb *x)
 {
 	hello(x, NULL);
@@ -448,6 +458,24 @@ static void test_valid(void **state)
 	feed_one(x.b.data, x.b.len, 0, &o, true);
 	assert_int_equal(o.err, 0);
 	assert_int_equal(o.st.caps & (1ull << 40), 0);
+	assert_int_equal(o.readies, 0);
+	sb_fini(&x);
+	/* With prepare negotiated, PREPARE before the stop-and-copy is
+	 * answered with READY, and the migration completes as before. */
+	sb_init(&x);
+	struct hello_opts hp = { .offered = LM_CAP_PREPARE };
+	hello(&x, &hp);
+	body(&x);
+	prepare_rec(&x);
+	digest_rec(&x);
+	end_rec(&x);
+	commit_rec(&x);
+	feed_one(x.b.data, x.b.len, 0, &o, true);
+	assert_int_equal(o.err, 0);
+	assert_true(o.st.caps & LM_CAP_PREPARE);
+	assert_int_equal(o.readies, 1);
+	assert_int_equal(o.last_type, LM_REC_RESULT);
+	assert_int_equal(o.last_code, 0);
 	sb_fini(&x);
 }
 
@@ -670,6 +698,28 @@ static void b_commit_early(struct sb *x)
 	body(x);
 	commit_rec(x);
 }
+static void b_prepare_not_negotiated(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	prepare_rec(x);
+}
+static void b_prepare_twice(struct sb *x)
+{
+	struct hello_opts h = { .offered = LM_CAP_PREPARE };
+	hello(x, &h);
+	body(x);
+	prepare_rec(x);
+	prepare_rec(x);
+}
+static void b_prepare_after_digest(struct sb *x)
+{
+	struct hello_opts h = { .offered = LM_CAP_PREPARE };
+	hello(x, &h);
+	body(x);
+	digest_rec(x);
+	prepare_rec(x);
+}
 static void b_no_digest(struct sb *x)
 {
 	hello(x, NULL);
@@ -868,6 +918,9 @@ static void test_crafted(void **state)
 	crafted("records after END", b_after_end, 0, "ROUND record after END", 0);
 	crafted("COMMIT before END", b_commit_early, 0, "unexpected COMMIT record", RS);
 	crafted("END without DIGEST", b_no_digest, 0, "END without a DIGEST", RS);
+	crafted("PREPARE not negotiated", b_prepare_not_negotiated, 0, "prepare was not negotiated", RS);
+	crafted("second PREPARE", b_prepare_twice, 0, "second PREPARE record", RS);
+	crafted("PREPARE after DIGEST", b_prepare_after_digest, 0, "PREPARE record after DIGEST", RS);
 	crafted("wrong digest", b_wrong_digest, 0, "RAM digest mismatch", RS);
 	crafted("pages missing", b_missing_pages, 0, "RAM digest mismatch", RS);
 	crafted("digest page count", b_digest_npages, 0, "DIGEST covers 7 pages", RS);

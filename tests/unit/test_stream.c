@@ -1195,6 +1195,42 @@ static void test_random_mutations(void **state)
 /* ---- names
  * --------------------------------------------------------------------------------------- */
 
+/* PREPARE and READY: empty frames, only where the capability was negotiated. */
+static void test_prepare_ready(void **state)
+{
+	(void)state;
+	lm_stream s;
+	setup_stream(&s, ALL_CAPS | LM_CAP_PREPARE);
+	lm_buf b;
+	lm_buf_init(&b);
+	assert_int_equal(lm_stream_put_prepare(&b), 0);
+	size_t one = b.len;
+	assert_int_equal(one, LM_FRAME_HDR);
+	assert_int_equal(lm_stream_put_ready(&b), 0);
+	lm_record rec;
+	lm_stream_err err = {0};
+	assert_int_equal(lm_stream_decode(&s, b.data, b.len, &rec, &err), (int64_t)one);
+	assert_int_equal(rec.frame.type, LM_REC_PREPARE);
+	assert_int_equal(lm_stream_decode(&s, b.data + one, b.len - one, &rec, &err), (int64_t)one);
+	assert_int_equal(rec.frame.type, LM_REC_READY);
+	assert_string_equal(lm_stream_type_name(LM_REC_PREPARE), "PREPARE");
+	assert_string_equal(lm_stream_type_name(LM_REC_READY), "READY");
+	/* Without the capability both are refused, by name. */
+	s.caps = ALL_CAPS;
+	expect_fail(&s, b.data, one, -ENOTSUP, "PREPARE record but prepare was not negotiated");
+	expect_fail(&s, b.data + one, one, -ENOTSUP, "READY record but prepare was not negotiated");
+	/* A payload is not allowed: the frame bound says 0 bytes. */
+	uint8_t bad[LM_FRAME_HDR + 1];
+	memcpy(bad, b.data, LM_FRAME_HDR);
+	bad[4] = 1;
+	bad[LM_FRAME_HDR] = 0;
+	fix_csum(bad);
+	s.caps = ALL_CAPS | LM_CAP_PREPARE;
+	expect_fail(&s, bad, sizeof(bad), -EMSGSIZE, "PREPARE");
+	lm_buf_destroy(&b);
+	lm_stream_destroy(&s);
+}
+
 static void test_cap_names(void **state)
 {
 	(void)state;
@@ -1207,7 +1243,7 @@ static void test_cap_names(void **state)
 	assert_int_equal(lm_stream_caps_parse("zstd,", &m), -EINVAL);
 	char out[128];
 	lm_stream_caps_format(LM_CAP_KNOWN | (1ull << 63), out, sizeof(out));
-	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,0x8000000000000000");
+	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,0x8000000000000000");
 	lm_stream_caps_format(0, out, sizeof(out));
 	assert_string_equal(out, "none");
 	assert_string_equal(lm_stream_type_name(LM_REC_DIGEST), "DIGEST");
@@ -1299,6 +1335,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_roundtrip_all_records),
+	    cmocka_unit_test(test_prepare_ready),
 	    cmocka_unit_test(test_status_text),
 	    cmocka_unit_test(test_max_run),
 	    cmocka_unit_test(test_fixed_buffer),
