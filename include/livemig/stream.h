@@ -42,7 +42,7 @@
  *   - lm_digest_* accept pages at any alignment (pages inside an lm_buf
  *     frame are not 8-byte aligned).
  *   - LM_REC_COMMIT and lm_stream_put_commit() added (the switchover's
- *     last step, docs/stream.md 3.10).
+ *     last step, docs/stream.md 3.11).
  *   - LM_CAP_PREPARE with LM_REC_PREPARE / LM_REC_READY and their
  *     encoders added (the destination gets ready before the pause).
  */
