@@ -488,6 +488,19 @@ static int arg_get(struct json_object *args, const char *key, enum json_type t,
 	return 0;
 }
 
+int lm_control_only_arg(struct json_object *args, const char *allowed, char *err, size_t errlen)
+{
+	json_object_object_foreach(args, key, val)
+	{
+		(void)val;
+		if (allowed && strcmp(key, allowed) == 0)
+			continue;
+		snprintf(err, errlen, "Parameter '%.64s' is unexpected", key);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int lm_control_arg_int(struct json_object *args, const char *key, int64_t *out, char *err,
 		       size_t errlen)
 {

@@ -69,6 +69,9 @@ int lm_control_balloon_commands(struct lm_control *c);
 
 /* Helpers for handlers: fetch a typed argument. 0, -ENOENT (absent, *out
  * untouched) or -EINVAL (wrong type; err says so). */
+/* -EINVAL (err says which) if args has a member other than `allowed`
+ * (NULL: none allowed). */
+int lm_control_only_arg(struct json_object *args, const char *allowed, char *err, size_t errlen);
 int lm_control_arg_int(struct json_object *args, const char *key, int64_t *out, char *err,
 		       size_t errlen);
 int lm_control_arg_bool(struct json_object *args, const char *key, bool *out, char *err,

@@ -21,26 +21,13 @@
 #include "livemig/balloon.h"
 
 
-static int only_args(struct json_object *args, const char *allowed, char *err, size_t errlen)
-{
-	json_object_object_foreach(args, key, val)
-	{
-		(void)val;
-		if (allowed && strcmp(key, allowed) == 0)
-			continue;
-		snprintf(err, errlen, "Parameter '%.64s' is unexpected", key);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 static int cmd_balloon(void *ctx, struct json_object *args, struct json_object **ret, char *err,
 		       size_t errlen)
 {
 	struct lm_control *ctl = ctx;
 	struct lm_vm *vm = lm_control_vm(ctl);
 	int64_t value = 0;
-	if (only_args(args, "value", err, errlen) < 0)
+	if (lm_control_only_arg(args, "value", err, errlen) < 0)
 		return -EINVAL;
 	int r = lm_control_arg_int(args, "value", &value, err, errlen);
 	if (r == -ENOENT) {
@@ -68,7 +55,7 @@ static int cmd_query_balloon(void *ctx, struct json_object *args, struct json_ob
 {
 	struct lm_control *ctl = ctx;
 	struct lm_vm *vm = lm_control_vm(ctl);
-	if (only_args(args, NULL, err, errlen) < 0)
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	struct lm_balloon_stats st;
 	lm_vm_balloon_stats(vm, &st);

@@ -77,6 +77,8 @@ static int cmd_migrate(void *ctx, struct json_object *args, struct json_object *
 {
 	struct lm_control_migrate *cm = ctx;
 	const char *uri_s = NULL;
+	if (lm_control_only_arg(args, "uri", err, errlen) < 0)
+		return -EINVAL;
 	int r = lm_control_arg_str(args, "uri", &uri_s, err, errlen);
 	if (r == -ENOENT)
 		snprintf(err, errlen, "Parameter 'uri' is missing (tcp:HOST:PORT or unix:PATH)");
@@ -88,15 +90,16 @@ static int cmd_migrate(void *ctx, struct json_object *args, struct json_object *
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&cm->lock);
-	bool busy = cm->cur != NULL || cm->completed;
+	bool completed = cm->completed;
+	bool busy = cm->cur != NULL || completed;
 	bool joinable = cm->waiter_started;
 	cm->waiter_started = false;
 	pthread_t old = cm->waiter;
 	struct lm_migrate_params p = cm->params;
 	pthread_mutex_unlock(&cm->lock);
 	if (busy) {
-		snprintf(err, errlen, cm->completed ? "The VM has already migrated away"
-						    : "A migration is already in progress");
+		snprintf(err, errlen, completed ? "The VM has already migrated away"
+						 : "A migration is already in progress");
 		return -EBUSY;
 	}
 	if (joinable)
@@ -142,6 +145,8 @@ static int cmd_migrate_cancel(void *ctx, struct json_object *args, struct json_o
 			      char *err, size_t errlen)
 {
 	struct lm_control_migrate *cm = ctx;
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
+		return -EINVAL;
 	pthread_mutex_lock(&cm->lock);
 	if (cm->cur)
 		lm_vm_migration_cancel(cm->cur);
@@ -155,6 +160,8 @@ static int cmd_query_migrate(void *ctx, struct json_object *args, struct json_ob
 	struct lm_control_migrate *cm = ctx;
 	struct lm_migrate_stats st;
 	bool any = true;
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
+		return -EINVAL;
 	pthread_mutex_lock(&cm->lock);
 	if (cm->cur)
 		lm_vm_migration_query(cm->cur, &st);
@@ -271,6 +278,8 @@ static int cmd_query_parameters(void *ctx, struct json_object *args, struct json
 				char *err, size_t errlen)
 {
 	struct lm_control_migrate *cm = ctx;
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
+		return -EINVAL;
 	pthread_mutex_lock(&cm->lock);
 	struct lm_migrate_params p = cm->params;
 	pthread_mutex_unlock(&cm->lock);

@@ -12,23 +12,12 @@
 #include "livemig/vmm.h"
 
 
-static int no_args(struct json_object *args, char *err, size_t errlen)
-{
-	json_object_object_foreach(args, key, val)
-	{
-		(void)val;
-		snprintf(err, errlen, "Parameter '%.64s' is unexpected", key);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 static int cmd_query_status(void *ctx, struct json_object *args, struct json_object **ret,
 			    char *err, size_t errlen)
 {
 	struct lm_control *ctl = ctx;
 	struct lm_vm *vm = lm_control_vm(ctl);
-	if (no_args(args, err, errlen) < 0)
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	if (!vm) {
 		/* livemig incoming before the VM arrived (QEMU says the same). */
@@ -66,7 +55,7 @@ static int cmd_stop(void *ctx, struct json_object *args, struct json_object **re
 {
 	struct lm_control *ctl = ctx;
 	struct lm_vm *vm = lm_control_vm(ctl);
-	if (no_args(args, err, errlen) < 0)
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	bool was = lm_vm_is_paused(vm);
 	int r = lm_vm_pause(vm);
@@ -80,7 +69,7 @@ static int cmd_cont(void *ctx, struct json_object *args, struct json_object **re
 {
 	struct lm_control *ctl = ctx;
 	struct lm_vm *vm = lm_control_vm(ctl);
-	if (no_args(args, err, errlen) < 0)
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	bool was = lm_vm_is_paused(vm);
 	int r = lm_vm_resume(vm);
@@ -102,7 +91,7 @@ static int cmd_quit(void *ctx, struct json_object *args, struct json_object **re
 {
 	struct lm_control *ctl = ctx;
 	struct lm_vm *vm = lm_control_vm(ctl);
-	if (no_args(args, err, errlen) < 0)
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	if (!vm) {
 		/* Still waiting for a migration: end that wait the way a
@@ -119,7 +108,7 @@ static int cmd_guest_verify(void *ctx, struct json_object *args, struct json_obj
 {
 	struct lm_control *ctl = ctx;
 	struct lm_vm *vm = lm_control_vm(ctl);
-	if (no_args(args, err, errlen) < 0)
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	uint32_t n = lm_vm_request_verify(vm);
 	struct json_object *o = json_object_new_object();
