@@ -1,15 +1,21 @@
 # livemig: one Makefile for the library, the command, the guest image,
 # the tests, the benchmarks and the fuzzers.
 #
-#   make            liblivemig.a and the livemig command (in $(BUILD)/)
+#   make            liblivemig (.a and .so), the livemig command, the guest image
+#   make install    PREFIX=/usr/local DESTDIR=: command, libraries, headers,
+#                   livemig.pc, man page, guest image; make uninstall removes them
 #   make check      every test: unit tests under ASan+UBSan, then e2e tests
 #   make bench      the benchmarks (bench/scan, bench migrate)
 #   make demo       a live migration of a running VM, with its report
 #   make fuzz       the libFuzzer targets for a bounded time (FUZZ_SECONDS)
 #   V=1             show full commands
 #
-# Every make goal that needs packages runs scripts/deps.sh first; it installs
-# only what is missing.
+# Packages. `make demo`, `make check`, `make bench`, `make bench-qemu` and
+# the fuzz goals install the Debian packages they need (scripts/deps.sh,
+# only what is missing) and then run make again for the real work, so that
+# the pkg-config flags are computed once the packages exist. Every other
+# goal installs nothing: when a package is missing it stops with one line
+# that names the packages and the command that installs them.
 
 BUILD ?= build
 CC ?= cc
@@ -26,10 +32,32 @@ Q := @
 say = @printf '  %-7s %s\n' $(1) $(2);
 endif
 
+# Goals that install their packages first (their rules are further down).
+INSTALLING_GOALS := demo check bench bench-qemu fuzz fuzz-ci unit e2e
+# Goals that need no package at all.
+NO_PKG_GOALS := clean deps uninstall format $(INSTALLING_GOALS)
+GOALS := $(or $(MAKECMDGOALS),all)
+ifneq ($(filter-out $(NO_PKG_GOALS),$(GOALS)),)
+# The library and the command need the `lib` set; anything else (a single
+# test binary, a fuzzer) the `build` set.
+PKG_SET := $(if $(filter-out all install lib _demo _bench,$(GOALS)),build,lib)
+MISSING_PKGS := $(shell scripts/deps.sh missing $(PKG_SET))
+ifneq ($(MISSING_PKGS),)
+$(error missing Debian packages: $(MISSING_PKGS); install them with: scripts/deps.sh $(PKG_SET))
+endif
+endif
+
 PKGS := libzstd libxxhash json-c
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+
+# The version is defined once, in include/livemig/version.h.
+version_part = $(shell sed -n 's/^\#define LM_VERSION_$(1) \([0-9]*\)$$/\1/p' include/livemig/version.h)
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION_MINOR := $(call version_part,MINOR)
+VERSION_PATCH := $(call version_part,PATCH)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes \
         -Wmissing-prototypes -Wvla
@@ -47,31 +75,51 @@ TEST_SUPPORT := $(sort $(wildcard tests/support/*.c))
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+PIC_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/pic/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
 ASAN_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/obj/%.o)
 ASAN_SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(BUILD)/asan/obj/%.o)
 
-LIB := $(BUILD)/liblivemig.a
+# Two kinds of archive. The internal one keeps every global symbol (the
+# tests and the livemig command call lm__ internals); the installed one is
+# a single relocatable object in which only the public lm_ names stay
+# global, as in the shared object (src/liblivemig.map).
+LIB := $(BUILD)/obj/liblivemig-internal.a
 ASAN_LIB := $(BUILD)/asan/liblivemig.a
+DIST_A := $(BUILD)/lib/liblivemig.a
+SONAME := liblivemig.so.$(VERSION_MAJOR)
+SO_REAL := liblivemig.so.$(VERSION_MAJOR).$(VERSION_MINOR)
+DIST_SO := $(BUILD)/lib/$(SO_REAL)
+DIST_PC := $(BUILD)/lib/livemig.pc
 LIVEMIG := $(BUILD)/livemig
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 E2E_BIN := $(E2E_SRC:tests/e2e/%.c=$(BUILD)/tests/%)
+PUBLIC_HEADERS := $(sort $(wildcard include/livemig/*.h))
+MAN_PAGE := docs/livemig.1
 
 GUEST_ELF := guest/guest.elf
 
-.PHONY: fuzz-ci all deps deps-all check unit e2e bench bench-qemu demo fuzz clean format
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share/livemig
+
+.PHONY: all lib deps deps-all install uninstall check unit e2e bench bench-qemu demo fuzz fuzz-ci \
+	clean format _check _unit _e2e _bench _bench-qemu _demo _fuzz _fuzz-ci
 # Objects of the chained test rules are kept, not deleted as intermediates.
 .SECONDARY:
-all: deps $(LIB) $(LIVEMIG) $(GUEST_ELF)
+all: lib $(LIVEMIG) $(GUEST_ELF)
+lib: $(DIST_A) $(DIST_SO) $(DIST_PC)
 
+# Installs nothing; says what is missing (the `build` set).
 deps:
-	$(Q)scripts/deps.sh build
-
-# The e2e tests and the QEMU benchmark also boot the guest under QEMU.
-deps-all:
-	$(Q)scripts/deps.sh all
+	$(Q)m=$$(scripts/deps.sh missing build); [ -z "$$m" ] || \
+	  { echo "missing Debian packages: $$m; install them with: scripts/deps.sh build"; exit 1; }
 
 # The guest image has its own rules (freestanding, no libc).
 -include guest/guest.mk
@@ -86,6 +134,11 @@ $(BUILD)/asan/obj/%.o: %.c
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -c $< -o $@
 
+$(BUILD)/pic/obj/%.o: %.c
+	$(call say,CC-PIC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -fPIC -c $< -o $@
+
 $(LIB): $(LIB_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
@@ -93,6 +146,33 @@ $(LIB): $(LIB_OBJ)
 $(ASAN_LIB): $(ASAN_LIB_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+# The installed archive: one object, internal names made local.
+$(DIST_A): $(PIC_LIB_OBJ)
+	$(call say,AR,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)ld -r -o $(BUILD)/pic/livemig.o $^
+	$(Q)objcopy --wildcard --keep-global-symbol='lm_[!_]*' $(BUILD)/pic/livemig.o
+	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/pic/livemig.o
+
+$(DIST_SO): $(PIC_LIB_OBJ) src/liblivemig.map
+	$(call say,LD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script,src/liblivemig.map \
+	  -Wl,--no-undefined -o $@ $(PIC_LIB_OBJ) $(LDLIBS)
+	$(Q)ln -sf $(SO_REAL) $(BUILD)/lib/$(SONAME)
+	$(Q)ln -sf $(SONAME) $(BUILD)/lib/liblivemig.so
+
+# The .pc for the installed paths (PREFIX and LIBDIR as given to make);
+# paths under PREFIX are written relative to ${prefix}, so that
+# `pkg-config --define-variable=prefix=...` finds a staged copy.
+under_prefix = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+$(DIST_PC): src/livemig.pc.in include/livemig/version.h
+	$(call say,GEN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(call under_prefix,$(LIBDIR))|g' \
+	  -e 's|@INCLUDEDIR@|$(call under_prefix,$(INCLUDEDIR))|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+.PHONY: $(DIST_PC)
 
 $(LIVEMIG): $(CLI_OBJ) $(BENCH_OBJ) $(LIB)
 	$(call say,LD,$@)
@@ -108,29 +188,67 @@ $(BUILD)/tests/%: tests/e2e/%.c $(SUPPORT_OBJ) $(LIB)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(SUPPORT_OBJ) $(LIB) $(CMOCKA_LIBS) $(LDLIBS)
 
+install: all
+	$(call say,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+	  $(DESTDIR)$(INCLUDEDIR)/livemig $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DATADIR)
+	$(Q)install -m 755 $(LIVEMIG) $(DESTDIR)$(BINDIR)/livemig
+	$(Q)install -m 644 $(DIST_A) $(DESTDIR)$(LIBDIR)/liblivemig.a
+	$(Q)install -m 755 $(DIST_SO) $(DESTDIR)$(LIBDIR)/$(SO_REAL)
+	$(Q)ln -sf $(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/liblivemig.so
+	$(Q)install -m 644 $(DIST_PC) $(DESTDIR)$(LIBDIR)/pkgconfig/livemig.pc
+	$(Q)install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/livemig/
+	$(Q)install -m 644 $(MAN_PAGE) $(DESTDIR)$(MANDIR)/man1/livemig.1
+	$(Q)install -m 644 $(GUEST_ELF) $(DESTDIR)$(DATADIR)/guest.elf
+
+# Removes exactly what install put there (and the folders it made, if empty).
+uninstall:
+	$(call say,RM,$(DESTDIR)$(PREFIX))
+	$(Q)rm -f $(DESTDIR)$(BINDIR)/livemig $(DESTDIR)$(LIBDIR)/liblivemig.a \
+	  $(DESTDIR)$(LIBDIR)/$(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/liblivemig.so \
+	  $(DESTDIR)$(LIBDIR)/pkgconfig/livemig.pc $(DESTDIR)$(MANDIR)/man1/livemig.1 \
+	  $(DESTDIR)$(DATADIR)/guest.elf \
+	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/livemig/,$(notdir $(PUBLIC_HEADERS)))
+	$(Q)rmdir $(DESTDIR)$(INCLUDEDIR)/livemig $(DESTDIR)$(DATADIR) 2>/dev/null || true
+
+# The goals that install packages: scripts/deps.sh, then make again (a new
+# parse, so pkg-config sees the packages) for the goal's real work, _GOAL.
+check e2e bench-qemu:
+	$(Q)scripts/deps.sh all
+	$(Q)$(MAKE) --no-print-directory _$@
+unit fuzz fuzz-ci:
+	$(Q)scripts/deps.sh build
+	$(Q)$(MAKE) --no-print-directory _$@
+demo bench:
+	$(Q)scripts/deps.sh lib
+	$(Q)$(MAKE) --no-print-directory _$@
+
 # make check: unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
 # then the end-to-end tests against the real livemig command and guest.
-check: deps-all all $(UNIT_BIN) $(E2E_BIN)
+_check: all $(UNIT_BIN) $(E2E_BIN)
 	$(Q)LIVEMIG=$(abspath $(LIVEMIG)) GUEST_ELF=$(abspath $(GUEST_ELF)) \
+	  LM_SRCDIR=$(CURDIR) LM_BUILD=$(abspath $(BUILD)) \
 	  tests/run.sh $(UNIT_BIN) $(E2E_BIN)
 
-unit: deps $(UNIT_BIN)
+_unit: $(UNIT_BIN)
 	$(Q)tests/run.sh $(UNIT_BIN)
 
-e2e: deps-all all $(E2E_BIN)
-	$(Q)LIVEMIG=$(abspath $(LIVEMIG)) GUEST_ELF=$(abspath $(GUEST_ELF)) tests/run.sh $(E2E_BIN)
+_e2e: all $(E2E_BIN)
+	$(Q)LIVEMIG=$(abspath $(LIVEMIG)) GUEST_ELF=$(abspath $(GUEST_ELF)) \
+	  LM_SRCDIR=$(CURDIR) LM_BUILD=$(abspath $(BUILD)) tests/run.sh $(E2E_BIN)
 
-bench: all
+_bench: all
 	$(Q)$(LIVEMIG) bench scan
 	$(Q)$(LIVEMIG) bench migrate
 	$(Q)$(LIVEMIG) bench stream
 	$(Q)$(LIVEMIG) bench table
 
 # Side by side with QEMU on the same guests (issue 6); a benchmark, not a test.
-bench-qemu: deps-all all
+_bench-qemu: all
 	$(Q)$(LIVEMIG) bench vs-qemu --json $(BUILD)/vs-qemu.json --plot $(BUILD)/vs-qemu.png
 
-demo: all
+_demo: all
 	$(Q)scripts/demo.sh $(LIVEMIG) $(GUEST_ELF)
 
 # libFuzzer targets: fuzz/fuzz_<name>.c, built with clang against the
@@ -145,7 +263,7 @@ $(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRC)
 	$(Q)clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc $(PKG_CFLAGS) \
 	  -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB_SRC) $(PKG_LIBS) -pthread
 
-fuzz: deps $(FUZZ_BIN)
+_fuzz: $(FUZZ_BIN)
 	$(Q)for f in $(FUZZ_BIN); do \
 	  echo "fuzz: $$f for $(FUZZ_SECONDS)s"; \
 	  mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
@@ -154,7 +272,7 @@ fuzz: deps $(FUZZ_BIN)
 	done
 
 # CI: the stream decoder for 60 s, the other decoders for 15 s each.
-fuzz-ci: deps $(FUZZ_BIN)
+_fuzz-ci: $(FUZZ_BIN)
 	$(Q)for f in $(FUZZ_BIN); do \
 	  t=15; [ "$$(basename $$f)" = fuzz_stream ] && t=60; \
 	  mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \

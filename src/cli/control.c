@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli/control.h"
+#include "livemig/version.h"
 
 #define MAX_COMMANDS 64
 #define MAX_CLIENTS 16
@@ -218,15 +219,35 @@ static int cmd_query_commands(void *ctx, struct json_object *args, struct json_o
 	return 0;
 }
 
+struct json_object *lm_control_version_json(void)
+{
+	/* QEMU's VersionInfo: clients written for QEMU (qmp-shell, qemu.qmp)
+	 * read version.qemu.{major,minor,micro}; livemig puts its own
+	 * version there and names itself in package. */
+	struct json_object *v = json_object_new_object();
+	struct json_object *q = json_object_new_object();
+	json_object_object_add(q, "major", json_object_new_int(LM_VERSION_MAJOR));
+	json_object_object_add(q, "minor", json_object_new_int(LM_VERSION_MINOR));
+	json_object_object_add(q, "micro", json_object_new_int(LM_VERSION_PATCH));
+	json_object_object_add(v, "qemu", q);
+	json_object_object_add(v, "package", json_object_new_string("livemig " LM_VERSION_STRING));
+	return v;
+}
+
+static int cmd_query_version(void *ctx, struct json_object *args, struct json_object **ret,
+			     char *err, size_t errlen)
+{
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
+		return -EINVAL;
+	*ret = lm_control_version_json();
+	return 0;
+}
+
 static void greet(struct lm_control *c, int fd)
 {
 	struct json_object *o = json_object_new_object();
 	struct json_object *q = json_object_new_object();
-	struct json_object *v = json_object_new_object();
-	json_object_object_add(v, "package", json_object_new_string("livemig"));
-	json_object_object_add(v, "major", json_object_new_int(1));
-	json_object_object_add(v, "minor", json_object_new_int(0));
-	json_object_object_add(q, "version", v);
+	json_object_object_add(q, "version", lm_control_version_json());
 	json_object_object_add(q, "capabilities", json_object_new_array());
 	json_object_object_add(o, "QMP", q);
 	send_obj(c, fd, o);
@@ -426,6 +447,9 @@ int lm_control_start(struct lm_control *c)
 	    r != -EEXIST)
 		return r;
 	if ((r = lm_control_register(c, "query-commands", cmd_query_commands, c)) < 0 &&
+	    r != -EEXIST)
+		return r;
+	if ((r = lm_control_register(c, "query-version", cmd_query_version, c)) < 0 &&
 	    r != -EEXIST)
 		return r;
 	r = -pthread_create(&c->thread, NULL, server_main, c);

@@ -56,6 +56,9 @@ int lm_control_start(struct lm_control *c);
  * (may be NULL). */
 void lm_control_event(struct lm_control *c, const char *name, struct json_object *data);
 void lm_control_free(struct lm_control *c);
+/* QEMU's VersionInfo for livemig: {"qemu":{"major","minor","micro"},
+ * "package":"livemig X.Y.Z"}, as in the greeting and query-version. */
+struct json_object *lm_control_version_json(void);
 
 /*
  * The VM commands every livemig process that holds a VM serves

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "livemig/version.h"
 
 static const struct lm_cli_cmd commands[] = {
 	/* one line per subcommand; keep sorted by name */
@@ -17,7 +18,8 @@ static const struct lm_cli_cmd commands[] = {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: livemig <command> [options]   (livemig <command> --help)\n\ncommands:\n");
+	fprintf(f, "usage: livemig <command> [options]   (livemig <command> --help)\n"
+		   "       livemig --version\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 }
@@ -93,6 +95,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V") || !strcmp(argv[1], "version")) {
+		printf("livemig %s\n", lm_version());
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "livemig/track.h"
+#include "track/internal.h"
 
 int lm__track_set_regions(struct lm_dirty_source *s, const struct lm_mem_region *r, size_t n)
 {

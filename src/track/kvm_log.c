@@ -22,6 +22,7 @@
 #include <linux/kvm.h>
 
 #include "livemig/track_kvm.h"
+#include "track/internal.h"
 #include "track/pagemap.h"
 
 #ifndef KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE

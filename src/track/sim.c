@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "livemig/track.h"
+#include "track/internal.h"
 
 struct sim_region {
 	uint64_t first_page;

@@ -34,7 +34,7 @@
 #include <linux/fs.h>
 #include <linux/userfaultfd.h>
 
-#include "livemig/track.h"
+#include "track/internal.h"
 #include "track/pagemap.h"
 
 #ifndef UFFD_FEATURE_WP_UNPOPULATED

@@ -1,0 +1,20 @@
+/*
+ * Internal to src/track: helpers shared by the dirty-source implementations.
+ * Not installed; the public interface is include/livemig/track.h.
+ */
+#ifndef LIVEMIG_TRACK_INTERNAL_H
+#define LIVEMIG_TRACK_INTERNAL_H
+
+#include "livemig/track.h"
+
+/*
+ * Helpers for source implementations (src/track/common.c).
+ * lm__track_set_regions validates (page-aligned hosts, non-empty, no overlap
+ * in guest page space) and copies the table into s. lm__track_find returns
+ * the region that contains [first, first + n), or NULL.
+ */
+int lm__track_set_regions(struct lm_dirty_source *s, const struct lm_mem_region *r, size_t n);
+void lm__track_drop_regions(struct lm_dirty_source *s);
+const struct lm_mem_region *lm__track_find(const struct lm_dirty_source *s, uint64_t first, uint64_t n);
+
+#endif
