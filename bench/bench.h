@@ -3,6 +3,7 @@
 #define LIVEMIG_BENCH_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 static inline double bench_now(void)
@@ -18,5 +19,38 @@ int lm_bench_table(int argc, char **argv);
 int lm_bench_stream(int argc, char **argv);
 int lm_bench_vs_qemu(int argc, char **argv);
 int lm_bench_migrate(int argc, char **argv);
+int lm_bench_qemu_cpu(int argc, char **argv);
+
+/*
+ * The QEMU -cpu model this host can run (bench/qemu_cpu.c): candidates
+ * host, host,-arch-capabilities, max and QEMU's default, each booting the
+ * guest image in turn until one prints the guest's banner on its serial
+ * port within timeout_s. The caller owns the struct; models are static
+ * strings.
+ */
+#define LM_QEMU_CPU_DEFAULT "default" /* QEMU's default model: no -cpu at all */
+#define LM_QEMU_CPU_MAX_TRIES 4
+#define LM_QEMU_CPU_TIMEOUT_S 10.0    /* per candidate; a boot takes ~3 s here */
+
+struct lm_qemu_cpu_try {
+	const char *model; /* the -cpu argument, or LM_QEMU_CPU_DEFAULT */
+	int err;           /* 0 booted; -ECHILD QEMU exited, -EFAULT guest exception, -ETIMEDOUT */
+	double seconds;    /* from start to banner or failure */
+	char outcome[128]; /* one line: "boots (...)", "QEMU killed by signal 6 (...)", ... */
+	char msg[1024];    /* QEMU's messages (and the guest's, if it failed), lines joined by '\n' */
+};
+
+struct lm_qemu_cpu_probe {
+	int n;      /* candidates tried, in order */
+	int chosen; /* index into tries of the one that booted, or -1 */
+	struct lm_qemu_cpu_try tries[LM_QEMU_CPU_MAX_TRIES];
+};
+
+/* Returns 0 with p->chosen set, -ENODEV when no candidate booted (p says
+ * why for each), or -errno when the probe could not run (no QEMU: -ENOENT). */
+int lm_bench_qemu_cpu_probe(struct lm_qemu_cpu_probe *p, const char *qemu, const char *guest_elf,
+			    double timeout_s);
+/* One line per candidate tried, its messages indented below; each line starts with prefix. */
+void lm_bench_qemu_cpu_report(const struct lm_qemu_cpu_probe *p, FILE *f, const char *prefix);
 
 #endif

@@ -125,7 +125,9 @@ struct opts {
 	const char *json_path;
 	const char *plot_path;
 	const char *qemu;
-	const char *qemu_cpu;
+	const char *qemu_cpu; /* the -cpu argument, "default" (none) or "auto" until probed */
+	bool qemu_cpu_probed; /* qemu_cpu came from qemu_cpu_probe (--qemu-cpu auto) */
+	struct lm_qemu_cpu_probe qemu_cpu_probe;
 	char livemig[4096];
 	const char *guest;
 	uint64_t downtime_limit_ms;
@@ -682,8 +684,10 @@ static void qemu_argv(struct argvb *a, const struct opts *o, const struct vcase 
 	mem_arg(mem, sizeof(mem), c->mem);
 	push(a, "%s", o->qemu);
 	push(a, "-enable-kvm");
-	push(a, "-cpu");
-	push(a, "%s", o->qemu_cpu);
+	if (strcmp(o->qemu_cpu, LM_QEMU_CPU_DEFAULT)) {
+		push(a, "-cpu");
+		push(a, "%s", o->qemu_cpu);
+	}
 	push(a, "-m");
 	push(a, "%s", mem);
 	/* No default NIC, VGA (16 MiB of video RAM to migrate), floppy or CD:
@@ -1300,6 +1304,14 @@ static struct json_object *jd(double v)
 	return isnan(v) ? NULL : json_object_new_double(v);
 }
 
+/* Where the -cpu model came from, for the header and the JSON. */
+static const char *qemu_cpu_source(const struct opts *o)
+{
+	if (o->qemu_cpu_probed)
+		return "probe";
+	return strcmp(o->qemu_cpu, "auto") ? "--qemu-cpu" : "not probed: QEMU not run";
+}
+
 static int write_json(const struct opts *o, const char *path, const char *date, const char *qver)
 {
 	char cpu[256];
@@ -1320,6 +1332,20 @@ static int write_json(const struct opts *o, const char *path, const char *date, 
 	json_object_object_add(par, "downtime-limit", json_object_new_int64((int64_t)o->downtime_limit_ms));
 	json_object_object_add(par, "capped-max-bandwidth", json_object_new_int64((int64_t)o->cap_bps));
 	json_object_object_add(par, "qemu-cpu", json_object_new_string(o->qemu_cpu));
+	json_object_object_add(par, "qemu-cpu-chosen-by", json_object_new_string(qemu_cpu_source(o)));
+	if (o->qemu_cpu_probed) {
+		struct json_object *tries = json_object_new_array();
+		for (int i = 0; i < o->qemu_cpu_probe.n; i++) {
+			const struct lm_qemu_cpu_try *t = &o->qemu_cpu_probe.tries[i];
+			struct json_object *jt = json_object_new_object();
+			json_object_object_add(jt, "model", json_object_new_string(t->model));
+			json_object_object_add(jt, "boots", json_object_new_boolean(t->err == 0));
+			json_object_object_add(jt, "outcome", json_object_new_string(t->outcome));
+			json_object_object_add(jt, "messages", json_object_new_string(t->msg));
+			json_object_array_add(tries, jt);
+		}
+		json_object_object_add(par, "qemu-cpu-probe", tries);
+	}
 	json_object_object_add(par, "warmup-s", json_object_new_double(o->warmup_s));
 	json_object_object_add(par, "timeout-s", json_object_new_double(o->timeout_s));
 	json_object_object_add(root, "parameters", par);
@@ -1473,7 +1499,9 @@ static void usage(FILE *f)
 		"  --verify-timeout S   wait for the destination's check (default 20)\n"
 		"  --guest ELF          guest image (default $GUEST_ELF or guest/guest.elf)\n"
 		"  --qemu PATH          QEMU binary (default $QEMU or qemu-system-x86_64)\n"
-		"  --qemu-cpu MODEL     QEMU -cpu (default host)\n"
+		"  --qemu-cpu MODEL     QEMU -cpu; 'default': no -cpu; 'auto' (the default): the\n"
+		"                       first of host, host,-arch-capabilities, max, default\n"
+		"                       that boots the guest here (livemig bench qemu-cpu)\n"
 		"  --livemig PATH       livemig binary (default: this one)\n"
 		"  --keep               keep each run's directory (consoles, logs) under /tmp\n"
 		"  -v, --verbose        show commands, QMP traffic and progress\n"
@@ -1543,7 +1571,7 @@ int lm_bench_vs_qemu(int argc, char **argv)
 	struct opts o = {
 		.repeat = 3,
 		.peer_on = { true, true },
-		.qemu_cpu = "host",
+		.qemu_cpu = "auto",
 		.downtime_limit_ms = 300,
 		.cap_bps = 125000000,
 		.timeout_s = 60,
@@ -1668,6 +1696,19 @@ int lm_bench_vs_qemu(int argc, char **argv)
 		return 2;
 	}
 
+	if (o.peer_on[P_QEMU] && !strcmp(o.qemu_cpu, "auto")) {
+		int err = lm_bench_qemu_cpu_probe(&o.qemu_cpu_probe, o.qemu, o.guest, LM_QEMU_CPU_TIMEOUT_S);
+		if (err) {
+			lm_bench_qemu_cpu_report(&o.qemu_cpu_probe, stderr, "qemu-cpu: ");
+			fprintf(stderr, "livemig bench vs-qemu: %s (--qemu-cpu MODEL to force one)\n",
+				err == -ENODEV ? "no QEMU -cpu model boots the guest on this host"
+					       : strerror(-err));
+			return 1;
+		}
+		o.qemu_cpu = o.qemu_cpu_probe.tries[o.qemu_cpu_probe.chosen].model;
+		o.qemu_cpu_probed = true;
+	}
+
 	char date[64], qver[300] = "-", cpu[256];
 	long ncpu;
 	double mem;
@@ -1677,8 +1718,10 @@ int lm_bench_vs_qemu(int argc, char **argv)
 	if (o.peer_on[P_QEMU])
 		qemu_version(o.qemu, qver, sizeof(qver));
 	machine_info(cpu, sizeof(cpu), &ncpu, &mem);
-	printf("bench vs-qemu: %s; %ld cpus (%s), %.0f GiB; QEMU %s -cpu %s; %d run(s) per case and peer\n",
-	       date, ncpu, cpu, mem, qver, o.qemu_cpu, o.repeat);
+	printf("bench vs-qemu: %s; %ld cpus (%s), %.0f GiB; QEMU %s -cpu %s (%s); %d run(s) per case and peer\n",
+	       date, ncpu, cpu, mem, qver, o.qemu_cpu, qemu_cpu_source(&o), o.repeat);
+	if (o.qemu_cpu_probed)
+		lm_bench_qemu_cpu_report(&o.qemu_cpu_probe, stdout, "qemu-cpu probe: ");
 	printf("downtime-limit %llu ms for both; capped cases at %.0f Mbit/s; timeout %.0f s\n",
 	       (unsigned long long)o.downtime_limit_ms, (double)o.cap_bps * 8 / 1e6, o.timeout_s);
 	fflush(stdout);

@@ -9,8 +9,14 @@
  * exits with (status << 1) | 1. Boots run one after another: QEMU start-up
  * on these hosts slows down badly when several start at once.
  *
+ * The -cpu model is not assumed: the first test asks `livemig bench
+ * qemu-cpu` which model boots the guest on this host (support/qemu_cpu.h)
+ * and every boot uses it; the tests fail on the CPU model only when no
+ * candidate boots.
+ *
  * Env: GUEST_ELF (default guest/guest.elf), QEMU (default
- * qemu-system-x86_64 from PATH). Skips if QEMU is not installed.
+ * qemu-system-x86_64 from PATH), LIVEMIG (default build/livemig, for the
+ * probe). Skips if QEMU is not installed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +35,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "support/qemu_cpu.h"
 
 #define QEMU_TIMEOUT_S 45
 
@@ -96,6 +104,9 @@ static char *read_file(const char *path)
  */
 static char *run_guest(const char *append, int *status)
 {
+	const char *cpu = lm_test_qemu_cpu(qemu_path, guest_elf());
+	if (!cpu)
+		fail_msg("no QEMU -cpu model boots the guest on this host (candidates above)");
 	char log[] = "/tmp/livemig-guest-qemu-XXXXXX";
 	int fd = mkstemp(log);
 	assert_true(fd >= 0);
@@ -105,10 +116,19 @@ static char *run_guest(const char *append, int *status)
 
 	const char *elf = guest_elf();
 	assert_int_equal(access(elf, R_OK), 0);
-	char *argv[] = { qemu_path, "-enable-kvm", "-cpu", "host", "-m", "64M", "-display", "none",
-			 "-monitor", "none", "-serial", serial, "-no-reboot", "-device",
-			 "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel", (char *)elf, "-append",
+	char *argv[24];
+	int n = 0;
+	argv[n++] = qemu_path;
+	argv[n++] = "-enable-kvm";
+	if (strcmp(cpu, "default")) {
+		argv[n++] = "-cpu";
+		argv[n++] = (char *)cpu;
+	}
+	char *rest[] = { "-m", "64M", "-display", "none", "-monitor", "none", "-serial", serial, "-no-reboot",
+			 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel", (char *)elf, "-append",
 			 (char *)append, NULL };
+	for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++)
+		argv[n++] = rest[i];
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {

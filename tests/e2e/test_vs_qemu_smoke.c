@@ -14,6 +14,9 @@
  * FAIL(reg); this test accepts it for QEMU and requires that no page was
  * wrong. livemig must pass its check outright.
  *
+ * The benchmark picks QEMU's -cpu model itself (--qemu-cpu auto: the first
+ * candidate that boots the guest here); the test prints the choice.
+ *
  * Env: LIVEMIG (default build/livemig), GUEST_ELF (default
  * guest/guest.elf), QEMU (default qemu-system-x86_64 from PATH). Skips if
  * QEMU is not installed. Takes about 10 s.
@@ -180,6 +183,15 @@ static void test_quick_case_both_peers(void **state)
 	struct json_object *root = json_object_from_file(json);
 	assert_non_null(root);
 	assert_string_equal(str(root, "benchmark"), "vs-qemu");
+	struct json_object *par = get(root, "parameters");
+	assert_non_null(par);
+	fprintf(stderr, "  QEMU -cpu model: %s (chosen by %s)\n", str(par, "qemu-cpu"),
+		str(par, "qemu-cpu-chosen-by"));
+	struct json_object *tries = get(par, "qemu-cpu-probe");
+	for (size_t i = 0; tries && i < json_object_array_length(tries); i++) {
+		struct json_object *t = json_object_array_get_idx(tries, i);
+		fprintf(stderr, "    probe %s: %s\n", str(t, "model"), str(t, "outcome"));
+	}
 	struct json_object *cases = get(root, "cases");
 	assert_non_null(cases);
 	assert_int_equal(json_object_array_length(cases), 1);
