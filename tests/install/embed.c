@@ -2,6 +2,7 @@
  * build with `cc embed.c $(pkg-config --cflags --libs livemig)`. It syncs
  * a dirty-log word into a bitmap, then migrates 64 pages over a socketpair
  * and checks they arrived. Prints "embed ok VERSION" and exits 0. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS under -std=c11 */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
