@@ -81,6 +81,14 @@ BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(BUILD)/obj/%.o)
 ASAN_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/obj/%.o)
 ASAN_SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(BUILD)/asan/obj/%.o)
+# Test builds only: the library with its test hooks (src/common/testpoint.h,
+# the software dirty source's fault injection). The unit tests' ASan
+# library has them, and so does build/hooks/livemig, the command the e2e
+# tests kill at named points of the switchover. The product never does.
+TEST_HOOKS := -DLM_TEST_HOOKS
+HOOKS_OBJ := $(LIB_SRC:%.c=$(BUILD)/hooks/obj/%.o) $(CLI_SRC:%.c=$(BUILD)/hooks/obj/%.o) \
+	     $(BENCH_SRC:%.c=$(BUILD)/hooks/obj/%.o)
+HOOKS_LIVEMIG := $(BUILD)/hooks/livemig
 
 # Two kinds of archive. The internal one keeps every global symbol (the
 # tests and the livemig command call lm__ internals); the installed one is
@@ -132,7 +140,16 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/asan/obj/%.o: %.c
 	$(call say,CC-SAN,$<)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) $(TEST_HOOKS) -c $< -o $@
+
+$(BUILD)/hooks/obj/%.o: %.c
+	$(call say,CC-HOOK,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(TEST_HOOKS) -c $< -o $@
+
+$(HOOKS_LIVEMIG): $(HOOKS_OBJ)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(HOOKS_OBJ) $(LDLIBS)
 
 $(BUILD)/pic/obj/%.o: %.c
 	$(call say,CC-PIC,$<)
@@ -226,17 +243,18 @@ demo bench:
 
 # make check: unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
 # then the end-to-end tests against the real livemig command and guest.
-_check: all $(UNIT_BIN) $(E2E_BIN)
+_check: all $(UNIT_BIN) $(E2E_BIN) $(HOOKS_LIVEMIG)
 	$(Q)LIVEMIG=$(abspath $(LIVEMIG)) GUEST_ELF=$(abspath $(GUEST_ELF)) \
-	  LM_SRCDIR=$(CURDIR) LM_BUILD=$(abspath $(BUILD)) \
+	  LIVEMIG_HOOKS=$(abspath $(HOOKS_LIVEMIG)) LM_SRCDIR=$(CURDIR) LM_BUILD=$(abspath $(BUILD)) \
 	  tests/run.sh $(UNIT_BIN) $(E2E_BIN)
 
 _unit: $(UNIT_BIN)
 	$(Q)tests/run.sh $(UNIT_BIN)
 
-_e2e: all $(E2E_BIN)
+_e2e: all $(E2E_BIN) $(HOOKS_LIVEMIG)
 	$(Q)LIVEMIG=$(abspath $(LIVEMIG)) GUEST_ELF=$(abspath $(GUEST_ELF)) \
-	  LM_SRCDIR=$(CURDIR) LM_BUILD=$(abspath $(BUILD)) tests/run.sh $(E2E_BIN)
+	  LIVEMIG_HOOKS=$(abspath $(HOOKS_LIVEMIG)) LM_SRCDIR=$(CURDIR) LM_BUILD=$(abspath $(BUILD)) \
+	  tests/run.sh $(E2E_BIN)
 
 _bench: all
 	$(Q)$(LIVEMIG) bench scan

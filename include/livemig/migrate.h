@@ -17,8 +17,11 @@
  * measured bandwidth (or the round/time limits are hit and the policy says
  * switch over) the workload is paused, the rest is sent with the device
  * state, the RAM digest and END, and the sender waits for the receiver's
- * RESULT; after RESULT ok it sends COMMIT and reports success, leaving the
- * workload paused. Downtime is measured from pause() to RESULT ok.
+ * RESULT; after RESULT ok it sends COMMIT and, with commit-ack, waits for
+ * COMMITTED before it reports success, leaving the workload paused; then
+ * (verify full) it compares the paused memory with what it sent, page by
+ * page, and reports any page whose last version never went out. Downtime is
+ * measured from pause() to RESULT ok.
  *
  * Receiver (lm_migrate_receive): applies the stream to the memory the
  * workload's setup() provides, checks every record and the digest, answers
@@ -91,9 +94,26 @@ struct lm_workload_ops {
 	 * pages. The map stays the workload's.
 	 */
 	lm_skip_map *(*skip_map)(void *ctx);
+	/*
+	 * Why the destination op that just failed (setup, prepare,
+	 * load_state) failed, e.g. "region 1 (gpa 0x20000000, 1 GiB) does not
+	 * match the VM's slot layout ...": a short reason the receiver puts
+	 * into its error and into the REFUSE or RESULT it sends, or NULL
+	 * (then the errno is all it says). Called right after the failure;
+	 * the string need only live until the next op. May be NULL.
+	 */
+	const char *(*explain)(void *ctx);
 };
 
 /* ---- parameters ------------------------------------------------------------ */
+
+/* What proves the migration complete (docs/stream.md 5). */
+enum lm_verify_mode {
+	/* The digest, and after the switchover the completeness check: the
+	 * paused source RAM compared page by page with what was sent. */
+	LM_VERIFY_FULL = 0,
+	LM_VERIFY_DIGEST = 1, /* the digest only: what was sent arrived intact */
+};
 
 enum lm_nonconverge {
 	LM_NONCONVERGE_SWITCHOVER = 0, /* switch over anyway, downtime be what it may */
@@ -109,8 +129,20 @@ struct lm_migrate_params {
 	bool compress;              /* offer zstd for data runs */
 	uint64_t caps_disabled;     /* capabilities the user switched off (LM_CAP_*) */
 	uint64_t chunk_pages;       /* re-arm/copy granularity, multiple of 64; 0: 512 */
-	uint64_t result_timeout_ms; /* waiting for RESULT after END; 0: 60000 */
+	uint64_t result_timeout_ms; /* waiting for the receiver's answers (ACCEPT, READY, RESULT),
+				       which may take it long to prepare; 0: 60000 */
+	/* Any other read or write on the connection that makes no progress
+	 * for this long fails the migration (a receiver that stopped reading
+	 * or a dead link): "the receiver read nothing for 10 s during round
+	 * 3". 0: LM_IDLE_TIMEOUT_DEFAULT_MS; LM_TIMEOUT_NEVER: never. */
+	uint64_t idle_timeout_ms;
+	enum lm_verify_mode verify; /* default (0) LM_VERIFY_FULL */
 };
+
+/* The idle timeout of both sides when none is set (10 s without a byte). */
+#define LM_IDLE_TIMEOUT_DEFAULT_MS 10000u
+/* A timeout value that means "wait for ever". */
+#define LM_TIMEOUT_NEVER UINT64_MAX
 
 /* Fill p with the defaults. */
 void lm_migrate_params_default(struct lm_migrate_params *p);
@@ -125,7 +157,23 @@ enum lm_migrate_status {
 	LM_MIG_COMPLETED,  /* RESULT ok received */
 	LM_MIG_FAILED,
 	LM_MIG_CANCELLED,
+	/* COMMIT went out but the receiver never said COMMITTED: the
+	 * destination may run the guest or hold it paused. The workload stays
+	 * paused (never resumed by the engine); lm_migration_wait returns
+	 * -ENOLINK. The operator decides (docs/stream.md 3.13). */
+	LM_MIG_UNCONFIRMED,
 };
+
+/* The completeness check's outcome (docs/stream.md 5.2). */
+enum lm_verify_state {
+	LM_VERIFY_NOT_RUN = 0, /* not asked for, or the migration did not complete */
+	LM_VERIFY_OK,          /* every page of the paused source matches what was sent */
+	LM_VERIFY_MISMATCH,    /* pages differ: the source's paused copy is the right one */
+	LM_VERIFY_INCOMPLETE,  /* interrupted (cancelled) before every page was compared */
+};
+/* "not-run", "ok", "mismatch", "incomplete" */
+const char *lm_verify_state_name(enum lm_verify_state v);
+#define LM_VERIFY_LIST 8 /* mismatching pages listed in the stats */
 /* QEMU's spelling: "setup", "active", "device", "completed", ... */
 const char *lm_migrate_status_name(enum lm_migrate_status st);
 
@@ -159,7 +207,14 @@ struct lm_migrate_stats {
 					  wire, are not counted; see estimate() in sender.c) */
 	uint64_t rounds;               /* pre-copy rounds begun (the final pass not counted) */
 	uint64_t pages_per_round_last; /* pages sent in the last round */
-	char error[256];               /* failed/cancelled: the cause */
+	bool commit_acked;             /* the receiver answered COMMIT with COMMITTED */
+	/* The completeness check, run after the switchover (not in the pause). */
+	enum lm_verify_state verify;
+	uint64_t verify_pages;         /* pages compared */
+	uint64_t verify_mismatches;    /* pages whose final contents were not what was sent */
+	uint64_t verify_first[LM_VERIFY_LIST]; /* the first mismatching page indices */
+	uint64_t verify_time_ms;       /* how long the check took (part of total_time_ms) */
+	char error[256];               /* failed/cancelled/unconfirmed: the cause */
 };
 
 /* Formatters (library side; printing is the caller's). Both return a
@@ -195,9 +250,13 @@ int lm_migration_set_skip_map(lm_migration *m, lm_skip_map *map, bool trusted);
 /* Start the migration thread on fd (a connected stream). 0 or -errno. */
 int lm_migration_start(lm_migration *m, int fd);
 /*
- * Wait for the end. 0 when the receiver answered RESULT ok and COMMIT went
- * out (the workload is left paused: it now runs on the destination); else -errno, with the
- * workload resumed and the dirty source stopped, and the cause in
+ * Wait for the end. 0 when the receiver answered RESULT ok, COMMIT went out
+ * and (with commit-ack) COMMITTED came back: the workload is left paused, it
+ * now runs on the destination; the stats say whether the completeness check
+ * found pages that differ (the paused copy is then the right one: keep it).
+ * -ENOLINK when COMMIT went out but COMMITTED did not come back
+ * (LM_MIG_UNCONFIRMED): the workload is left paused too. Otherwise -errno,
+ * with the workload resumed and the dirty source stopped, and the cause in
  * lm_migration_error() (e.g. "receiver closed the connection during round 3").
  */
 int lm_migration_wait(lm_migration *m);
@@ -219,9 +278,19 @@ int lm_migrate_send(int fd, const struct lm_mem_region *regions, size_t n, struc
 /* ---- receiver -------------------------------------------------------------- */
 
 struct lm_receive_params {
-	uint64_t caps_disabled;   /* capabilities this side refuses (LM_CAP_*) */
-	uint64_t idle_timeout_ms; /* give up when nothing arrives for this long; 0: never
-				     (waiting for COMMIT after RESULT ok: 60 s when 0) */
+	uint64_t caps_disabled; /* capabilities this side refuses (LM_CAP_*) */
+	/* Give up when a read (or a write of ours) makes no progress for this
+	 * long ("no data from the sender for 10 s during round 3"); it also
+	 * bounds the wait for COMMIT after RESULT ok. 0:
+	 * LM_IDLE_TIMEOUT_DEFAULT_MS; LM_TIMEOUT_NEVER: never (COMMIT is
+	 * then awaited for 60 s). */
+	uint64_t idle_timeout_ms;
+	/* A file descriptor that becomes readable to cancel the receive (an
+	 * eventfd written to, a timerfd that expired, ...): every wait
+	 * watches it and the receive fails with -ECANCELED. It is only
+	 * polled, never read, and stays the caller's. 0 or negative: none
+	 * (fd 0 is never taken for a cancel fd, so a zeroed struct has none). */
+	int cancel_fd;
 };
 
 struct lm_receive_stats {
@@ -235,14 +304,23 @@ struct lm_receive_stats {
 	uint64_t table_bytes;  /* bytes of TABLE records applied to the skip map */
 	uint64_t ballooned;    /* pages marked in the skip map at the end */
 	bool digest_ok;
+	/* Verified and RESULT ok sent (or tried), but no COMMIT came: the
+	 * receive returned -ENOLINK and the copy must be kept paused. */
+	bool wait_commit;
+	bool committed_sent;   /* COMMITTED went out (commit-ack) */
 	char error[256];       /* the cause when the receive failed */
 };
 
 /*
  * Receive one migration from fd (blocking). Returns 0 only when the whole
  * stream arrived, every record checked out, the digest matched, RESULT
- * ok was sent and COMMIT was read; otherwise -errno with the cause in stats->error (and a
- * best-effort RESULT/REFUSE with that cause sent to the sender).
+ * ok was sent and COMMIT was read (then, with commit-ack, COMMITTED is
+ * sent, best effort): the guest runs here now. -ENOLINK when everything
+ * verified but COMMIT did not come (stats->wait_commit): the memory is a
+ * complete copy that must neither run nor be dropped until an operator
+ * decides (the sender may have resumed, or died). Otherwise -errno with
+ * the cause in stats->error (and a best-effort RESULT/REFUSE with that
+ * cause sent to the sender). ops->finish sees the same err.
  * p and stats may be NULL.
  */
 int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct lm_workload_ops *ops, void *ctx,
@@ -259,7 +337,13 @@ struct lm_uri {
 };
 /* 0 or -EINVAL. */
 int lm_uri_parse(const char *s, struct lm_uri *u);
-/* Connected stream socket, or -errno. */
+/*
+ * Connected stream socket, or -errno. TCP sockets from here and from
+ * lm_transport_accept() have TCP_NODELAY, and keepalive probes after 10 s
+ * of silence every 5 s, 4 of them, plus a 30 s TCP_USER_TIMEOUT for
+ * unacknowledged data: a dead peer is noticed within about 30 s even while
+ * nothing is sent (reads and writes then fail with -ETIMEDOUT).
+ */
 int lm_transport_connect(const struct lm_uri *u);
 /* Listening socket, or -errno. TCP port "0" picks a free port:
  * lm_transport_local_port() tells which. */

@@ -45,6 +45,8 @@
  *     last step, docs/stream.md 3.11).
  *   - LM_CAP_PREPARE with LM_REC_PREPARE / LM_REC_READY and their
  *     encoders added (the destination gets ready before the pause).
+ *   - LM_CAP_COMMIT_ACK with LM_REC_COMMITTED and lm_stream_put_committed()
+ *     (the sender learns that the destination took over, 3.13).
  */
 #ifndef LIVEMIG_STREAM_H
 #define LIVEMIG_STREAM_H
@@ -82,6 +84,7 @@ enum lm_rec_type {
 	LM_REC_COMMIT = 0x0015, /* sender -> receiver after RESULT ok: the destination may run */
 	LM_REC_PREPARE = 0x0016, /* sender -> receiver: about to pause, get ready (LM_CAP_PREPARE) */
 	LM_REC_READY = 0x0021,	 /* receiver -> sender: ready to take over (answers PREPARE) */
+	LM_REC_COMMITTED = 0x0022, /* receiver -> sender: COMMIT read, the guest runs here (LM_CAP_COMMIT_ACK) */
 	LM_REC_RESULT = 0x0020, /* receiver -> sender after END */
 	/* Table stream (needs LM_CAP_TABLE_STREAM; payload per livemig/table.h). */
 	LM_REC_TABLE = 0x0030,
@@ -93,10 +96,11 @@ enum lm_rec_type {
 #define LM_CAP_SKIP_BALLOON (1ull << 2) /* RAM SKIPPED runs (ballooned pages) */
 #define LM_CAP_TABLE_STREAM (1ull << 3) /* LM_REC_TABLE records */
 #define LM_CAP_PREPARE (1ull << 4)	/* PREPARE / READY before the switchover */
+#define LM_CAP_COMMIT_ACK (1ull << 5)	/* COMMITTED answers COMMIT */
 /* Every capability this build understands. */
 #define LM_CAP_KNOWN                                                                               \
 	(LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM |            \
-	 LM_CAP_PREPARE)
+	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK)
 
 /* RAM run kinds and encodings (bytes of the run header). */
 enum lm_run_kind {
@@ -345,6 +349,9 @@ int lm_stream_put_commit(lm_buf *b);
  * LM_CAP_PREPARE. */
 int lm_stream_put_prepare(lm_buf *b);
 int lm_stream_put_ready(lm_buf *b);
+/* COMMITTED (empty, receiver): COMMIT was read, the guest runs here. Needs
+ * LM_CAP_COMMIT_ACK. */
+int lm_stream_put_committed(lm_buf *b);
 /* Opaque table payload (needs LM_CAP_TABLE_STREAM on the connection). */
 int lm_stream_put_table(lm_buf *b, const void *payload, size_t len);
 

@@ -3,6 +3,7 @@
 #define LIVEMIG_MIGRATE_INTERNAL_H
 
 #include "livemig/migrate.h"
+#include "common/testpoint.h"
 
 /*
  * One side of a connection. The fd is switched to non-blocking for the
@@ -14,6 +15,11 @@ struct lm__io {
 	int cancel_fd;       /* -1: none */
 	int saved_flags;     /* fd's flags before lm__io_open */
 	uint64_t timeout_ms; /* reads (and writes) give up after this long idle; 0: never */
+	/* Why the last -ETIMEDOUT: stall_ms is the idle timeout that expired
+	 * (0: the kernel timed the connection out, e.g. keepalive), and
+	 * stall_write whether a write could not progress (else a read). */
+	uint64_t stall_ms;
+	bool stall_write;
 	uint64_t bytes_out;
 	uint64_t bytes_in;
 	/* rate limit: bytes/s, 0 = none; measured from rate_t0 / rate_b0 */
@@ -35,6 +41,8 @@ int lm__io_wait_input(struct lm__io *io, uint64_t ms);
 void lm__io_set_rate(struct lm__io *io, uint64_t bytes_per_sec);
 
 double lm__now(void);
+/* "10 s" for whole seconds, else "250 ms": for messages. Returns buf. */
+const char *lm__fmt_ms(char *buf, size_t cap, uint64_t ms);
 
 /*
  * Filling fresh destination memory (src/migrate/fill.c). Writing into a

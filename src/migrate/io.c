@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +23,15 @@ double lm__now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+const char *lm__fmt_ms(char *buf, size_t cap, uint64_t ms)
+{
+	if (ms && ms % 1000 == 0)
+		snprintf(buf, cap, "%llu s", (unsigned long long)(ms / 1000));
+	else
+		snprintf(buf, cap, "%llu ms", (unsigned long long)ms);
+	return buf;
 }
 
 int lm__io_open(struct lm__io *io, int fd, int cancel_fd)
@@ -73,8 +83,11 @@ static int wait_fd(struct lm__io *io, short events, int timeout_ms)
 				continue;
 			return -errno;
 		}
-		if (n == 0)
+		if (n == 0) {
+			io->stall_ms = (uint64_t)timeout_ms;
+			io->stall_write = (events & POLLOUT) != 0;
 			return -ETIMEDOUT;
+		}
 		if (io->cancel_fd >= 0 && p[1].revents)
 			return -ECANCELED;
 		return 0;
@@ -141,10 +154,15 @@ int lm__io_write(struct lm__io *io, const void *buf, size_t n)
 		if (behind > credit)
 			io->rate_t0 += behind - credit;
 	}
+	/* A quarter second's worth at most, so that even a very low cap keeps
+	 * bytes flowing well within the receiver's idle timeout. */
+	size_t slice = RATE_SLICE;
+	if (io->rate && io->rate / 4 < slice)
+		slice = io->rate / 4 ? (size_t)(io->rate / 4) : 1;
 	while (n) {
 		size_t part = n;
-		if (io->rate && part > RATE_SLICE)
-			part = RATE_SLICE;
+		if (io->rate && part > slice)
+			part = slice;
 		int err = pace(io, part);
 		if (err)
 			return err;
@@ -158,6 +176,8 @@ int lm__io_write(struct lm__io *io, const void *buf, size_t n)
 					return err;
 				continue;
 			}
+			if (errno == ETIMEDOUT)
+				io->stall_ms = 0; /* the kernel's verdict, not our timeout */
 			return errno == ECONNRESET ? -EPIPE : -errno;
 		}
 		p += w;
@@ -181,6 +201,8 @@ int lm__io_read(struct lm__io *io, void *buf, size_t n)
 					return err;
 				continue;
 			}
+			if (errno == ETIMEDOUT)
+				io->stall_ms = 0; /* the kernel's verdict, not our timeout */
 			return -errno;
 		}
 		if (r == 0)

@@ -15,7 +15,9 @@
  * so it is zeroed here too (only if a DATA run wrote it) and contributes
  * zero to the digest, as the sender counts it.
  * Success (return 0, finish(0)) only after RESULT ok went out and the
- * sender's COMMIT came back (see wait_commit).
+ * sender's COMMIT came back (see wait_commit); COMMITTED then tells the
+ * sender so (commit-ack). Verified but without COMMIT, the copy is neither
+ * run nor dropped: -ENOLINK, and the caller keeps it paused.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -27,6 +29,8 @@
 
 /* Waiting for COMMIT after RESULT ok when the caller set no idle timeout. */
 #define COMMIT_TIMEOUT_MS 60000
+/* At most this long for a failure report the sender may never read. */
+#define STATUS_TIMEOUT_MS 1000
 
 struct recv {
 	struct lm__io io;
@@ -76,16 +80,53 @@ static const char *where(struct recv *r, char *buf, size_t cap)
 	return buf;
 }
 
+/* Where a stall or cancel struck: "during round 3 (after 57 records)". */
+static const char *phase(struct recv *r, char *buf, size_t cap)
+{
+	if (!r->accept_sent)
+		snprintf(buf, cap, "during the handshake");
+	else if (r->round)
+		snprintf(buf, cap, "during round %llu (after %llu records)", (unsigned long long)r->round,
+			 (unsigned long long)r->records);
+	else
+		snprintf(buf, cap, "before round 1 (after %llu records)", (unsigned long long)r->records);
+	return buf;
+}
+
 static int io_rfail(struct recv *r, int err)
 {
-	char w[80];
+	char w[80], t[32];
 	if (err == -ECONNRESET)
 		return rfail(r, -ECONNABORTED, "incomplete stream: sender closed the connection (%s)",
 			     where(r, w, sizeof(w)));
+	if (err == -ECANCELED)
+		return rfail(r, err, "cancelled %s", phase(r, w, sizeof(w)));
+	if (err == -ETIMEDOUT && r->io.stall_ms) {
+		lm__fmt_ms(t, sizeof(t), r->io.stall_ms);
+		if (r->io.stall_write)
+			return rfail(r, err, "the sender read nothing for %s %s: it stopped reading or the "
+					     "connection is dead", t, phase(r, w, sizeof(w)));
+		return rfail(r, err, "incomplete stream: no data from the sender for %s %s", t,
+			     phase(r, w, sizeof(w)));
+	}
 	if (err == -ETIMEDOUT)
-		return rfail(r, err, "incomplete stream: nothing arrived for %llu ms (%s)",
-			     (unsigned long long)r->io.timeout_ms, where(r, w, sizeof(w)));
+		return rfail(r, err, "incomplete stream: the connection timed out %s: the sender's host "
+				     "stopped acknowledging (dead peer or link)", phase(r, w, sizeof(w)));
 	return rfail(r, err, "connection error: %s (%s)", lm_strerror(err), where(r, w, sizeof(w)));
+}
+
+/* The workload's own reason for the op it just failed, or NULL. */
+static const char *explained(struct recv *r)
+{
+	const char *why = r->ops && r->ops->explain ? r->ops->explain(r->ctx) : NULL;
+	return why && why[0] ? why : NULL;
+}
+
+/* That reason, or the errno's text. */
+static const char *why_failed(struct recv *r, int err)
+{
+	const char *why = explained(r);
+	return why ? why : lm_strerror(err);
 }
 
 static int read_payload(struct recv *r, const lm_frame *f)
@@ -113,7 +154,20 @@ static int send_status(struct recv *r, uint16_t type, int code, const char *text
 	int err = type == LM_REC_REFUSE ? lm_stream_put_refuse(&b, code, t) : lm_stream_put_result(&b, code, t);
 	if (err)
 		return err;
-	return lm__io_write(&r->io, b.data, b.len);
+	if (!code)
+		return lm__io_write(&r->io, b.data, b.len);
+	/* A failure report is best effort: the cancel that may have caused it
+	 * must not stop it, and a sender that stopped reading must not hold
+	 * us for another idle timeout. */
+	int cancel_fd = r->io.cancel_fd;
+	uint64_t timeout = r->io.timeout_ms;
+	r->io.cancel_fd = -1;
+	if (!timeout || timeout > STATUS_TIMEOUT_MS)
+		r->io.timeout_ms = STATUS_TIMEOUT_MS;
+	err = lm__io_write(&r->io, b.data, b.len);
+	r->io.cancel_fd = cancel_fd;
+	r->io.timeout_ms = timeout;
+	return err;
 }
 
 static int send_ready(struct recv *r)
@@ -164,6 +218,8 @@ static int handshake(struct recv *r, uint64_t allowed)
 		return rfail(r, -EINVAL, "no destination memory (workload has no setup)");
 	r->setup_called = true;
 	err = r->ops->setup(r->ctx, l, r->mem);
+	if (err && explained(r))
+		return rfail(r, err, "refused HELLO: %s", explained(r));
 	if (err)
 		return rfail(r, err, "could not set up %llu MiB of destination memory: %s",
 			     (unsigned long long)(l->total_pages >> 8), lm_strerror(err));
@@ -391,7 +447,7 @@ static int records(struct recv *r)
 				err = r->ops->load_state(r->ctx, rec.u.device.name, rec.u.device.blob, rec.u.device.len);
 				if (err)
 					return rfail(r, err, "device '%s' rejected its state (%zu bytes): %s",
-						     rec.u.device.name, rec.u.device.len, lm_strerror(err));
+						     rec.u.device.name, rec.u.device.len, why_failed(r, err));
 			}
 			r->st->devices++;
 			break;
@@ -407,7 +463,7 @@ static int records(struct recv *r)
 			/* The switchover comes: finish whatever the workload still
 			 * prepares (a VMM builds its VM), then say so. */
 			if (r->ops && r->ops->prepare && (err = r->ops->prepare(r->ctx)) < 0)
-				return rfail(r, err, "the destination could not get ready: %s", lm_strerror(err));
+				return rfail(r, err, "the destination could not get ready: %s", why_failed(r, err));
 			r->prepared = true;
 			err = send_ready(r);
 			if (err)
@@ -487,12 +543,15 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		p = &defp;
 	memset(r.st, 0, sizeof(*r.st));
 	lm_stream_init(&r.s);
-	int err = lm__io_open(&r.io, fd, -1);
+	int err = lm__io_open(&r.io, fd, p->cancel_fd > 0 ? p->cancel_fd : -1);
 	if (err) {
 		rfail(&r, err, "unusable connection: %s", lm_strerror(err));
 		goto out;
 	}
-	r.io.timeout_ms = p->idle_timeout_ms;
+	/* The io layer's 0 is "never". */
+	uint64_t idle = !p->idle_timeout_ms ? LM_IDLE_TIMEOUT_DEFAULT_MS
+		      : p->idle_timeout_ms == LM_TIMEOUT_NEVER ? 0 : p->idle_timeout_ms;
+	r.io.timeout_ms = idle;
 
 	err = handshake(&r, LM_CAP_KNOWN & ~p->caps_disabled);
 	set_up = r.setup_called;
@@ -514,12 +573,39 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 			(void)send_status(&r, LM_REC_RESULT, -err, r.st->error);
 		goto out;
 	}
+	lm__test_point("receiver-before-result");
 	err = send_status(&r, LM_REC_RESULT, 0, "ok");
+	lm__test_point("receiver-after-result");
+	if (err)
+		rfail(&r, err, "verified, but could not send RESULT ok (%s), so no commit can come",
+		      lm_strerror(err));
+	else
+		err = wait_commit(&r, idle ? idle : COMMIT_TIMEOUT_MS);
 	if (err) {
-		rfail(&r, err, "verified, but could not send RESULT ok: %s", lm_strerror(err));
+		/*
+		 * A complete, verified copy, and no COMMIT: the sender may have
+		 * resumed its own (it may not have read RESULT ok), or it may
+		 * have died. Neither run it nor drop it: the caller keeps it
+		 * paused until an operator decides (docs/stream.md 3.11).
+		 */
+		r.st->wait_commit = true;
+		size_t k = strlen(r.st->error);
+		snprintf(r.st->error + k, sizeof(r.st->error) - k,
+			 "; the verified copy is kept paused: run it only if the source is gone");
+		err = -ENOLINK;
 		goto out;
 	}
-	err = wait_commit(&r, p->idle_timeout_ms ? p->idle_timeout_ms : COMMIT_TIMEOUT_MS);
+	lm__test_point("receiver-after-commit");
+	if (r.s.caps & LM_CAP_COMMIT_ACK) {
+		/* We run the guest now whether or not this arrives: COMMIT was
+		 * the sender's promise not to. */
+		lm_buf b;
+		lm_buf_init(&b);
+		if (lm_stream_put_committed(&b) == 0 && lm__io_write(&r.io, b.data, b.len) == 0)
+			r.st->committed_sent = true;
+		lm_buf_destroy(&b);
+		lm__test_point("receiver-after-committed");
+	}
 
 out:
 	lm__filler_destroy(&r.fill);

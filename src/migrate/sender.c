@@ -32,11 +32,21 @@
  * only after the host unmarked it, the dirty source logs the write and a
  * later pass sends it.
  *
- * The switchover ends with a two-step commit: the receiver answers END with
- * RESULT ok once every page and the digest checked out, the sender answers
- * that with COMMIT and reports success (the workload stays paused), and the
- * receiver lets the guest run only after it has read COMMIT. Whatever point
- * the connection drops at, at most one side runs the guest.
+ * The switchover ends with a commit: the receiver answers END with RESULT
+ * ok once every page and the digest checked out, the sender answers that
+ * with COMMIT, the receiver lets the guest run only after it has read
+ * COMMIT and (commit-ack) says so with COMMITTED, and only then does the
+ * sender report success. Whatever point the connection drops at, at most one
+ * side runs the guest, and once COMMIT is out the workload is never resumed
+ * here: without COMMITTED the migration is "unconfirmed" and the operator
+ * decides (docs/stream.md 3.13).
+ *
+ * The completeness check (verify full, docs/stream.md 5.2) runs after that,
+ * on the workload that stays paused: every page that may hold data (present
+ * per the dirty source, or ever sent with data: the `sent` bitmap) is hashed
+ * again and compared with the digest contribution of what was sent, so a
+ * write the dirty source missed is found by page number. It costs a read of
+ * the populated memory, outside the pause.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -89,7 +99,9 @@ struct lm_migration {
 	lm_buf out;
 	lm_sbitmap dirty;
 	lm_digest digest;
-	bool dirty_ok, digest_ok, tracking, paused, io_ok;
+	lm_bitmap sent; /* pages ever sent with data (their contribution may be nonzero) */
+	bool dirty_ok, digest_ok, sent_ok, tracking, paused, io_ok;
+	bool committed; /* COMMIT written: the workload is never resumed from here on */
 	bool use_zstd;
 	uint8_t *scratch;
 	/* Ballooned pages: the borrowed skip map, and whether it is used. */
@@ -121,7 +133,14 @@ void lm_migrate_params_default(struct lm_migrate_params *p)
 		.on_nonconverge = LM_NONCONVERGE_SWITCHOVER,
 		.chunk_pages = 512,
 		.result_timeout_ms = 60000,
+		.idle_timeout_ms = LM_IDLE_TIMEOUT_DEFAULT_MS,
 	};
+}
+
+/* The io layer's idle timeout for the params' idle_timeout_ms (0: never). */
+static uint64_t idle_of(const struct lm_migrate_params *p)
+{
+	return p->idle_timeout_ms == LM_TIMEOUT_NEVER ? 0 : p->idle_timeout_ms;
 }
 
 static void publish(struct lm_migration *m)
@@ -196,8 +215,20 @@ static int io_fail(struct lm_migration *m, int err)
 	char why[LM_STREAM_MAX_TEXT + 1];
 	if (err == -ECANCELED)
 		return fail(m, err, "cancelled during %s", m->phase);
+	if (err == -ETIMEDOUT && m->io.stall_ms) {
+		/* Our own idle timeout: name the direction, the time, the phase
+		 * ("while waiting for the result", "during round 3"). */
+		char t[32];
+		const char *how = strncmp(m->phase, "waiting", 7) ? "during" : "while";
+		lm__fmt_ms(t, sizeof(t), m->io.stall_ms);
+		if (m->io.stall_write)
+			return fail(m, err, "the receiver read nothing for %s %s %s: it stopped reading or the "
+					    "connection is dead", t, how, m->phase);
+		return fail(m, err, "the receiver sent nothing for %s %s %s", t, how, m->phase);
+	}
 	if (err == -ETIMEDOUT)
-		return fail(m, err, "receiver stopped responding during %s", m->phase);
+		return fail(m, err, "the connection timed out during %s: the receiver's host stopped "
+				    "acknowledging (dead peer or link)", m->phase);
 	if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
 		if (peer_reason(m, why, sizeof(why)))
 			return fail(m, err, "receiver failed during %s: %s", m->phase, why);
@@ -252,6 +283,7 @@ static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 		/* Copy first: compression and digest must see the same bytes. */
 		memcpy(m->scratch, host, (size_t)n * LM_PAGE_SIZE);
 		lm_digest_pages(&m->digest, p, n, m->scratch);
+		lm_bitmap_set_range(&m->sent, p, n);
 		err = lm_stream_put_run_data(&m->s, &m->out, p, n, m->scratch, LM_ENC_ZSTD, NULL);
 		if (err)
 			return put_fail(m, err, "a data run");
@@ -268,6 +300,7 @@ static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 			return put_fail(m, err, "a data run");
 		memcpy(dst, host, (size_t)n * LM_PAGE_SIZE);
 		lm_digest_pages(&m->digest, p, n, dst);
+		lm_bitmap_set_range(&m->sent, p, n);
 		lm_stream_put_raw_end(&m->out, off);
 		m->st.normal += n;
 		m->st.normal_bytes += (uint64_t)n * LM_PAGE_SIZE;
@@ -491,7 +524,7 @@ static int handshake(struct lm_migration *m)
 	if (err)
 		return fail(m, err, "bad memory layout: %s", e.msg);
 	h.mandatory = LM_CAP_RECORD_CSUM;
-	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PREPARE | (m->p.compress ? LM_CAP_ZSTD : 0);
+	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | (m->p.compress ? LM_CAP_ZSTD : 0);
 	/* Ballooned pages are skipped only with the map on the wire too: the
 	 * destination must learn which pages to zero and keep the map. */
 	if (m->skip && m->skip_trusted)
@@ -531,7 +564,7 @@ static int handshake(struct lm_migration *m)
 	err = lm_stream_accepted(&m->s, &h, rec.u.accept.accepted, &e);
 	if (err)
 		return fail(m, err, "bad ACCEPT: %s", e.msg);
-	m->io.timeout_ms = 0;
+	m->io.timeout_ms = idle_of(&m->p);
 	m->use_zstd = (m->s.caps & LM_CAP_ZSTD) != 0;
 	const uint64_t both = LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM;
 	m->use_skip = m->skip && m->skip_trusted && (m->s.caps & both) == both;
@@ -613,6 +646,8 @@ static int prepare_destination(struct lm_migration *m)
 	return wait_reply(m, LM_REC_READY);
 }
 
+static int wait_committed(struct lm_migration *m);
+
 /* Stop the workload, send the rest, device state, digest, END; wait for RESULT. */
 static int switchover(struct lm_migration *m)
 {
@@ -662,6 +697,7 @@ static int switchover(struct lm_migration *m)
 	err = wait_result(m);
 	if (err)
 		return err;
+	lm__test_point("sender-after-result");
 	double t = lm__now();
 	m->st.downtime_us = (uint64_t)((t - m->t_pause) * 1e6);
 	m->st.downtime_ms = m->st.downtime_us / 1000;
@@ -678,7 +714,102 @@ static int switchover(struct lm_migration *m)
 	err = lm_stream_put_commit(&m->out);
 	if (err)
 		return put_fail(m, err, "COMMIT");
-	return flush(m);
+	err = flush(m);
+	if (err)
+		return err;
+	m->committed = true;
+	lm__test_point("sender-after-commit");
+	if (!(m->s.caps & LM_CAP_COMMIT_ACK))
+		return 0;
+	err = wait_committed(m);
+	if (err)
+		return err;
+	m->st.commit_acked = true;
+	lm__test_point("sender-after-committed");
+	return 0;
+}
+
+/*
+ * COMMITTED, the receiver's answer to COMMIT (docs/stream.md 3.13). Any
+ * other outcome leaves us not knowing whether the destination runs the
+ * guest: the caller reports the migration unconfirmed.
+ */
+static int wait_committed(struct lm_migration *m)
+{
+	uint8_t hdr[LM_FRAME_HDR];
+	lm_frame f;
+	lm_record rec;
+	lm_stream_err e = { 0 };
+	set_phase(m, "waiting for COMMITTED");
+	int err = lm__io_read(&m->io, hdr, sizeof(hdr));
+	if (err)
+		return io_fail(m, err);
+	err = lm_stream_frame_parse(&m->s, hdr, sizeof(hdr), &f, &e);
+	if (err)
+		return fail(m, err, "bad answer to COMMIT: %s", e.msg);
+	if (f.type != LM_REC_COMMITTED)
+		return fail(m, -EPROTO, "receiver answered COMMIT with %s", lm_stream_type_name(f.type));
+	err = lm_stream_decode_payload(&m->s, &f, hdr, 0, &rec, &e);
+	if (err)
+		return fail(m, err, "bad COMMITTED: %s", e.msg);
+	return 0;
+}
+
+/* Compare page i of region r now (paused) with the contribution sent. */
+static void verify_page(struct lm_migration *m, const struct lm_mem_region *r, uint64_t i)
+{
+	const uint8_t *host = (const uint8_t *)r->host + (i - r->first_page) * LM_PAGE_SIZE;
+	lm_hash128 now = lm_digest_contrib(i, host), sent = m->digest.contrib[i];
+	m->st.verify_pages++;
+	if (now.lo == sent.lo && now.hi == sent.hi)
+		return;
+	if (m->st.verify_mismatches < LM_VERIFY_LIST)
+		m->st.verify_first[m->st.verify_mismatches] = i;
+	m->st.verify_mismatches++;
+}
+
+/*
+ * The completeness check (docs/stream.md 5.2), on the paused workload after
+ * the commit: pages that may hold data (present now, or sent with data at
+ * some point) are compared with what was sent; every other page is
+ * unpopulated, reads as zero and was never sent with data, so it matches
+ * without being read.
+ */
+static void verify_memory(struct lm_migration *m)
+{
+	double t0 = lm__now();
+	set_phase(m, "the completeness check");
+	bool knows_present = (m->src->flags & LM_DIRTY_KNOWS_PRESENT) && m->src->ops->present;
+	int err = 0;
+	for (size_t k = 0; k < m->nregions && !err; k++) {
+		const struct lm_mem_region *r = &m->regions[k];
+		if (knows_present)
+			err = m->src->ops->present(m->src, r->first_page, r->npages, &m->sent);
+		else
+			lm_bitmap_set_range(&m->sent, r->first_page, r->npages);
+	}
+	m->st.verify = LM_VERIFY_OK;
+	if (err) {
+		/* Cannot tell what is populated: read every page. */
+		for (size_t k = 0; k < m->nregions; k++)
+			lm_bitmap_set_range(&m->sent, m->regions[k].first_page, m->regions[k].npages);
+	}
+	for (size_t k = 0; k < m->nregions; k++) {
+		const struct lm_mem_region *r = &m->regions[k];
+		uint64_t end = r->first_page + r->npages;
+		for (uint64_t i = lm_bitmap_find_next_set(&m->sent, r->first_page); i < end;
+		     i = lm_bitmap_find_next_set(&m->sent, i + 1)) {
+			if ((m->st.verify_pages & 4095) == 0 && is_cancelled(m)) {
+				m->st.verify = LM_VERIFY_INCOMPLETE;
+				goto out;
+			}
+			verify_page(m, r, i);
+		}
+	}
+	if (m->st.verify_mismatches)
+		m->st.verify = LM_VERIFY_MISMATCH;
+out:
+	m->st.verify_time_ms = (uint64_t)((lm__now() - t0) * 1000);
 }
 
 static int run(struct lm_migration *m)
@@ -698,6 +829,10 @@ static int run(struct lm_migration *m)
 	if (err)
 		return fail(m, err, "out of memory for the digest");
 	m->digest_ok = true;
+	err = lm_bitmap_init(&m->sent, m->end_page);
+	if (err)
+		return fail(m, err, "out of memory for the sent-pages bitmap");
+	m->sent_ok = true;
 	err = lm_dirty_source_start(m->src, m->regions, m->nregions);
 	if (err)
 		return fail(m, err, "could not start dirty tracking with '%s': %s", m->src->ops->name,
@@ -788,11 +923,26 @@ static void *thread_main(void *arg)
 {
 	struct lm_migration *m = arg;
 	int err = run(m);
+	/* Completed: the destination runs the guest. Our copy stays paused;
+	 * check it against what was sent (the dirty source still knows which
+	 * pages are populated). */
+	if (!err && m->p.verify == LM_VERIFY_FULL)
+		verify_memory(m);
 	if (m->tracking) {
 		lm_dirty_source_stop(m->src);
 		m->tracking = false;
 	}
-	if (err) {
+	if (err && m->committed) {
+		/* COMMIT is out: the destination may run the guest, so ours
+		 * stays paused whatever went wrong after it. */
+		char why[sizeof(m->st.error)];
+		snprintf(why, sizeof(why), "%s", m->st.error[0] ? m->st.error : lm_strerror(err));
+		m->st.error[0] = 0;
+		fail(m, -ENOLINK, "COMMIT sent but not acknowledged (%s): the destination may be running "
+				  "the guest; this copy stays paused", why);
+		m->st.status = LM_MIG_UNCONFIRMED;
+		err = -ENOLINK;
+	} else if (err) {
 		if (m->paused && m->ops && m->ops->resume)
 			m->ops->resume(m->ctx);
 		m->paused = false;
@@ -833,6 +983,8 @@ int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, si
 			m->p.chunk_pages = 512;
 		if (!m->p.result_timeout_ms)
 			m->p.result_timeout_ms = 60000;
+		if (!m->p.idle_timeout_ms)
+			m->p.idle_timeout_ms = LM_IDLE_TIMEOUT_DEFAULT_MS;
 	}
 	if (m->p.chunk_pages & 63) {
 		free(m);
@@ -892,6 +1044,9 @@ int lm_migration_start(lm_migration *m, int fd)
 	int err = lm__io_open(&m->io, fd, m->cancel_fd);
 	if (err)
 		return err;
+	/* Every read and write, HELLO's included; the waits for the
+	 * receiver's answers use result_timeout_ms instead. */
+	m->io.timeout_ms = idle_of(&m->p);
 	m->io_ok = true;
 	m->fd = fd;
 	m->t_start = lm__now();
@@ -956,6 +1111,8 @@ void lm_migration_free(lm_migration *m)
 		lm_sbitmap_destroy(&m->dirty);
 	if (m->digest_ok)
 		lm_digest_destroy(&m->digest);
+	if (m->sent_ok)
+		lm_bitmap_destroy(&m->sent);
 	lm_stream_destroy(&m->s);
 	lm_buf_destroy(&m->out);
 	free(m->scratch);

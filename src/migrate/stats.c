@@ -21,8 +21,26 @@ const char *lm_migrate_status_name(enum lm_migrate_status st)
 	case LM_MIG_COMPLETED: return "completed";
 	case LM_MIG_FAILED: return "failed";
 	case LM_MIG_CANCELLED: return "cancelled";
+	case LM_MIG_UNCONFIRMED: return "unconfirmed";
 	}
 	return "unknown";
+}
+
+const char *lm_verify_state_name(enum lm_verify_state v)
+{
+	switch (v) {
+	case LM_VERIFY_NOT_RUN: return "not-run";
+	case LM_VERIFY_OK: return "ok";
+	case LM_VERIFY_MISMATCH: return "mismatch";
+	case LM_VERIFY_INCOMPLETE: return "incomplete";
+	}
+	return "unknown";
+}
+
+/* The downtime was measured: the switchover reached RESULT ok. */
+static bool downtime_known(const struct lm_migrate_stats *st)
+{
+	return st->status == LM_MIG_COMPLETED || st->status == LM_MIG_UNCONFIRMED;
 }
 
 static void add_u64(json_object *o, const char *k, uint64_t v)
@@ -42,10 +60,21 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	json_object_object_add(o, "status", json_object_new_string(lm_migrate_status_name(st->status)));
 	add_u64(o, "total-time", st->total_time_ms);
 	add_u64(o, "setup-time", st->setup_time_ms);
-	if (st->status == LM_MIG_COMPLETED) {
+	if (downtime_known(st)) {
 		add_u64(o, "downtime", st->downtime_ms);
 		add_u64(o, "downtime-us", st->downtime_us);
+		json_object_object_add(o, "commit-acknowledged", json_object_new_boolean(st->commit_acked));
 	}
+	json_object *v = json_object_new_object();
+	json_object_object_add(v, "status", json_object_new_string(lm_verify_state_name(st->verify)));
+	add_u64(v, "pages", st->verify_pages);
+	add_u64(v, "mismatches", st->verify_mismatches);
+	json_object *pages = json_object_new_array();
+	for (uint64_t i = 0; i < st->verify_mismatches && i < LM_VERIFY_LIST; i++)
+		json_object_array_add(pages, json_object_new_int64((int64_t)st->verify_first[i]));
+	json_object_object_add(v, "mismatched-pages", pages);
+	add_u64(v, "time", st->verify_time_ms);
+	json_object_object_add(o, "verify", v);
 	add_u64(o, "expected-downtime", st->expected_downtime_ms);
 	json_object_object_add(o, "skip-balloon", json_object_new_boolean(st->skip_balloon));
 	add_u64(ram, "transferred", st->transferred);
@@ -91,8 +120,24 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 		fprintf(f, "%-20s %s\n", "error", st->error);
 	fprintf(f, "%-20s %llu ms\n", "total time", (unsigned long long)st->total_time_ms);
 	fprintf(f, "%-20s %llu ms\n", "setup time", (unsigned long long)st->setup_time_ms);
-	if (st->status == LM_MIG_COMPLETED)
+	if (downtime_known(st))
 		fprintf(f, "%-20s %.3f ms (measured: pause to RESULT ok)\n", "downtime", st->downtime_us / 1000.0);
+	if (st->status == LM_MIG_UNCONFIRMED)
+		fprintf(f, "%-20s sent, NOT acknowledged: the destination may run the guest; this copy stays paused\n",
+			"commit");
+	if (st->verify == LM_VERIFY_OK)
+		fprintf(f, "%-20s ok: %llu pages of the paused source equal what was sent (%llu ms)\n", "verify",
+			(unsigned long long)st->verify_pages, (unsigned long long)st->verify_time_ms);
+	else if (st->verify == LM_VERIFY_MISMATCH) {
+		fprintf(f, "%-20s MISMATCH: %llu of %llu pages differ from what was sent (pages", "verify",
+			(unsigned long long)st->verify_mismatches, (unsigned long long)st->verify_pages);
+		for (uint64_t i = 0; i < st->verify_mismatches && i < LM_VERIFY_LIST; i++)
+			fprintf(f, " %llu", (unsigned long long)st->verify_first[i]);
+		fprintf(f, "%s); the paused source holds the right copy\n",
+			st->verify_mismatches > LM_VERIFY_LIST ? " ..." : "");
+	} else if (st->verify == LM_VERIFY_INCOMPLETE)
+		fprintf(f, "%-20s incomplete: interrupted after %llu pages\n", "verify",
+			(unsigned long long)st->verify_pages);
 	fprintf(f, "%-20s %llu ms\n", "expected downtime", (unsigned long long)st->expected_downtime_ms);
 	fprintf(f, "%-20s %llu\n", "rounds", (unsigned long long)st->rounds);
 	mib(a, sizeof(a), st->transferred);

@@ -74,12 +74,37 @@ static int unix_addr(const struct lm_uri *u, struct sockaddr_un *a)
 	return 0;
 }
 
+/* Keepalive: the first probe after KA_IDLE_S of silence, then every
+ * KA_INTVL_S; KA_CNT unanswered ones end the connection. */
+#define KA_IDLE_S 10
+#define KA_INTVL_S 5
+#define KA_CNT 4
+/* Data sent but not acknowledged for this long ends the connection too. */
+#define USER_TIMEOUT_MS ((KA_IDLE_S + KA_INTVL_S * KA_CNT) * 1000)
+
 static void tune(int fd, int family)
 {
 	if (family == AF_INET || family == AF_INET6) {
 		int one = 1;
 		/* The END and RESULT records are small and on the downtime path. */
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		/*
+		 * A peer host that died or a link that went away sends nothing,
+		 * not even a reset: without probes a side that only waits (for
+		 * RESULT, for COMMIT, for the next round) would notice only by
+		 * its idle timeout, and a connection no one writes to never.
+		 * About 30 s to notice either way: the keepalive probes for an
+		 * idle connection, TCP_USER_TIMEOUT for data the peer never
+		 * acknowledges (it also caps the probes' total time).
+		 * Best effort: a kernel without an option keeps its defaults.
+		 */
+		int idle = KA_IDLE_S, intvl = KA_INTVL_S, cnt = KA_CNT;
+		unsigned int user = USER_TIMEOUT_MS;
+		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
 	}
 }
 

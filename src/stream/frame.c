@@ -118,6 +118,7 @@ static const struct type_info types[] = {
     {LM_REC_COMMIT, "COMMIT", 0, 0},
     {LM_REC_PREPARE, "PREPARE", 0, 0},
     {LM_REC_READY, "READY", 0, 0},
+    {LM_REC_COMMITTED, "COMMITTED", 0, 0},
     {LM_REC_RESULT, "RESULT", 4, 4 + LM_STREAM_MAX_TEXT},
     {LM_REC_TABLE, "TABLE", 0, LM_STREAM_MAX_TABLE_PAYLOAD},
 };
@@ -315,6 +316,7 @@ static const struct {
     {LM_CAP_SKIP_BALLOON, "skip-balloon"},
     {LM_CAP_TABLE_STREAM, "table-stream"},
     {LM_CAP_PREPARE, "prepare"},
+    {LM_CAP_COMMIT_ACK, "commit-ack"},
 };
 
 const char *lm_stream_cap_name(uint64_t bit)

@@ -174,6 +174,11 @@ int lm_stream_put_ready(lm_buf *b)
 	return put_simple(b, LM_REC_READY, NULL, 0);
 }
 
+int lm_stream_put_committed(lm_buf *b)
+{
+	return put_simple(b, LM_REC_COMMITTED, NULL, 0);
+}
+
 int lm_stream_put_table(lm_buf *b, const void *payload, size_t len)
 {
 	if (len > LM_STREAM_MAX_TABLE_PAYLOAD)
@@ -500,6 +505,11 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 		if (!(s->caps & LM_CAP_PREPARE))
 			return lm__stream_fail(err, -ENOTSUP, "%s record but prepare was not negotiated",
 					       f->type == LM_REC_PREPARE ? "PREPARE" : "READY");
+		return 0;
+	case LM_REC_COMMITTED:
+		if (!(s->caps & LM_CAP_COMMIT_ACK))
+			return lm__stream_fail(err, -ENOTSUP,
+					       "COMMITTED record but commit-ack was not negotiated");
 		return 0;
 	case LM_REC_TABLE:
 		if (!(s->caps & LM_CAP_TABLE_STREAM))

@@ -36,6 +36,9 @@ struct sim_source {
 	enum lm_sim_mode mode;
 	struct sim_state *live; /* read by writers with acquire */
 	struct sim_state *retired;
+#ifdef LM_TEST_HOOKS
+	uint64_t drop_page; /* lm__sim_drop_once: UINT64_MAX when not armed */
+#endif
 };
 
 /* LM_SIM_MANUAL copies this many log words per step into a stack buffer. */
@@ -110,6 +113,16 @@ static int64_t sim_sync(struct lm_dirty_source *s, uint64_t first, uint64_t n, l
 	if (!r || ((first - r->first_page) & 63))
 		return -EINVAL;
 	uint64_t w0 = (first - r->first_page) / 64;
+#ifdef LM_TEST_HOOKS
+	/* Fault injection: lose one harvested write, as a buggy tracker would. */
+	uint64_t d = __atomic_load_n(&ss->drop_page, __ATOMIC_ACQUIRE);
+	if (d >= first && d - first < n) {
+		uint64_t bit = 1ull << ((d - r->first_page) & 63);
+		uint64_t *w = &r->log[(d - r->first_page) / 64];
+		if (__atomic_fetch_and(w, ~bit, __ATOMIC_ACQ_REL) & bit)
+			__atomic_store_n(&ss->drop_page, UINT64_MAX, __ATOMIC_RELEASE);
+	}
+#endif
 	if (ss->mode == LM_SIM_EXCHANGE)
 		return (int64_t)lm_sbitmap_sync_from(dirty, first, &r->log[w0], n);
 
@@ -193,6 +206,13 @@ static const struct lm_dirty_source_ops sim_ops = {
 	.free = sim_free,
 };
 
+#ifdef LM_TEST_HOOKS
+void lm__sim_drop_once(struct lm_dirty_source *s, uint64_t page)
+{
+	__atomic_store_n(&((struct sim_source *)s)->drop_page, page, __ATOMIC_RELEASE);
+}
+#endif
+
 int lm_sim_source_new(enum lm_sim_mode mode, struct lm_dirty_source **out)
 {
 	if (mode != LM_SIM_EXCHANGE && mode != LM_SIM_MANUAL)
@@ -204,6 +224,9 @@ int lm_sim_source_new(enum lm_sim_mode mode, struct lm_dirty_source **out)
 	ss->base.flags = mode == LM_SIM_EXCHANGE ? LM_DIRTY_SYNC_REARMS : 0;
 	ss->base.sync_pages = 0;
 	ss->mode = mode;
+#ifdef LM_TEST_HOOKS
+	ss->drop_page = UINT64_MAX;
+#endif
 	*out = &ss->base;
 	return 0;
 }

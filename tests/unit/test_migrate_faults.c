@@ -2,8 +2,10 @@
  * sender must fail with a message naming the cause, leave the workload
  * running and its memory unharmed; the receiver must never claim success
  * for an incomplete stream; a migration afterwards succeeds. And the
- * switchover rule: no cut point leaves the receiver reporting success while
- * the sender resumed its workload (the receiver waits for COMMIT). */
+ * switchover rules (docs/stream.md 3.13): no cut point leaves the receiver
+ * running the guest while the sender resumed its workload, the sender never
+ * resumes once COMMIT is out, and a receiver that verified everything but
+ * got no COMMIT keeps its copy (-ENOLINK, never run, never dropped). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +29,7 @@ struct run_out {
 	char send_msg[256], recv_msg[256];
 	uint64_t transferred;
 	int finish_calls, finish_err;
+	bool wait_commit;
 };
 
 static void one(struct lm_mem_region *r, struct lm_dirty_source *src, struct lm_test_writer *w, uint64_t cut_fwd,
@@ -51,6 +54,7 @@ static void one(struct lm_mem_region *r, struct lm_dirty_source *src, struct lm_
 	snprintf(o->recv_msg, sizeof(o->recv_msg), "%s", rx.st.error);
 	o->finish_calls = rx.dest.finish_calls;
 	o->finish_err = rx.dest.finish_err;
+	o->wait_commit = rx.st.wait_commit;
 	close(rfd);
 	lm_test_proxy_join(&px);
 	lm_test_dest_free(&rx.dest);
@@ -108,8 +112,9 @@ static void test_cuts(void **state)
 	/* Cut points: the handshake, inside frame headers, inside page data,
 	 * near the end; forward (sender->receiver) and back (ACCEPT, RESULT).
 	 * The tail of a quiet stream is DEVICE (40 bytes), DIGEST (36), END
-	 * (12), COMMIT (12). ACCEPT is 28 bytes and RESULT ok 18 more: back cuts
-	 * from 28 on hit RESULT, 46 lets all of it through. */
+	 * (12), COMMIT (12). Back: ACCEPT (28 bytes), READY (12), RESULT ok
+	 * (18), COMMITTED (12): back cuts from 40 on hit RESULT, from 58 on
+	 * COMMITTED (the commit is then unconfirmed). */
 	struct cut {
 		bool fwd, quiet;
 		uint64_t at;
@@ -125,9 +130,10 @@ static void test_cuts(void **state)
 		{ false, false, 0 },	       { false, false, 1 },	      { false, false, 5 },
 		{ false, false, 12 },	       { false, false, 20 },	      { false, false, 28 },
 		{ false, true, 30 },	       { false, true, 40 },	      { false, true, 45 },
-		{ false, true, 46 },
+		{ false, true, 46 },	       { false, true, 52 },	      { false, true, 58 },
+		{ false, true, 59 },	       { false, true, 64 },	      { false, true, 69 },
 	};
-	int cases = 0, result_cut = 0, no_commit = 0, committed_lost = 0;
+	int cases = 0, result_cut = 0, no_commit = 0, unconfirmed = 0;
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
 		bool is_fwd = cuts[i].fwd;
 		uint64_t at = cuts[i].at;
@@ -140,25 +146,32 @@ static void test_cuts(void **state)
 		print_message("cut %-4s at %8llu: sender: %s | receiver: %s\n", is_fwd ? "fwd" : "back",
 			      (unsigned long long)at, o.send_err ? o.send_msg : "ok", o.recv_err ? o.recv_msg : "ok");
 		/*
-		 * The switchover rule, at every cut point: the guest never runs
-		 * on both sides. A receiver reports success only if the sender
-		 * did too (it read COMMIT, which goes out after RESULT ok), and
-		 * a successful sender leaves the workload paused.
+		 * The switchover rules, at every cut point. A receiver that
+		 * runs the guest (0) read COMMIT, so the sender either completed
+		 * (COMMITTED arrived) or is unconfirmed; both leave the workload
+		 * paused. A receiver that kept a verified copy (-ENOLINK) does
+		 * not run it; its sender did not complete.
 		 */
 		if (o.recv_err == 0) {
-			assert_int_equal(o.send_err, 0);
+			assert_true(o.send_err == 0 || o.send_err == -ENOLINK);
 			assert_int_equal(o.finish_calls, 1);
 			assert_int_equal(o.finish_err, 0);
 		}
-		if (o.send_err == 0) {
-			/* The cut came after COMMIT was written: the workload
-			 * stays stopped here. If COMMIT itself was cut, the
-			 * receiver fails too and nobody runs the guest (safe). */
+		if (o.recv_err == -ENOLINK) {
+			assert_true(o.wait_commit);
+			assert_non_null(strstr(o.recv_msg, "commit"));
+			assert_int_not_equal(o.send_err, 0);
+		}
+		if (o.send_err == 0 || o.send_err == -ENOLINK) {
+			/* COMMIT went out: the workload stays stopped here. */
 			assert_true(__atomic_load_n(&w.pause_req, __ATOMIC_ACQUIRE));
 			assert_true(w.pauses > w.resumes);
-			if (o.recv_err) {
-				committed_lost++;
-				assert_non_null(strstr(o.recv_msg, "no commit"));
+			if (o.send_err == 0)
+				assert_int_equal(o.recv_err, 0);
+			else {
+				unconfirmed++;
+				assert_non_null(strstr(o.send_msg, "not acknowledged"));
+				assert_true(o.recv_err == 0 || o.recv_err == -ENOLINK);
 			}
 			release(&w);
 			continue;
@@ -191,11 +204,12 @@ static void test_cuts(void **state)
 		usleep(3000);
 		assert_true(lm_test_writer_count(&w) > before);
 	}
-	print_message("%d cuts: %d of the RESULT (%d ended in 'no commit'), %d of the COMMIT\n", cases, result_cut,
-		      no_commit, committed_lost);
+	print_message("%d cuts: %d of the RESULT (%d ended in 'no commit'), %d unconfirmed commits\n", cases,
+		      result_cut, no_commit, unconfirmed);
 	/* The RESULT cuts exist and the receiver refused without COMMIT. */
 	assert_true(result_cut >= 1);
 	assert_true(no_commit >= 1);
+	assert_true(unconfirmed >= 1);
 	assert_true(cases >= 20);
 
 	/* And a migration afterwards succeeds, bit for bit. */
