@@ -198,7 +198,7 @@ $(LIVEMIG): $(CLI_OBJ) $(BENCH_OBJ) $(LIB)
 $(BUILD)/asan/tests/%: tests/unit/%.c $(ASAN_SUPPORT_OBJ) $(ASAN_LIB)
 	$(call say,LD-SAN,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) -Itests -o $@ $< $(ASAN_SUPPORT_OBJ) $(ASAN_LIB) $(CMOCKA_LIBS) $(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) $(TEST_HOOKS) -Itests -o $@ $< $(ASAN_SUPPORT_OBJ) $(ASAN_LIB) $(CMOCKA_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/e2e/%.c $(SUPPORT_OBJ) $(LIB)
 	$(call say,LD,$@)
