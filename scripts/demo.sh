@@ -4,9 +4,11 @@
 # Starts a 2 GiB guest running `hotset` (rewriting random pages of a 256 MiB
 # working set at 50 MB/s, self-verifying), starts the incoming side on
 # loopback, migrates while the guest writes, and prints the report. Exits 0
-# only if the migration completed, the destination verified the RAM digest
-# and the guest's own check of every page passed on the destination.
-set -u
+# only if the migration completed, the destination verified the RAM digest,
+# the source's completeness check found every page of its paused copy equal
+# to what was sent, and the guest's own check of every page passed on the
+# destination.
+set -u -o pipefail
 LIVEMIG=${1:-build/livemig}
 GUEST=${2:-guest/guest.elf}
 MEM=${DEMO_MEM:-2G}
@@ -55,7 +57,10 @@ port=$(sed -n 's/.*listening on tcp:127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/dst.er
 
 sleep 1 # let the guest write for a while: this is a live migration
 echo "== livemig migrate --control src.sock --to tcp:127.0.0.1:$port"
-"$LIVEMIG" migrate --control "$dir/src.sock" --to "tcp:127.0.0.1:$port" || fail "the migration did not complete"
+"$LIVEMIG" migrate --control "$dir/src.sock" --to "tcp:127.0.0.1:$port" | tee "$dir/report" ||
+	fail "the migration did not complete, or did not verify"
+grep -qE '^ +verify\.status +ok$' "$dir/report" ||
+	fail "the source's completeness check did not report every page ok"
 wait "$src_pid"
 src_rc=$?
 src_pid=""

@@ -13,6 +13,11 @@
  * from the HELLO, the vCPU count and every register and device from the
  * "vm" blob. It returns a paused VM only when the whole stream checked out,
  * the RAM digest matched and the sender committed; the caller resumes it.
+ * When all of that holds but COMMIT never came (the connection broke after
+ * RESULT ok), it returns -ENOLINK and still hands out the paused VM: the
+ * source may have resumed, or may be gone, so the caller must neither run
+ * it by itself nor free it, but wait for an operator's decision
+ * (docs/stream.md 3.11).
  *
  * Ownership: lm_vm_migration borrows the VM (which must outlive it) and the
  * fd (not closed). lm_vm_incoming() gives the caller a new VM (lm_vm_free).
@@ -52,7 +57,9 @@ struct lm_vm_incoming_config {
 /*
  * Receive one migration from fd and build the VM. On success *out is a
  * paused VM (lm_vm_start() then lm_vm_resume() to run it: the vCPUs start
- * paused). On failure -errno, *out untouched, the cause in st->error.
+ * paused). -ENOLINK (st->wait_commit): verified but uncommitted, *out is
+ * the paused VM all the same, to be kept until an operator decides. On
+ * other failures -errno, *out untouched, the cause in st->error.
  */
 int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm **out,
 		   struct lm_receive_stats *st);

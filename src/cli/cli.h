@@ -39,11 +39,18 @@ int lm_cli_open_console(const char *prog, const char *path);
 /* path NULL: no socket (c zeroed, 0). Prints its own errors. */
 int lm_cli_ctl_open(const char *prog, const char *path, struct lm_cli_ctl *c);
 void lm_cli_ctl_close(struct lm_cli_ctl *c);
+/* How lm_cli_serve_vm starts the VM. */
+enum lm_cli_serve_mode {
+	LM_SERVE_BOOTED,      /* `run`: the VM runs (or stays paused) as created */
+	LM_SERVE_MIGRATED_IN, /* resume the vCPUs the migration paused, ask the guest to verify */
+	/* Verified but uncommitted (docs/stream.md 3.11): keep it paused,
+	 * query-status says inmigrate-wait-commit until an operator's cont. */
+	LM_SERVE_WAIT_COMMIT,
+};
 /* Serve a created VM until it stops: attach it to the control socket c
- * (may be NULL), take the termination signals, run the vCPUs. With
- * migrated_in, the vCPUs paused by the migration are resumed and the guest
- * is asked to verify its pages. Closes c. Returns the process exit code. */
-int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, bool migrated_in);
+ * (may be NULL), take the termination signals, run the vCPUs as mode says.
+ * Closes c. Returns the process exit code. */
+int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, enum lm_cli_serve_mode mode);
 
 /* Parse a size such as 4096, 64K, 2M, 2G, 1T (binary units). 0 or -EINVAL. */
 int lm_cli_parse_size(const char *s, uint64_t *out);

@@ -46,6 +46,7 @@ struct lm_control {
 	struct command cmds[MAX_COMMANDS];
 	unsigned ncmds;
 	struct lm_vm *vm; /* atomic: NULL until lm_control_attach_vm */
+	const char *run_state; /* atomic: a string literal, or NULL */
 	/* Clients: added and removed by the server thread; lock held while
 	 * sending, so events from other threads do not interleave lines. */
 	pthread_mutex_t lock;
@@ -217,6 +218,16 @@ static int cmd_query_commands(void *ctx, struct json_object *args, struct json_o
 	}
 	*ret = a;
 	return 0;
+}
+
+void lm_control_set_run_state(struct lm_control *c, const char *state)
+{
+	__atomic_store_n(&c->run_state, state, __ATOMIC_RELEASE);
+}
+
+const char *lm_control_run_state(struct lm_control *c)
+{
+	return __atomic_load_n(&c->run_state, __ATOMIC_ACQUIRE);
 }
 
 struct json_object *lm_control_version_json(void)

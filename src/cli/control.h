@@ -56,6 +56,13 @@ int lm_control_start(struct lm_control *c);
  * (may be NULL). */
 void lm_control_event(struct lm_control *c, const char *name, struct json_object *data);
 void lm_control_free(struct lm_control *c);
+/*
+ * A migration's state of a paused VM, which query-status reports instead
+ * of "paused" (a string literal: "postmigrate", "inmigrate-wait-commit",
+ * ...); NULL for none. A successful `cont` clears it.
+ */
+void lm_control_set_run_state(struct lm_control *c, const char *state);
+const char *lm_control_run_state(struct lm_control *c);
 /* QEMU's VersionInfo for livemig: {"qemu":{"major","minor","micro"},
  * "package":"livemig X.Y.Z"}, as in the greeting and query-version. */
 struct json_object *lm_control_version_json(void);

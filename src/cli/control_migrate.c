@@ -60,15 +60,41 @@ static void *waiter_main(void *arg)
 	cm->cur = NULL;
 	cm->last = st;
 	cm->have_last = true;
-	cm->completed = err == 0;
+	/*
+	 * Completed and checked: the guest runs on the destination, this
+	 * process goes. Unconfirmed (no COMMITTED), or completed with pages
+	 * that differ from what was sent: the paused copy stays for the
+	 * operator, who may `cont` it (after looking at the destination) or
+	 * `quit` (docs/stream.md 3.13, 5.2).
+	 */
+	bool mismatch = err == 0 && st.verify == LM_VERIFY_MISMATCH;
+	bool hold = mismatch || err == -ENOLINK;
+	cm->completed = err == 0 && !mismatch;
 	int fd = cm->fd;
 	cm->fd = -1;
 	pthread_mutex_unlock(&cm->lock);
 	lm_vm_migration_free(m);
 	close(fd);
+	struct lm_vm *vm = lm_control_vm(cm->ctl);
+	if (hold) {
+		lm_control_set_run_state(cm->ctl, "postmigrate");
+		lm_vm_hold_paused(vm, false);
+	}
+	if (err == -ENOLINK)
+		fprintf(stderr,
+			"livemig: %s. The guest waits here paused (query-status: postmigrate): if the "
+			"destination is not running it, `cont` runs it here; otherwise `quit`\n",
+			st.error);
+	if (mismatch)
+		fprintf(stderr,
+			"livemig: MIGRATION VERIFY FAILED: %llu page(s) of this paused guest differ from what "
+			"reached the destination (first: page %llu). The destination runs a damaged copy; this "
+			"one is right and waits paused (query-status: postmigrate): stop the destination, then "
+			"`cont` here; or `quit`\n",
+			(unsigned long long)st.verify_mismatches, (unsigned long long)st.verify_first[0]);
 	lm_control_event(cm->ctl, "MIGRATION", stats_object(&st));
-	if (err == 0)
-		lm_vm_quit(lm_control_vm(cm->ctl), 0);
+	if (err == 0 && !mismatch)
+		lm_vm_quit(vm, 0);
 	return NULL;
 }
 
@@ -88,6 +114,11 @@ static int cmd_migrate(void *ctx, struct json_object *args, struct json_object *
 	if (lm_uri_parse(uri_s, &uri) < 0) {
 		snprintf(err, errlen, "Bad uri '%.100s': use tcp:HOST:PORT or unix:PATH", uri_s);
 		return -EINVAL;
+	}
+	if (lm_control_run_state(cm->ctl)) {
+		snprintf(err, errlen, "The VM waits for a decision after its last migration (query-status: %s): "
+				      "`cont` or `quit` first", lm_control_run_state(cm->ctl));
+		return -EBUSY;
 	}
 	pthread_mutex_lock(&cm->lock);
 	bool completed = cm->completed;
@@ -263,6 +294,30 @@ static int cmd_set_parameters(void *ctx, struct json_object *args, struct json_o
 				return -EINVAL;
 			}
 			p.chunk_pages = (uint64_t)i;
+		} else if (!strcmp(key, "verify")) {
+			/* livemig's own: what proves the migration complete
+			 * (docs/stream.md 5): the digest and the completeness
+			 * check after the switchover, or the digest alone. */
+			if ((r = lm_control_arg_str(args, key, &s, err, errlen)) < 0)
+				return r;
+			if (!strcmp(s, "full"))
+				p.verify = LM_VERIFY_FULL;
+			else if (!strcmp(s, "digest"))
+				p.verify = LM_VERIFY_DIGEST;
+			else {
+				snprintf(err, errlen, "Parameter 'verify' must be 'full' or 'digest'");
+				return -EINVAL;
+			}
+		} else if (!strcmp(key, "idle-timeout")) {
+			/* No QEMU equivalent: ms without progress on the
+			 * connection before the migration fails; 0 = never. */
+			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
+				return r;
+			if (i < 0 || i > INT32_MAX) {
+				snprintf(err, errlen, "Parameter 'idle-timeout' must be 0..2147483647 ms (0 = never)");
+				return -EINVAL;
+			}
+			p.idle_timeout_ms = i ? (uint64_t)i : LM_TIMEOUT_NEVER;
 		} else {
 			snprintf(err, errlen, "Parameter '%.64s' is unexpected", key);
 			return -EINVAL;
@@ -287,10 +342,14 @@ static int cmd_query_parameters(void *ctx, struct json_object *args, struct json
 	json_object_object_add(o, "downtime-limit", json_object_new_int64((int64_t)p.downtime_limit_ms));
 	json_object_object_add(o, "max-bandwidth", json_object_new_int64((int64_t)p.max_bandwidth));
 	json_object_object_add(o, "max-rounds", json_object_new_int64(p.max_rounds));
+	json_object_object_add(o, "verify", json_object_new_string(p.verify == LM_VERIFY_DIGEST ? "digest" : "full"));
 	json_object_object_add(o, "max-time", json_object_new_int64((int64_t)p.max_time_ms));
 	json_object_object_add(o, "on-nonconverge", json_object_new_string(nonconv_name(p.on_nonconverge)));
 	json_object_object_add(o, "compress", json_object_new_boolean(p.compress));
 	json_object_object_add(o, "chunk-pages", json_object_new_int64((int64_t)p.chunk_pages));
+	json_object_object_add(o, "idle-timeout",
+			       json_object_new_int64(p.idle_timeout_ms == LM_TIMEOUT_NEVER ? 0
+						     : (int64_t)p.idle_timeout_ms));
 	json_object_object_add(o, "skip-balloon",
 			       json_object_new_boolean(!(p.caps_disabled & LM_CAP_SKIP_BALLOON)));
 	*ret = o;

@@ -31,7 +31,8 @@ static int cmd_query_status(void *ctx, struct json_object *args, struct json_obj
 	int st;
 	bool stopped = lm_vm_wait(vm, 0, &st) != -EINTR;
 	bool paused = lm_vm_is_paused(vm);
-	const char *status = stopped ? "shutdown" : paused ? "paused" : "running";
+	const char *state = lm_control_run_state(ctl);
+	const char *status = stopped ? "shutdown" : paused ? (state ? state : "paused") : "running";
 	uint32_t req, done, res;
 	lm_vm_verify_status(vm, &req, &done, &res);
 	struct json_object *o = json_object_new_object();
@@ -81,6 +82,7 @@ static int cmd_cont(void *ctx, struct json_object *args, struct json_object **re
 		snprintf(err, errlen, "The VM is not running any more");
 		return r;
 	}
+	lm_control_set_run_state(ctl, NULL);
 	if (was)
 		lm_control_event(ctl, "RESUME", NULL);
 	return 0;

@@ -24,8 +24,11 @@ static void usage(FILE *f)
 		"Asks the VM served at control socket PATH (livemig run/incoming --control)\n"
 		"to migrate live to URI (tcp:HOST:PORT or unix:PATH, where `livemig incoming`\n"
 		"listens), shows progress on a terminal, and prints the final report.\n"
-		"Exits 0 when the migration completed, 1 when it failed or was cancelled\n"
-		"(the VM then keeps running at the source), 2 for bad usage.\n"
+		"Exits 0 when the migration completed and verified, 1 when it failed or was\n"
+		"cancelled (the VM then keeps running at the source), 2 for bad usage, 3 when\n"
+		"the commit is unconfirmed (the destination may run the guest; the source keeps\n"
+		"its copy paused), 4 when the completeness check found pages that differ (the\n"
+		"source keeps its paused copy, the right one).\n"
 		"\n"
 		"options:\n"
 		"  --control PATH            the source VM's control socket (required)\n"
@@ -36,9 +39,14 @@ static void usage(FILE *f)
 		"  --max-time MS             pre-copy time before giving up converging (default none)\n"
 		"  --on-nonconverge WHAT     switchover (default) or cancel\n"
 		"  --compress                offer zstd compression of page data\n"
+		"  --verify full|digest      full (default): the RAM digest, then the paused source\n"
+		"                            compared page by page with what was sent (after the\n"
+		"                            switchover, not in the pause); digest: the digest only\n"
 		"  --no-skip-balloon         send ballooned pages as ordinary pages (skip-balloon\n"
 		"                            is on by default when the guest promised must-tell-host)\n"
 		"  --timeout SEC             cancel the migration if it has not ended by then\n"
+		"  --idle-timeout MS         fail when the destination reads or sends nothing for MS ms\n"
+		"                            (default 10000; 0: never)\n"
 		"  --json                    print the final report as JSON\n"
 		"  -q, --quiet               no progress line\n"
 		"  -h, --help                this text\n");
@@ -205,13 +213,14 @@ static void print_table(struct json_object *o, const char *prefix)
 
 static bool final_status(const char *s)
 {
-	return !strcmp(s, "completed") || !strcmp(s, "failed") || !strcmp(s, "cancelled");
+	return !strcmp(s, "completed") || !strcmp(s, "failed") || !strcmp(s, "cancelled") ||
+	       !strcmp(s, "unconfirmed");
 }
 
 int lm_cli_migrate(int argc, char **argv)
 {
 	enum { O_CONTROL = 256, O_TO, O_DOWNTIME, O_BW, O_ROUNDS, O_TIME, O_NONCONV, O_COMPRESS,
-	       O_JSON, O_TIMEOUT, O_NO_SKIP_BALLOON };
+	       O_JSON, O_TIMEOUT, O_NO_SKIP_BALLOON, O_IDLE, O_VERIFY };
 	static const struct option opts[] = {
 	    {"control", required_argument, NULL, O_CONTROL},
 	    {"to", required_argument, NULL, O_TO},
@@ -223,6 +232,8 @@ int lm_cli_migrate(int argc, char **argv)
 	    {"compress", no_argument, NULL, O_COMPRESS},
 	    {"no-skip-balloon", no_argument, NULL, O_NO_SKIP_BALLOON},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
+	    {"idle-timeout", required_argument, NULL, O_IDLE},
+	    {"verify", required_argument, NULL, O_VERIFY},
 	    {"json", no_argument, NULL, O_JSON},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -284,6 +295,13 @@ int lm_cli_migrate(int argc, char **argv)
 		case O_COMPRESS:
 			json_object_object_add(params, "compress", json_object_new_boolean(true));
 			break;
+		case O_VERIFY:
+			if (strcmp(optarg, "full") && strcmp(optarg, "digest")) {
+				ret = bad("bad --verify '%s' (full or digest)", optarg);
+				goto out;
+			}
+			json_object_object_add(params, "verify", json_object_new_string(optarg));
+			break;
 		case O_NO_SKIP_BALLOON:
 			json_object_object_add(params, "skip-balloon", json_object_new_boolean(false));
 			break;
@@ -293,6 +311,14 @@ int lm_cli_migrate(int argc, char **argv)
 				ret = bad("bad --timeout '%s' (seconds)", optarg);
 				goto out;
 			}
+			break;
+		case O_IDLE:
+			n = strtoll(optarg, &end, 10);
+			if (*end || end == optarg || n < 0 || n > INT32_MAX) {
+				ret = bad("bad --idle-timeout '%s' (milliseconds, 0: never)", optarg);
+				goto out;
+			}
+			json_object_object_add(params, "idle-timeout", json_object_new_int64(n));
 			break;
 		case O_JSON: json = true; break;
 		case 'q': quiet = true; break;
@@ -416,8 +442,18 @@ int lm_cli_migrate(int argc, char **argv)
 		printf("migration %s\n", status);
 		print_table(final, "");
 	}
-	if (!strcmp(status, "completed")) {
+	struct json_object *vobj;
+	const char *vstatus = json_object_object_get_ex(final, "verify", &vobj) ? get_s(vobj, "status") : "";
+	if (!strcmp(status, "completed") && !strcmp(vstatus, "mismatch")) {
+		fprintf(stderr, "livemig migrate: migration completed, but VERIFY FAILED: pages of the paused "
+				"source differ from what reached the destination (see verify above); the source "
+				"keeps its paused copy\n");
+		ret = 4;
+	} else if (!strcmp(status, "completed")) {
 		ret = 0;
+	} else if (!strcmp(status, "unconfirmed")) {
+		fprintf(stderr, "livemig migrate: %s\n", get_s(final, "error-desc"));
+		ret = 3;
 	} else {
 		const char *why = get_s(final, "error-desc");
 		fprintf(stderr, "livemig migrate: migration %s%s%s\n", status, *why ? ": " : "", why);

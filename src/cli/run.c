@@ -164,7 +164,7 @@ int lm_cli_run(int argc, char **argv)
 	struct lm_cli_ctl ctl;
 	if (lm_cli_ctl_open("run", control, &ctl) < 0)
 		goto out;
-	ret = lm_cli_serve_vm("run", vm, &ctl, false);
+	ret = lm_cli_serve_vm("run", vm, &ctl, LM_SERVE_BOOTED);
 out:
 	lm_vm_free(vm);
 	if (console_fd >= 0)

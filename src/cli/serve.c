@@ -82,7 +82,7 @@ void lm_cli_ctl_close(struct lm_cli_ctl *c)
 	memset(c, 0, sizeof(*c));
 }
 
-int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, bool migrated_in)
+int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, enum lm_cli_serve_mode mode)
 {
 	int ret = 1, r;
 	pthread_t sigthread;
@@ -91,6 +91,8 @@ int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, bo
 	struct lm_control *ctl = c ? c->ctl : NULL;
 
 	term_signals(&sc.set);
+	if (ctl && mode == LM_SERVE_WAIT_COMMIT)
+		lm_control_set_run_state(ctl, "inmigrate-wait-commit");
 	if (ctl)
 		lm_control_attach_vm(ctl, vm);
 	if (pthread_create(&sigthread, NULL, signal_main, &sc) == 0)
@@ -99,7 +101,7 @@ int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, bo
 		fprintf(stderr, "livemig %s: cannot start the vCPUs: %s\n", prog, lm_strerror(r));
 		goto out;
 	}
-	if (migrated_in) {
+	if (mode == LM_SERVE_MIGRATED_IN) {
 		/* The guest continues here; ask it to check every page it has. */
 		if ((r = lm_vm_resume(vm)) < 0) {
 			fprintf(stderr, "livemig %s: cannot resume the guest: %s\n", prog, lm_strerror(r));

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,38 +15,70 @@
 #include "livemig/balloon.h"
 #include "livemig/track_kvm.h"
 #include "livemig/vmm_migrate.h"
+#include "vmm/vmm_int.h"
 
 /* Device blobs: "vm-setup" before round 1 (the machine's shape), "vm" at
  * the switchover (every vCPU and device register). */
 #define SETUP_DEVICE "vm-setup"
 #define STATE_DEVICE "vm"
 #define SETUP_MAGIC 0x43564d4cu /* "LMVC" */
-#define SETUP_VERSION 1u
+#define SETUP_VERSION 2u
+#define SETUP_LEN_V1 16u
+#define SETUP_LEN_V2 24u
 
-/* vm-setup: u32 magic, u32 version, u32 vCPU count, u32 reserved (0). */
-static void setup_blob(uint8_t out[16], unsigned ncpus)
+/*
+ * vm-setup, version 2: u32 magic, u32 version, u32 vCPU count, u32
+ * reserved (0), u64 RAM bytes. Version 1 (from older sources) is the same
+ * without the RAM size; the destination still reads it, and then has only
+ * the layout to go by.
+ */
+static void setup_blob(uint8_t out[SETUP_LEN_V2], unsigned ncpus, uint64_t mem_size)
 {
 	const uint32_t v[4] = {SETUP_MAGIC, SETUP_VERSION, ncpus, 0};
 	for (int i = 0; i < 4; i++)
 		for (int b = 0; b < 4; b++)
 			out[i * 4 + b] = (uint8_t)(v[i] >> (8 * b));
+	for (int b = 0; b < 8; b++)
+		out[16 + b] = (uint8_t)(mem_size >> (8 * b));
 }
 
-static int setup_blob_parse(const uint8_t *p, size_t len, unsigned *ncpus)
+static uint64_t get_le(const uint8_t *p, int n)
 {
-	uint32_t v[4] = {0};
-	if (len != 16)
+	uint64_t v = 0;
+	for (int b = 0; b < n; b++)
+		v |= (uint64_t)p[b] << (8 * b);
+	return v;
+}
+
+/* *mem_size is 0 for a version 1 blob (it does not say). */
+static int setup_blob_parse(const uint8_t *p, size_t len, unsigned *ncpus, uint64_t *mem_size,
+			    char *why, size_t cap)
+{
+	if (len < 8 || get_le(p, 4) != SETUP_MAGIC) {
+		snprintf(why, cap, "the vm-setup blob (%zu bytes) is not one (bad magic)", len);
 		return -EINVAL;
-	for (int i = 0; i < 4; i++)
-		for (int b = 0; b < 4; b++)
-			v[i] |= (uint32_t)p[i * 4 + b] << (8 * b);
-	if (v[0] != SETUP_MAGIC || v[3] != 0)
-		return -EINVAL;
-	if (v[1] != SETUP_VERSION)
+	}
+	uint32_t version = (uint32_t)get_le(p + 4, 4);
+	if (version != 1 && version != SETUP_VERSION) {
+		snprintf(why, cap, "vm-setup blob version %u, this side reads 1 and 2", version);
 		return -EPROTO;
-	if (v[2] == 0 || v[2] > LM_VM_MAX_CPUS)
+	}
+	size_t want = version == 1 ? SETUP_LEN_V1 : SETUP_LEN_V2;
+	if (len != want) {
+		snprintf(why, cap, "vm-setup blob version %u of %zu bytes, it has %zu", version, len, want);
 		return -EINVAL;
-	*ncpus = v[2];
+	}
+	uint32_t n = (uint32_t)get_le(p + 8, 4);
+	if (get_le(p + 12, 4) != 0) {
+		snprintf(why, cap, "vm-setup blob: reserved field 0x%08x", (unsigned)get_le(p + 12, 4));
+		return -EINVAL;
+	}
+	if (n == 0 || n > LM_VM_MAX_CPUS) {
+		snprintf(why, cap, "vm-setup blob: %u vCPUs, this VMM takes 1 to %u", n, LM_VM_MAX_CPUS);
+		return -EINVAL;
+	}
+	*ncpus = n;
+	*mem_size = version == 1 ? 0 : get_le(p + 16, 8);
 	return 0;
 }
 
@@ -119,8 +152,8 @@ static int src_save_state(void *ctx, lm_state_writer *w)
 static int src_save_setup(void *ctx, lm_state_writer *w)
 {
 	struct lm_vm_migration *m = ctx;
-	uint8_t blob[16];
-	setup_blob(blob, lm_vm_vcpu_count(m->vm));
+	uint8_t blob[SETUP_LEN_V2];
+	setup_blob(blob, lm_vm_vcpu_count(m->vm), lm_vm_mem_size(m->vm));
 	return lm_state_put(w, SETUP_DEVICE, blob, sizeof(blob));
 }
 
@@ -234,6 +267,14 @@ void lm_vm_migration_free(struct lm_vm_migration *m)
 
 struct incoming {
 	const struct lm_vm_incoming_config *cfg;
+	/*
+	 * Guest RAM and the skip map as setup() and skip_map() handed them to
+	 * the receiver, which writes into them until lm_migrate_receive
+	 * returns. They stay here, mapped, until a VM built around them has
+	 * taken them over (vm set); a VM that fails to build gives them back.
+	 * So nothing unmaps them while the receiver runs, whatever the VM side
+	 * does; lm_vm_incoming frees them (or the VM) after it returned.
+	 */
 	uint8_t *ram;
 	uint64_t ram_size;
 	uint64_t slot_size;
@@ -245,12 +286,39 @@ struct incoming {
 	/* The VM is built in its own thread while pages keep arriving, so a
 	 * short migration does not wait for it (creating a VM takes 5-20 ms
 	 * here); the "vm" blob joins it. While it runs, only it touches
-	 * ram, skip and vm above. */
+	 * ram, skip, vm and build_why. */
 	pthread_t builder;
 	bool building;
 	int build_err;
 	unsigned build_ncpus;
+	char build_why[200]; /* the builder's reason, moved to why when joined */
+	char why[200];	     /* why the last op failed, for the receiver (explain) */
 };
+
+/* Fails an op with a reason the receiver puts into its message. */
+static int refuse(struct incoming *in, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int refuse(struct incoming *in, int err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(in->why, sizeof(in->why), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* A size for a message: "1 GiB", "512 MiB", "12 KiB" or "4097 bytes". */
+static const char *size_str(char buf[32], uint64_t bytes)
+{
+	static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+	int u = 0;
+	uint64_t v = bytes;
+	while (u < 4 && v && v % 1024 == 0) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, 32, "%llu %s", (unsigned long long)v, unit[u]);
+	return buf;
+}
 
 /* Guest physical address of RAM byte offset off, in the VMM's layout:
  * RAM below the hole, then from 4 GiB on. */
@@ -259,31 +327,113 @@ static uint64_t ram_off_to_gpa(uint64_t off)
 	return off < LM_VM_HOLE_START ? off : off + (LM_VM_HOLE_END - LM_VM_HOLE_START);
 }
 
+/*
+ * Slot i of the VM that lm_vm_new() makes for ram_size bytes in slots of
+ * at most slot bytes (vm.c setup_ram: RAM below the hole, then from 4 GiB,
+ * each part cut into slot-sized pieces): its gpa and size; false past the
+ * last slot.
+ */
+static bool vm_slot(uint64_t ram_size, uint64_t slot, uint64_t i, uint64_t *gpa, uint64_t *size)
+{
+	uint64_t low = ram_size < LM_VM_HOLE_START ? ram_size : LM_VM_HOLE_START;
+	uint64_t high = ram_size - low;
+	uint64_t nlow = (low + slot - 1) / slot, nhigh = (high + slot - 1) / slot;
+	uint64_t base = 0, len = low;
+	if (i >= nlow) {
+		if (i - nlow >= nhigh)
+			return false;
+		i -= nlow;
+		base = LM_VM_HOLE_END;
+		len = high;
+	}
+	*gpa = base + i * slot;
+	*size = len - i * slot < slot ? len - i * slot : slot;
+	return true;
+}
+
+/*
+ * The layouts this VMM can take are the ones it makes: guest RAM from gpa 0
+ * without gaps, below 3 GiB and then from 4 GiB (no region across the
+ * hole), at least 2 MiB, cut into slots exactly as lm_vm_new() cuts that
+ * much RAM with slots of the largest region's size (rounded up to 2 MiB).
+ * Anything else is refused here, before a page is written: the VM built
+ * later around the same RAM must have exactly these regions as its slots,
+ * or a later migration from here would not line up with the dirty log.
+ * Sets *ram_size and *slot_size.
+ */
+static int check_layout(struct incoming *in, const lm_stream_layout *l, uint64_t *ram_size,
+			uint64_t *slot_size)
+{
+	const uint64_t hole_lo = LM_VM_HOLE_START >> LM_PAGE_SHIFT;
+	uint64_t pages = 0, slot_pages = 0;
+	char a[32], b[32], c[32];
+	/* In pages: no sum below can wrap (every region ends below 2^52). */
+	for (uint32_t i = 0; i < l->nregions; i++) {
+		uint64_t fp = l->regions[i].first_page, np = l->regions[i].npages;
+		uint64_t next = ram_off_to_gpa(pages << LM_PAGE_SHIFT) >> LM_PAGE_SHIFT;
+		if (fp != next && i == 0)
+			return refuse(in, -EPROTO, "region 0 (gpa %#llx, %s) does not start at gpa 0 as guest RAM does",
+				      (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT));
+		if (fp != next)
+			return refuse(in, -EPROTO,
+				      "region %u (gpa %#llx, %s) leaves a gap: the VM's RAM continues at gpa %#llx "
+				      "(from 0 without gaps, skipping only [3 GiB, 4 GiB))",
+				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT),
+				      (unsigned long long)(next << LM_PAGE_SHIFT));
+		if (fp < hole_lo && np > hole_lo - fp)
+			return refuse(in, -EPROTO, "region %u (gpa %#llx, %s) crosses the PCI hole at 3 GiB", i,
+				      (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT));
+		pages += np;
+		if (np > slot_pages)
+			slot_pages = np;
+	}
+	uint64_t size = pages << LM_PAGE_SHIFT;
+	if (size < (2ull << 20))
+		return refuse(in, -EPROTO, "the layout has %s of RAM, the VM needs at least 2 MiB", size_str(a, size));
+	/* The VMM's slot size is a multiple of 2 MiB. */
+	uint64_t slot = ((slot_pages << LM_PAGE_SHIFT) + (2ull << 20) - 1) & ~((2ull << 20) - 1);
+	uint64_t gpa, len;
+	for (uint32_t i = 0; i < l->nregions; i++) {
+		uint64_t fp = l->regions[i].first_page, np = l->regions[i].npages;
+		if (!vm_slot(size, slot, i, &gpa, &len))
+			return refuse(in, -EPROTO,
+				      "region %u (gpa %#llx, %s) does not match the VM's slot layout: %s of RAM in "
+				      "slots of %s has only %u slots",
+				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT),
+				      size_str(b, size), size_str(c, slot), i);
+		if (gpa != fp << LM_PAGE_SHIFT || len != np << LM_PAGE_SHIFT) {
+			char d[32];
+			return refuse(in, -EPROTO,
+				      "region %u (gpa %#llx, %s) does not match the VM's slot layout: %s of RAM in "
+				      "slots of %s has slot %u at gpa %#llx, %s",
+				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT),
+				      size_str(b, size), size_str(c, slot), i, (unsigned long long)gpa,
+				      size_str(d, len));
+		}
+	}
+	if (vm_slot(size, slot, l->nregions, &gpa, &len))
+		return refuse(in, -EPROTO, "the layout's %u regions do not cover the VM's slots (slot %u at gpa %#llx)",
+			      l->nregions, l->nregions, (unsigned long long)gpa);
+	*ram_size = size;
+	*slot_size = slot;
+	return 0;
+}
+
 static int in_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region *out)
 {
 	struct incoming *in = ctx;
 	uint64_t size = 0, slot = 0;
-	/* The layout must be one our VMM produces: slots covering RAM from 0
-	 * without gaps, skipping only the hole. */
-	for (uint32_t i = 0; i < l->nregions; i++) {
-		uint64_t gpa = l->regions[i].first_page << LM_PAGE_SHIFT;
-		uint64_t len = l->regions[i].npages << LM_PAGE_SHIFT;
-		if (gpa != ram_off_to_gpa(size) ||
-		    (gpa < LM_VM_HOLE_START && gpa + len > LM_VM_HOLE_START))
-			return -EPROTO;
-		size += len;
-		if (len > slot)
-			slot = len;
-	}
-	if (size < (2ull << 20))
-		return -EPROTO;
-	/* Round the slot size up to 2 MiB as the VMM requires; the VM built
-	 * later is checked against the layout region by region. */
-	slot = (slot + (2ull << 20) - 1) & ~((2ull << 20) - 1);
+	char a[32];
+	in->why[0] = 0;
+	int err = check_layout(in, l, &size, &slot);
+	if (err < 0)
+		return err;
 	void *ram = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (ram == MAP_FAILED)
-		return -errno;
+	if (ram == MAP_FAILED) {
+		err = -errno;
+		return refuse(in, err, "could not map %s of guest RAM: %s", size_str(a, size), lm_strerror(err));
+	}
 	in->ram = ram;
 	in->ram_size = size;
 	in->slot_size = slot;
@@ -306,8 +456,13 @@ static lm_skip_map *in_skip_map(void *ctx)
 	return in->skip;
 }
 
-/* Build the destination VM around the RAM already receiving pages. */
-static int build_vm(struct incoming *in, unsigned ncpus)
+/*
+ * Build the destination VM around the RAM (and skip map) the receiver is
+ * filling. The VM takes them over only once it is built and checked; when
+ * anything fails they stay in `in`, mapped, since the receiver writes into
+ * them until lm_migrate_receive returns. why gets the reason of a failure.
+ */
+static int build_vm(struct incoming *in, unsigned ncpus, char *why, size_t cap)
 {
 	struct lm_vm_config vc = {
 	    .mem_size = in->ram_size,
@@ -320,29 +475,35 @@ static int build_vm(struct incoming *in, unsigned ncpus)
 	    .skip_map = in->skip,
 	};
 	struct lm_vm *vm;
-	int err = lm_vm_new(&vc, &vm);
-	if (err < 0)
+	char a[32];
+	int err = lm_vm_new(&vc, &vm); /* on failure ram and skip_map stay ours */
+	if (err < 0) {
+		snprintf(why, cap, "could not create the VM (%s of RAM, %u vCPUs): %s", size_str(a, in->ram_size),
+			 ncpus, lm_strerror(err));
 		return err;
-	in->ram = NULL;	 /* the VM owns it now */
-	in->skip = NULL; /* this too (the receiver still writes into it) */
+	}
 	/* Same slots as the source, or the dirty tracking of a later
-	 * migration from here would not line up. */
-	if (lm_vm_slot_count(vm) != in->layout.nregions) {
-		lm_vm_free(vm);
+	 * migration from here would not line up. in_setup took only layouts
+	 * that give these; this guards against the two drifting apart. */
+	bool same = lm_vm_slot_count(vm) == in->layout.nregions;
+	for (unsigned i = 0; same && i < in->layout.nregions; i++) {
+		const struct lm_vm_slot *s = lm_vm_slot(vm, i);
+		same = s->gpa >> LM_PAGE_SHIFT == in->layout.regions[i].first_page &&
+		       s->size >> LM_PAGE_SHIFT == in->layout.regions[i].npages;
+	}
+	if (!same) {
+		snprintf(why, cap, "the VM's %u slots differ from the stream's %u regions", lm_vm_slot_count(vm),
+			 in->layout.nregions);
+		lm__vm_free_keep_memory(vm);
 		return -EPROTO;
 	}
-	for (unsigned i = 0; i < in->layout.nregions; i++) {
-		const struct lm_vm_slot *s = lm_vm_slot(vm, i);
-		if (s->gpa >> LM_PAGE_SHIFT != in->layout.regions[i].first_page ||
-		    s->size >> LM_PAGE_SHIFT != in->layout.regions[i].npages) {
-			lm_vm_free(vm);
-			return -EPROTO;
-		}
-	}
 	if ((err = lm_vm_pause(vm)) < 0) {
-		lm_vm_free(vm);
+		lm__vm_free_keep_memory(vm);
+		snprintf(why, cap, "could not pause the new VM: %s", lm_strerror(err));
 		return err;
 	}
+	in->ram = NULL;	 /* the VM owns it now */
+	in->skip = NULL; /* this too (the receiver still writes into it) */
 	in->vm = vm;
 	return 0;
 }
@@ -350,17 +511,19 @@ static int build_vm(struct incoming *in, unsigned ncpus)
 static void *builder_main(void *arg)
 {
 	struct incoming *in = arg;
-	in->build_err = build_vm(in, in->build_ncpus);
+	in->build_err = build_vm(in, in->build_ncpus, in->build_why, sizeof(in->build_why));
 	return NULL;
 }
 
-/* Wait for the builder thread, if one runs; its result. */
+/* Wait for the builder thread, if one runs; its result (and reason). */
 static int join_builder(struct incoming *in)
 {
 	if (!in->building)
 		return 0;
 	pthread_join(in->builder, NULL);
 	in->building = false;
+	if (in->build_err < 0)
+		snprintf(in->why, sizeof(in->why), "%s", in->build_why);
 	return in->build_err;
 }
 
@@ -368,33 +531,41 @@ static int in_load_state(void *ctx, const char *name, const void *blob, size_t l
 {
 	struct incoming *in = ctx;
 	unsigned ncpus = 0;
+	uint64_t mem_size = 0;
+	char a[32], b[32];
 	int err;
+	in->why[0] = 0;
 	if (!strcmp(name, SETUP_DEVICE)) {
 		/* Early, while the source still runs: build the VM now so that
-		 * creating it is not part of the downtime. */
-		if (in->vm || in->building || !in->ram)
-			return -EPROTO;
-		if ((err = setup_blob_parse(blob, len, &ncpus)) < 0)
+		 * creating it is not part of the downtime. (building first: while
+		 * the builder runs, vm and ram are its own.) */
+		if (in->building || in->vm || !in->ram)
+			return refuse(in, -EPROTO, "a second vm-setup blob");
+		if ((err = setup_blob_parse(blob, len, &ncpus, &mem_size, in->why, sizeof(in->why))) < 0)
 			return err;
+		if (mem_size && mem_size != in->ram_size)
+			return refuse(in, -EPROTO, "the vm-setup blob announces a VM of %s, the layout has %s",
+				      size_str(a, mem_size), size_str(b, in->ram_size));
 		in->build_ncpus = ncpus;
 		if (pthread_create(&in->builder, NULL, builder_main, in) == 0) {
 			in->building = true;
 			return 0;
 		}
-		return build_vm(in, ncpus);
+		return build_vm(in, ncpus, in->why, sizeof(in->why));
 	}
-	if (strcmp(name, STATE_DEVICE) != 0)
-		return -EPROTO; /* a device we do not have: never run without it */
+	if (strcmp(name, STATE_DEVICE) != 0) /* a device we do not have: never run without it */
+		return refuse(in, -EPROTO, "this VMM has no device '%s'", name);
 	if (in->have_state)
-		return -EPROTO; /* a second VM state */
+		return refuse(in, -EPROTO, "a second VM state");
 	if ((err = join_builder(in)) < 0)
 		return err;
 	if ((err = lm_vm_state_peek(blob, len, &ncpus)) < 0)
 		return err;
-	if (!in->vm && (err = build_vm(in, ncpus)) < 0)
+	if (!in->vm && (err = build_vm(in, ncpus, in->why, sizeof(in->why))) < 0)
 		return err;
 	if (lm_vm_vcpu_count(in->vm) != ncpus)
-		return -EPROTO; /* the setup blob promised another machine */
+		return refuse(in, -EPROTO, "the VM state has %u vCPUs, the vm-setup blob announced %u", ncpus,
+			      lm_vm_vcpu_count(in->vm));
 	if ((err = lm_vm_state_load(in->vm, blob, len)) < 0)
 		return err;
 	in->have_state = true;
@@ -411,7 +582,16 @@ static void in_finish(void *ctx, int err, const char *msg)
 /* The source is about to pause: the VM must be built by then. */
 static int in_prepare(void *ctx)
 {
-	return join_builder(ctx);
+	struct incoming *in = ctx;
+	in->why[0] = 0;
+	return join_builder(in);
+}
+
+/* Why the last op failed (the receiver asks right after), or NULL. */
+static const char *in_explain(void *ctx)
+{
+	struct incoming *in = ctx;
+	return in->why[0] ? in->why : NULL;
 }
 
 static const struct lm_workload_ops vm_dest_ops = {
@@ -420,6 +600,7 @@ static const struct lm_workload_ops vm_dest_ops = {
     .load_state = in_load_state,
     .finish = in_finish,
     .skip_map = in_skip_map,
+    .explain = in_explain,
 };
 
 int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm **out,
@@ -437,6 +618,12 @@ int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm
 		err = -EPROTO;
 		snprintf(st->error, sizeof(st->error), "%s",
 			 in.have_state ? "the sender did not commit" : "the stream carried no VM state");
+	}
+	if (err == -ENOLINK && in.have_state && in.vm) {
+		/* Verified, but no COMMIT: a complete copy of the guest that
+		 * must neither run nor be dropped (the source may be gone). */
+		*out = in.vm;
+		return err;
 	}
 	if (err < 0) {
 		lm_vm_free(in.vm);
