@@ -91,7 +91,8 @@ struct lm_workload_ops {
 	 * layout's page space and be all clear (the receiver clears it
 	 * first). NULL (or a NULL op) refuses the skip-balloon and
 	 * table-stream capabilities: ballooned pages then arrive as ordinary
-	 * pages. The map stays the workload's.
+	 * pages. The map stays the workload's, and like the memory it must
+	 * stay allocated until the receive call returns.
 	 */
 	lm_skip_map *(*skip_map)(void *ctx);
 	/*
@@ -308,6 +309,9 @@ struct lm_receive_stats {
 	 * receive returned -ENOLINK and the copy must be kept paused. */
 	bool wait_commit;
 	bool committed_sent;   /* COMMITTED went out (commit-ack) */
+	/* How pages were placed: "uffdio-copy" (fresh memory filled without
+	 * zeroing or faults), or "write (why UFFDIO_COPY was off)". */
+	char fill[96];
 	char error[256];       /* the cause when the receive failed */
 };
 

@@ -39,8 +39,9 @@ static void usage(FILE *f)
 		"  --once            exit 1 after a failed migration instead of waiting again\n"
 		"  --timeout SEC     give up (exit 1) if no migration completed by then; a\n"
 		"                    migration still in progress then is cancelled\n"
-		"  --idle-timeout MS a migration whose sender sends nothing (or reads nothing)\n"
-		"                    for MS ms fails (default 10000; 0: never)\n"
+		"  --idle-timeout MS\n"
+		"                    fail a migration whose sender sends (or reads) nothing\n"
+		"                    for MS ms (default 10000; 0: never)\n"
 		"  --no-compress     refuse zstd-compressed page data\n"
 		"  --json            print the receive report as JSON on stderr\n"
 		"  -h, --help        this text\n"
@@ -125,19 +126,19 @@ static void report(const struct lm_receive_stats *st, bool json)
 		fprintf(stderr,
 			"{\"status\":\"completed\",\"total-time\":%llu,\"received\":%llu,"
 			"\"pages-data\":%llu,\"pages-zero\":%llu,\"rounds\":%llu,\"devices\":%llu,"
-			"\"capabilities\":%llu,\"digest\":\"ok\"}\n",
+			"\"capabilities\":%llu,\"digest\":\"ok\",\"fill\":\"%s\"}\n",
 			(unsigned long long)st->total_time_ms, (unsigned long long)st->received,
 			(unsigned long long)st->pages_data, (unsigned long long)st->pages_zero,
 			(unsigned long long)st->rounds, (unsigned long long)st->devices,
-			(unsigned long long)st->caps);
+			(unsigned long long)st->caps, st->fill);
 		return;
 	}
 	fprintf(stderr,
 		"livemig incoming: migration received in %llu ms: %.1f MiB on the wire, %llu data "
-		"pages, %llu zero pages, %llu rounds, digest ok; resuming the guest\n",
+		"pages, %llu zero pages, %llu rounds, digest ok, pages placed by %s; resuming the guest\n",
 		(unsigned long long)st->total_time_ms, (double)st->received / 1048576.0,
 		(unsigned long long)st->pages_data, (unsigned long long)st->pages_zero,
-		(unsigned long long)st->rounds);
+		(unsigned long long)st->rounds, st->fill);
 }
 
 static bool readable(int fd)

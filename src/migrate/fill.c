@@ -24,28 +24,41 @@ void lm__filler_init(struct lm__filler *f, const struct lm_mem_region *mem, size
 {
 	memset(f, 0, sizeof(*f));
 	f->uffd = -1;
-	if (getenv("LIVEMIG_NO_UFFDIO_COPY"))
+	if (getenv("LIVEMIG_NO_UFFDIO_COPY")) {
+		f->off_why = "LIVEMIG_NO_UFFDIO_COPY is set";
 		return; /* for measurements side by side */
+	}
 	/* User-mode faults only: a kernel access to an unpopulated page then
 	 * fails (EFAULT) instead of waiting for a handler that never comes. */
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	if (fd < 0)
+	if (fd < 0) {
+		f->off_why = "userfaultfd is not available";
+		f->off_err = errno;
 		return;
+	}
 	struct uffdio_api api = {.api = UFFD_API};
-	if (ioctl(fd, UFFDIO_API, &api) < 0 || !(api.ioctls & (1ull << _UFFDIO_REGISTER)))
+	f->off_why = "UFFDIO_API refused";
+	if (ioctl(fd, UFFDIO_API, &api) < 0 || !(api.ioctls & (1ull << _UFFDIO_REGISTER))) {
+		f->off_err = errno;
 		goto off;
+	}
+	f->off_why = "UFFDIO_REGISTER refused the destination memory";
 	for (size_t i = 0; i < n; i++) {
 		struct uffdio_register reg = {
 		    .range = {(uint64_t)(uintptr_t)mem[i].host, mem[i].npages * LM_PAGE_SIZE},
 		    .mode = UFFDIO_REGISTER_MODE_MISSING,
 		};
-		if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0 || !(reg.ioctls & (1ull << _UFFDIO_COPY)))
+		if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0 || !(reg.ioctls & (1ull << _UFFDIO_COPY))) {
+			f->off_err = errno;
 			goto off;
+		}
 	}
+	f->off_why = "out of memory";
 	f->stage = aligned_alloc(LM_PAGE_SIZE, (size_t)LM_STREAM_MAX_RUN_PAGES * LM_PAGE_SIZE);
 	if (!f->stage || lm_bitmap_init(&f->populated, end_page) < 0)
 		goto off;
 	f->uffd = fd;
+	f->off_why = NULL;
 	return;
 off:
 	close(fd); /* unregisters whatever was registered */

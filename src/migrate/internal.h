@@ -60,8 +60,10 @@ struct lm__filler {
 	int uffd;        /* -1: off */
 	uint8_t *stage;  /* staging buffer of LM_STREAM_MAX_RUN_PAGES pages */
 	lm_bitmap populated; /* pages known to be populated */
+	const char *off_why; /* when off: why (a string literal) */
+	int off_err;         /* and the errno, if one caused it (positive) */
 };
-/* Never fails: on any problem the filler is just off. */
+/* Never fails: on any problem the filler is just off, and says why. */
 void lm__filler_init(struct lm__filler *f, const struct lm_mem_region *mem, size_t n,
 		     uint64_t end_page);
 void lm__filler_destroy(struct lm__filler *f);

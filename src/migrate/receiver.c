@@ -227,6 +227,13 @@ static int handshake(struct recv *r, uint64_t allowed)
 		if (!r->mem[i].host)
 			return rfail(r, -EINVAL, "setup gave no memory for region %u", i);
 	lm__filler_init(&r->fill, r->mem, l->nregions, l->end_page);
+	if (lm__filler_on(&r->fill))
+		snprintf(r->st->fill, sizeof(r->st->fill), "uffdio-copy");
+	else if (r->fill.off_err)
+		snprintf(r->st->fill, sizeof(r->st->fill), "write (%s: %s)", r->fill.off_why,
+			 lm_strerror(-r->fill.off_err));
+	else
+		snprintf(r->st->fill, sizeof(r->st->fill), "write (%s)", r->fill.off_why);
 	/* The skip map needs somewhere to go: without one, ballooned pages
 	 * come as ordinary pages. */
 	const uint64_t skipcaps = LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM;

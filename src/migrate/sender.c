@@ -43,7 +43,7 @@
  *
  * The completeness check (verify full, docs/stream.md 5.2) runs after that,
  * on the workload that stays paused: every page that may hold data (present
- * per the dirty source, or ever sent with data: the `sent` bitmap) is hashed
+ * per the dirty source, or ever sent: the `sent` bitmap) is hashed
  * again and compared with the digest contribution of what was sent, so a
  * write the dirty source missed is found by page number. It costs a read of
  * the populated memory, outside the pause.
@@ -99,7 +99,8 @@ struct lm_migration {
 	lm_buf out;
 	lm_sbitmap dirty;
 	lm_digest digest;
-	lm_bitmap sent; /* pages ever sent with data (their contribution may be nonzero) */
+	lm_bitmap sent; /* pages ever sent, as data or zero (only these may have a nonzero contribution) */
+	uint64_t sent_pages; /* set bits of sent */
 	bool dirty_ok, digest_ok, sent_ok, tracking, paused, io_ok;
 	bool committed; /* COMMIT written: the workload is never resumed from here on */
 	bool use_zstd;
@@ -146,6 +147,11 @@ static uint64_t idle_of(const struct lm_migrate_params *p)
 static void publish(struct lm_migration *m)
 {
 	m->st.transferred = m->io.bytes_out;
+	/* Neither sent nor waiting to be: never touched (or ballooned). */
+	uint64_t pending = m->st.remaining / LM_PAGE_SIZE;
+	if (m->sent_ok && m->st.status != LM_MIG_NONE)
+		m->st.skipped = m->total_pages - m->sent_pages - (pending < m->total_pages - m->sent_pages
+								  ? pending : m->total_pages - m->sent_pages);
 	if (m->skip)
 		m->st.ballooned = lm_skip_map_count(m->skip);
 	m->st.total_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
@@ -267,10 +273,18 @@ static int put_fail(struct lm_migration *m, int err, const char *what)
 	return fail(m, err, "encoding %s failed during %s: %s", what, m->phase, lm_strerror(err));
 }
 
+/* Pages [p, p + n) went out (the completeness check and `skipped` count them). */
+static void mark_sent(struct lm_migration *m, uint64_t p, uint32_t n)
+{
+	m->sent_pages += n - lm_bitmap_count_range(&m->sent, p, n);
+	lm_bitmap_set_range(&m->sent, p, n);
+}
+
 /* Send the run pages [p, p + n) of region r, all zero or all data. */
 static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint64_t p, uint32_t n, bool zero)
 {
 	int err;
+	mark_sent(m, p, n);
 	const uint8_t *host = (const uint8_t *)r->host + (p - r->first_page) * LM_PAGE_SIZE;
 	if (zero) {
 		err = lm_stream_put_run_empty(&m->out, LM_RUN_ZERO, p, n);
@@ -283,7 +297,6 @@ static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 		/* Copy first: compression and digest must see the same bytes. */
 		memcpy(m->scratch, host, (size_t)n * LM_PAGE_SIZE);
 		lm_digest_pages(&m->digest, p, n, m->scratch);
-		lm_bitmap_set_range(&m->sent, p, n);
 		err = lm_stream_put_run_data(&m->s, &m->out, p, n, m->scratch, LM_ENC_ZSTD, NULL);
 		if (err)
 			return put_fail(m, err, "a data run");
@@ -300,7 +313,6 @@ static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 			return put_fail(m, err, "a data run");
 		memcpy(dst, host, (size_t)n * LM_PAGE_SIZE);
 		lm_digest_pages(&m->digest, p, n, dst);
-		lm_bitmap_set_range(&m->sent, p, n);
 		lm_stream_put_raw_end(&m->out, off);
 		m->st.normal += n;
 		m->st.normal_bytes += (uint64_t)n * LM_PAGE_SIZE;
@@ -506,7 +518,8 @@ static int mark_initial(struct lm_migration *m)
 			marked += m->regions[i].npages;
 		}
 	}
-	/* Never-touched pages are zero on both sides: neither read nor sent. */
+	/* Never-touched pages are zero on both sides: neither read nor sent.
+	 * publish() keeps the figure true as pages are sent later. */
 	m->st.skipped = m->total_pages - marked;
 	return 0;
 }
@@ -803,6 +816,11 @@ static void verify_memory(struct lm_migration *m)
 				m->st.verify = LM_VERIFY_INCOMPLETE;
 				goto out;
 			}
+			/* A ballooned page the guest promised not to touch was
+			 * neither sent nor may it be read (skip-balloon): its
+			 * TABLE entry gave it a zero contribution on both sides. */
+			if (m->use_skip && lm_skip_map_test(m->skip, i))
+				continue;
 			verify_page(m, r, i);
 		}
 	}
@@ -863,7 +881,13 @@ static int run(struct lm_migration *m)
 		err = lm_stream_put_round(&m->out, round);
 		if (err)
 			return put_fail(m, err, "ROUND");
-		err = send_pass(m);
+		/* Out now, not with the round's first megabyte: the receiver's
+		 * idle timeout counts from its last byte, and on a big guest the
+		 * harvest after the last round plus a pass that finds little
+		 * could otherwise be one long silence. */
+		err = flush(m);
+		if (!err)
+			err = send_pass(m);
 		if (!err)
 			err = send_table(m);
 		if (!err)

@@ -147,7 +147,7 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 	fprintf(f, "%-20s %s\n", "remaining", c);
 	fprintf(f, "%-20s %llu pages\n", "normal", (unsigned long long)st->normal);
 	fprintf(f, "%-20s %llu pages\n", "duplicate (zero)", (unsigned long long)st->duplicate);
-	fprintf(f, "%-20s %llu pages\n", "skipped (untouched)", (unsigned long long)st->skipped);
+	fprintf(f, "%-20s %llu pages (never touched or ballooned: neither read nor sent)\n", "skipped", (unsigned long long)st->skipped);
 	fprintf(f, "%-20s %llu pages\n", "scanned", (unsigned long long)st->pages_scanned);
 	fprintf(f, "%-20s %llu pages (skip-balloon %s)\n", "ballooned", (unsigned long long)st->ballooned,
 		st->skip_balloon ? "on: neither read nor sent" : "off: ordinary pages");

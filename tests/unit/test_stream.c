@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -1243,10 +1244,13 @@ static void test_cap_names(void **state)
 	assert_int_equal(lm_stream_caps_parse("zstd,", &m), -EINVAL);
 	char out[128];
 	lm_stream_caps_format(LM_CAP_KNOWN | (1ull << 63), out, sizeof(out));
-	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,0x8000000000000000");
+	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,commit-ack,0x8000000000000000");
 	lm_stream_caps_format(0, out, sizeof(out));
 	assert_string_equal(out, "none");
 	assert_string_equal(lm_stream_type_name(LM_REC_DIGEST), "DIGEST");
+	assert_string_equal(lm_stream_type_name(LM_REC_COMMITTED), "COMMITTED");
+	assert_int_equal(lm_stream_caps_parse("commit-ack", &m), 0);
+	assert_int_equal(m, LM_CAP_COMMIT_ACK);
 	assert_null(lm_stream_cap_name(1ull << 20));
 }
 
@@ -1263,16 +1267,38 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
 	fclose(f);
 }
 
+/* The file holds exactly p[0..n); then it is removed. */
+static void check_and_remove_file(const char *dir, const char *name, const void *p, size_t n)
+{
+	char path[512];
+	uint8_t got[1025];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	size_t len = fread(got, 1, sizeof(got), f);
+	fclose(f);
+	assert_int_equal(len, n);
+	assert_memory_equal(got, p, n);
+	assert_int_equal(unlink(path), 0);
+}
+
 /*
  * Seed format (fuzz/fuzz_stream.c): byte 0 selects the receiver's allowed
- * capabilities, then a sender's stream starting with HELLO.
+ * capabilities, then a sender's stream starting with HELLO. With
+ * LM_WRITE_SEEDS=dir the seeds are written there for the fuzzer's corpus;
+ * without it they go to a temporary directory, are read back and removed,
+ * so that the seed writer is tested on every run instead of skipping.
  */
 static void test_write_seeds(void **state)
 {
 	(void)state;
+	char tmp[] = "/tmp/lm-seeds-XXXXXX";
 	const char *dir = getenv("LM_WRITE_SEEDS");
-	if (!dir)
-		skip();
+	int keep = dir != NULL;
+	if (!keep) {
+		dir = mkdtemp(tmp);
+		assert_non_null(dir);
+	}
 	lm_stream s;
 	setup_stream(&s, ALL_CAPS);
 	lm_buf b;
@@ -1326,7 +1352,11 @@ static void test_write_seeds(void **state)
 		char name[32];
 		snprintf(name, sizeof(name), "seed%d", k);
 		write_file(dir, name, b.data, b.len);
+		if (!keep)
+			check_and_remove_file(dir, name, b.data, b.len);
 	}
+	if (!keep)
+		assert_int_equal(rmdir(dir), 0);
 	lm_buf_destroy(&b);
 	lm_stream_destroy(&s);
 }
