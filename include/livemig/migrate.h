@@ -114,6 +114,9 @@ enum lm_verify_mode {
 	 * paused source RAM compared page by page with what was sent. */
 	LM_VERIFY_FULL = 0,
 	LM_VERIFY_DIGEST = 1, /* the digest only: what was sent arrived intact */
+	/* Neither (per-frame checksums only), if the receiver accepts
+	 * no-digest; otherwise as LM_VERIFY_DIGEST. */
+	LM_VERIFY_NONE = 2,
 };
 
 enum lm_nonconverge {

@@ -47,6 +47,7 @@
  *     encoders added (the destination gets ready before the pause).
  *   - LM_CAP_COMMIT_ACK with LM_REC_COMMITTED and lm_stream_put_committed()
  *     (the sender learns that the destination took over, 3.13).
+ *   - LM_CAP_NO_DIGEST (a stream without DIGEST, 5.3).
  */
 #ifndef LIVEMIG_STREAM_H
 #define LIVEMIG_STREAM_H
@@ -97,10 +98,11 @@ enum lm_rec_type {
 #define LM_CAP_TABLE_STREAM (1ull << 3) /* LM_REC_TABLE records */
 #define LM_CAP_PREPARE (1ull << 4)	/* PREPARE / READY before the switchover */
 #define LM_CAP_COMMIT_ACK (1ull << 5)	/* COMMITTED answers COMMIT */
+#define LM_CAP_NO_DIGEST (1ull << 6)	/* no DIGEST: per-frame checksums only (docs/stream.md 5.3) */
 /* Every capability this build understands. */
 #define LM_CAP_KNOWN                                                                               \
 	(LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM |            \
-	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK)
+	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | LM_CAP_NO_DIGEST)
 
 /* RAM run kinds and encodings (bytes of the run header). */
 enum lm_run_kind {

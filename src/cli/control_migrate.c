@@ -304,8 +304,10 @@ static int cmd_set_parameters(void *ctx, struct json_object *args, struct json_o
 				p.verify = LM_VERIFY_FULL;
 			else if (!strcmp(s, "digest"))
 				p.verify = LM_VERIFY_DIGEST;
+			else if (!strcmp(s, "none"))
+				p.verify = LM_VERIFY_NONE;
 			else {
-				snprintf(err, errlen, "Parameter 'verify' must be 'full' or 'digest'");
+				snprintf(err, errlen, "Parameter 'verify' must be 'full', 'digest' or 'none'");
 				return -EINVAL;
 			}
 		} else if (!strcmp(key, "idle-timeout")) {
@@ -342,7 +344,9 @@ static int cmd_query_parameters(void *ctx, struct json_object *args, struct json
 	json_object_object_add(o, "downtime-limit", json_object_new_int64((int64_t)p.downtime_limit_ms));
 	json_object_object_add(o, "max-bandwidth", json_object_new_int64((int64_t)p.max_bandwidth));
 	json_object_object_add(o, "max-rounds", json_object_new_int64(p.max_rounds));
-	json_object_object_add(o, "verify", json_object_new_string(p.verify == LM_VERIFY_DIGEST ? "digest" : "full"));
+	json_object_object_add(o, "verify", json_object_new_string(p.verify == LM_VERIFY_DIGEST ? "digest"
+								   : p.verify == LM_VERIFY_NONE ? "none"
+												: "full"));
 	json_object_object_add(o, "max-time", json_object_new_int64((int64_t)p.max_time_ms));
 	json_object_object_add(o, "on-nonconverge", json_object_new_string(nonconv_name(p.on_nonconverge)));
 	json_object_object_add(o, "compress", json_object_new_boolean(p.compress));

@@ -43,6 +43,8 @@ static void usage(FILE *f)
 		"                    fail a migration whose sender sends (or reads) nothing\n"
 		"                    for MS ms (default 10000; 0: never)\n"
 		"  --no-compress     refuse zstd-compressed page data\n"
+		"  --require-digest  refuse a stream without the RAM digest (a sender with\n"
+		"                    --verify none then sends it anyway)\n"
 		"  --json            print the receive report as JSON on stderr\n"
 		"  -h, --help        this text\n"
 		"\n"
@@ -126,19 +128,20 @@ static void report(const struct lm_receive_stats *st, bool json)
 		fprintf(stderr,
 			"{\"status\":\"completed\",\"total-time\":%llu,\"received\":%llu,"
 			"\"pages-data\":%llu,\"pages-zero\":%llu,\"rounds\":%llu,\"devices\":%llu,"
-			"\"capabilities\":%llu,\"digest\":\"ok\",\"fill\":\"%s\"}\n",
+			"\"capabilities\":%llu,\"digest\":\"%s\",\"fill\":\"%s\"}\n",
 			(unsigned long long)st->total_time_ms, (unsigned long long)st->received,
 			(unsigned long long)st->pages_data, (unsigned long long)st->pages_zero,
 			(unsigned long long)st->rounds, (unsigned long long)st->devices,
-			(unsigned long long)st->caps, st->fill);
+			(unsigned long long)st->caps, st->digest_ok ? "ok" : "none", st->fill);
 		return;
 	}
 	fprintf(stderr,
 		"livemig incoming: migration received in %llu ms: %.1f MiB on the wire, %llu data "
-		"pages, %llu zero pages, %llu rounds, digest ok, pages placed by %s; resuming the guest\n",
+		"pages, %llu zero pages, %llu rounds, %s, pages placed by %s; resuming the guest\n",
 		(unsigned long long)st->total_time_ms, (double)st->received / 1048576.0,
 		(unsigned long long)st->pages_data, (unsigned long long)st->pages_zero,
-		(unsigned long long)st->rounds, st->fill);
+		(unsigned long long)st->rounds,
+		st->digest_ok ? "digest ok" : "no digest (the sender asked for none)", st->fill);
 }
 
 static bool readable(int fd)
@@ -159,7 +162,7 @@ static void close_fds(int *a, int *b, int *c)
 
 int lm_cli_incoming(int argc, char **argv)
 {
-	enum { O_LISTEN = 256, O_CONTROL, O_CONSOLE, O_ONCE, O_TIMEOUT, O_IDLE, O_NOCOMP, O_JSON };
+	enum { O_LISTEN = 256, O_CONTROL, O_CONSOLE, O_ONCE, O_TIMEOUT, O_IDLE, O_NOCOMP, O_JSON, O_REQDIGEST };
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, O_LISTEN},
 	    {"control", required_argument, NULL, O_CONTROL},
@@ -168,6 +171,7 @@ int lm_cli_incoming(int argc, char **argv)
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
 	    {"idle-timeout", required_argument, NULL, O_IDLE},
 	    {"no-compress", no_argument, NULL, O_NOCOMP},
+	    {"require-digest", no_argument, NULL, O_REQDIGEST},
 	    {"json", no_argument, NULL, O_JSON},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -200,6 +204,7 @@ int lm_cli_incoming(int argc, char **argv)
 			break;
 		}
 		case O_NOCOMP: cfg.recv.caps_disabled |= LM_CAP_ZSTD; break;
+		case O_REQDIGEST: cfg.recv.caps_disabled |= LM_CAP_NO_DIGEST; break;
 		case O_JSON: json = true; break;
 		case 'h':
 			usage(stdout);

@@ -39,9 +39,11 @@ static void usage(FILE *f)
 		"  --max-time MS             pre-copy time before giving up converging (default none)\n"
 		"  --on-nonconverge WHAT     switchover (default) or cancel\n"
 		"  --compress                offer zstd compression of page data\n"
-		"  --verify full|digest      full (default): the RAM digest, then the paused source\n"
+		"  --verify full|digest|none full (default): the RAM digest, then the paused source\n"
 		"                            compared page by page with what was sent (after the\n"
-		"                            switchover, not in the pause); digest: the digest only\n"
+		"                            switchover, not in the pause); digest: the digest only;\n"
+		"                            none: per-frame checksums only, if the destination\n"
+		"                            accepts that (else as digest)\n"
 		"  --no-skip-balloon         send ballooned pages as ordinary pages (skip-balloon\n"
 		"                            is on by default when the guest promised must-tell-host)\n"
 		"  --timeout SEC             cancel the migration if it has not ended by then\n"
@@ -296,8 +298,8 @@ int lm_cli_migrate(int argc, char **argv)
 			json_object_object_add(params, "compress", json_object_new_boolean(true));
 			break;
 		case O_VERIFY:
-			if (strcmp(optarg, "full") && strcmp(optarg, "digest")) {
-				ret = bad("bad --verify '%s' (full or digest)", optarg);
+			if (strcmp(optarg, "full") && strcmp(optarg, "digest") && strcmp(optarg, "none")) {
+				ret = bad("bad --verify '%s' (full, digest or none)", optarg);
 				goto out;
 			}
 			json_object_object_add(params, "verify", json_object_new_string(optarg));

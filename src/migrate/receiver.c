@@ -51,6 +51,7 @@ struct recv {
 	uint64_t records;
 	uint64_t round;
 	bool have_digest;
+	bool use_digest; /* not no-digest (docs/stream.md 5.3) */
 	bool prepared; /* PREPARE answered with READY */
 	bool setup_called;
 	bool accept_sent; /* after ACCEPT, failures are answered with RESULT */
@@ -251,6 +252,7 @@ static int handshake(struct recv *r, uint64_t allowed)
 			lm_skip_map_clear(r->skip, 0, lm_skip_map_npages(r->skip));
 		}
 	}
+	r->use_digest = (accepted & LM_CAP_NO_DIGEST) == 0;
 	err = lm_digest_init(&r->digest, l->end_page);
 	if (err)
 		return rfail(r, err, "out of memory for the digest");
@@ -315,7 +317,8 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 			return rfail(r, err, "could not place pages [%llu, %llu) in destination memory: %s",
 				     (unsigned long long)run.first_page,
 				     (unsigned long long)(run.first_page + run.npages), lm_strerror(err));
-		lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
+		if (r->use_digest)
+			lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
 		r->st->pages_data += run.npages;
 	} else if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW) {
 		/* Validated: exactly dst_len bytes, inside the region. */
@@ -327,7 +330,8 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 		if (err)
 			return rfail(r, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
 				     (unsigned long long)(run.first_page + run.npages), where(r, w, sizeof(w)));
-		lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
+		if (r->use_digest)
+			lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
 		r->st->pages_data += run.npages;
 	} else if (run.kind == LM_RUN_DATA) {
 		err = read_payload(r, &(lm_frame){ .type = f->type, .payload_len = (uint32_t)run.data_len });
@@ -344,7 +348,8 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
 		if (out != dst && (err = lm__filler_place(&r->fill, run.first_page, dst, out, run.npages)) < 0)
 			return rfail(r, err, "could not place pages in destination memory: %s", lm_strerror(err));
-		lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
+		if (r->use_digest)
+			lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
 		r->st->pages_data += run.npages;
 	} else {
 		err = lm_stream_csum_check(&c, f, &e);
@@ -361,7 +366,8 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 				lm_bitmap_clear(&r->written, run.first_page + i);
 			}
 		}
-		lm_digest_zero(&r->digest, run.first_page, run.npages);
+		if (r->use_digest)
+			lm_digest_zero(&r->digest, run.first_page, run.npages);
 		r->st->pages_zero += run.npages;
 	}
 	return 0;
@@ -387,7 +393,8 @@ static void skipped_run(void *arg, uint64_t first, uint64_t n)
 				lm_bitmap_clear(&r->written, p);
 			}
 		}
-		lm_digest_zero(&r->digest, s, e - s);
+		if (r->use_digest)
+			lm_digest_zero(&r->digest, s, e - s);
 	}
 }
 
@@ -477,6 +484,8 @@ static int records(struct recv *r)
 				return io_rfail(r, err);
 			break;
 		case LM_REC_DIGEST:
+			if (!r->use_digest)
+				return rfail(r, -EPROTO, "DIGEST record on a no-digest stream");
 			if (r->have_digest)
 				return rfail(r, -EPROTO, "second DIGEST record");
 			r->have_digest = true;
@@ -485,6 +494,11 @@ static int records(struct recv *r)
 			r->dig_npages = rec.u.digest.npages;
 			break;
 		case LM_REC_END: {
+			if (!r->use_digest) {
+				/* no-digest: every frame's checksum held, nothing
+				 * more can be checked. */
+				return 0;
+			}
 			if (!r->have_digest)
 				return rfail(r, -EPROTO, "END without a DIGEST: cannot verify the memory");
 			if (r->dig_npages != r->s.layout.total_pages)

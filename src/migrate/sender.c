@@ -103,6 +103,7 @@ struct lm_migration {
 	uint64_t sent_pages; /* set bits of sent */
 	bool dirty_ok, digest_ok, sent_ok, tracking, paused, io_ok;
 	bool committed; /* COMMIT written: the workload is never resumed from here on */
+	bool use_digest; /* not no-digest (docs/stream.md 5.3) */
 	bool use_zstd;
 	uint8_t *scratch;
 	/* Ballooned pages: the borrowed skip map, and whether it is used. */
@@ -290,13 +291,15 @@ static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 		err = lm_stream_put_run_empty(&m->out, LM_RUN_ZERO, p, n);
 		if (err)
 			return put_fail(m, err, "a zero run");
-		lm_digest_zero(&m->digest, p, n);
+		if (m->use_digest)
+			lm_digest_zero(&m->digest, p, n);
 		m->st.duplicate += n;
 	} else if (m->use_zstd) {
 		double t0 = lm__now();
 		/* Copy first: compression and digest must see the same bytes. */
 		memcpy(m->scratch, host, (size_t)n * LM_PAGE_SIZE);
-		lm_digest_pages(&m->digest, p, n, m->scratch);
+		if (m->use_digest)
+			lm_digest_pages(&m->digest, p, n, m->scratch);
 		err = lm_stream_put_run_data(&m->s, &m->out, p, n, m->scratch, LM_ENC_ZSTD, NULL);
 		if (err)
 			return put_fail(m, err, "a data run");
@@ -312,7 +315,8 @@ static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 		if (err)
 			return put_fail(m, err, "a data run");
 		memcpy(dst, host, (size_t)n * LM_PAGE_SIZE);
-		lm_digest_pages(&m->digest, p, n, dst);
+		if (m->use_digest)
+			lm_digest_pages(&m->digest, p, n, dst);
 		lm_stream_put_raw_end(&m->out, off);
 		m->st.normal += n;
 		m->st.normal_bytes += (uint64_t)n * LM_PAGE_SIZE;
@@ -421,7 +425,8 @@ static int count_remaining(struct lm_migration *m, uint64_t *pages)
 static void table_run(void *arg, uint64_t first, uint64_t n)
 {
 	struct lm_migration *m = arg;
-	lm_digest_zero(&m->digest, first, n);
+	if (m->use_digest)
+		lm_digest_zero(&m->digest, first, n);
 }
 
 /*
@@ -537,7 +542,8 @@ static int handshake(struct lm_migration *m)
 	if (err)
 		return fail(m, err, "bad memory layout: %s", e.msg);
 	h.mandatory = LM_CAP_RECORD_CSUM;
-	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | (m->p.compress ? LM_CAP_ZSTD : 0);
+	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | (m->p.compress ? LM_CAP_ZSTD : 0) |
+		    (m->p.verify == LM_VERIFY_NONE ? LM_CAP_NO_DIGEST : 0);
 	/* Ballooned pages are skipped only with the map on the wire too: the
 	 * destination must learn which pages to zero and keep the map. */
 	if (m->skip && m->skip_trusted)
@@ -579,6 +585,7 @@ static int handshake(struct lm_migration *m)
 		return fail(m, err, "bad ACCEPT: %s", e.msg);
 	m->io.timeout_ms = idle_of(&m->p);
 	m->use_zstd = (m->s.caps & LM_CAP_ZSTD) != 0;
+	m->use_digest = (m->s.caps & LM_CAP_NO_DIGEST) == 0;
 	const uint64_t both = LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM;
 	m->use_skip = m->skip && m->skip_trusted && (m->s.caps & both) == both;
 	m->st.skip_balloon = m->use_skip;
@@ -697,8 +704,10 @@ static int switchover(struct lm_migration *m)
 		if (err)
 			return fail(m, err, "saving device state failed: %s", lm_strerror(err));
 	}
-	lm_hash128 d = lm_digest_value(&m->digest);
-	err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);
+	if (m->use_digest) {
+		lm_hash128 d = lm_digest_value(&m->digest);
+		err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);
+	}
 	if (!err)
 		err = lm_stream_put_end(&m->out);
 	if (err)
@@ -950,7 +959,7 @@ static void *thread_main(void *arg)
 	/* Completed: the destination runs the guest. Our copy stays paused;
 	 * check it against what was sent (the dirty source still knows which
 	 * pages are populated). */
-	if (!err && m->p.verify == LM_VERIFY_FULL)
+	if (!err && m->p.verify == LM_VERIFY_FULL && m->use_digest)
 		verify_memory(m);
 	if (m->tracking) {
 		lm_dirty_source_stop(m->src);

@@ -317,6 +317,7 @@ static const struct {
     {LM_CAP_TABLE_STREAM, "table-stream"},
     {LM_CAP_PREPARE, "prepare"},
     {LM_CAP_COMMIT_ACK, "commit-ack"},
+    {LM_CAP_NO_DIGEST, "no-digest"},
 };
 
 const char *lm_stream_cap_name(uint64_t bit)

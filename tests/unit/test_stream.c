@@ -1244,7 +1244,7 @@ static void test_cap_names(void **state)
 	assert_int_equal(lm_stream_caps_parse("zstd,", &m), -EINVAL);
 	char out[128];
 	lm_stream_caps_format(LM_CAP_KNOWN | (1ull << 63), out, sizeof(out));
-	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,commit-ack,0x8000000000000000");
+	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,commit-ack,no-digest,0x8000000000000000");
 	lm_stream_caps_format(0, out, sizeof(out));
 	assert_string_equal(out, "none");
 	assert_string_equal(lm_stream_type_name(LM_REC_DIGEST), "DIGEST");
