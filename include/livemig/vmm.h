@@ -17,7 +17,12 @@
  * Threads: every vCPU runs in its own thread, started by lm_vm_start().
  * lm_vm_pause/resume/quit/request_verify may be called from any thread
  * (the control socket's, the migration thread) but not from a vCPU thread
- * (i.e. not from a pio handler or a console callback).
+ * (i.e. not from a pio handler or a console callback). What vCPU threads
+ * read while other threads may change it is either fixed before
+ * lm_vm_start() (slots, pio ranges, console, the balloon and its skip map,
+ * which live as long as the VM) or published atomically: the write hook
+ * (lm_vm_set_write_hook: one pointer to an immutable fn/opaque pair, and
+ * a grace period on removal), the run flags (under the VM's lock).
  *
  * Guest physical layout: RAM starts at 0; above 3 GiB it continues at
  * 4 GiB, leaving the usual PCI hole free. RAM is split into slots of at
@@ -42,9 +47,15 @@ struct lm_vm;
  * newline), from a vCPU thread. Must not block for long. */
 typedef void (*lm_vm_console_fn)(void *opaque, const char *line, size_t len);
 
-/* Called when the VMM itself writes guest RAM [gpa, gpa+len) through
- * lm_vm_write_guest() (the Multiboot loader does); KVM's dirty log does not
- * see such writes. Install it before the writes you need to see. */
+/*
+ * Called when the VMM itself changes guest RAM [gpa, gpa+len): through
+ * lm_vm_write_guest() (the Multiboot loader does) or by freeing pages (the
+ * balloon); KVM's dirty log does not see such changes. Install it before
+ * the writes you need to see. It is called from vCPU threads and from any
+ * thread that calls lm_vm_write_guest(), possibly several at once, so it
+ * must be thread-safe, short and non-blocking: lm_vm_set_write_hook()
+ * waits for calls in progress.
+ */
 typedef void (*lm_vm_write_fn)(void *opaque, uint64_t gpa, uint64_t len);
 
 /*
@@ -153,6 +164,16 @@ void *lm_vm_gpa_to_host(const struct lm_vm *vm, uint64_t gpa, uint64_t len);
 /* Copies into guest RAM (may cross slots) and reports it to the write
  * hook. -EFAULT if part of the range is not RAM. */
 int lm_vm_write_guest(struct lm_vm *vm, uint64_t gpa, const void *buf, uint64_t len);
+/*
+ * Installs fn/opaque as the write hook, or removes it (fn NULL), from any
+ * thread but a vCPU's or the hook's own. fn and opaque are published as
+ * one unit: a caller sees the old pair, the new pair or none, never a mix.
+ * It returns only once no thread is still inside the previous hook or
+ * about to call it (a grace period), so the previous opaque may be freed
+ * as soon as it returns; called from the hook itself it would wait for
+ * itself forever. Calls into the hook cost one atomic load while none is
+ * installed.
+ */
 void lm_vm_set_write_hook(struct lm_vm *vm, lm_vm_write_fn fn, void *opaque);
 
 /* ---- KVM handles, for dirty sources (src/track) ------------------------ */

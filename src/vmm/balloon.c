@@ -85,9 +85,7 @@ static void flush_inflate(struct lm__balloon *b, struct run *r)
 	struct lm_vm *vm = b->vm;
 	if (lm_skip_map_set(b->map, r->lo, n) == 0) {
 		madvise(host_page(vm, r->lo), n << LM_PAGE_SHIFT, MADV_DONTNEED);
-		lm_vm_write_fn fn = __atomic_load_n(&vm->write_fn, __ATOMIC_ACQUIRE);
-		if (fn)
-			fn(vm->write_opaque, r->lo << LM_PAGE_SHIFT, n << LM_PAGE_SHIFT);
+		lm__vm_wrote(vm, r->lo << LM_PAGE_SHIFT, n << LM_PAGE_SHIFT);
 		b->inflated += n;
 	}
 	r->lo = r->hi = 0;
@@ -304,7 +302,9 @@ void lm__balloon_save(struct lm_vm *vm, uint8_t out[LM__BALLOON_STATE_SIZE])
 	struct lm__balloon *b = vm->balloon;
 	memset(out, 0, LM__BALLOON_STATE_SIZE);
 	pthread_mutex_lock(&b->lock);
-	wr32(out, b->target);
+	/* target is written without b->lock (lm_vm_balloon_set_target, from
+	 * the control path while vCPUs run): always read it atomically. */
+	wr32(out, __atomic_load_n(&b->target, __ATOMIC_ACQUIRE));
 	wr32(out + 4, b->guest_actual);
 	wr32(out + 8, b->features);
 	wr32(out + 12, b->acked ? 1 : 0);
@@ -367,7 +367,7 @@ void lm_vm_balloon_stats(struct lm_vm *vm, struct lm_balloon_stats *st)
 	if (!b)
 		return;
 	pthread_mutex_lock(&b->lock);
-	st->target = b->target;
+	st->target = __atomic_load_n(&b->target, __ATOMIC_ACQUIRE); /* set without b->lock */
 	st->actual = lm_skip_map_count(b->map);
 	st->guest_actual = b->guest_actual;
 	st->offered = LM_PV_BALLOON_F_MUST_TELL_HOST;

@@ -177,19 +177,25 @@ int lm_vm_register_pio(struct lm_vm *vm, uint16_t base, uint16_t len, lm_vm_pio_
 {
 	if (!len || !fn || (uint32_t)base + len > 0x10000)
 		return -EINVAL;
-	if (vm->started)
-		return -EBUSY;
 	if (builtin_overlap(base, len))
 		return -EBUSY;
-	for (unsigned i = 0; i < vm->npio; i++) {
+	/* vCPU threads read the table without a lock: it may change only
+	 * before they exist, and vm->lock orders this against lm_vm_start. */
+	int r = 0;
+	pthread_mutex_lock(&vm->lock);
+	if (vm->started)
+		r = -EBUSY;
+	for (unsigned i = 0; r == 0 && i < vm->npio; i++) {
 		const struct lm__pio_range *p = &vm->pio[i];
 		if (base < p->base + p->len && base + len > p->base)
-			return -EBUSY;
+			r = -EBUSY;
 	}
-	if (vm->npio == LM__MAX_PIO)
-		return -ENOSPC;
-	vm->pio[vm->npio++] = (struct lm__pio_range){base, len, fn, opaque};
-	return 0;
+	if (r == 0 && vm->npio == LM__MAX_PIO)
+		r = -ENOSPC;
+	if (r == 0)
+		vm->pio[vm->npio++] = (struct lm__pio_range){base, len, fn, opaque};
+	pthread_mutex_unlock(&vm->lock);
+	return r;
 }
 
 uint32_t lm_vm_request_verify(struct lm_vm *vm)

@@ -388,7 +388,7 @@ int lm_vm_state_save(struct lm_vm *vm, uint8_t **buf, size_t *len)
 	struct builder b = {0};
 	uint8_t hdr[LM__ST_HDR_SIZE] = {0};
 	int r;
-	if (vm->started && !vm->stopped && !lm_vm_is_paused(vm))
+	if (lm__vm_running(vm))
 		return -EBUSY;
 	/* Room for the header, filled in at the end. */
 	b.cap = 16384;
@@ -528,7 +528,7 @@ int lm_vm_state_load(struct lm_vm *vm, const uint8_t *buf, size_t len)
 		r = -ENXIO;
 		goto out;
 	}
-	if (vm->started && !vm->stopped && !lm_vm_is_paused(vm)) {
+	if (lm__vm_running(vm)) {
 		r = -EBUSY;
 		goto out;
 	}

@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,14 +261,19 @@ int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out)
 	vm->cfg = *cfg;
 	vm->cfg.kernel = NULL; /* the caller's strings are not kept */
 	vm->cfg.cmdline = NULL;
-	vm->write_fn = cfg->write_fn;
-	vm->write_opaque = cfg->write_opaque;
+	if (cfg->write_fn) {
+		/* Nobody else sees the VM yet: no grace period needed. */
+		vm->hook_slot[0] = (struct lm__write_hook){cfg->write_fn, cfg->write_opaque};
+		vm->hook_next = 1;
+		vm->hook = &vm->hook_slot[0];
+	}
 	vm->ncpus = cfg->ncpus ? cfg->ncpus : 1;
 	vm->ram_size = cfg->mem_size;
 	vm->vm_fd = -1;
 	vm->stop_reason = "running";
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_mutex_init(&vm->dev_lock, NULL);
+	pthread_mutex_init(&vm->hook_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -364,7 +370,8 @@ void lm__vm_stop(struct lm_vm *vm, int status, bool crashed, const char *reason)
 		vm->stopped = true;
 		vm->crashed = crashed;
 		vm->exit_status = status;
-		vm->stop_reason = reason;
+		/* Atomic: lm_vm_stop_reason reads it without the lock. */
+		__atomic_store_n(&vm->stop_reason, reason, __ATOMIC_SEQ_CST);
 		kick_all(vm);
 		pthread_cond_broadcast(&vm->cond);
 	}
@@ -475,7 +482,8 @@ int lm_vm_start(struct lm_vm *vm)
 		if (r < 0) {
 			vm->stopped = true;
 			vm->crashed = true;
-			vm->stop_reason = "thread creation failed";
+			__atomic_store_n(&vm->stop_reason, "thread creation failed",
+					 __ATOMIC_SEQ_CST);
 			pthread_cond_broadcast(&vm->cond);
 			goto out;
 		}
@@ -491,7 +499,9 @@ out:
 int lm_vm_pause(struct lm_vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
-	vm->pause_req = true;
+	/* Atomic (as in lm_vm_resume): lm_vm_is_paused reads it without the
+	 * lock, from the control path while the migration thread pauses. */
+	__atomic_store_n(&vm->pause_req, true, __ATOMIC_SEQ_CST);
 	if (vm->started && !vm->stopped) {
 		kick_all(vm);
 		for (;;) {
@@ -515,7 +525,7 @@ int lm_vm_resume(struct lm_vm *vm)
 	pthread_mutex_lock(&vm->lock);
 	int r = vm->stopped ? -ESRCH : vm->pause_held ? -EBUSY : 0;
 	if (r == 0) {
-		vm->pause_req = false;
+		__atomic_store_n(&vm->pause_req, false, __ATOMIC_SEQ_CST);
 		pthread_cond_broadcast(&vm->cond);
 	}
 	pthread_mutex_unlock(&vm->lock);
@@ -535,6 +545,14 @@ int lm_vm_hold_paused(struct lm_vm *vm, bool hold)
 bool lm_vm_is_paused(const struct lm_vm *vm)
 {
 	return __atomic_load_n(&vm->pause_req, __ATOMIC_SEQ_CST);
+}
+
+bool lm__vm_running(struct lm_vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	bool r = vm->started && !vm->stopped && !vm->pause_req;
+	pthread_mutex_unlock(&vm->lock);
+	return r;
 }
 
 void lm_vm_quit(struct lm_vm *vm, int status)
@@ -586,7 +604,7 @@ void lm_vm_free(struct lm_vm *vm)
 	pthread_mutex_lock(&vm->lock);
 	if (!vm->stopped) {
 		vm->stopped = true;
-		vm->stop_reason = "freed";
+		__atomic_store_n(&vm->stop_reason, "freed", __ATOMIC_SEQ_CST);
 	}
 	kick_all(vm);
 	pthread_cond_broadcast(&vm->cond);
@@ -618,7 +636,25 @@ void lm_vm_free(struct lm_vm *vm)
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->dev_lock);
+	pthread_mutex_destroy(&vm->hook_lock);
 	free(vm);
+}
+
+/*
+ * lm_vm_free for a VM made around the caller's cfg.ram and cfg.skip_map
+ * that leaves both to the caller, mapped and allocated: a migration
+ * destination whose receiver still writes into them when the VM built
+ * around them turns out unusable.
+ */
+void lm__vm_free_keep_memory(struct lm_vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->cfg.ram)
+		vm->ram = NULL;
+	if (vm->cfg.skip_map)
+		lm__balloon_disown_map(vm);
+	lm_vm_free(vm);
 }
 
 /* ---- memory ------------------------------------------------------------ */
@@ -704,8 +740,7 @@ int lm_vm_write_guest(struct lm_vm *vm, uint64_t gpa, const void *buf, uint64_t 
 		if (n > left)
 			n = left;
 		memcpy((uint8_t *)s->host + (g - s->gpa), p, n);
-		if (vm->write_fn)
-			vm->write_fn(vm->write_opaque, g, n);
+		lm__vm_wrote(vm, g, n);
 		p += n;
 		g += n;
 		left -= n;
@@ -713,10 +748,57 @@ int lm_vm_write_guest(struct lm_vm *vm, uint64_t gpa, const void *buf, uint64_t 
 	return 0;
 }
 
+/*
+ * The write hook. vCPU threads (the balloon) and the loader call it; the
+ * migration thread and the control path install and remove it, and the
+ * remover frees what opaque points to (the migration and its dirty
+ * source) right after. So fn and opaque are published as one unit, and
+ * removal waits out a grace period:
+ *
+ * - A setter (under hook_lock) fills the slot not published now, then
+ *   publishes a pointer to it (or NULL) with one atomic store, then
+ *   waits until hook_users is zero.
+ * - A caller that sees a hook at all (the one-load fast path in
+ *   lm__vm_wrote) announces itself by incrementing hook_users, then loads
+ *   the pointer again and calls through what it got, then decrements.
+ *
+ * Both the increment and the reload, and the setter's store and its
+ * reads of hook_users, are sequentially consistent, so of the two orders
+ * one holds: the caller's reload comes after the store (it sees the new
+ * hook or NULL, never the old), or its increment comes before the
+ * setter's first read of hook_users (the setter waits for its decrement,
+ * which is a release, so everything the old hook did happens before the
+ * setter returns). When lm_vm_set_write_hook returns, no thread is inside
+ * the old hook or about to enter it, and the slot it lived in may be
+ * filled by the next setter. The wait is short: a hook call is a few
+ * atomic bit sets (the migration's lm_kvm_log_mark), and calls are rare
+ * (a balloon run, a loader write), so hook_users falls to zero at once.
+ */
+void lm__vm_call_write_hook(struct lm_vm *vm, uint64_t gpa, uint64_t len)
+{
+	__atomic_fetch_add(&vm->hook_users, 1, __ATOMIC_SEQ_CST);
+	const struct lm__write_hook *h = __atomic_load_n(&vm->hook, __ATOMIC_SEQ_CST);
+	if (h)
+		h->fn(h->opaque, gpa, len);
+	__atomic_fetch_sub(&vm->hook_users, 1, __ATOMIC_RELEASE);
+}
+
 void lm_vm_set_write_hook(struct lm_vm *vm, lm_vm_write_fn fn, void *opaque)
 {
-	vm->write_fn = fn;
-	vm->write_opaque = opaque;
+	pthread_mutex_lock(&vm->hook_lock);
+	struct lm__write_hook *h = NULL;
+	if (fn) {
+		/* The other slot is the published one (or was retired by an
+		 * earlier call, grace period included). */
+		h = &vm->hook_slot[vm->hook_next];
+		vm->hook_next ^= 1;
+		h->fn = fn;
+		h->opaque = opaque;
+	}
+	__atomic_store_n(&vm->hook, h, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&vm->hook_users, __ATOMIC_SEQ_CST))
+		sched_yield();
+	pthread_mutex_unlock(&vm->hook_lock);
 }
 
 /* ---- KVM handles ------------------------------------------------------- */

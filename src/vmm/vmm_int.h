@@ -51,6 +51,12 @@ struct lm__pio_range {
 	void *opaque;
 };
 
+/* A published write hook: never changed while a thread may read it. */
+struct lm__write_hook {
+	lm_vm_write_fn fn;
+	void *opaque;
+};
+
 struct lm_vm {
 	struct lm_vm_config cfg;
 	int kvm_fd, vm_fd;
@@ -61,8 +67,22 @@ struct lm_vm {
 	uint64_t ram_size;
 	struct lm_vm_slot *slots;
 	unsigned nslots;
-	lm_vm_write_fn write_fn;
-	void *write_opaque;
+
+	/*
+	 * The write hook, read by vCPU threads (balloon) and any caller of
+	 * lm_vm_write_guest while the migration thread or the control path
+	 * installs and removes it (vm.c, "The write hook", has the rules).
+	 * hook: atomic; NULL or one of hook_slot[], whose fn and opaque go
+	 * out together and never change while published. hook_users: atomic
+	 * count of threads between announcing a call and finishing it.
+	 * hook_lock serialises the setters and guards hook_slot and
+	 * hook_next (the slot the next setter fills).
+	 */
+	struct lm__write_hook *hook;
+	unsigned hook_users;
+	pthread_mutex_t hook_lock;
+	struct lm__write_hook hook_slot[2];
+	unsigned hook_next;
 
 	struct kvm_cpuid2 *cpuid;
 	size_t xsave_size; /* bytes of struct kvm_xsave to use (>= 4096) */
@@ -97,11 +117,32 @@ struct lm_vm {
 	struct lm__balloon *balloon;
 };
 
+/* vm.c: the slow path of lm__vm_wrote. */
+void lm__vm_call_write_hook(struct lm_vm *vm, uint64_t gpa, uint64_t len);
+
+/*
+ * Report the VMM's own write of guest RAM [gpa, gpa+len) to the write hook,
+ * from any thread (a vCPU's device, the loader). Without a hook this is one
+ * atomic load: a write made while no hook is published needs no report,
+ * since a migration publishes its hook before its first pass reads any
+ * page.
+ */
+static inline void lm__vm_wrote(struct lm_vm *vm, uint64_t gpa, uint64_t len)
+{
+	if (__atomic_load_n(&vm->hook, __ATOMIC_ACQUIRE))
+		lm__vm_call_write_hook(vm, gpa, len);
+}
+
 /* devices.c: handles one KVM_EXIT_IO. 0, or -errno to stop the VM. */
 int lm__vm_handle_pio(struct lm_vm *vm, struct kvm_run *run);
 void lm__serial_flush(struct lm_vm *vm);
 /* vm.c: stop the VM for good (from a vCPU thread too). */
 void lm__vm_stop(struct lm_vm *vm, int status, bool crashed, const char *reason);
+/* vm.c: started, not stopped and not paused (read under vm->lock: a vCPU
+ * thread may stop the VM at any time). */
+bool lm__vm_running(struct lm_vm *vm);
+/* vm.c: lm_vm_free, but cfg.ram and cfg.skip_map stay the caller's. */
+void lm__vm_free_keep_memory(struct lm_vm *vm);
 /*
  * balloon.c: the balloon device, made with every VM (adopting a skip map
  * the caller filled, or a new one) and freed with it (map included,
