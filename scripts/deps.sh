@@ -2,7 +2,7 @@
 # The Debian packages livemig needs, in three sets:
 #   lib    the library and the livemig command (plain `make`, `make install`)
 #   build  lib + what the tests and fuzzers build with (cmocka, clang)
-#   all    build + what the e2e tests and benchmarks run (QEMU, gnuplot)
+#   all    build + what the e2e tests and benchmarks run (QEMU, gnuplot, socat)
 #
 # Usage:
 #   scripts/deps.sh [lib|build|all]    install the missing packages of a set
@@ -11,7 +11,7 @@
 #                                      install nothing (empty: none missing)
 #   scripts/deps.sh removable          the packages a fresh machine of this
 #                                      kind lacks and CI removes first: the
-#                                      libraries, cmocka, QEMU and gnuplot,
+#                                      libraries, cmocka, QEMU, gnuplot, socat,
 #                                      not the compilers and build tools
 set -eu
 
@@ -19,7 +19,7 @@ tools="build-essential pkg-config"
 libs="libzstd-dev libxxhash-dev libjson-c-dev"
 test_tools="clang libclang-rt-dev"
 test_libs="libcmocka-dev"
-run_tools="qemu-system-x86 gnuplot-nox"
+run_tools="qemu-system-x86 gnuplot-nox socat"
 
 set_pkgs() {
 	case "$1" in
