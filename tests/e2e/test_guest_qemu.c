@@ -36,6 +36,7 @@
 
 #include <cmocka.h>
 
+#include "support/child.h"
 #include "support/qemu_cpu.h"
 
 #define QEMU_TIMEOUT_S 45
@@ -129,9 +130,11 @@ static char *run_guest(const char *append, int *status)
 			 (char *)append, NULL };
 	for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++)
 		argv[n++] = rest[i];
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		lm_test_die_with_parent(parent);
 		int null = open("/dev/null", O_RDWR);
 		if (null >= 0) {
 			dup2(null, 0);

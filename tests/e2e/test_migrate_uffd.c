@@ -31,6 +31,7 @@
 #include <cmocka.h>
 
 #include "livemig/migrate.h"
+#include "support/child.h"
 #include "support/dirty_check.h"
 #include "support/mig_helpers.h"
 
@@ -162,9 +163,11 @@ static void migrate_once(bool zstd)
 	assert_int_equal(pipe(rep), 0);
 
 	/* Fork before any thread exists in this process. */
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		lm_test_die_with_parent(parent);
 		close(rep[0]);
 		receiver_child(lfd, rep[1], zstd);
 	}

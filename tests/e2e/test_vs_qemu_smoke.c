@@ -39,6 +39,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "support/child.h"
+
 #define BENCH_TIMEOUT_S 120
 
 static bool have_qemu(void)
@@ -67,9 +69,11 @@ static const char *env_or(const char *name, const char *def)
 /* Runs argv with stdout+stderr into out_path; returns the exit status or -1. */
 static int run_cmd(char *const argv[], const char *out_path)
 {
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		lm_test_die_with_parent(parent);
 		int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		int null = open("/dev/null", O_RDONLY);
 		if (out < 0 || null < 0)

@@ -4,6 +4,7 @@
  * See live.h for who owns what.
  */
 #include "live.h"
+#include "child.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -171,10 +172,12 @@ pid_t lm_live_spawn(const char *out, const char *err, const char *const *args)
 			fprintf(stderr, " %s", argv[i]);
 		fprintf(stderr, "\n");
 	}
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
+		lm_test_die_with_parent(parent);
 		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		if (fd < 0)
 			_exit(126);

@@ -195,6 +195,13 @@ int lm_test_receiver_join(struct lm_test_receiver *r)
 	return r->result;
 }
 
+int lm_test_receiver_join_after(struct lm_test_receiver *r, int sender_fd, int send_err)
+{
+	if (send_err)
+		shutdown(sender_fd, SHUT_RDWR);
+	return lm_test_receiver_join(r);
+}
+
 /* ---- proxy ---- */
 
 static void proxy_cut(struct lm_test_proxy *p)

@@ -62,6 +62,13 @@ struct lm_test_receiver {
 };
 int lm_test_receiver_start(struct lm_test_receiver *r, int fd);
 int lm_test_receiver_join(struct lm_test_receiver *r);
+/*
+ * Joins the receiver once the sender, writing on sender_fd, has returned
+ * send_err. After a sender error the receiver may wait for data that never
+ * comes: sender_fd is shut down first, as a sender process exiting would,
+ * so that the receiver returns and the test fails instead of hanging.
+ */
+int lm_test_receiver_join_after(struct lm_test_receiver *r, int sender_fd, int send_err);
 
 /* ---- cutting proxy ---- */
 enum lm_test_cut_mode {

@@ -1,5 +1,6 @@
 /* Asks `livemig bench qemu-cpu` once which QEMU -cpu model to use; see qemu_cpu.h. */
 #include "qemu_cpu.h"
+#include "child.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,7 @@ static int run_probe(const char *livemig, const char *qemu, const char *guest_el
 	int p[2];
 	if (pipe2(p, O_CLOEXEC))
 		return -errno;
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		int err = -errno;
@@ -28,6 +30,7 @@ static int run_probe(const char *livemig, const char *qemu, const char *guest_el
 		return err;
 	}
 	if (pid == 0) {
+		lm_test_die_with_parent(parent);
 		int null = open("/dev/null", O_RDONLY);
 		if (null < 0 || dup2(null, 0) < 0 || dup2(p[1], 1) < 0)
 			_exit(127);

@@ -57,6 +57,13 @@ static void fx_fini(struct fixture *f)
 	close(f->fds[1]);
 }
 
+/*
+ * Every test below joins the receiver and stops the writer before it
+ * asserts: a failed assertion leaves the test function at once, and a
+ * thread still running on its stack would hang the test or crash the next
+ * one instead of letting this one fail alone.
+ */
+
 /* Compare memory while the writer is still paused (the switchover state). */
 static struct fixture *cmp_fx;
 static uint64_t cmp_mismatch;
@@ -85,7 +92,10 @@ static void migrate_live(bool sim)
 	p.max_rounds = 6;
 	struct lm_migrate_stats st;
 	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
-	int rerr = lm_test_receiver_join(&f.rx);
+	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+	/* After a completed migration the workload stays paused; the
+	 * counters checked below are final. */
+	lm_test_writer_stop(&f.w);
 	if (err || rerr)
 		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
 	assert_int_equal(err, 0);
@@ -115,9 +125,6 @@ static void migrate_live(bool sim)
 	assert_non_null(strstr(tb, "downtime"));
 	free(js);
 	free(tb);
-	/* After a completed migration the workload stays paused; let it go. */
-	__atomic_store_n(&f.w.pause_req, 0, __ATOMIC_RELEASE);
-	lm_test_writer_stop(&f.w);
 	fx_fini(&f);
 }
 
@@ -150,26 +157,28 @@ static void test_nonconverge(void **state)
 		p.on_nonconverge = policy ? LM_NONCONVERGE_CANCEL : LM_NONCONVERGE_SWITCHOVER;
 		struct lm_migrate_stats st;
 		int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
+		/* A sender that gave up (policy 1 expects it to) closes the
+		 * connection; the receiver learns it from there. */
+		int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+		uint64_t c = lm_test_writer_count(&f.w);
+		usleep(20000);
+		uint64_t c2 = lm_test_writer_count(&f.w);
+		lm_test_writer_stop(&f.w);
 		if (policy) {
 			assert_int_equal(err, -ETIMEDOUT);
 			assert_non_null(strstr(st.error, "did not converge"));
 			assert_int_equal(st.status, LM_MIG_FAILED);
 			assert_int_equal(f.w.pauses, 0);
-			shutdown(f.fds[0], SHUT_RDWR);
-			assert_true(lm_test_receiver_join(&f.rx) < 0);
+			assert_true(rerr < 0);
 			assert_int_not_equal(f.rx.dest.finish_err, 0);
-			uint64_t c = lm_test_writer_count(&f.w);
-			usleep(20000);
-			assert_true(lm_test_writer_count(&f.w) > c); /* still running */
+			assert_true(c2 > c); /* still running */
 		} else {
 			if (err)
 				print_message("sender: %s\n", st.error);
 			assert_int_equal(err, 0);
 			assert_int_equal(st.rounds, 3);
-			assert_int_equal(lm_test_receiver_join(&f.rx), 0);
-			__atomic_store_n(&f.w.pause_req, 0, __ATOMIC_RELEASE);
+			assert_int_equal(rerr, 0);
 		}
-		lm_test_writer_stop(&f.w);
 		fx_fini(&f);
 	}
 }
@@ -185,16 +194,18 @@ static void test_destination_not_ready(void **state)
 	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
 	struct lm_migrate_stats st;
 	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, NULL, &st);
+	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+	uint64_t c = lm_test_writer_count(&f.w);
+	usleep(20000);
+	uint64_t c2 = lm_test_writer_count(&f.w);
+	lm_test_writer_stop(&f.w);
 	assert_int_equal(err, -EIO);
 	assert_non_null(strstr(st.error, "could not get ready"));
 	assert_int_equal(f.w.pauses, 0);
-	assert_true(lm_test_receiver_join(&f.rx) < 0);
+	assert_true(rerr < 0);
 	assert_int_equal(f.rx.dest.prepares, 1);
 	assert_int_not_equal(f.rx.dest.finish_err, 0);
-	uint64_t c = lm_test_writer_count(&f.w);
-	usleep(20000);
-	assert_true(lm_test_writer_count(&f.w) > c); /* still running */
-	lm_test_writer_stop(&f.w);
+	assert_true(c2 > c); /* still running */
 	fx_fini(&f);
 }
 
@@ -211,26 +222,29 @@ static void test_cancel(void **state)
 	lm_migration *m;
 	assert_int_equal(lm_migration_new(&m, f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p), 0);
 	assert_int_equal(lm_migration_start(m, f.fds[0]), 0);
-	struct lm_migrate_stats st;
+	struct lm_migrate_stats st, before;
 	for (int i = 0; i < 200; i++) {
-		lm_migration_query(m, &st);
-		if (st.status == LM_MIG_ACTIVE && st.transferred > (1u << 20))
+		lm_migration_query(m, &before);
+		if (before.status == LM_MIG_ACTIVE && before.transferred > (1u << 20))
 			break;
 		usleep(5000);
 	}
-	assert_int_equal(st.status, LM_MIG_ACTIVE);
-	assert_true(st.total_time_ms > 0);
 	lm_migration_cancel(m);
-	assert_int_equal(lm_migration_wait(m), -ECANCELED);
-	assert_non_null(strstr(lm_migration_error(m), "cancelled during round 1"));
+	int err = lm_migration_wait(m);
+	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+	lm_test_writer_stop(&f.w);
+	char msg[256];
+	snprintf(msg, sizeof(msg), "%s", lm_migration_error(m));
 	lm_migration_query(m, &st);
-	assert_int_equal(st.status, LM_MIG_CANCELLED);
 	lm_migration_free(m);
-	shutdown(f.fds[0], SHUT_RDWR);
-	assert_true(lm_test_receiver_join(&f.rx) < 0);
+	assert_int_equal(before.status, LM_MIG_ACTIVE);
+	assert_true(before.total_time_ms > 0);
+	assert_int_equal(err, -ECANCELED);
+	assert_non_null(strstr(msg, "cancelled during round 1"));
+	assert_int_equal(st.status, LM_MIG_CANCELLED);
+	assert_true(rerr < 0);
 	assert_int_equal(f.rx.dest.finish_calls, 1);
 	assert_int_not_equal(f.rx.dest.finish_err, 0);
-	lm_test_writer_stop(&f.w);
 	fx_fini(&f);
 }
 
@@ -270,10 +284,11 @@ static void test_bandwidth_estimate(void **state)
 	/* No writer thread: pause/resume only flip flags nobody waits on. */
 	w.paused = 1;
 	int err = lm_migrate_send(fds[0], &r, 1, src, &lm_test_writer_ops, &w, &p, &st);
-	if (err)
-		print_message("sender: %s\n", st.error);
+	int rerr = lm_test_receiver_join_after(&rx, fds[0], err);
+	if (err || rerr)
+		print_message("sender: %s\nreceiver: %s\n", st.error, rx.st.error);
 	assert_int_equal(err, 0);
-	assert_int_equal(lm_test_receiver_join(&rx), 0);
+	assert_int_equal(rerr, 0);
 	assert_int_equal(st.normal, n / 8);
 	assert_int_equal(st.duplicate, n - n / 8);
 	double bytes_per_s = st.mbps * 1e6 / 8;
