@@ -243,10 +243,12 @@ demo bench:
 
 # make check: unit tests under AddressSanitizer + UndefinedBehaviorSanitizer,
 # then the end-to-end tests against the real livemig command and guest.
+# The ThreadSanitizer builds of the threaded tests (see _tsan) run in the
+# same suite, so the run ends with one summary line for everything.
 _check: all $(UNIT_BIN) $(E2E_BIN) $(HOOKS_LIVEMIG)
 	$(Q)LIVEMIG=$(abspath $(LIVEMIG)) GUEST_ELF=$(abspath $(GUEST_ELF)) \
 	  LIVEMIG_HOOKS=$(abspath $(HOOKS_LIVEMIG)) LM_SRCDIR=$(CURDIR) LM_BUILD=$(abspath $(BUILD)) \
-	  tests/run.sh $(UNIT_BIN) $(E2E_BIN)
+	  TSAN_OPTIONS="$(TSAN_RUN_OPTIONS)" $(TSAN_SETARCH) tests/run.sh $(UNIT_BIN) $(E2E_BIN) $(TSAN_BIN)
 
 _unit: $(UNIT_BIN)
 	$(Q)tests/run.sh $(UNIT_BIN)
@@ -277,6 +279,8 @@ TSAN_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/tsan/obj/%.o)
 TSAN_SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(BUILD)/tsan/obj/%.o)
 TSAN_LIB := $(BUILD)/tsan/liblivemig.a
 TSAN_BIN := $(addprefix $(BUILD)/tsan/tests/,$(TSAN_UNIT) $(TSAN_E2E))
+# (make check runs them too: its rule is above, so the prerequisite is here.)
+_check: $(TSAN_BIN)
 TSAN_SUPP := tests/tsan.supp
 TSAN_SETARCH = $(shell setarch $$(uname -m) -R true 2>/dev/null && echo setarch $$(uname -m) -R)
 .PHONY: _tsan
@@ -302,8 +306,9 @@ $(BUILD)/tsan/tests/%: tests/e2e/%.c $(TSAN_SUPPORT_OBJ) $(TSAN_LIB)
 	$(Q)$(CC) $(ALL_CFLAGS) $(TSAN_FLAGS) $(TEST_HOOKS) -Itests -o $@ $< $(TSAN_SUPPORT_OBJ) \
 	  $(TSAN_LIB) $(CMOCKA_LIBS) $(LDLIBS)
 
+TSAN_RUN_OPTIONS = suppressions=$(abspath $(TSAN_SUPP)) second_deadlock_stack=1 history_size=7 $(TSAN_OPTIONS)
 _tsan: all $(TSAN_BIN)
-	$(Q)TSAN_OPTIONS="suppressions=$(abspath $(TSAN_SUPP)) second_deadlock_stack=1 history_size=7 $(TSAN_OPTIONS)" \
+	$(Q)TSAN_OPTIONS="$(TSAN_RUN_OPTIONS)" \
 	  LIVEMIG=$(abspath $(LIVEMIG)) GUEST_ELF=$(abspath $(GUEST_ELF)) \
 	  LM_SRCDIR=$(CURDIR) LM_BUILD=$(abspath $(BUILD)) \
 	  $(TSAN_SETARCH) tests/run.sh $(TSAN_BIN)

@@ -117,6 +117,8 @@ failed=0
 skipped=0
 for t in "$@"; do
   name=$(basename "$t")
+  # The ThreadSanitizer builds of tests share their names with the others.
+  case $t in */tsan/*) name="tsan/$name" ;; esac
   echo "=== $name"
   out=$(mktemp)
   start=$SECONDS
