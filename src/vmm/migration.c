@@ -306,18 +306,27 @@ static int refuse(struct incoming *in, int err, const char *fmt, ...)
 	return err;
 }
 
-/* A size for a message: "1 GiB", "512 MiB", "12 KiB" or "4097 bytes". */
-static const char *size_str(char buf[32], uint64_t bytes)
+/* v units (0 bytes, 1 KiB, ...) for a message: "1 GiB", "512 MiB", "12 KiB". */
+static const char *units_str(char buf[32], uint64_t v, int u)
 {
-	static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
-	int u = 0;
-	uint64_t v = bytes;
-	while (u < 4 && v && v % 1024 == 0) {
+	static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+	while (u < 6 && v && v % 1024 == 0) {
 		v /= 1024;
 		u++;
 	}
 	snprintf(buf, 32, "%llu %s", (unsigned long long)v, unit[u]);
 	return buf;
+}
+
+static const char *size_str(char buf[32], uint64_t bytes)
+{
+	return units_str(buf, bytes, 0);
+}
+
+/* A region's size: up to 2^52 pages, whose byte count would not fit. */
+static const char *pages_str(char buf[32], uint64_t pages)
+{
+	return units_str(buf, pages * (LM_PAGE_SIZE / 1024), 1);
 }
 
 /* Guest physical address of RAM byte offset off, in the VMM's layout:
@@ -337,7 +346,7 @@ static bool vm_slot(uint64_t ram_size, uint64_t slot, uint64_t i, uint64_t *gpa,
 {
 	uint64_t low = ram_size < LM_VM_HOLE_START ? ram_size : LM_VM_HOLE_START;
 	uint64_t high = ram_size - low;
-	uint64_t nlow = (low + slot - 1) / slot, nhigh = (high + slot - 1) / slot;
+	uint64_t nlow = low / slot + (low % slot != 0), nhigh = high / slot + (high % slot != 0);
 	uint64_t base = 0, len = low;
 	if (i >= nlow) {
 		if (i - nlow >= nhigh)
@@ -373,16 +382,16 @@ static int check_layout(struct incoming *in, const lm_stream_layout *l, uint64_t
 		uint64_t next = ram_off_to_gpa(pages << LM_PAGE_SHIFT) >> LM_PAGE_SHIFT;
 		if (fp != next && i == 0)
 			return refuse(in, -EPROTO, "region 0 (gpa %#llx, %s) does not start at gpa 0 as guest RAM does",
-				      (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT));
+				      (unsigned long long)(fp << LM_PAGE_SHIFT), pages_str(a, np));
 		if (fp != next)
 			return refuse(in, -EPROTO,
 				      "region %u (gpa %#llx, %s) leaves a gap: the VM's RAM continues at gpa %#llx "
 				      "(from 0 without gaps, skipping only [3 GiB, 4 GiB))",
-				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT),
+				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), pages_str(a, np),
 				      (unsigned long long)(next << LM_PAGE_SHIFT));
 		if (fp < hole_lo && np > hole_lo - fp)
 			return refuse(in, -EPROTO, "region %u (gpa %#llx, %s) crosses the PCI hole at 3 GiB", i,
-				      (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT));
+				      (unsigned long long)(fp << LM_PAGE_SHIFT), pages_str(a, np));
 		pages += np;
 		if (np > slot_pages)
 			slot_pages = np;
@@ -399,14 +408,14 @@ static int check_layout(struct incoming *in, const lm_stream_layout *l, uint64_t
 			return refuse(in, -EPROTO,
 				      "region %u (gpa %#llx, %s) does not match the VM's slot layout: %s of RAM in "
 				      "slots of %s has only %u slots",
-				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT),
+				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), pages_str(a, np),
 				      size_str(b, size), size_str(c, slot), i);
 		if (gpa != fp << LM_PAGE_SHIFT || len != np << LM_PAGE_SHIFT) {
 			char d[32];
 			return refuse(in, -EPROTO,
 				      "region %u (gpa %#llx, %s) does not match the VM's slot layout: %s of RAM in "
 				      "slots of %s has slot %u at gpa %#llx, %s",
-				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), size_str(a, np << LM_PAGE_SHIFT),
+				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), pages_str(a, np),
 				      size_str(b, size), size_str(c, slot), i, (unsigned long long)gpa,
 				      size_str(d, len));
 		}

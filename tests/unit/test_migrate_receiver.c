@@ -9,6 +9,13 @@
  * PROT_NONE guard pages, so a stray write kills the test), and finish()
  * must never report success. A well-formed stream, built with the same
  * tools, must still go through.
+ *
+ * The same for the VMM's destination (lm_vm_incoming, with a real KVM VM
+ * built around the received RAM): layouts valid on the wire that the VM
+ * cannot take are refused with REFUSE before any page is written, and
+ * vm-setup blobs that do not fit the layout fail the receive, each with a
+ * message naming what is wrong; layouts the VMM makes go through, with the
+ * pages written while the VM was being built.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -26,6 +33,7 @@
 #include <cmocka.h>
 
 #include "livemig/migrate.h"
+#include "livemig/vmm_migrate.h"
 #include "support/dirty_check.h"
 
 /* The layout every stream announces: two regions far apart. */
@@ -103,6 +111,8 @@ struct feed {
 	size_t n;
 	uint8_t back[4096]; /* what the receiver answered */
 	size_t nback;
+	size_t pause_at; /* nonzero: stop after this many bytes for pause_ms */
+	unsigned pause_ms;
 };
 
 static void *feeder(void *arg)
@@ -110,10 +120,13 @@ static void *feeder(void *arg)
 	struct feed *f = arg;
 	size_t off = 0;
 	while (off < f->n) {
-		ssize_t w = send(f->fd, f->p + off, f->n - off, MSG_NOSIGNAL);
+		size_t upto = f->pause_at && off < f->pause_at ? f->pause_at : f->n;
+		ssize_t w = send(f->fd, f->p + off, upto - off, MSG_NOSIGNAL);
 		if (w <= 0)
 			break;
 		off += (size_t)w;
+		if (off == f->pause_at)
+			usleep(f->pause_ms * 1000);
 	}
 	/* End of the stream: the receiver sees the connection close here. */
 	shutdown(f->fd, SHUT_WR);
@@ -139,6 +152,8 @@ struct outcome {
 
 /* The source memory the valid stream carries (pages of R0 then R1). */
 static uint8_t *src_mem;
+
+static void decode_answers(const struct feed *fd, struct outcome *o);
 
 static void feed_one(const uint8_t *p, size_t n, uint64_t caps_disabled, struct outcome *o, bool check_mem)
 {
@@ -167,8 +182,13 @@ static void feed_one(const uint8_t *p, size_t n, uint64_t caps_disabled, struct 
 		assert_memory_equal(d.r[1].host, src_mem + R0_PAGES * LM_PAGE_SIZE, R1_PAGES * LM_PAGE_SIZE);
 	}
 	gd_free(&d);
+	decode_answers(&f, o);
+}
 
-	/* Decode what came back, frame by frame. */
+/* Decode what the receiver answered, frame by frame. */
+static void decode_answers(const struct feed *fd, struct outcome *o)
+{
+	const struct feed f = *fd;
 	lm_stream s;
 	lm_stream_init(&s);
 	s.caps = LM_CAP_KNOWN; /* decode every answer the receiver may give */
@@ -945,6 +965,330 @@ static void test_crafted(void **state)
 	crafted("device refuses its state", b_device_rejected, 0, "device 'bad' rejected its state", RS);
 }
 
+
+/* ---- the VMM's destination (lm_vm_incoming): layouts ---- */
+
+/*
+ * lm_vm_incoming builds its VM around the memory the receiver fills, in a
+ * thread of its own while pages arrive. A layout that is valid on the wire
+ * but not one the VM can take (split differently from the VM's slots, with
+ * gaps, across the PCI hole, ...) must be refused with REFUSE before any
+ * page is written; before this was checked, such a layout made the VM
+ * build fail and unmap guest RAM while the receiver kept writing into it.
+ */
+
+#define MIB_PAGES 256ull /* pages per MiB */
+
+/* pause_at: the feeder waits 100 ms after that many bytes (0: never). */
+static void feed_vm(const uint8_t *p, size_t n, size_t pause_at, struct outcome *o, struct lm_vm **vm)
+{
+	int sv[2];
+	pthread_t th;
+	struct feed f = { 0 };
+	memset(o, 0, sizeof(*o));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	f.fd = sv[0];
+	f.p = p;
+	f.n = n;
+	f.pause_at = pause_at;
+	f.pause_ms = 100;
+	assert_int_equal(pthread_create(&th, NULL, feeder, &f), 0);
+	struct lm_vm_incoming_config cfg = { .console_fd = -1, .recv = { .idle_timeout_ms = 20000 } };
+	*vm = NULL;
+	o->err = lm_vm_incoming(sv[1], &cfg, vm, &o->st);
+	snprintf(o->msg, sizeof(o->msg), "%s", o->st.error);
+	shutdown(sv[1], SHUT_RDWR);
+	pthread_join(th, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	decode_answers(&f, o);
+}
+
+static void hello_layout(struct sb *x, const lm_stream_region *r, uint32_t n, uint64_t offered)
+{
+	lm_stream_hello h = { .version = LM_STREAM_VERSION,
+			      .offered = LM_CAP_RECORD_CSUM | offered,
+			      .mandatory = LM_CAP_RECORD_CSUM,
+			      .page_size = LM_PAGE_SIZE };
+	assert_int_equal(lm_stream_layout_init(&h.layout, r, n, NULL), 0);
+	mark(x);
+	assert_int_equal(lm_stream_put_hello(&x->b, &h), 0);
+	x->s.layout = h.layout;
+	x->s.caps = LM_CAP_RECORD_CSUM;
+}
+
+/* The VMM's vm-setup blob, by hand: version 1 has no RAM size. */
+static void vm_setup_rec(struct sb *x, uint32_t version, uint32_t ncpus, uint64_t mem)
+{
+	uint8_t b[24] = { 0 };
+	le(b, 0x43564d4cu, 4);
+	le(b + 4, version, 4);
+	le(b + 8, ncpus, 4);
+	le(b + 16, mem, 8);
+	mark(x);
+	assert_int_equal(lm_stream_put_device(&x->b, "vm-setup", b, version == 1 ? 16 : 24), 0);
+}
+
+static void vm_page(uint8_t *p, uint64_t page)
+{
+	for (uint64_t k = 0; k < LM_PAGE_SIZE / 8; k++)
+		((uint64_t *)p)[k] = page * 0x9e3779b97f4a7c15ull ^ k;
+}
+
+/* RAW data runs for pages [first, first + n), added to *acc (the sender's
+ * digest: zero pages add nothing, so the pages sent are all it needs). */
+static void vm_data(struct sb *x, uint64_t first, uint64_t n, lm_hash128 *acc)
+{
+	uint8_t *buf = malloc(LM_STREAM_MAX_RUN_PAGES * LM_PAGE_SIZE);
+	assert_non_null(buf);
+	for (uint64_t p = first; p < first + n; p += LM_STREAM_MAX_RUN_PAGES) {
+		uint32_t k = (uint32_t)(first + n - p < LM_STREAM_MAX_RUN_PAGES ? first + n - p : LM_STREAM_MAX_RUN_PAGES);
+		for (uint32_t i = 0; i < k; i++)
+			vm_page(buf + (size_t)i * LM_PAGE_SIZE, p + i);
+		uint8_t used;
+		mark(x);
+		assert_int_equal(lm_stream_put_run_data(&x->s, &x->b, p, k, buf, LM_ENC_RAW, &used), 0);
+		if (acc)
+			lm_digest_add_memory(acc, p, k, buf);
+	}
+	free(buf);
+}
+
+static void vm_check_pages(struct lm_vm *vm, uint64_t first, uint64_t n)
+{
+	uint8_t want[LM_PAGE_SIZE];
+	for (uint64_t p = first; p < first + n; p++) {
+		const uint8_t *got = lm_vm_gpa_to_host(vm, p << LM_PAGE_SHIFT, LM_PAGE_SIZE);
+		assert_non_null(got);
+		vm_page(want, p);
+		if (memcmp(got, want, LM_PAGE_SIZE))
+			fail_msg("page %llu differs on the destination VM", (unsigned long long)p);
+	}
+}
+
+/* A source VM of mem bytes in slots of slot bytes: its layout and state. */
+static void vm_source(uint64_t mem, uint64_t slot, unsigned ncpus, lm_stream_region *r, uint32_t *n,
+		      uint8_t **state, size_t *state_len)
+{
+	struct lm_vm_config c = { .mem_size = mem, .slot_size = slot, .ncpus = ncpus, .console_fd = -1 };
+	struct lm_vm *vm = NULL;
+	assert_int_equal(lm_vm_new(&c, &vm), 0);
+	*n = lm_vm_slot_count(vm);
+	for (unsigned i = 0; i < *n; i++) {
+		const struct lm_vm_slot *s = lm_vm_slot(vm, i);
+		r[i] = (lm_stream_region){ s->gpa >> LM_PAGE_SHIFT, s->size >> LM_PAGE_SHIFT };
+	}
+	assert_int_equal(lm_vm_state_save(vm, state, state_len), 0);
+	lm_vm_free(vm);
+}
+
+/* A whole migration of a VM the VMM makes, pages in every slot written
+ * while the destination VM is being built; v1: the old vm-setup blob and
+ * no PREPARE (the "vm" blob joins the builder). */
+static void vm_good(uint64_t mem, uint64_t slot, unsigned ncpus, bool v1)
+{
+	lm_stream_region r[8];
+	uint32_t n;
+	uint8_t *state;
+	size_t state_len;
+	vm_source(mem, slot, ncpus, r, &n, &state, &state_len);
+	struct sb x;
+	sb_init(&x);
+	lm_hash128 acc = { 0, 0 };
+	hello_layout(&x, r, n, v1 ? 0 : LM_CAP_PREPARE);
+	vm_setup_rec(&x, v1 ? 1 : 2, ncpus, mem);
+	size_t pause_at = x.b.len; /* the pages then go into the VM's RAM */
+	round_rec(&x, 1);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t k = r[i].npages < 300 ? r[i].npages : 300;
+		vm_data(&x, r[i].first_page + r[i].npages - k, k, &acc);
+	}
+	if (!v1)
+		prepare_rec(&x);
+	mark(&x);
+	assert_int_equal(lm_stream_put_device(&x.b, "vm", state, state_len), 0);
+	mark(&x);
+	assert_int_equal(lm_stream_put_digest(&x.b, acc.lo, acc.hi, x.s.layout.total_pages), 0);
+	end_rec(&x);
+	commit_rec(&x);
+	struct outcome o;
+	struct lm_vm *vm;
+	feed_vm(x.b.data, x.b.len, pause_at, &o, &vm);
+	if (o.err)
+		fail_msg("%llu MiB in %llu MiB slots: %s", (unsigned long long)(mem >> 20),
+			 (unsigned long long)(slot >> 20), o.msg);
+	assert_non_null(vm);
+	assert_int_equal(o.last_type, LM_REC_RESULT);
+	assert_int_equal(o.last_code, 0);
+	assert_int_equal(lm_vm_slot_count(vm), n);
+	assert_int_equal(lm_vm_vcpu_count(vm), ncpus);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct lm_vm_slot *s = lm_vm_slot(vm, i);
+		assert_int_equal(s->gpa >> LM_PAGE_SHIFT, r[i].first_page);
+		assert_int_equal(s->size >> LM_PAGE_SHIFT, r[i].npages);
+		uint64_t k = r[i].npages < 300 ? r[i].npages : 300;
+		vm_check_pages(vm, r[i].first_page + r[i].npages - k, k);
+	}
+	lm_vm_free(vm);
+	free(state);
+	sb_fini(&x);
+}
+
+static void test_vm_incoming(void **state)
+{
+	vm_good(6ull << 20, 4ull << 20, 2, false);	     /* slots of 4 and 2 MiB */
+	vm_good((2ull << 20) + LM_PAGE_SIZE, 0, 1, true);    /* one odd-sized slot */
+	vm_good((3ull << 30) + (6ull << 20), 0, 1, true);    /* RAM above 4 GiB too */
+	vm_good(10ull << 20, 2ull << 20, 1, false);	     /* five slots */
+}
+
+/* One refused case: the layout, and what the REFUSE must say. */
+struct layout_case {
+	const char *what;
+	lm_stream_region r[5];
+	uint32_t n;
+	const char *expect;
+};
+
+static void refused_layout(const struct layout_case *c)
+{
+	struct sb x;
+	sb_init(&x);
+	hello_layout(&x, c->r, c->n, 0);
+	uint64_t total = x.s.layout.total_pages << LM_PAGE_SHIFT;
+	vm_setup_rec(&x, 2, 1, total);
+	/* Then, after a pause in which the VM would be built, pages into
+	 * every region: had the layout been taken, these are the writes that
+	 * used to land in RAM the failed VM build had unmapped. */
+	size_t pause_at = x.b.len;
+	for (uint64_t round = 1; round <= 2; round++) {
+		round_rec(&x, round);
+		for (uint32_t i = 0; i < c->n; i++) {
+			uint64_t k = c->r[i].npages < 1024 ? c->r[i].npages : 1024;
+			vm_data(&x, c->r[i].first_page + c->r[i].npages - k, k, NULL);
+		}
+	}
+	struct outcome o;
+	struct lm_vm *vm;
+	feed_vm(x.b.data, x.b.len, pause_at, &o, &vm);
+	assert_rejected_with(&o, c->what, c->expect);
+	assert_null(vm);
+	if (o.last_type != LM_REC_REFUSE || o.last_code == 0 || !strstr(o.last_text, c->expect))
+		fail_msg("%s: the answer (type 0x%04x, code %d, \"%s\") is not a REFUSE that says why", c->what,
+			 o.last_type, o.last_code, o.last_text);
+	assert_int_equal(o.st.pages_data, 0);
+	print_message("  %-34s %s\n", c->what, o.msg);
+	sb_fini(&x);
+}
+
+static void test_vm_layouts(void **state)
+{
+	const uint64_t M = MIB_PAGES, G = 1024 * MIB_PAGES;
+	static const char *const slots = "does not match the VM's slot layout";
+	const struct layout_case cases[] = {
+		{ "512 MiB then 1 GiB", { { 0, 512 * M }, { 512 * M, G } }, 2,
+		  "region 0 (gpa 0, 512 MiB) does not match the VM's slot layout: 1536 MiB of RAM in slots of "
+		  "1 GiB has slot 0 at gpa 0, 1 GiB" },
+		{ "2 MiB then 4 MiB", { { 0, 2 * M }, { 2 * M, 4 * M } }, 2, slots },
+		{ "3 MiB twice (slots are 2 MiB multiples)", { { 0, 3 * M }, { 3 * M, 3 * M } }, 2,
+		  "region 0 (gpa 0, 3 MiB) does not match the VM's slot layout: 6 MiB of RAM in slots of 4 MiB" },
+		{ "a short slot in the middle", { { 0, 4 * M }, { 4 * M, 2 * M }, { 6 * M, 4 * M } }, 3,
+		  "region 1 (gpa 0x400000, 2 MiB) does not match the VM's slot layout: 10 MiB of RAM in slots of "
+		  "4 MiB has slot 1 at gpa 0x400000, 4 MiB" },
+		{ "a gap", { { 0, 2 * M }, { 4 * M, 2 * M } }, 2,
+		  "region 1 (gpa 0x400000, 2 MiB) leaves a gap: the VM's RAM continues at gpa 0x200000" },
+		{ "not from gpa 0", { { 2 * M, 2 * M } }, 1, "region 0 (gpa 0x200000, 2 MiB) does not start at gpa 0" },
+		{ "across the PCI hole", { { 0, 3 * G + 2 * M } }, 1,
+		  "region 0 (gpa 0, 3074 MiB) crosses the PCI hole at 3 GiB" },
+		{ "RAM inside the hole", { { 0, G }, { G, G }, { 2 * G, G }, { 3 * G, G } }, 4,
+		  "region 3 (gpa 0xc0000000, 1 GiB) leaves a gap: the VM's RAM continues at gpa 0x100000000" },
+		{ "high RAM before low RAM is full", { { 0, G }, { 4 * G, G } }, 2,
+		  "region 1 (gpa 0x100000000, 1 GiB) leaves a gap: the VM's RAM continues at gpa 0x40000000" },
+		{ "less than 2 MiB", { { 0, M } }, 1, "the layout has 1 MiB of RAM, the VM needs at least 2 MiB" },
+		{ "the whole page space", { { 0, 1ull << 52 } }, 1,
+		  "region 0 (gpa 0, 16 EiB) crosses the PCI hole at 3 GiB" },
+		{ "more RAM than the host can map", { { 0, 3 * G }, { 4 * G, (1ull << 52) - 4 * G } }, 2,
+		  "could not map" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		refused_layout(&cases[i]);
+}
+
+/* After the handshake: a vm-setup (or other) blob that does not fit the
+ * layout or this VMM fails the receive with RESULT, and no VM comes out. */
+static void refused_blob(const char *what, void (*build)(struct sb *, const lm_stream_region *, uint32_t,
+							 const uint8_t *, size_t),
+			 const char *expect)
+{
+	lm_stream_region r[8];
+	uint32_t n;
+	uint8_t *state;
+	size_t state_len;
+	vm_source(6ull << 20, 4ull << 20, 1, r, &n, &state, &state_len);
+	struct sb x;
+	sb_init(&x);
+	hello_layout(&x, r, n, 0);
+	build(&x, r, n, state, state_len);
+	struct outcome o;
+	struct lm_vm *vm;
+	feed_vm(x.b.data, x.b.len, 0, &o, &vm);
+	assert_rejected_with(&o, what, expect);
+	assert_null(vm);
+	if (o.last_type != LM_REC_RESULT || o.last_code == 0 || !strstr(o.last_text, expect))
+		fail_msg("%s: the answer (type 0x%04x, code %d, \"%s\") does not say why", what, o.last_type,
+			 o.last_code, o.last_text);
+	print_message("  %-34s %s\n", what, o.msg);
+	free(state);
+	sb_fini(&x);
+}
+
+static void vb_mem_size(struct sb *x, const lm_stream_region *r, uint32_t n, const uint8_t *st, size_t len)
+{
+	vm_setup_rec(x, 2, 1, 8ull << 20);
+	round_rec(x, 1);
+	vm_data(x, r[1].first_page, 16, NULL);
+}
+static void vb_version(struct sb *x, const lm_stream_region *r, uint32_t n, const uint8_t *st, size_t len)
+{
+	vm_setup_rec(x, 3, 1, 6ull << 20);
+}
+static void vb_ncpus(struct sb *x, const lm_stream_region *r, uint32_t n, const uint8_t *st, size_t len)
+{
+	vm_setup_rec(x, 2, 0, 6ull << 20);
+}
+static void vb_twice(struct sb *x, const lm_stream_region *r, uint32_t n, const uint8_t *st, size_t len)
+{
+	vm_setup_rec(x, 2, 1, 6ull << 20);
+	round_rec(x, 1);
+	vm_data(x, r[1].first_page, 64, NULL);
+	vm_setup_rec(x, 2, 1, 6ull << 20);
+}
+static void vb_cpus_differ(struct sb *x, const lm_stream_region *r, uint32_t n, const uint8_t *st, size_t len)
+{
+	vm_setup_rec(x, 2, 2, 6ull << 20);
+	round_rec(x, 1);
+	vm_data(x, r[0].first_page, 300, NULL);
+	mark(x);
+	assert_int_equal(lm_stream_put_device(&x->b, "vm", st, len), 0);
+}
+static void vb_unknown(struct sb *x, const lm_stream_region *r, uint32_t n, const uint8_t *st, size_t len)
+{
+	mark(x);
+	assert_int_equal(lm_stream_put_device(&x->b, "gpu0", "x", 1), 0);
+}
+
+static void test_vm_blobs(void **state)
+{
+	refused_blob("vm-setup of another RAM size", vb_mem_size, "the vm-setup blob announces a VM of 8 MiB, "
+								   "the layout has 6 MiB");
+	refused_blob("vm-setup version 3", vb_version, "vm-setup blob version 3");
+	refused_blob("vm-setup without vCPUs", vb_ncpus, "vm-setup blob: 0 vCPUs");
+	refused_blob("second vm-setup", vb_twice, "a second vm-setup blob");
+	refused_blob("VM state of another vCPU count", vb_cpus_differ,
+		     "the VM state has 1 vCPUs, the vm-setup blob announced 2");
+	refused_blob("unknown device", vb_unknown, "this VMM has no device 'gpu0'");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -952,6 +1296,9 @@ int main(void)
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_bitflips),
 		cmocka_unit_test(test_crafted),
+		cmocka_unit_test(test_vm_incoming),
+		cmocka_unit_test(test_vm_layouts),
+		cmocka_unit_test(test_vm_blobs),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
