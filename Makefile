@@ -71,7 +71,8 @@ LIB_SRC := $(sort $(wildcard src/common/*.c src/bitmap/*.c src/track/*.c src/str
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 E2E_SRC := $(sort $(wildcard tests/e2e/test_*.c))
-TEST_SUPPORT := $(sort $(wildcard tests/support/*.c))
+# The tests speak QMP through the command's own client.
+TEST_SUPPORT := $(sort $(wildcard tests/support/*.c)) src/cli/qmp_client.c
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -86,8 +87,7 @@ ASAN_SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(BUILD)/asan/obj/%.o)
 # library has them, and so does build/hooks/livemig, the command the e2e
 # tests kill at named points of the switchover. The product never does.
 TEST_HOOKS := -DLM_TEST_HOOKS
-HOOKS_OBJ := $(LIB_SRC:%.c=$(BUILD)/hooks/obj/%.o) $(CLI_SRC:%.c=$(BUILD)/hooks/obj/%.o) \
-	     $(BENCH_SRC:%.c=$(BUILD)/hooks/obj/%.o)
+HOOKS_OBJ := $(LIB_SRC:%.c=$(BUILD)/hooks/obj/%.o) $(CLI_SRC:%.c=$(BUILD)/hooks/obj/%.o)
 HOOKS_LIVEMIG := $(BUILD)/hooks/livemig
 
 # Two kinds of archive. The internal one keeps every global symbol (the
@@ -102,6 +102,10 @@ SO_REAL := liblivemig.so.$(VERSION_MAJOR).$(VERSION_MINOR)
 DIST_SO := $(BUILD)/lib/$(SO_REAL)
 DIST_PC := $(BUILD)/lib/livemig.pc
 LIVEMIG := $(BUILD)/livemig
+# The benchmarks, a program of their own (`livemig bench` runs it); of the
+# command's files only the QMP client and the size parser.
+LIVEMIG_BENCH := $(BUILD)/livemig-bench
+BENCH_CLI_OBJ := $(BUILD)/obj/src/cli/qmp_client.o $(BUILD)/obj/src/cli/parse.o
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 E2E_BIN := $(E2E_SRC:tests/e2e/%.c=$(BUILD)/tests/%)
 PUBLIC_HEADERS := $(sort $(wildcard include/livemig/*.h))
@@ -116,12 +120,14 @@ LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
 DATADIR ?= $(PREFIX)/share/livemig
+# livemig-bench goes to LIBEXECDIR/livemig, found from BINDIR/livemig as ../libexec/livemig.
+LIBEXECDIR ?= $(PREFIX)/libexec
 
 .PHONY: all lib deps deps-all install uninstall check unit e2e bench bench-qemu demo fuzz fuzz-ci \
 	clean format _check _unit _e2e _bench _bench-qemu _demo _fuzz _fuzz-ci
 # Objects of the chained test rules are kept, not deleted as intermediates.
 .SECONDARY:
-all: lib $(LIVEMIG) $(GUEST_ELF)
+all: lib $(LIVEMIG) $(LIVEMIG_BENCH) $(GUEST_ELF)
 lib: $(DIST_A) $(DIST_SO) $(DIST_PC)
 
 # Installs nothing; says what is missing (the `build` set).
@@ -191,9 +197,13 @@ $(DIST_PC): src/livemig.pc.in include/livemig/version.h
 	  -e 's|@INCLUDEDIR@|$(call under_prefix,$(INCLUDEDIR))|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
 .PHONY: $(DIST_PC)
 
-$(LIVEMIG): $(CLI_OBJ) $(BENCH_OBJ) $(LIB)
+$(LIVEMIG): $(CLI_OBJ) $(LIB)
 	$(call say,LD,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(BENCH_OBJ) $(LIB) $(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(LIVEMIG_BENCH): $(BENCH_OBJ) $(BENCH_CLI_OBJ) $(LIB)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(BENCH_OBJ) $(BENCH_CLI_OBJ) $(LIB) $(LDLIBS)
 
 $(BUILD)/asan/tests/%: tests/unit/%.c $(ASAN_SUPPORT_OBJ) $(ASAN_LIB)
 	$(call say,LD-SAN,$@)
@@ -208,8 +218,10 @@ $(BUILD)/tests/%: tests/e2e/%.c $(SUPPORT_OBJ) $(LIB)
 install: all
 	$(call say,INSTALL,$(DESTDIR)$(PREFIX))
 	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
-	  $(DESTDIR)$(INCLUDEDIR)/livemig $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DATADIR)
+	  $(DESTDIR)$(INCLUDEDIR)/livemig $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DATADIR) \
+	  $(DESTDIR)$(LIBEXECDIR)/livemig
 	$(Q)install -m 755 $(LIVEMIG) $(DESTDIR)$(BINDIR)/livemig
+	$(Q)install -m 755 $(LIVEMIG_BENCH) $(DESTDIR)$(LIBEXECDIR)/livemig/livemig-bench
 	$(Q)install -m 644 $(DIST_A) $(DESTDIR)$(LIBDIR)/liblivemig.a
 	$(Q)install -m 755 $(DIST_SO) $(DESTDIR)$(LIBDIR)/$(SO_REAL)
 	$(Q)ln -sf $(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SONAME)
@@ -225,9 +237,10 @@ uninstall:
 	$(Q)rm -f $(DESTDIR)$(BINDIR)/livemig $(DESTDIR)$(LIBDIR)/liblivemig.a \
 	  $(DESTDIR)$(LIBDIR)/$(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/liblivemig.so \
 	  $(DESTDIR)$(LIBDIR)/pkgconfig/livemig.pc $(DESTDIR)$(MANDIR)/man1/livemig.1 \
-	  $(DESTDIR)$(DATADIR)/guest.elf \
+	  $(DESTDIR)$(DATADIR)/guest.elf $(DESTDIR)$(LIBEXECDIR)/livemig/livemig-bench \
 	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/livemig/,$(notdir $(PUBLIC_HEADERS)))
-	$(Q)rmdir $(DESTDIR)$(INCLUDEDIR)/livemig $(DESTDIR)$(DATADIR) 2>/dev/null || true
+	$(Q)rmdir $(DESTDIR)$(INCLUDEDIR)/livemig $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBEXECDIR)/livemig \
+	  2>/dev/null || true
 
 # The goals that install packages: scripts/deps.sh, then make again (a new
 # parse, so pkg-config sees the packages) for the goal's real work, _GOAL.
@@ -315,14 +328,14 @@ _tsan: all $(TSAN_BIN)
 # ---- end of ThreadSanitizer -----------------------------------------------
 
 _bench: all
-	$(Q)$(LIVEMIG) bench scan
-	$(Q)$(LIVEMIG) bench migrate
-	$(Q)$(LIVEMIG) bench stream
-	$(Q)$(LIVEMIG) bench table
+	$(Q)$(LIVEMIG_BENCH) scan
+	$(Q)$(LIVEMIG_BENCH) migrate
+	$(Q)$(LIVEMIG_BENCH) stream
+	$(Q)$(LIVEMIG_BENCH) table
 
 # Side by side with QEMU on the same guests (issue 6); a benchmark, not a test.
 _bench-qemu: all
-	$(Q)$(LIVEMIG) bench vs-qemu --json $(BUILD)/vs-qemu.json --plot $(BUILD)/vs-qemu.png
+	$(Q)$(LIVEMIG_BENCH) vs-qemu --json $(BUILD)/vs-qemu.json --plot $(BUILD)/vs-qemu.png
 
 _demo: all
 	$(Q)scripts/demo.sh $(LIVEMIG) $(GUEST_ELF)

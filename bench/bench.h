@@ -1,7 +1,8 @@
-/* Benchmarks run by `livemig bench <name>`; one file per benchmark. */
+/* Benchmarks run by livemig-bench (`livemig bench <name>`); one file per benchmark. */
 #ifndef LIVEMIG_BENCH_H
 #define LIVEMIG_BENCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
@@ -20,6 +21,12 @@ int lm_bench_stream(int argc, char **argv);
 int lm_bench_vs_qemu(int argc, char **argv);
 int lm_bench_migrate(int argc, char **argv);
 int lm_bench_qemu_cpu(int argc, char **argv);
+
+/* The livemig command a benchmark starts (bench/bench_main.c): LIVEMIG_EXE
+ * (set by `livemig bench`), else the livemig next to this program (the
+ * build tree) or in the installation's bin. 0, or -ENOENT with "livemig"
+ * (found through PATH) in out. */
+int lm_bench_livemig(char *out, size_t len);
 
 /*
  * The QEMU -cpu model this host can run (bench/qemu_cpu.c): candidates

@@ -1,6 +1,14 @@
-/* livemig bench: dispatch to one benchmark. */
+/*
+ * livemig-bench: dispatch to one benchmark. A program of its own (`livemig
+ * bench ...` runs it), so that the livemig command does not link the
+ * benchmarks.
+ */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "bench.h"
@@ -20,7 +28,33 @@ static const struct {
 	{ NULL, NULL, NULL },
 };
 
-int lm_cli_bench(int argc, char **argv)
+int lm_bench_livemig(char *out, size_t len)
+{
+	const char *env = getenv("LIVEMIG_EXE");
+	if (env && *env) {
+		snprintf(out, len, "%s", env);
+		return 0;
+	}
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = 0;
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = 0;
+			static const char *const where[] = {"livemig", "../../bin/livemig"};
+			for (size_t i = 0; i < 2; i++) {
+				snprintf(out, len, "%s/%s", self, where[i]);
+				if (access(out, X_OK) == 0)
+					return 0;
+			}
+		}
+	}
+	snprintf(out, len, "livemig");
+	return -ENOENT;
+}
+
+int main(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		FILE *f = argc < 2 ? stderr : stdout;

@@ -36,7 +36,6 @@
 #include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -47,7 +46,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
-#include <sys/un.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -57,6 +55,7 @@
 
 #include "bench.h"
 #include "cli/cli.h"
+#include "cli/qmp_client.h"
 
 #define MAX_REPEAT 25
 #define GIB (1ull << 30)
@@ -231,7 +230,7 @@ static int gone_status = -1;
 
 static bool alive(pid_t pid)
 {
-	int st;
+	int st = 0;
 	pid_t r = pid > 0 ? waitpid(pid, &st, WNOHANG) : -1;
 	if (r == pid)
 		gone_status = st;
@@ -368,13 +367,11 @@ static void classify_verify(const char *text, char *out, size_t outlen, bool *do
 }
 
 /* ------------------------------------------------------------------ */
-/* QMP-style client: one JSON object per line, events interleaved      */
+/* QMP: both peers through livemig's one client (src/cli/qmp_client.h)  */
 
 struct qmp {
-	int fd;
-	char *buf;
-	size_t len, cap;
-	bool eof;
+	struct lm_qmp *c;              /* NULL until connected */
+	pid_t pid;                     /* the peer's process, while connecting */
 	double stop_ts, resume_ts;     /* first STOP, last RESUME (host wall clock), 0 if none */
 	struct json_object *mig_event; /* final stats from a MIGRATION event (livemig), or NULL */
 	bool verbose;
@@ -384,66 +381,27 @@ struct qmp {
 static void qmp_init(struct qmp *q, const char *tag, bool verbose)
 {
 	memset(q, 0, sizeof(*q));
-	q->fd = -1;
 	q->tag = tag;
 	q->verbose = verbose;
 }
 
 static void qmp_close(struct qmp *q)
 {
-	if (q->fd >= 0)
-		close(q->fd);
-	q->fd = -1;
-	free(q->buf);
-	q->buf = NULL;
-	q->len = q->cap = 0;
+	lm_qmp_free(q->c);
+	q->c = NULL;
 	if (q->mig_event)
 		json_object_put(q->mig_event);
 	q->mig_event = NULL;
 }
 
-/* Connects to path, retrying while the peer starts up (and while pid lives). */
-static int qmp_connect(struct qmp *q, const char *path, pid_t pid, double timeout_s)
+static void qmp_event(struct lm_qmp *c, const char *name, struct json_object *o, void *arg)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	double end = bench_now() + timeout_s;
-	for (;;) {
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return -errno;
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-			q->fd = fd;
-			return 0;
-		}
-		int err = -errno;
-		close(fd);
-		if (!alive(pid))
-			return -ECHILD;
-		if (bench_now() >= end)
-			return err;
-		sleep_s(0.02);
-	}
-}
-
-static double event_ts(struct json_object *o)
-{
-	struct json_object *ts, *s, *us;
-	if (!json_object_object_get_ex(o, "timestamp", &ts) || !json_object_object_get_ex(ts, "seconds", &s) ||
-	    !json_object_object_get_ex(ts, "microseconds", &us))
-		return 0;
-	return (double)json_object_get_int64(s) + (double)json_object_get_int64(us) * 1e-6;
-}
-
-static void qmp_event(struct qmp *q, struct json_object *o, const char *name)
-{
+	struct qmp *q = arg;
 	if (!strcmp(name, "STOP")) {
 		if (q->stop_ts == 0)
-			q->stop_ts = event_ts(o);
+			q->stop_ts = lm_qmp_event_time(o);
 	} else if (!strcmp(name, "RESUME")) {
-		q->resume_ts = event_ts(o);
+		q->resume_ts = lm_qmp_event_time(o);
 	} else if (!strcmp(name, "MIGRATION")) {
 		/* livemig's last word before the source exits: the final stats. QEMU's
 		 * MIGRATION event (only with the events capability) has no "ram". */
@@ -456,87 +414,47 @@ static void qmp_event(struct qmp *q, struct json_object *o, const char *name)
 	}
 }
 
-/*
- * Reads the next line that is not an event (events are recorded on the way)
- * and returns it parsed, or NULL on EOF, timeout or bad JSON (*err says).
- * With timeout_s = 0 it only drains what has already arrived.
- */
-static struct json_object *qmp_next(struct qmp *q, double timeout_s, int *err)
+/* Gives up connecting once the peer's process has ended. */
+static int qmp_peer_gone(void *arg)
 {
-	double end = bench_now() + timeout_s;
-	*err = 0;
-	for (;;) {
-		char *nl = q->len ? memchr(q->buf, '\n', q->len) : NULL;
-		while (nl) {
-			*nl = 0;
-			if (q->verbose)
-				fprintf(stderr, "    %s <- %s\n", q->tag, q->buf);
-			struct json_object *o = json_tokener_parse(q->buf);
-			size_t used = (size_t)(nl - q->buf) + 1;
-			memmove(q->buf, nl + 1, q->len - used);
-			q->len -= used;
-			if (!o || !json_object_is_type(o, json_type_object)) {
-				if (o)
-					json_object_put(o);
-				*err = -EPROTO;
-				return NULL;
-			}
-			struct json_object *ev;
-			if (json_object_object_get_ex(o, "event", &ev)) {
-				qmp_event(q, o, json_object_get_string(ev));
-				json_object_put(o);
-				nl = q->len ? memchr(q->buf, '\n', q->len) : NULL;
-				continue;
-			}
-			return o;
-		}
-		if (q->eof || q->fd < 0) {
-			*err = -EPIPE;
-			return NULL;
-		}
-		double left = end - bench_now();
-		if (left < 0)
-			left = 0;
-		struct pollfd pfd = { .fd = q->fd, .events = POLLIN };
-		int pr = poll(&pfd, 1, (int)(left * 1000));
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0) {
-			*err = pr < 0 ? -errno : -ETIMEDOUT;
-			return NULL;
-		}
-		if (q->cap - q->len < 4096) {
-			size_t ncap = q->cap ? q->cap * 2 : 1 << 14;
-			if (ncap > (8u << 20)) {
-				*err = -E2BIG;
-				return NULL;
-			}
-			char *nb = realloc(q->buf, ncap);
-			if (!nb) {
-				*err = -ENOMEM;
-				return NULL;
-			}
-			q->buf = nb;
-			q->cap = ncap;
-		}
-		ssize_t n = read(q->fd, q->buf + q->len, q->cap - q->len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			q->eof = true;
-			continue;
-		}
-		q->len += (size_t)n;
+	const struct qmp *q = arg;
+	return alive(q->pid) ? 0 : -ECHILD;
+}
+
+/* Connects to path, retrying while the peer starts up (and while pid lives),
+ * and reads the greeting. On failure *msg says why. */
+static int qmp_connect(struct qmp *q, const char *path, pid_t pid, double timeout_s, char *msg, size_t msglen)
+{
+	q->pid = pid;
+	q->c = lm_qmp_new();
+	if (!q->c) {
+		snprintf(msg, msglen, "out of memory");
+		return -ENOMEM;
 	}
+	lm_qmp_set_event_cb(q->c, qmp_event, q);
+	lm_qmp_set_give_up(q->c, qmp_peer_gone, q);
+	if (q->verbose)
+		lm_qmp_set_trace(q->c, stderr, q->tag);
+	int err = lm_qmp_connect(q->c, path, timeout_s, 15.0);
+	if (err) {
+		snprintf(msg, msglen, "%s", lm_qmp_error(q->c));
+		lm_qmp_free(q->c);
+		q->c = NULL;
+	}
+	return err;
+}
+
+/* Records the events that arrive within timeout_s (until the peer closes). */
+static void qmp_drain_for(struct qmp *q, double timeout_s)
+{
+	if (q->c)
+		lm_qmp_poll(q->c, timeout_s);
 }
 
 /* Records the events that have already arrived. */
 static void qmp_drain(struct qmp *q)
 {
-	int err;
-	struct json_object *o;
-	while ((o = qmp_next(q, 0, &err)))
-		json_object_put(o); /* a stray reply: nothing is outstanding here */
+	qmp_drain_for(q, 0);
 }
 
 /*
@@ -546,70 +464,17 @@ static void qmp_drain(struct qmp *q)
 static struct json_object *qmp_exec(struct qmp *q, const char *cmd, struct json_object *args, double timeout_s,
 				    char *msg, size_t msglen)
 {
-	struct json_object *req = json_object_new_object();
-	json_object_object_add(req, "execute", json_object_new_string(cmd));
-	if (args)
-		json_object_object_add(req, "arguments", args);
-	const char *s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
-	size_t len = strlen(s);
-	char *line = malloc(len + 2);
 	struct json_object *ret = NULL;
-	if (!line) {
-		snprintf(msg, msglen, "%s: out of memory", cmd);
-		goto out_req;
+	if (!q->c) {
+		json_object_put(args);
+		snprintf(msg, msglen, "%s: not connected", cmd);
+		return NULL;
 	}
-	memcpy(line, s, len);
-	line[len++] = '\n';
-	if (q->verbose)
-		fprintf(stderr, "    %s -> %.*s", q->tag, (int)len, line);
-	for (size_t off = 0; off < len;) {
-		ssize_t n = send(q->fd, line + off, len - off, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			snprintf(msg, msglen, "%s: send: %s", cmd, strerror(errno));
-			goto out_line;
-		}
-		off += (size_t)n;
+	if (lm_qmp_exec(q->c, cmd, args, timeout_s, &ret) < 0) {
+		snprintf(msg, msglen, "%s: %s", cmd, lm_qmp_error(q->c));
+		return NULL;
 	}
-	int err;
-	struct json_object *o = qmp_next(q, timeout_s, &err);
-	if (!o) {
-		snprintf(msg, msglen, "%s: %s", cmd, err == -EPIPE ? "connection closed" : strerror(-err));
-		goto out_line;
-	}
-	struct json_object *r, *e, *d;
-	if (json_object_object_get_ex(o, "return", &r)) {
-		ret = json_object_get(r);
-	} else if (json_object_object_get_ex(o, "error", &e)) {
-		snprintf(msg, msglen, "%s: %s", cmd,
-			 json_object_object_get_ex(e, "desc", &d) ? json_object_get_string(d) : "error");
-	} else {
-		snprintf(msg, msglen, "%s: unexpected reply", cmd);
-	}
-	json_object_put(o);
-out_line:
-	free(line);
-out_req:
-	json_object_put(req);
-	return ret;
-}
-
-/* Reads the greeting and, for QEMU, leaves capabilities negotiation mode. */
-static int qmp_handshake(struct qmp *q, char *msg, size_t msglen)
-{
-	int err;
-	struct json_object *g = qmp_next(q, 15.0, &err);
-	if (!g) {
-		snprintf(msg, msglen, "no greeting: %s", strerror(-err));
-		return err ? err : -EPROTO;
-	}
-	json_object_put(g);
-	struct json_object *r = qmp_exec(q, "qmp_capabilities", NULL, 10.0, msg, msglen);
-	if (!r)
-		return -EPROTO;
-	json_object_put(r);
-	return 0;
+	return ret ? ret : json_object_new_object();
 }
 
 static double jnum(struct json_object *o, const char *key)
@@ -820,25 +685,27 @@ static int start_side(struct side *s, const struct opts *o, const struct vcase *
 
 static int connect_side(struct side *s, enum peer p, bool dst, double timeout_s, struct run *r)
 {
-	int err = qmp_connect(&s->q, s->sock, s->pid, timeout_s);
+	char msg[200];
+	int err = qmp_connect(&s->q, s->sock, s->pid, timeout_s, msg, sizeof(msg));
 	if (err) {
 		char tail[160];
 		log_tail(s->log, tail, sizeof(tail));
-		char how[64];
+		char how[256];
 		if (err == -ECHILD)
 			snprintf(how, sizeof(how), "the process ended (%s)", gone_desc((char[40]){0}, 40));
 		else
-			snprintf(how, sizeof(how), "%s", strerror(-err));
+			snprintf(how, sizeof(how), "%s", msg);
 		run_error(r, "%s %s did not start: %s [%s]", peer_name[p], dst ? "destination" : "source", how,
 			  tail);
 		return err;
 	}
-	char msg[200];
-	err = qmp_handshake(&s->q, msg, sizeof(msg));
-	if (err) {
+	/* QEMU leaves capabilities negotiation mode; livemig accepts it too. */
+	struct json_object *ret = qmp_exec(&s->q, "qmp_capabilities", NULL, 10.0, msg, sizeof(msg));
+	if (!ret) {
 		run_error(r, "%s %s: %s", peer_name[p], dst ? "destination" : "source", msg);
-		return err;
+		return -EPROTO;
 	}
+	json_object_put(ret);
 	return 0;
 }
 
@@ -930,10 +797,7 @@ static int migrate(struct side *src, const struct opts *o, const struct vcase *c
 			if (!st) {
 				/* The source may have exited after its last word: read
 				 * what it sent before it closed. */
-				int err;
-				struct json_object *x;
-				while ((x = qmp_next(&src->q, 2.0, &err)))
-					json_object_put(x);
+				qmp_drain_for(&src->q, 2.0);
 			}
 		}
 		/* livemig's source sends the final stats as an event and exits,
@@ -986,7 +850,7 @@ static void after_migration(struct side *src, struct side *dst, const struct opt
 			    enum peer p, struct run *r)
 {
 	char msg[200];
-	if (dst->q.fd < 0 && connect_side(dst, p, true, 15.0, r)) {
+	if (!dst->q.c && connect_side(dst, p, true, 15.0, r)) {
 		snprintf(r->verify, sizeof(r->verify), "n/a");
 		return;
 	}
@@ -1051,7 +915,7 @@ static void after_migration(struct side *src, struct side *dst, const struct opt
 /* Asks a side to quit, then makes sure it is gone. */
 static void stop_side(struct side *s, bool ask)
 {
-	if (s->pid > 0 && ask && s->q.fd >= 0 && alive(s->pid)) {
+	if (s->pid > 0 && ask && s->q.c && alive(s->pid)) {
 		char msg[200];
 		struct json_object *ret = qmp_exec(&s->q, "quit", NULL, 5.0, msg, sizeof(msg));
 		if (ret)
@@ -1582,11 +1446,7 @@ int lm_bench_vs_qemu(int argc, char **argv)
 		o.want[i] = cases[i].in_default;
 	o.qemu = getenv("QEMU") && *getenv("QEMU") ? getenv("QEMU") : "qemu-system-x86_64";
 	o.guest = getenv("GUEST_ELF") && *getenv("GUEST_ELF") ? getenv("GUEST_ELF") : "guest/guest.elf";
-	ssize_t n = readlink("/proc/self/exe", o.livemig, sizeof(o.livemig) - 1);
-	if (n <= 0)
-		snprintf(o.livemig, sizeof(o.livemig), "livemig");
-	else
-		o.livemig[n] = 0;
+	lm_bench_livemig(o.livemig, sizeof(o.livemig));
 	bool quick = false, repeat_set = false;
 
 	for (int i = 1; i < argc; i++) {

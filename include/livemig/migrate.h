@@ -342,8 +342,13 @@ struct lm_uri {
 	char port[16];
 	char path[108];
 };
-/* 0 or -EINVAL. */
+/* 0, -ENAMETOOLONG (a UNIX path of 108 bytes or more, a host of 256 or
+ * more) or -EINVAL (anything else wrong). */
 int lm_uri_parse(const char *s, struct lm_uri *u);
+/* u as a URI lm_uri_parse takes back: an IPv6 host in brackets
+ * ("tcp:[::1]:4444"); port >= 0 replaces u's port (the one a listener on
+ * port 0 got). 0, -ENOSPC (buf too small) or -EINVAL. */
+int lm_uri_format(const struct lm_uri *u, int port, char *buf, size_t len);
 /*
  * Connected stream socket, or -errno. TCP sockets from here and from
  * lm_transport_accept() have TCP_NODELAY, and keepalive probes after 10 s
@@ -352,9 +357,31 @@ int lm_uri_parse(const char *s, struct lm_uri *u);
  * nothing is sent (reads and writes then fail with -ETIMEDOUT).
  */
 int lm_transport_connect(const struct lm_uri *u);
+/*
+ * lm_transport_connect, bounded: gives up with -ETIMEDOUT after timeout_ms
+ * (0 or LM_TIMEOUT_NEVER: no bound but the kernel's, about 2 minutes for a
+ * peer that drops SYNs) and with -ECANCELED as soon as cancel_fd (>= 0; only
+ * polled, never read) becomes readable. On failure why[whylen] (may be
+ * NULL) says it in words: getaddrinfo's message for a name that does not
+ * resolve ("cannot resolve 'nohost': Name or service not known"),
+ * "Connection timed out after 10 s", "Connection refused", ...
+ */
+int lm_transport_connect_opts(const struct lm_uri *u, uint64_t timeout_ms, int cancel_fd, char *why,
+			      size_t whylen);
 /* Listening socket, or -errno. TCP port "0" picks a free port:
- * lm_transport_local_port() tells which. */
+ * lm_transport_local_port() tells which. unix: as lm_transport_unix_listen. */
 int lm_transport_listen(const struct lm_uri *u);
+/*
+ * A listening UNIX stream socket at path, its file mode 0600. Only a stale
+ * socket file (one nobody listens on any more: connecting to it is refused)
+ * is replaced; anything else at path is left as it is and refused:
+ * -EEXIST when it is not a socket (a regular file, a directory, ...),
+ * -EADDRINUSE when a process accepts connections on it, another -errno
+ * (-EACCES) when it cannot tell. -ENAMETOOLONG for a path over 107 bytes.
+ * The caller removes the file when done (only if it is still the one it
+ * created: compare st_dev/st_ino from lstat right after).
+ */
+int lm_transport_unix_listen(const char *path, int backlog);
 int lm_transport_local_port(int lfd);
 /* Accept one connection (blocking; timeout_ms 0 = wait forever), or -errno. */
 int lm_transport_accept(int lfd, uint64_t timeout_ms);

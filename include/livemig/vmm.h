@@ -114,10 +114,15 @@ struct lm_vm_slot {
 	uint32_t flags;	   /* KVM_MEM_* flags currently registered */
 };
 
+/* The longest guest command line (lm_vm_config.cmdline), in bytes, its
+ * terminating NUL not counted: the loader's page for it holds no more. */
+#define LM_VM_CMDLINE_MAX 28671
+
 /* Creates the VM, its RAM and its vCPUs (not yet running). With a kernel,
  * loads it and sets the Multiboot entry state on the BSP. 0 or -errno
- * (-ENOENT no such kernel, -ENOEXEC not a Multiboot ELF, -E2BIG a segment
- * outside RAM, -ENODEV no /dev/kvm). */
+ * (-ENOENT no such kernel, -EISDIR a directory, -ENOEXEC not a Multiboot
+ * ELF, -E2BIG a segment outside RAM or a command line longer than
+ * LM_VM_CMDLINE_MAX, -ENODEV no /dev/kvm). */
 int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out);
 /* Stops the vCPU threads if running and frees everything. NULL is fine. */
 void lm_vm_free(struct lm_vm *vm);

@@ -13,6 +13,9 @@
  * from the HELLO, the vCPU count and every register and device from the
  * "vm" blob. It returns a paused VM only when the whole stream checked out,
  * the RAM digest matched and the sender committed; the caller resumes it.
+ * It takes only layouts its VM reproduces slot for slot (RAM from gpa 0
+ * without gaps, skipping [3 GiB, 4 GiB), cut as lm_vm_new cuts it; see
+ * docs/cli.md) and refuses any other with REFUSE before a page is written.
  * When all of that holds but COMMIT never came (the connection broke after
  * RESULT ok), it returns -ENOLINK and still hands out the paused VM: the
  * source may have resumed, or may be gone, so the caller must neither run

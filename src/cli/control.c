@@ -1,6 +1,32 @@
 /*
- * The control socket server (see control.h): one thread, poll() over the
- * listening socket, a wake-up pipe and the clients; JSON parsed by json-c.
+ * The control socket server (see control.h).
+ *
+ * The workload: a handful of clients (an operator's socat, `livemig
+ * migrate` polling query-migrate a few times a second, an orchestrator
+ * holding a connection open for events), small requests and replies, and
+ * events that come from other threads, one of them at the worst moment: the
+ * migration thread sends STOP while the guest is paused for the switchover.
+ * Nothing a client does or fails to do may delay that thread or the other
+ * clients. So:
+ *
+ *  - One server thread owns every client: its socket (non-blocking), its
+ *    incremental JSON tokener and its output queue. No other thread touches
+ *    a client, so client state needs no lock.
+ *  - Output is queued per client and sent when the socket takes it (poll
+ *    for POLLOUT while a queue is non-empty). A client whose queue would
+ *    exceed MAX_QUEUE (it does not read what it asked for) is disconnected;
+ *    the others are not affected.
+ *  - lm_control_event() only serialises the event, appends it to a list
+ *    under `lock` (held for a pointer update, never across I/O) and wakes
+ *    the server thread through a pipe; the server thread copies it into
+ *    every client's queue.
+ *  - Requests are framed by JSON value, not by line (as QEMU's QMP): a
+ *    newline is optional, one read may hold several values, a value may
+ *    arrive in pieces. json-c's tokener is fed whatever arrived; a value
+ *    over MAX_VALUE bytes drops the client.
+ *  - Handlers run on the server thread, one at a time, holding no lock; some
+ *    block briefly (stop waits until the vCPUs have paused). Output to the
+ *    other clients simply waits in their queues meanwhile.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,16 +39,28 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/control.h"
+#include "livemig/migrate.h"
 #include "livemig/version.h"
 
 #define MAX_COMMANDS 64
 #define MAX_CLIENTS 16
-/* A request longer than this is refused and the client dropped: nothing
- * legitimate is that big, and the buffer must be bounded. */
-#define MAX_LINE (1u << 20)
+/* A request longer than this drops the client: nothing legitimate is that
+ * big, and the tokener's buffer must be bounded. */
+#define MAX_VALUE (1u << 20)
+/* Replies and events a client has not read yet, beyond what its socket
+ * buffer holds. */
+#define MAX_QUEUE (1u << 20)
+/* Events not yet copied to the clients (the server thread is busy in a
+ * handler): beyond this, new events are dropped (and counted). */
+#define MAX_PENDING_EVENTS (1u << 20)
+/* At shutdown, how long queued output (the last MIGRATION event, a quit's
+ * reply) may still take to go out. */
+#define FLUSH_AT_EXIT_MS 500
+#define READ_CHUNK 65536
 
 struct command {
 	char name[48];
@@ -31,14 +69,30 @@ struct command {
 	bool needs_vm; /* answered with an error until a VM is attached */
 };
 
+/* Output not yet taken by the socket: buf[off, len). */
+struct outq {
+	char *buf;
+	size_t off, len, cap;
+};
+
 struct client {
 	int fd;
-	char *buf;
-	size_t len, cap;
+	struct json_tokener *tok;
+	size_t in_value; /* bytes fed to tok since the last complete value */
+	struct outq out;
+	bool gone; /* closed and removed at the end of the server's round */
+};
+
+struct event {
+	struct event *next;
+	size_t len;
+	char text[];
 };
 
 struct lm_control {
 	char *path;
+	dev_t dev; /* of the socket file we created: only that one is removed */
+	ino_t ino;
 	int listen_fd;
 	int wake[2];
 	pthread_t thread;
@@ -47,42 +101,206 @@ struct lm_control {
 	unsigned ncmds;
 	struct lm_vm *vm; /* atomic: NULL until lm_control_attach_vm */
 	const char *run_state; /* atomic: a string literal, or NULL */
-	/* Clients: added and removed by the server thread; lock held while
-	 * sending, so events from other threads do not interleave lines. */
+	bool stop; /* atomic */
+	/* Events from any thread, for the server thread to deliver; `lock`
+	 * guards these four and nothing else. */
 	pthread_mutex_t lock;
+	struct event *ev_head, **ev_tail;
+	size_t ev_bytes;
+	uint64_t ev_dropped;
+	/* The server thread's own. */
 	struct client clients[MAX_CLIENTS];
 	unsigned nclients;
-	bool stop;
+	const char *err_class; /* set by the running handler, or NULL */
+	char rbuf[READ_CHUNK];
 };
 
-static void send_line(int fd, const char *s)
+/* ---- UTF-8 ---------------------------------------------------------------- */
+
+/* Length of the well-formed UTF-8 sequence at p (n bytes available), or 0. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
 {
-	size_t n = strlen(s);
-	char *line = malloc(n + 1);
-	if (!line)
-		return;
-	memcpy(line, s, n);
-	line[n] = '\n';
-	const char *p = line;
-	size_t left = n + 1;
-	while (left) {
-		ssize_t w = send(fd, p, left, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break; /* the client is gone; poll() will tell the server */
-		p += w;
-		left -= (size_t)w;
-	}
-	free(line);
+	unsigned char c = p[0];
+	if (c < 0x80)
+		return 1;
+	size_t len;
+	unsigned char lo = 0x80, hi = 0xbf;
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		if (c == 0xe0)
+			lo = 0xa0; /* overlong */
+		if (c == 0xed)
+			hi = 0x9f; /* surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		if (c == 0xf0)
+			lo = 0x90; /* overlong */
+		if (c == 0xf4)
+			hi = 0x8f; /* above U+10FFFF */
+	} else
+		return 0;
+	if (n < len || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return len;
 }
 
-static void send_obj(struct lm_control *c, int fd, struct json_object *o)
+static bool utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq(p + i, n - i);
+		if (!k)
+			return false;
+		i += k;
+	}
+	return true;
+}
+
+/*
+ * s with every ill-formed byte replaced by U+FFFD, in a new buffer (*outlen
+ * its length), or NULL when s is well-formed (the usual case) or memory
+ * ran out. Serialised JSON can hold bytes >= 0x80 only inside strings, so
+ * the result is still the same JSON text, now valid UTF-8. Needed because
+ * a message cut with "%.64s" can split a character, and handlers may echo
+ * what they did not check.
+ */
+static char *utf8_repair(const char *s, size_t n, size_t *outlen)
+{
+	if (utf8_valid(s, n))
+		return NULL;
+	char *o = malloc(n * 3 + 1);
+	if (!o)
+		return NULL;
+	const unsigned char *p = (const unsigned char *)s;
+	size_t j = 0;
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq(p + i, n - i);
+		if (k) {
+			memcpy(o + j, p + i, k);
+			j += k;
+			i += k;
+		} else {
+			memcpy(o + j, "\xef\xbf\xbd", 3);
+			j += 3;
+			i++;
+		}
+	}
+	o[j] = 0;
+	*outlen = j;
+	return o;
+}
+
+/* Every string in a parsed request (keys included) is valid UTF-8. json-c
+ * copies other bytes through, and its own JSON_TOKENER_VALIDATE_UTF8 flag
+ * rejects a character split across two reads, so the check is done here,
+ * on the whole value. */
+static bool json_utf8_ok(struct json_object *o, int depth)
+{
+	if (depth > 64)
+		return false;
+	switch (json_object_get_type(o)) {
+	case json_type_string:
+		return utf8_valid(json_object_get_string(o), (size_t)json_object_get_string_len(o));
+	case json_type_object: {
+		json_object_object_foreach(o, key, val)
+		{
+			if (!utf8_valid(key, strlen(key)) || !json_utf8_ok(val, depth + 1))
+				return false;
+		}
+		return true;
+	}
+	case json_type_array:
+		for (size_t i = 0; i < json_object_array_length(o); i++)
+			if (!json_utf8_ok(json_object_array_get_idx(o, i), depth + 1))
+				return false;
+		return true;
+	default:
+		return true;
+	}
+}
+
+/* ---- output queues -------------------------------------------------------- */
+
+static void client_gone(struct client *cl, const char *why)
+{
+	if (cl->gone)
+		return;
+	cl->gone = true;
+	if (why)
+		fprintf(stderr, "livemig: control socket: dropped a client: %s\n", why);
+}
+
+/* Sends what the socket takes now, never waiting. */
+static void flush(struct client *cl)
+{
+	struct outq *q = &cl->out;
+	while (!cl->gone && q->off < q->len) {
+		ssize_t w = send(cl->fd, q->buf + q->off, q->len - q->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (w <= 0) {
+			client_gone(cl, NULL); /* it went away; nothing to tell */
+			break;
+		}
+		q->off += (size_t)w;
+	}
+	if (q->off == q->len)
+		q->off = q->len = 0;
+}
+
+/* Appends one message and a newline (for line-reading clients; QMP needs
+ * none) to the client's queue; a client over MAX_QUEUE is dropped. */
+static void queue(struct client *cl, const char *s, size_t n)
+{
+	if (cl->gone)
+		return;
+	struct outq *q = &cl->out;
+	size_t fixed_len;
+	char *fixed = utf8_repair(s, n, &fixed_len);
+	if (fixed) {
+		s = fixed;
+		n = fixed_len;
+	}
+	if (q->len - q->off + n + 1 > MAX_QUEUE) {
+		client_gone(cl, "over 1 MiB of replies and events it did not read");
+		goto out;
+	}
+	if (q->off && q->len + n + 1 > q->cap) {
+		memmove(q->buf, q->buf + q->off, q->len - q->off);
+		q->len -= q->off;
+		q->off = 0;
+	}
+	if (q->len + n + 1 > q->cap) {
+		size_t cap = q->cap ? q->cap : 4096;
+		while (cap < q->len + n + 1)
+			cap *= 2;
+		char *b = realloc(q->buf, cap);
+		if (!b) {
+			client_gone(cl, "out of memory for its output");
+			goto out;
+		}
+		q->buf = b;
+		q->cap = cap;
+	}
+	memcpy(q->buf + q->len, s, n);
+	q->buf[q->len + n] = '\n';
+	q->len += n + 1;
+out:
+	free(fixed);
+}
+
+static void send_obj(struct client *cl, struct json_object *o)
 {
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	pthread_mutex_lock(&c->lock);
-	send_line(fd, s);
-	pthread_mutex_unlock(&c->lock);
+	queue(cl, s, strlen(s));
+	flush(cl);
 }
 
 static struct json_object *timestamp(void)
@@ -95,23 +313,58 @@ static struct json_object *timestamp(void)
 	return t;
 }
 
-static void send_error(struct lm_control *c, int fd, struct json_object *id, const char *desc)
+static void send_error_class(struct client *cl, struct json_object *id, const char *cls,
+			     const char *desc)
 {
 	struct json_object *o = json_object_new_object();
 	struct json_object *e = json_object_new_object();
-	json_object_object_add(e, "class", json_object_new_string("GenericError"));
+	json_object_object_add(e, "class", json_object_new_string(cls));
 	json_object_object_add(e, "desc", json_object_new_string(desc));
 	json_object_object_add(o, "error", e);
 	if (id)
 		json_object_object_add(o, "id", json_object_get(id));
-	send_obj(c, fd, o);
+	send_obj(cl, o);
 	json_object_put(o);
 }
 
+static void send_error(struct client *cl, struct json_object *id, const char *desc)
+{
+	send_error_class(cl, id, LM_CONTROL_GENERIC_ERROR, desc);
+}
+
+/* Moves the events other threads (or a handler) sent into every client's
+ * queue, in the order they were sent. */
+static void deliver_events(struct lm_control *c)
+{
+	pthread_mutex_lock(&c->lock);
+	struct event *e = c->ev_head;
+	uint64_t dropped = c->ev_dropped;
+	c->ev_head = NULL;
+	c->ev_tail = &c->ev_head;
+	c->ev_bytes = 0;
+	c->ev_dropped = 0;
+	pthread_mutex_unlock(&c->lock);
+	if (dropped)
+		fprintf(stderr, "livemig: control socket: %llu event(s) dropped (the server was busy)\n",
+			(unsigned long long)dropped);
+	while (e) {
+		struct event *next = e->next;
+		for (unsigned i = 0; i < c->nclients; i++)
+			queue(&c->clients[i], e->text, e->len);
+		free(e);
+		e = next;
+	}
+	for (unsigned i = 0; i < c->nclients; i++)
+		flush(&c->clients[i]);
+}
+
+/* ---- creation, commands ----------------------------------------------------- */
+
 int lm_control_new(const char *path, struct lm_control **out)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
+	if (!path || !*path)
+		return -EINVAL;
+	if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
 		return -ENAMETOOLONG;
 	struct lm_control *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -119,42 +372,35 @@ int lm_control_new(const char *path, struct lm_control **out)
 	int r;
 	c->listen_fd = -1;
 	c->wake[0] = c->wake[1] = -1;
+	c->ev_tail = &c->ev_head;
 	pthread_mutex_init(&c->lock, NULL);
-	c->path = strdup(path);
-	if (!c->path) {
-		r = -ENOMEM;
+	/* Only a stale socket is replaced; a file, or the live socket of
+	 * another process, is refused (-EEXIST, -EADDRINUSE). */
+	r = lm_transport_unix_listen(path, 8);
+	if (r < 0)
 		goto fail;
-	}
-	strcpy(sa.sun_path, path);
-	/* A socket file left by an earlier run is replaced; anything else at
-	 * that path is not ours to remove. */
+	c->listen_fd = r;
 	struct stat st;
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			r = -EEXIST;
-			goto fail;
-		}
-		unlink(path);
-	}
-	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->listen_fd < 0 || bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(c->listen_fd, 8) < 0) {
+	if (lstat(path, &st) < 0) {
 		r = -errno;
 		goto fail;
 	}
-	if (pipe2(c->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
+	c->dev = st.st_dev;
+	c->ino = st.st_ino;
+	c->path = strdup(path);
+	if (!c->path) {
+		r = -ENOMEM;
+		unlink(path);
+		goto fail;
+	}
+	if (fcntl(c->listen_fd, F_SETFL, O_NONBLOCK) < 0 ||
+	    pipe2(c->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
 		r = -errno;
 		goto fail;
 	}
 	*out = c;
 	return 0;
 fail:
-	if (c->listen_fd >= 0) {
-		close(c->listen_fd);
-		c->listen_fd = -1;
-	}
-	free(c->path);
-	c->path = NULL;
 	lm_control_free(c);
 	return r;
 }
@@ -200,6 +446,11 @@ struct lm_vm *lm_control_vm(struct lm_control *c)
 	return __atomic_load_n(&c->vm, __ATOMIC_ACQUIRE);
 }
 
+void lm_control_error_class(struct lm_control *c, const char *cls)
+{
+	c->err_class = cls;
+}
+
 static int cmd_capabilities(void *ctx, struct json_object *args, struct json_object **ret,
 			    char *err, size_t errlen)
 {
@@ -210,8 +461,13 @@ static int cmd_query_commands(void *ctx, struct json_object *args, struct json_o
 			      char *err, size_t errlen)
 {
 	struct lm_control *c = ctx;
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
+		return -EINVAL;
+	/* Every registered command, those that need a VM included (QEMU
+	 * lists the commands that exist, not those that work right now). */
 	struct json_object *a = json_object_new_array();
-	for (unsigned i = 0; i < c->ncmds; i++) {
+	unsigned n = __atomic_load_n(&c->ncmds, __ATOMIC_ACQUIRE);
+	for (unsigned i = 0; i < n; i++) {
 		struct json_object *o = json_object_new_object();
 		json_object_object_add(o, "name", json_object_new_string(c->cmds[i].name));
 		json_object_array_add(a, o);
@@ -254,70 +510,59 @@ static int cmd_query_version(void *ctx, struct json_object *args, struct json_ob
 	return 0;
 }
 
-static void greet(struct lm_control *c, int fd)
+static void greet(struct client *cl)
 {
 	struct json_object *o = json_object_new_object();
 	struct json_object *q = json_object_new_object();
 	json_object_object_add(q, "version", lm_control_version_json());
 	json_object_object_add(q, "capabilities", json_object_new_array());
 	json_object_object_add(o, "QMP", q);
-	send_obj(c, fd, o);
+	send_obj(cl, o);
 	json_object_put(o);
 }
 
-static void handle_line(struct lm_control *c, int fd, const char *line, size_t len)
-{
-	/* Blank lines are tolerated, as a person typing into socat makes them. */
-	size_t k = 0;
-	while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r'))
-		k++;
-	if (k == len)
-		return;
+/* ---- requests --------------------------------------------------------------- */
 
-	struct json_tokener *tok = json_tokener_new();
-	struct json_object *req = tok ? json_tokener_parse_ex(tok, line, (int)len) : NULL;
-	enum json_tokener_error jerr = tok ? json_tokener_get_error(tok) : json_tokener_error_depth;
-	size_t end = tok ? json_tokener_get_parse_end(tok) : 0;
-	if (tok)
-		json_tokener_free(tok);
-	while (req && end < len && (line[end] == ' ' || line[end] == '\t' || line[end] == '\r'))
-		end++;
-	if (!req || jerr != json_tokener_success || end != len) {
-		char msg[160];
-		snprintf(msg, sizeof(msg), "JSON parse error: %s",
-			 req ? "trailing characters"
-			     : (jerr == json_tokener_continue ? "unexpected end of input"
-							      : json_tokener_error_desc(jerr)));
-		send_error(c, fd, NULL, msg);
-		json_object_put(req);
-		return;
-	}
+/* One complete JSON value from the client: a request, answered in QEMU's
+ * words where QEMU has them. */
+static void handle_request(struct lm_control *c, struct client *cl, struct json_object *req)
+{
 	struct json_object *id = NULL, *exec = NULL, *args = NULL;
+	char msg[256];
 	if (!json_object_is_type(req, json_type_object)) {
-		send_error(c, fd, NULL, "Expected a JSON object");
-		goto out;
+		send_error(cl, NULL, "QMP input must be a JSON object");
+		return;
 	}
 	json_object_object_get_ex(req, "id", &id);
-	if (!json_object_object_get_ex(req, "execute", &exec) ||
-	    !json_object_is_type(exec, json_type_string)) {
-		send_error(c, fd, id, "Expected 'execute' with a command name");
-		goto out;
+	if (!json_utf8_ok(req, 0)) {
+		/* Said without echoing any of it: the reply must stay valid
+		 * UTF-8 and JSON. */
+		send_error(cl, json_utf8_ok(id, 0) ? id : NULL,
+			   "JSON parse error, invalid UTF-8 sequence in string");
+		return;
+	}
+	if (!json_object_object_get_ex(req, "execute", &exec)) {
+		send_error(cl, id, "QMP input lacks member 'execute'");
+		return;
+	}
+	if (!json_object_is_type(exec, json_type_string)) {
+		send_error(cl, id, "QMP input member 'execute' must be a string");
+		return;
 	}
 	json_object_object_foreach(req, key, val)
 	{
 		(void)val;
 		if (strcmp(key, "execute") && strcmp(key, "arguments") && strcmp(key, "id")) {
-			char msg[160];
-			snprintf(msg, sizeof(msg), "Unexpected member '%.64s' in request", key);
-			send_error(c, fd, id, msg);
-			goto out;
+			snprintf(msg, sizeof(msg), "QMP input member '%.64s' is unexpected", key);
+			send_error(cl, id, msg);
+			return;
 		}
 	}
 	bool own_args = false;
 	if (json_object_object_get_ex(req, "arguments", &args)) {
 		if (!json_object_is_type(args, json_type_object)) {
-			send_error(c, fd, id, "'arguments' must be an object");
-			goto out;
+			send_error(cl, id, "QMP input member 'arguments' must be an object");
+			return;
 		}
 	} else {
 		args = json_object_new_object();
@@ -330,99 +575,195 @@ static void handle_line(struct lm_control *c, int fd, const char *line, size_t l
 		if (!strcmp(c->cmds[i].name, name))
 			cmd = &c->cmds[i];
 	if (!cmd) {
-		char msg[160];
 		snprintf(msg, sizeof(msg), "The command %.64s has not been found", name);
-		send_error(c, fd, id, msg);
+		send_error_class(cl, id, LM_CONTROL_COMMAND_NOT_FOUND, msg);
 	} else if (cmd->needs_vm && !lm_control_vm(c)) {
-		send_error(c, fd, id, "No VM here yet: waiting for an incoming migration");
+		snprintf(msg, sizeof(msg),
+			 "No VM here yet: waiting for an incoming migration (%s needs the VM)", name);
+		send_error(cl, id, msg);
 	} else {
 		struct json_object *ret = NULL;
 		char err[256] = "";
+		c->err_class = NULL;
 		int r = cmd->fn(cmd->ctx, args, &ret, err, sizeof(err));
+		/* What the handler caused (stop's STOP event) goes out before
+		 * its reply, as QEMU sends it. */
+		deliver_events(c);
 		if (r < 0) {
 			if (!err[0])
 				snprintf(err, sizeof(err), "%s failed: %s", name, strerror(-r));
-			send_error(c, fd, id, err);
+			send_error_class(cl, id, c->err_class ? c->err_class : LM_CONTROL_GENERIC_ERROR,
+					 err);
 			json_object_put(ret);
 		} else {
 			struct json_object *o = json_object_new_object();
 			json_object_object_add(o, "return", ret ? ret : json_object_new_object());
 			if (id)
 				json_object_object_add(o, "id", json_object_get(id));
-			send_obj(c, fd, o);
+			send_obj(cl, o);
 			json_object_put(o);
 		}
+		c->err_class = NULL;
 	}
 	if (own_args)
 		json_object_put(args);
-out:
-	json_object_put(req);
 }
 
-static void drop_client(struct lm_control *c, unsigned i)
+static bool is_ws(char ch)
 {
-	pthread_mutex_lock(&c->lock);
-	close(c->clients[i].fd);
-	free(c->clients[i].buf);
-	c->clients[i] = c->clients[--c->nclients];
-	pthread_mutex_unlock(&c->lock);
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
 }
 
-/* Reads what the client sent and serves every complete line. false: the
- * client is gone or misbehaved and was dropped. */
-static bool serve_client(struct lm_control *c, unsigned i)
+/*
+ * Feeds n bytes that arrived from the client to its tokener and serves
+ * every value they complete. After a parse error the tokener starts
+ * afresh after the next newline in these bytes (or after them all): a
+ * person typing into socat gets one error per bad line.
+ */
+static void feed(struct lm_control *c, struct client *cl, const char *data, size_t n)
 {
-	struct client *cl = &c->clients[i];
-	if (cl->cap - cl->len < 4096) {
-		size_t cap = cl->cap ? cl->cap * 2 : 8192;
-		if (cap > MAX_LINE + 8192) {
-			send_error(c, cl->fd, NULL, "Request line too long");
-			drop_client(c, i);
-			return false;
+	size_t pos = 0;
+	while (pos < n && !cl->gone) {
+		if (cl->in_value == 0) {
+			while (pos < n && is_ws(data[pos]))
+				pos++;
+			if (pos == n)
+				break;
 		}
-		char *n = realloc(cl->buf, cap);
-		if (!n) {
-			drop_client(c, i);
-			return false;
+		size_t chunk = n - pos;
+		if (chunk > MAX_VALUE - cl->in_value)
+			chunk = MAX_VALUE - cl->in_value;
+		struct json_object *o = json_tokener_parse_ex(cl->tok, data + pos, (int)chunk);
+		enum json_tokener_error e = json_tokener_get_error(cl->tok);
+		size_t used = json_tokener_get_parse_end(cl->tok);
+		if (used > chunk)
+			used = chunk;
+		if (e == json_tokener_continue) {
+			cl->in_value += chunk;
+			pos += chunk;
+			if (cl->in_value >= MAX_VALUE) {
+				send_error(cl, NULL, "Request over 1 MiB: closing the connection");
+				client_gone(cl, "sent a request over 1 MiB");
+			}
+			continue;
 		}
-		cl->buf = n;
-		cl->cap = cap;
+		json_tokener_reset(cl->tok);
+		cl->in_value = 0;
+		if (e == json_tokener_success) {
+			pos += used;
+			handle_request(c, cl, o);
+			json_object_put(o);
+			continue;
+		}
+		char msg[160];
+		snprintf(msg, sizeof(msg), "JSON parse error, %s", json_tokener_error_desc(e));
+		send_error(cl, NULL, msg);
+		json_object_put(o);
+		const char *nl = memchr(data + pos + used, '\n', n - pos - used);
+		pos = nl ? (size_t)(nl - data) + 1 : n;
 	}
-	ssize_t n = recv(cl->fd, cl->buf + cl->len, cl->cap - cl->len, 0);
-	if (n < 0 && (errno == EINTR || errno == EAGAIN))
-		return true;
+}
+
+/* Reads once from the client and serves what arrived. */
+static void serve_client(struct lm_control *c, struct client *cl)
+{
+	ssize_t n = recv(cl->fd, c->rbuf, sizeof(c->rbuf), MSG_DONTWAIT);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
 	if (n <= 0) {
-		drop_client(c, i);
-		return false;
+		client_gone(cl, NULL);
+		return;
 	}
-	cl->len += (size_t)n;
-	size_t start = 0;
+	feed(c, cl, c->rbuf, (size_t)n);
+}
+
+static void close_client(struct client *cl)
+{
+	close(cl->fd);
+	json_tokener_free(cl->tok);
+	free(cl->out.buf);
+}
+
+/* Closes and removes the clients marked gone. */
+static void sweep(struct lm_control *c)
+{
+	for (unsigned i = c->nclients; i-- > 0;) {
+		if (!c->clients[i].gone)
+			continue;
+		struct client *cl = &c->clients[i];
+		/* One last try for what is queued (the error that dropped it). */
+		cl->gone = false;
+		flush(cl);
+		close_client(cl);
+		c->clients[i] = c->clients[--c->nclients];
+	}
+}
+
+static void accept_clients(struct lm_control *c)
+{
 	for (;;) {
-		char *nl = memchr(cl->buf + start, '\n', cl->len - start);
-		if (!nl)
-			break;
-		size_t l = (size_t)(nl - (cl->buf + start));
-		/* The handler may run long; the client array may not change
-		 * meanwhile because only this thread changes it. */
-		handle_line(c, cl->fd, cl->buf + start, l);
-		start += l + 1;
+		int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			return; /* EAGAIN: no more; others: the next poll retries */
+		if (c->nclients == MAX_CLIENTS) {
+			static const char full[] =
+			    "{\"error\":{\"class\":\"GenericError\",\"desc\":\"Too many clients\"}}\n";
+			ssize_t w = send(fd, full, sizeof(full) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+			(void)w;
+			close(fd);
+			continue;
+		}
+		struct json_tokener *tok = json_tokener_new();
+		if (!tok) {
+			close(fd);
+			continue;
+		}
+		struct client *cl = &c->clients[c->nclients++];
+		*cl = (struct client){.fd = fd, .tok = tok};
+		greet(cl);
 	}
-	memmove(cl->buf, cl->buf + start, cl->len - start);
-	cl->len -= start;
-	return true;
+}
+
+/* At shutdown: what is queued may take up to FLUSH_AT_EXIT_MS to go. */
+static void flush_at_exit(struct lm_control *c)
+{
+	deliver_events(c);
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct pollfd pf[MAX_CLIENTS];
+		unsigned n = 0;
+		for (unsigned i = 0; i < c->nclients; i++) {
+			struct client *cl = &c->clients[i];
+			if (!cl->gone && cl->out.len > cl->out.off)
+				pf[n++] = (struct pollfd){.fd = cl->fd, .events = POLLOUT};
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		long left = FLUSH_AT_EXIT_MS - ((t.tv_sec - t0.tv_sec) * 1000 +
+						(t.tv_nsec - t0.tv_nsec) / 1000000);
+		if (!n || left <= 0 || poll(pf, n, (int)left) <= 0)
+			return;
+		for (unsigned i = 0; i < c->nclients; i++)
+			flush(&c->clients[i]);
+	}
 }
 
 static void *server_main(void *arg)
 {
 	struct lm_control *c = arg;
+	struct pollfd pf[MAX_CLIENTS + 2];
 	for (;;) {
-		struct pollfd pf[MAX_CLIENTS + 2];
 		unsigned n = 0;
 		pf[n++] = (struct pollfd){.fd = c->wake[0], .events = POLLIN};
 		pf[n++] = (struct pollfd){.fd = c->listen_fd, .events = POLLIN};
 		unsigned nc = c->nclients;
-		for (unsigned i = 0; i < nc; i++)
-			pf[n++] = (struct pollfd){.fd = c->clients[i].fd, .events = POLLIN};
+		for (unsigned i = 0; i < nc; i++) {
+			struct client *cl = &c->clients[i];
+			short ev = POLLIN;
+			if (cl->out.len > cl->out.off)
+				ev |= POLLOUT;
+			pf[n++] = (struct pollfd){.fd = cl->fd, .events = ev};
+		}
 		if (poll(pf, n, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -430,24 +771,25 @@ static void *server_main(void *arg)
 		}
 		if (__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST))
 			break;
-		/* Clients from the last to the first, as dropping one moves the
-		 * last into its place. */
-		for (unsigned i = nc; i-- > 0;)
-			if (pf[2 + i].revents)
-				serve_client(c, i);
-		if (pf[1].revents & POLLIN) {
-			int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd >= 0 && c->nclients == MAX_CLIENTS) {
-				send_error(c, fd, NULL, "Too many clients");
-				close(fd);
-			} else if (fd >= 0) {
-				pthread_mutex_lock(&c->lock);
-				c->clients[c->nclients++] = (struct client){.fd = fd};
-				pthread_mutex_unlock(&c->lock);
-				greet(c, fd);
-			}
+		if (pf[0].revents & POLLIN) {
+			char drain[64];
+			while (read(c->wake[0], drain, sizeof(drain)) > 0)
+				;
 		}
+		deliver_events(c);
+		for (unsigned i = 0; i < nc; i++) {
+			struct client *cl = &c->clients[i];
+			short re = pf[2 + i].revents;
+			if (re & POLLOUT)
+				flush(cl);
+			if (re & (POLLIN | POLLHUP | POLLERR))
+				serve_client(c, cl);
+		}
+		sweep(c);
+		if (pf[1].revents & POLLIN)
+			accept_clients(c);
 	}
+	flush_at_exit(c);
 	return NULL;
 }
 
@@ -477,11 +819,28 @@ void lm_control_event(struct lm_control *c, const char *name, struct json_object
 		json_object_object_add(o, "data", data);
 	json_object_object_add(o, "timestamp", timestamp());
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	pthread_mutex_lock(&c->lock);
-	for (unsigned i = 0; i < c->nclients; i++)
-		send_line(c->clients[i].fd, s);
-	pthread_mutex_unlock(&c->lock);
+	size_t len = strlen(s);
+	struct event *e = malloc(sizeof(*e) + len + 1);
+	if (e) {
+		e->next = NULL;
+		e->len = len;
+		memcpy(e->text, s, len + 1);
+	}
 	json_object_put(o);
+	pthread_mutex_lock(&c->lock);
+	if (!e || c->ev_bytes + len > MAX_PENDING_EVENTS) {
+		c->ev_dropped++;
+		free(e);
+		e = NULL;
+	} else {
+		*c->ev_tail = e;
+		c->ev_tail = &e->next;
+		c->ev_bytes += len;
+	}
+	pthread_mutex_unlock(&c->lock);
+	/* Wake the server thread; a full pipe already will. */
+	ssize_t w = write(c->wake[1], "e", 1);
+	(void)w;
 }
 
 void lm_control_free(struct lm_control *c)
@@ -494,22 +853,30 @@ void lm_control_free(struct lm_control *c)
 		(void)w;
 		pthread_join(c->thread, NULL);
 	}
-	for (unsigned i = 0; i < c->nclients; i++) {
-		close(c->clients[i].fd);
-		free(c->clients[i].buf);
-	}
+	for (unsigned i = 0; i < c->nclients; i++)
+		close_client(&c->clients[i]);
 	if (c->listen_fd >= 0)
 		close(c->listen_fd);
-	if (c->path)
+	/* Only the socket file we created: if someone replaced it since, the
+	 * new one is theirs. */
+	struct stat st;
+	if (c->path && lstat(c->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == c->dev &&
+	    st.st_ino == c->ino)
 		unlink(c->path);
 	if (c->wake[0] >= 0)
 		close(c->wake[0]);
 	if (c->wake[1] >= 0)
 		close(c->wake[1]);
+	for (struct event *e = c->ev_head, *next; e; e = next) {
+		next = e->next;
+		free(e);
+	}
 	pthread_mutex_destroy(&c->lock);
 	free(c->path);
 	free(c);
 }
+
+/* ---- argument helpers --------------------------------------------------------- */
 
 static int arg_get(struct json_object *args, const char *key, enum json_type t,
 		   struct json_object **v, const char *tname, char *err, size_t errlen)

@@ -12,6 +12,10 @@
  *
  * The guest polls the target a few times a second, so `balloon` returns at
  * once and query-balloon shows the progress.
+ *
+ * Where there is no balloon device, both fail with QEMU's DeviceNotActive
+ * ("No balloon device has been activated"): every livemig VM has one, so
+ * that is `livemig incoming` before the VM arrived.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +24,15 @@
 #include "cli/control.h"
 #include "livemig/balloon.h"
 
+/* No VM yet (or a VM without the device): QEMU's answer for a missing
+ * balloon. */
+static int not_active(struct lm_control *ctl, char *err, size_t errlen)
+{
+	lm_control_error_class(ctl, LM_CONTROL_DEVICE_NOT_ACTIVE);
+	snprintf(err, errlen, "No balloon device has been activated%s",
+		 lm_control_vm(ctl) ? "" : " (no VM here yet: waiting for an incoming migration)");
+	return -ENODEV;
+}
 
 static int cmd_balloon(void *ctx, struct json_object *args, struct json_object **ret, char *err,
 		       size_t errlen)
@@ -27,6 +40,8 @@ static int cmd_balloon(void *ctx, struct json_object *args, struct json_object *
 	struct lm_control *ctl = ctx;
 	struct lm_vm *vm = lm_control_vm(ctl);
 	int64_t value = 0;
+	if (!vm)
+		return not_active(ctl, err, errlen);
 	if (lm_control_only_arg(args, "value", err, errlen) < 0)
 		return -EINVAL;
 	int r = lm_control_arg_int(args, "value", &value, err, errlen);
@@ -43,6 +58,8 @@ static int cmd_balloon(void *ctx, struct json_object *args, struct json_object *
 	uint64_t mem = lm_vm_mem_size(vm);
 	uint64_t want = (uint64_t)value > mem ? mem : (uint64_t)value;
 	r = lm_vm_balloon_set_target(vm, (mem - want) >> 12);
+	if (r == -ENODEV)
+		return not_active(ctl, err, errlen);
 	if (r < 0) {
 		snprintf(err, errlen, "Cannot set the balloon target: %s", lm_strerror(r));
 		return r;
@@ -55,6 +72,8 @@ static int cmd_query_balloon(void *ctx, struct json_object *args, struct json_ob
 {
 	struct lm_control *ctl = ctx;
 	struct lm_vm *vm = lm_control_vm(ctl);
+	if (!vm)
+		return not_active(ctl, err, errlen);
 	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	struct lm_balloon_stats st;
@@ -78,8 +97,10 @@ static int cmd_query_balloon(void *ctx, struct json_object *args, struct json_ob
 int lm_control_balloon_commands(struct lm_control *c)
 {
 	int r;
-	if ((r = lm_control_register_vm(c, "balloon", cmd_balloon, c)) < 0 ||
-	    (r = lm_control_register_vm(c, "query-balloon", cmd_query_balloon, c)) < 0)
+	/* Not lm_control_register_vm: without a VM they answer
+	 * DeviceNotActive themselves, as QEMU does for a missing balloon. */
+	if ((r = lm_control_register(c, "balloon", cmd_balloon, c)) < 0 ||
+	    (r = lm_control_register(c, "query-balloon", cmd_query_balloon, c)) < 0)
 		return r;
 	return 0;
 }

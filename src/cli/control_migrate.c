@@ -1,31 +1,47 @@
 /*
  * Control-socket migration commands for a process that holds a VM:
  * migrate, migrate-cancel, query-migrate, migrate-set-parameters and
- * query-migrate-parameters, with QEMU's names and units (downtime-limit in
- * ms, max-bandwidth in bytes/s), plus skip-balloon (on by default: leave
- * ballooned pages out when the guest promised must-tell-host).
+ * query-migrate-parameters, with QEMU's names and units. The parameters
+ * are src/cli/params.c's table.
  *
- * `migrate` returns at once, like QEMU's: a waiter thread follows the
- * migration, sends a MIGRATION event with the final stats and then, when
- * it completed, asks the VM to quit (the guest now runs on the
- * destination; this process exits with status 0, its VM paused). After a
- * failure or a cancel the VM keeps running as before.
+ * `migrate` returns at once, like QEMU's: it checks the request, prepares
+ * the migration with the parameters as they are now (later changes do not
+ * touch it) and starts a waiter thread. That thread connects to the
+ * destination (bounded by connect-timeout, cancellable; query-migrate says
+ * "setup" meanwhile), runs the migration, sends a MIGRATION event with the
+ * final stats and then, when it completed, asks the VM to quit (the guest
+ * now runs on the destination; this process exits with
+ * LM_CLI_EXIT_MIGRATED, its VM paused). After a failure or a cancel, a
+ * failed connect included, the VM keeps running as before.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/control.h"
+#include "cli/params.h"
 #include "livemig/vmm_migrate.h"
 
 struct lm_control_migrate {
 	struct lm_control *ctl; /* the VM is the one attached to it */
 	pthread_mutex_t lock; /* guards everything below; never held over I/O */
-	struct lm_migrate_params params;
-	struct lm_vm_migration *cur; /* the running migration, or NULL */
+	struct lm_cli_params params;
+	/* The migration from `migrate` until the waiter has seen its end, or
+	 * NULL. While connecting it exists but has not started. */
+	struct lm_vm_migration *cur;
+	struct lm_uri uri;
+	char uri_s[400];
+	uint64_t connect_timeout_ms;
+	bool connecting;
+	bool cancel_req;   /* migrate-cancel came while connecting */
+	int cancel_fd;     /* eventfd: readable to give up the connect */
+	double t0;         /* when `migrate` was accepted (CLOCK_MONOTONIC, s) */
 	int fd;
 	pthread_t waiter;
 	bool waiter_started;
@@ -33,6 +49,13 @@ struct lm_control_migrate {
 	bool have_last;
 	bool completed; /* a migration completed: the VM is gone from here */
 };
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static struct json_object *stats_object(const struct lm_migrate_stats *st)
 {
@@ -49,9 +72,56 @@ static void paused_for_switchover(void *arg)
 	lm_control_event(cm->ctl, "STOP", NULL);
 }
 
+/*
+ * The migration never started: the connect failed, timed out or was
+ * cancelled. It ends like any other, with stats and a MIGRATION event.
+ */
+static void connect_failed(struct lm_control_migrate *cm, int err, const char *why)
+{
+	struct lm_migrate_stats st;
+	pthread_mutex_lock(&cm->lock);
+	struct lm_vm_migration *m = cm->cur;
+	lm_vm_migration_query(m, &st);
+	st.status = err == -ECANCELED ? LM_MIG_CANCELLED : LM_MIG_FAILED;
+	st.total_time_ms = (uint64_t)((now_s() - cm->t0) * 1000);
+	snprintf(st.error, sizeof(st.error), "cannot connect to %.100s: %.120s", cm->uri_s, why);
+	cm->cur = NULL;
+	cm->connecting = false;
+	cm->last = st;
+	cm->have_last = true;
+	pthread_mutex_unlock(&cm->lock);
+	lm_vm_migration_free(m);
+	lm_control_event(cm->ctl, "MIGRATION", stats_object(&st));
+}
+
 static void *waiter_main(void *arg)
 {
 	struct lm_control_migrate *cm = arg;
+	char why[200];
+	int fd = lm_transport_connect_opts(&cm->uri, cm->connect_timeout_ms, cm->cancel_fd, why, sizeof(why));
+	int r = fd;
+	pthread_mutex_lock(&cm->lock);
+	if (fd >= 0 && cm->cancel_req) {
+		close(fd);
+		r = -ECANCELED;
+		snprintf(why, sizeof(why), "cancelled while connecting");
+	} else if (fd >= 0) {
+		/* Under the lock: a cancel from now on reaches the engine. */
+		r = lm_vm_migration_start(cm->cur, fd);
+		if (r < 0) {
+			close(fd);
+			snprintf(why, sizeof(why), "connected, but the migration could not start: %s", lm_strerror(r));
+		} else {
+			cm->fd = fd;
+			cm->connecting = false;
+		}
+	}
+	pthread_mutex_unlock(&cm->lock);
+	if (r < 0) {
+		connect_failed(cm, r, why);
+		return NULL;
+	}
+
 	int err = lm_vm_migration_wait(cm->cur);
 	struct lm_migrate_stats st;
 	lm_vm_migration_query(cm->cur, &st);
@@ -70,7 +140,7 @@ static void *waiter_main(void *arg)
 	bool mismatch = err == 0 && st.verify == LM_VERIFY_MISMATCH;
 	bool hold = mismatch || err == -ENOLINK;
 	cm->completed = err == 0 && !mismatch;
-	int fd = cm->fd;
+	fd = cm->fd;
 	cm->fd = -1;
 	pthread_mutex_unlock(&cm->lock);
 	lm_vm_migration_free(m);
@@ -93,8 +163,10 @@ static void *waiter_main(void *arg)
 			"`cont` here; or `quit`\n",
 			(unsigned long long)st.verify_mismatches, (unsigned long long)st.verify_first[0]);
 	lm_control_event(cm->ctl, "MIGRATION", stats_object(&st));
+	/* The guest lives on at the destination: this process exits with its
+	 * own status, distinct from any the guest powers off with (cli.h). */
 	if (err == 0 && !mismatch)
-		lm_vm_quit(vm, 0);
+		lm_vm_quit(vm, LM_CLI_EXIT_MIGRATED);
 	return NULL;
 }
 
@@ -111,10 +183,8 @@ static int cmd_migrate(void *ctx, struct json_object *args, struct json_object *
 	if (r < 0)
 		return -EINVAL;
 	struct lm_uri uri;
-	if (lm_uri_parse(uri_s, &uri) < 0) {
-		snprintf(err, errlen, "Bad uri '%.100s': use tcp:HOST:PORT or unix:PATH", uri_s);
-		return -EINVAL;
-	}
+	if ((r = lm_cli_uri_parse(uri_s, &uri, err, errlen)) < 0)
+		return r;
 	if (lm_control_run_state(cm->ctl)) {
 		snprintf(err, errlen, "The VM waits for a decision after its last migration (query-status: %s): "
 				      "`cont` or `quit` first", lm_control_run_state(cm->ctl));
@@ -123,10 +193,11 @@ static int cmd_migrate(void *ctx, struct json_object *args, struct json_object *
 	pthread_mutex_lock(&cm->lock);
 	bool completed = cm->completed;
 	bool busy = cm->cur != NULL || completed;
-	bool joinable = cm->waiter_started;
-	cm->waiter_started = false;
+	bool joinable = cm->waiter_started && !busy;
+	if (joinable)
+		cm->waiter_started = false;
 	pthread_t old = cm->waiter;
-	struct lm_migrate_params p = cm->params;
+	struct lm_cli_params p = cm->params;
 	pthread_mutex_unlock(&cm->lock);
 	if (busy) {
 		snprintf(err, errlen, completed ? "The VM has already migrated away"
@@ -135,41 +206,55 @@ static int cmd_migrate(void *ctx, struct json_object *args, struct json_object *
 	}
 	if (joinable)
 		pthread_join(old, NULL);
-	int fd = lm_transport_connect(&uri);
-	if (fd < 0) {
-		snprintf(err, errlen, "Cannot connect to %.100s: %s", uri_s, lm_strerror(fd));
-		return fd;
-	}
+	/* The parameters are taken now: a change after `migrate` returned
+	 * (`livemig migrate` restoring its flags) does not reach this one. */
 	struct lm_vm_migration *m;
-	if ((r = lm_vm_migration_new(lm_control_vm(cm->ctl), &p, &m)) < 0) {
-		close(fd);
+	if ((r = lm_vm_migration_new(lm_control_vm(cm->ctl), &p.mig, &m)) < 0) {
 		snprintf(err, errlen, "Cannot set up the migration: %s", lm_strerror(r));
 		return r;
 	}
 	lm_vm_migration_set_pause_hook(m, paused_for_switchover, cm);
 	pthread_mutex_lock(&cm->lock);
+	uint64_t drain;
+	while (read(cm->cancel_fd, &drain, sizeof(drain)) > 0)
+		; /* a cancel of an earlier connect */
 	cm->cur = m;
-	cm->fd = fd;
-	r = lm_vm_migration_start(m, fd);
-	if (r == 0) {
-		r = -pthread_create(&cm->waiter, NULL, waiter_main, cm);
-		if (r == 0)
-			cm->waiter_started = true;
-		else
-			lm_vm_migration_cancel(m);
-	}
-	if (r < 0) {
+	cm->uri = uri;
+	snprintf(cm->uri_s, sizeof(cm->uri_s), "%s", uri_s);
+	cm->connect_timeout_ms = p.connect_timeout_ms;
+	cm->connecting = true;
+	cm->cancel_req = false;
+	cm->t0 = now_s();
+	r = -pthread_create(&cm->waiter, NULL, waiter_main, cm);
+	if (r == 0)
+		cm->waiter_started = true;
+	else {
 		cm->cur = NULL;
-		cm->fd = -1;
+		cm->connecting = false;
 	}
 	pthread_mutex_unlock(&cm->lock);
 	if (r < 0) {
 		lm_vm_migration_free(m);
-		close(fd);
 		snprintf(err, errlen, "Cannot start the migration: %s", lm_strerror(r));
 		return r;
 	}
 	return 0;
+}
+
+/* Under cm->lock: stop whatever runs, the connect included. */
+static void cancel_locked(struct lm_control_migrate *cm)
+{
+	if (!cm->cur)
+		return;
+	if (cm->connecting) {
+		uint64_t one = 1;
+		cm->cancel_req = true;
+		if (write(cm->cancel_fd, &one, sizeof(one)) < 0) {
+			/* Only a counter overflow fails, and it is readable then. */
+		}
+	} else {
+		lm_vm_migration_cancel(cm->cur);
+	}
 }
 
 static int cmd_migrate_cancel(void *ctx, struct json_object *args, struct json_object **ret,
@@ -179,8 +264,7 @@ static int cmd_migrate_cancel(void *ctx, struct json_object *args, struct json_o
 	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	pthread_mutex_lock(&cm->lock);
-	if (cm->cur)
-		lm_vm_migration_cancel(cm->cur);
+	cancel_locked(cm);
 	pthread_mutex_unlock(&cm->lock);
 	return 0;
 }
@@ -194,12 +278,18 @@ static int cmd_query_migrate(void *ctx, struct json_object *args, struct json_ob
 	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	pthread_mutex_lock(&cm->lock);
-	if (cm->cur)
+	if (cm->cur) {
 		lm_vm_migration_query(cm->cur, &st);
-	else if (cm->have_last)
+		if (cm->connecting) {
+			/* Not started yet: the engine knows nothing of the time. */
+			st.status = LM_MIG_SETUP;
+			st.total_time_ms = (uint64_t)((now_s() - cm->t0) * 1000);
+		}
+	} else if (cm->have_last) {
 		st = cm->last;
-	else
+	} else {
 		any = false;
+	}
 	pthread_mutex_unlock(&cm->lock);
 	if (!any) {
 		*ret = json_object_new_object(); /* QEMU answers {} before any migration */
@@ -209,121 +299,26 @@ static int cmd_query_migrate(void *ctx, struct json_object *args, struct json_ob
 	return 0;
 }
 
-static const char *nonconv_name(enum lm_nonconverge n)
-{
-	return n == LM_NONCONVERGE_CANCEL ? "cancel" : "switchover";
-}
-
 /* Every key is checked before anything changes: a bad request changes no
- * parameter. */
+ * parameter. A running migration keeps the values it started with. */
 static int cmd_set_parameters(void *ctx, struct json_object *args, struct json_object **ret,
 			      char *err, size_t errlen)
 {
 	struct lm_control_migrate *cm = ctx;
 	pthread_mutex_lock(&cm->lock);
-	struct lm_migrate_params p = cm->params;
+	struct lm_cli_params p = cm->params;
 	pthread_mutex_unlock(&cm->lock);
 	json_object_object_foreach(args, key, val)
 	{
-		(void)val;
-		int64_t i;
-		bool b;
-		const char *s;
-		int r;
-		if (!strcmp(key, "downtime-limit")) {
-			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
-				return r;
-			if (i < 1 || i > 2000000) {
-				snprintf(err, errlen, "Parameter 'downtime-limit' must be 1..2000000 ms");
-				return -EINVAL;
-			}
-			p.downtime_limit_ms = (uint64_t)i;
-		} else if (!strcmp(key, "max-bandwidth")) {
-			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
-				return r;
-			if (i < 0) {
-				snprintf(err, errlen, "Parameter 'max-bandwidth' must be >= 0 (bytes/s, 0 = unlimited)");
-				return -EINVAL;
-			}
-			p.max_bandwidth = (uint64_t)i;
-		} else if (!strcmp(key, "max-rounds")) {
-			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
-				return r;
-			if (i < 1 || i > 100000) {
-				snprintf(err, errlen, "Parameter 'max-rounds' must be 1..100000");
-				return -EINVAL;
-			}
-			p.max_rounds = (unsigned)i;
-		} else if (!strcmp(key, "max-time")) {
-			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
-				return r;
-			if (i < 0) {
-				snprintf(err, errlen, "Parameter 'max-time' must be >= 0 ms (0 = no limit)");
-				return -EINVAL;
-			}
-			p.max_time_ms = (uint64_t)i;
-		} else if (!strcmp(key, "on-nonconverge")) {
-			if ((r = lm_control_arg_str(args, key, &s, err, errlen)) < 0)
-				return r;
-			if (!strcmp(s, "switchover"))
-				p.on_nonconverge = LM_NONCONVERGE_SWITCHOVER;
-			else if (!strcmp(s, "cancel"))
-				p.on_nonconverge = LM_NONCONVERGE_CANCEL;
-			else {
-				snprintf(err, errlen, "Parameter 'on-nonconverge' must be 'switchover' or 'cancel'");
-				return -EINVAL;
-			}
-		} else if (!strcmp(key, "compress")) {
-			if ((r = lm_control_arg_bool(args, key, &b, err, errlen)) < 0)
-				return r;
-			p.compress = b;
-		} else if (!strcmp(key, "skip-balloon")) {
-			/* On by default; it takes effect only when the guest
-			 * promised must-tell-host (src/vmm/migration.c). */
-			if ((r = lm_control_arg_bool(args, key, &b, err, errlen)) < 0)
-				return r;
-			if (b)
-				p.caps_disabled &= ~(uint64_t)LM_CAP_SKIP_BALLOON;
-			else
-				p.caps_disabled |= LM_CAP_SKIP_BALLOON;
-		} else if (!strcmp(key, "chunk-pages")) {
-			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
-				return r;
-			if (i < 64 || i % 64 || i > (1 << 24)) {
-				snprintf(err, errlen, "Parameter 'chunk-pages' must be a multiple of 64, 64..16777216");
-				return -EINVAL;
-			}
-			p.chunk_pages = (uint64_t)i;
-		} else if (!strcmp(key, "verify")) {
-			/* livemig's own: what proves the migration complete
-			 * (docs/stream.md 5): the digest and the completeness
-			 * check after the switchover, or the digest alone. */
-			if ((r = lm_control_arg_str(args, key, &s, err, errlen)) < 0)
-				return r;
-			if (!strcmp(s, "full"))
-				p.verify = LM_VERIFY_FULL;
-			else if (!strcmp(s, "digest"))
-				p.verify = LM_VERIFY_DIGEST;
-			else if (!strcmp(s, "none"))
-				p.verify = LM_VERIFY_NONE;
-			else {
-				snprintf(err, errlen, "Parameter 'verify' must be 'full', 'digest' or 'none'");
-				return -EINVAL;
-			}
-		} else if (!strcmp(key, "idle-timeout")) {
-			/* No QEMU equivalent: ms without progress on the
-			 * connection before the migration fails; 0 = never. */
-			if ((r = lm_control_arg_int(args, key, &i, err, errlen)) < 0)
-				return r;
-			if (i < 0 || i > INT32_MAX) {
-				snprintf(err, errlen, "Parameter 'idle-timeout' must be 0..2147483647 ms (0 = never)");
-				return -EINVAL;
-			}
-			p.idle_timeout_ms = i ? (uint64_t)i : LM_TIMEOUT_NEVER;
-		} else {
+		const struct lm_cli_param *d = lm_cli_param_find(key);
+		int64_t v;
+		if (!d) {
 			snprintf(err, errlen, "Parameter '%.64s' is unexpected", key);
 			return -EINVAL;
 		}
+		if (lm_cli_param_from_json(d, val, &v, err, errlen) < 0)
+			return -EINVAL;
+		d->set(&p, v);
 	}
 	pthread_mutex_lock(&cm->lock);
 	cm->params = p;
@@ -338,24 +333,13 @@ static int cmd_query_parameters(void *ctx, struct json_object *args, struct json
 	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
 		return -EINVAL;
 	pthread_mutex_lock(&cm->lock);
-	struct lm_migrate_params p = cm->params;
+	struct lm_cli_params p = cm->params;
 	pthread_mutex_unlock(&cm->lock);
 	struct json_object *o = json_object_new_object();
-	json_object_object_add(o, "downtime-limit", json_object_new_int64((int64_t)p.downtime_limit_ms));
-	json_object_object_add(o, "max-bandwidth", json_object_new_int64((int64_t)p.max_bandwidth));
-	json_object_object_add(o, "max-rounds", json_object_new_int64(p.max_rounds));
-	json_object_object_add(o, "verify", json_object_new_string(p.verify == LM_VERIFY_DIGEST ? "digest"
-								   : p.verify == LM_VERIFY_NONE ? "none"
-												: "full"));
-	json_object_object_add(o, "max-time", json_object_new_int64((int64_t)p.max_time_ms));
-	json_object_object_add(o, "on-nonconverge", json_object_new_string(nonconv_name(p.on_nonconverge)));
-	json_object_object_add(o, "compress", json_object_new_boolean(p.compress));
-	json_object_object_add(o, "chunk-pages", json_object_new_int64((int64_t)p.chunk_pages));
-	json_object_object_add(o, "idle-timeout",
-			       json_object_new_int64(p.idle_timeout_ms == LM_TIMEOUT_NEVER ? 0
-						     : (int64_t)p.idle_timeout_ms));
-	json_object_object_add(o, "skip-balloon",
-			       json_object_new_boolean(!(p.caps_disabled & LM_CAP_SKIP_BALLOON)));
+	for (size_t i = 0; i < lm_cli_nparams; i++) {
+		const struct lm_cli_param *d = &lm_cli_params[i];
+		json_object_object_add(o, d->name, lm_cli_param_to_json(d, d->get(&p)));
+	}
 	*ret = o;
 	return 0;
 }
@@ -367,8 +351,14 @@ int lm_control_migrate_new(struct lm_control *c, struct lm_control_migrate **out
 		return -ENOMEM;
 	cm->ctl = c;
 	cm->fd = -1;
+	cm->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (cm->cancel_fd < 0) {
+		int e = -errno;
+		free(cm);
+		return e;
+	}
 	pthread_mutex_init(&cm->lock, NULL);
-	lm_migrate_params_default(&cm->params);
+	lm_cli_params_default(&cm->params);
 	int r;
 	if ((r = lm_control_register_vm(c, "migrate", cmd_migrate, cm)) < 0 ||
 	    (r = lm_control_register_vm(c, "migrate-cancel", cmd_migrate_cancel, cm)) < 0 ||
@@ -376,6 +366,7 @@ int lm_control_migrate_new(struct lm_control *c, struct lm_control_migrate **out
 	    (r = lm_control_register(c, "migrate-set-parameters", cmd_set_parameters, cm)) < 0 ||
 	    (r = lm_control_register(c, "query-migrate-parameters", cmd_query_parameters, cm)) < 0) {
 		pthread_mutex_destroy(&cm->lock);
+		close(cm->cancel_fd);
 		free(cm);
 		return r;
 	}
@@ -388,8 +379,7 @@ void lm_control_migrate_stop(struct lm_control_migrate *cm)
 	if (!cm)
 		return;
 	pthread_mutex_lock(&cm->lock);
-	if (cm->cur)
-		lm_vm_migration_cancel(cm->cur);
+	cancel_locked(cm);
 	bool joinable = cm->waiter_started;
 	cm->waiter_started = false;
 	pthread_mutex_unlock(&cm->lock);
@@ -403,5 +393,6 @@ void lm_control_migrate_free(struct lm_control_migrate *cm)
 		return;
 	lm_control_migrate_stop(cm);
 	pthread_mutex_destroy(&cm->lock);
+	close(cm->cancel_fd);
 	free(cm);
 }

@@ -1,22 +1,35 @@
 /*
  * livemig incoming: wait for one live migration, build the VM from the
  * stream, check it, and only then resume the guest here.
+ *
+ * Connections, one migration at a time. The main thread polls the
+ * listening socket and every connection that has not yet said anything: a
+ * connection becomes the migration once its first bytes arrive, and is
+ * received in a thread of its own, while the main thread keeps accepting.
+ * A connection that stays silent for the handshake timeout is dropped
+ * (one idle client cannot hold the door); one that arrives or speaks while
+ * a migration is being received gets a REFUSE record ("another migration
+ * is in progress") and is closed, and the running one never notices.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "livemig/stream.h"
 #include "livemig/vmm_migrate.h"
 
 static void usage(FILE *f)
@@ -30,7 +43,8 @@ static void usage(FILE *f)
 		"every record and the digest of all guest RAM, and only then resumes the\n"
 		"guest, whose console continues here. A failed or incomplete migration never\n"
 		"runs: the error is printed and the next connection is awaited (--once: exit 1).\n"
-		"Then it behaves like `livemig run`: exits with the guest's poweroff status.\n"
+		"Then it behaves like `livemig run`: exits with the guest's poweroff status,\n"
+		"or 10 once the VM migrated on (livemig migrate from its control socket).\n"
 		"\n"
 		"options:\n"
 		"  --listen URI      where to listen (required); tcp port 0 picks a free port\n"
@@ -42,6 +56,10 @@ static void usage(FILE *f)
 		"  --idle-timeout MS\n"
 		"                    fail a migration whose sender sends (or reads) nothing\n"
 		"                    for MS ms (default 10000; 0: never)\n"
+		"  --handshake-timeout SEC\n"
+		"                    drop a connection that sends nothing for SEC s after it\n"
+		"                    connected, and wait on (default 10; 0: never; livemig's\n"
+		"                    own, QEMU has none)\n"
 		"  --no-compress     refuse zstd-compressed page data\n"
 		"  --require-digest  refuse a stream without the RAM digest (a sender with\n"
 		"                    --verify none then sends it anyway)\n"
@@ -49,7 +67,11 @@ static void usage(FILE *f)
 		"  -h, --help        this text\n"
 		"\n"
 		"When listening, prints `livemig incoming: listening on URI` on stderr\n"
-		"(with the real port for tcp port 0).\n");
+		"(with the real port for tcp port 0). One migration at a time: a sender that\n"
+		"connects while one is being received is refused (\"another migration is in\n"
+		"progress\"). unix:PATH and --control PATH replace only a stale socket (one\n"
+		"nobody listens on); a file or a live socket there is refused. Both sockets\n"
+		"are created with mode 0600.\n");
 }
 
 static int bad(const char *fmt, const char *arg)
@@ -160,9 +182,129 @@ static void close_fds(int *a, int *b, int *c)
 		}
 }
 
+/* ---- connections ------------------------------------------------------------ */
+
+/* Connections accepted that have not spoken yet, and refused ones being
+ * closed (their last bytes read, so that closing does not reset the
+ * connection before the sender has read our REFUSE). */
+#define MAX_WAITING 8
+#define MAX_REFUSING 8
+/* A refused sender gets this long to read the REFUSE and hang up. */
+#define REFUSE_LINGER_S 2.0
+
+struct conn {
+	int fd;
+	double since;
+};
+
+/* The migration being received, in its own thread. */
+struct rx {
+	pthread_t th;
+	bool running;
+	int fd;
+	const struct lm_vm_incoming_config *cfg;
+	struct lm_vm *vm;
+	struct lm_receive_stats st;
+	int r;
+	int done[2]; /* a pipe: readable when the receive ended */
+};
+
+static void *rx_main(void *arg)
+{
+	struct rx *x = arg;
+	x->r = lm_vm_incoming(x->fd, x->cfg, &x->vm, &x->st);
+	ssize_t w = write(x->done[1], "d", 1);
+	(void)w;
+	return NULL;
+}
+
+static int rx_start(struct rx *x, int fd)
+{
+	x->fd = fd;
+	x->vm = NULL;
+	x->r = 0;
+	memset(&x->st, 0, sizeof(x->st));
+	int err = pthread_create(&x->th, NULL, rx_main, x);
+	if (err) {
+		x->fd = -1; /* the caller closes it */
+		return -err;
+	}
+	x->running = true;
+	return 0;
+}
+
+/* After done[0] became readable. */
+static void rx_join(struct rx *x)
+{
+	char b[8];
+	while (read(x->done[0], b, sizeof(b)) > 0)
+		;
+	pthread_join(x->th, NULL);
+	x->running = false;
+	close(x->fd);
+	x->fd = -1;
+}
+
+/* Answers a sender that came while a migration is being received: REFUSE
+ * with the reason (sent at once: the sender reads it after its HELLO), no
+ * more writes, and the connection kept until the sender hangs up or
+ * REFUSE_LINGER_S passed. Returns false when fd was closed right away. */
+static bool refuse(int fd)
+{
+	uint8_t mem[LM_FRAME_HDR + 8 + LM_STREAM_MAX_TEXT + 8];
+	lm_buf b;
+	lm_buf_init_fixed(&b, mem, sizeof(mem));
+	if (lm_stream_put_refuse(&b, EBUSY, "another migration is in progress") == 0) {
+		ssize_t w = send(fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+	}
+	if (shutdown(fd, SHUT_WR) < 0) {
+		close(fd);
+		return false;
+	}
+	return true;
+}
+
+/* refuse(), and the connection kept in v (at most MAX_REFUSING) to linger. */
+static void refuse_conn(struct conn *v, unsigned *n, int fd, double now)
+{
+	fprintf(stderr, "livemig incoming: refused a second sender: another migration is in "
+			"progress\n");
+	if (!refuse(fd))
+		return;
+	if (*n == MAX_REFUSING) {
+		close(fd);
+		return;
+	}
+	v[(*n)++] = (struct conn){fd, now};
+}
+
+static void conn_drop(struct conn *v, unsigned *n, unsigned i)
+{
+	close(v[i].fd);
+	v[i] = v[--*n];
+}
+
+static void conns_close(struct conn *v, unsigned *n)
+{
+	while (*n)
+		conn_drop(v, n, *n - 1);
+}
+
+/* The unix: listening socket's file, removed at the end only if it is
+ * still the one we created. */
+static void unlink_ours(const char *path, const struct stat *ours)
+{
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == ours->st_dev &&
+	    st.st_ino == ours->st_ino)
+		unlink(path);
+}
+
 int lm_cli_incoming(int argc, char **argv)
 {
-	enum { O_LISTEN = 256, O_CONTROL, O_CONSOLE, O_ONCE, O_TIMEOUT, O_IDLE, O_NOCOMP, O_JSON, O_REQDIGEST };
+	enum { O_LISTEN = 256, O_CONTROL, O_CONSOLE, O_ONCE, O_TIMEOUT, O_IDLE, O_NOCOMP, O_JSON, O_REQDIGEST,
+	       O_HANDSHAKE };
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, O_LISTEN},
 	    {"control", required_argument, NULL, O_CONTROL},
@@ -170,6 +312,7 @@ int lm_cli_incoming(int argc, char **argv)
 	    {"once", no_argument, NULL, O_ONCE},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
 	    {"idle-timeout", required_argument, NULL, O_IDLE},
+	    {"handshake-timeout", required_argument, NULL, O_HANDSHAKE},
 	    {"no-compress", no_argument, NULL, O_NOCOMP},
 	    {"require-digest", no_argument, NULL, O_REQDIGEST},
 	    {"json", no_argument, NULL, O_JSON},
@@ -178,7 +321,7 @@ int lm_cli_incoming(int argc, char **argv)
 	};
 	const char *listen_s = NULL, *control = NULL, *console = NULL;
 	bool once = false, json = false, wait_commit = false;
-	double timeout = 0;
+	double timeout = 0, handshake_timeout = 10;
 	struct lm_vm_incoming_config cfg = {.console_fd = STDOUT_FILENO};
 	int c;
 	char *end;
@@ -203,6 +346,11 @@ int lm_cli_incoming(int argc, char **argv)
 			cfg.recv.idle_timeout_ms = ms ? (uint64_t)ms : LM_TIMEOUT_NEVER;
 			break;
 		}
+		case O_HANDSHAKE:
+			handshake_timeout = strtod(optarg, &end);
+			if (*end || end == optarg || !(handshake_timeout >= 0) || handshake_timeout > 86400)
+				return bad("bad --handshake-timeout '%s' (seconds, 0: never)", optarg);
+			break;
 		case O_NOCOMP: cfg.recv.caps_disabled |= LM_CAP_ZSTD; break;
 		case O_REQDIGEST: cfg.recv.caps_disabled |= LM_CAP_NO_DIGEST; break;
 		case O_JSON: json = true; break;
@@ -220,12 +368,18 @@ int lm_cli_incoming(int argc, char **argv)
 	if (!listen_s)
 		return bad("%s", "--listen URI is required");
 	struct lm_uri uri;
-	if (lm_uri_parse(listen_s, &uri) < 0)
-		return bad("bad --listen '%s' (tcp:HOST:PORT or unix:PATH)", listen_s);
+	char uri_err[256];
+	if (lm_cli_uri_parse(listen_s, &uri, uri_err, sizeof(uri_err)) < 0)
+		return bad("--listen: %s", uri_err);
 
 	int ret = 1, console_fd = -1, lfd = -1, cancel_fd = -1, timer_fd = -1, sig_fd = -1;
 	struct lm_vm *vm = NULL;
 	struct lm_cli_ctl ctl = {0};
+	struct rx rx = {.fd = -1, .cfg = &cfg, .done = {-1, -1}};
+	struct conn waiting[MAX_WAITING], refusing[MAX_REFUSING];
+	unsigned nwaiting = 0, nrefusing = 0;
+	struct stat lst;
+	bool have_lst = false;
 	if (console) {
 		console_fd = lm_cli_open_console("incoming", console);
 		if (console_fd < 0)
@@ -242,14 +396,26 @@ int lm_cli_incoming(int argc, char **argv)
 		goto out;
 	lfd = lm_transport_listen(&uri);
 	if (lfd < 0) {
-		fprintf(stderr, "livemig incoming: cannot listen on %s: %s\n", listen_s, lm_strerror(lfd));
+		char why[512];
+		if (uri.kind == LM_URI_UNIX)
+			fprintf(stderr, "livemig incoming: cannot listen on %s: %s\n", listen_s,
+				lm_cli_socket_error(uri.path, lfd, why, sizeof(why)));
+		else
+			fprintf(stderr, "livemig incoming: cannot listen on %s: %s\n", listen_s,
+				lm_strerror(lfd));
+		lfd = -1;
 		goto out;
 	}
-	if (uri.kind == LM_URI_TCP)
-		fprintf(stderr, "livemig incoming: listening on tcp:%s:%d\n", uri.host,
-			lm_transport_local_port(lfd));
-	else
-		fprintf(stderr, "livemig incoming: listening on unix:%s\n", uri.path);
+	if (uri.kind == LM_URI_UNIX)
+		have_lst = lstat(uri.path, &lst) == 0;
+	if (pipe2(rx.done, O_CLOEXEC | O_NONBLOCK) < 0) {
+		fprintf(stderr, "livemig incoming: pipe: %s\n", strerror(errno));
+		goto out;
+	}
+	/* As a URI `livemig migrate --to` takes: tcp:[::1]:PORT for IPv6. */
+	char where[400];
+	lm_uri_format(&uri, uri.kind == LM_URI_TCP ? lm_transport_local_port(lfd) : -1, where, sizeof(where));
+	fprintf(stderr, "livemig incoming: listening on %s\n", where);
 
 	/* --timeout bounds everything from here: the waits for a connection
 	 * and a migration in progress alike (through the cancel fd). */
@@ -265,65 +431,173 @@ int lm_cli_incoming(int argc, char **argv)
 		goto out;
 	cfg.recv.cancel_fd = cancel_fd;
 	for (;;) {
-		if (terminated())
-			goto out;
-		if (timeout > 0 && now_s() - start > timeout) {
-			fprintf(stderr, "livemig incoming: no migration completed within %g s\n", timeout);
+		/* While a receive runs, a signal or the --timeout cancel it
+		 * (through cancel_fd) and its end is handled below; the
+		 * signal must stay pending until then. */
+		if (!rx.running) {
+			if (terminated())
+				goto out;
+			if (timeout > 0 && now_s() - start > timeout) {
+				fprintf(stderr, "livemig incoming: no migration completed within %g s\n",
+					timeout);
+				goto out;
+			}
+		}
+		struct pollfd pf[2 + MAX_WAITING + MAX_REFUSING];
+		unsigned n = 0, nw = nwaiting, nr = nrefusing;
+		pf[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
+		pf[n++] = (struct pollfd){.fd = rx.done[0], .events = POLLIN};
+		for (unsigned i = 0; i < nw; i++)
+			pf[n++] = (struct pollfd){.fd = waiting[i].fd, .events = POLLIN};
+		for (unsigned i = 0; i < nr; i++)
+			pf[n++] = (struct pollfd){.fd = refusing[i].fd, .events = POLLIN};
+		int pr = poll(pf, n, 200);
+		if (pr < 0 && errno != EINTR) {
+			fprintf(stderr, "livemig incoming: poll: %s\n", strerror(errno));
 			goto out;
 		}
-		int fd = lm_transport_accept(lfd, 200);
-		if (fd == -ETIMEDOUT || fd == -EINTR)
+		if (pr < 0)
 			continue;
-		if (fd < 0) {
-			fprintf(stderr, "livemig incoming: accept: %s\n", lm_strerror(fd));
-			goto out;
+		double now = now_s();
+
+		/* The migration being received ended. */
+		if (rx.running && (pf[1].revents & POLLIN)) {
+			rx_join(&rx);
+			int r = rx.r;
+			vm = rx.vm;
+			if (r == 0) {
+				report(&rx.st, json);
+				break;
+			}
+			if (r == -ENOLINK && vm) {
+				/* Verified but uncommitted: never run by itself,
+				 * never dropped (docs/stream.md 3.11). */
+				fprintf(stderr,
+					"livemig incoming: %s. The guest waits here paused (query-status: "
+					"inmigrate-wait-commit): `cont` runs it here, only if the source is gone "
+					"or not running it; `quit` drops this copy\n",
+					rx.st.error);
+				wait_commit = true;
+				break;
+			}
+			if (r == -ECANCELED && readable(timer_fd)) {
+				fprintf(stderr,
+					"livemig incoming: no migration completed within %g s, giving up the one "
+					"in progress: %s\n",
+					timeout, rx.st.error[0] ? rx.st.error : lm_strerror(r));
+				goto out;
+			}
+			if (r == -ECANCELED && terminated())
+				goto out;
+			fprintf(stderr, "livemig incoming: migration failed: %s\n",
+				rx.st.error[0] ? rx.st.error : lm_strerror(r));
+			if (once)
+				goto out;
+			fprintf(stderr, "livemig incoming: waiting for another migration\n");
 		}
-		struct lm_receive_stats st;
-		int r = lm_vm_incoming(fd, &cfg, &vm, &st);
-		close(fd);
-		if (r == 0) {
-			report(&st, json);
-			break;
+
+		/* Refused senders: read what they still send until they hang up. */
+		for (unsigned i = nr; i-- > 0;) {
+			bool drop = now - refusing[i].since > REFUSE_LINGER_S;
+			if (pf[2 + nw + i].revents) {
+				char junk[4096];
+				ssize_t k = recv(refusing[i].fd, junk, sizeof(junk), MSG_DONTWAIT);
+				drop |= k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR);
+			}
+			if (drop)
+				conn_drop(refusing, &nrefusing, i);
 		}
-		if (r == -ENOLINK && vm) {
-			/* Verified but uncommitted: never run by itself, never
-			 * dropped (docs/stream.md 3.11). */
-			fprintf(stderr,
-				"livemig incoming: %s. The guest waits here paused (query-status: "
-				"inmigrate-wait-commit): `cont` runs it here, only if the source is gone or "
-				"not running it; `quit` drops this copy\n",
-				st.error);
-			wait_commit = true;
-			break;
+
+		/* Connections that had not spoken: the first to speak is the
+		 * migration (unless one is running: refused); silent for the
+		 * handshake timeout, dropped. */
+		for (unsigned i = nw; i-- > 0;) {
+			if (pf[2 + i].revents) {
+				char b;
+				ssize_t k = recv(waiting[i].fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+				if (k < 0 && (errno == EAGAIN || errno == EINTR))
+					continue;
+				if (k <= 0) {
+					/* Hung up without a word (such as another
+					 * livemig checking whether this socket is
+					 * live): not a failed migration, --once
+					 * included. */
+					fprintf(stderr, "livemig incoming: a connection closed before sending "
+							"anything; waiting on\n");
+					conn_drop(waiting, &nwaiting, i);
+					continue;
+				}
+				int fd = waiting[i].fd;
+				waiting[i] = waiting[--nwaiting];
+				if (!rx.running) {
+					int err = rx_start(&rx, fd);
+					if (err < 0) {
+						fprintf(stderr, "livemig incoming: cannot start the receive: %s\n",
+							strerror(-err));
+						close(fd);
+					}
+				} else {
+					refuse_conn(refusing, &nrefusing, fd, now);
+				}
+				continue;
+			}
+			if (handshake_timeout > 0 && now - waiting[i].since > handshake_timeout) {
+				fprintf(stderr,
+					"livemig incoming: dropped a connection that sent nothing for %g s "
+					"(--handshake-timeout)\n",
+					handshake_timeout);
+				conn_drop(waiting, &nwaiting, i);
+			}
 		}
-		if (r == -ECANCELED && readable(timer_fd)) {
-			fprintf(stderr,
-				"livemig incoming: no migration completed within %g s, giving up the one in "
-				"progress: %s\n",
-				timeout, st.error[0] ? st.error : lm_strerror(r));
-			goto out;
+
+		/* New connections. */
+		if (pf[0].revents & POLLIN) {
+			int fd = lm_transport_accept(lfd, 1);
+			if (fd == -ETIMEDOUT || fd == -EINTR || fd == -EAGAIN || fd == -ECONNABORTED)
+				continue;
+			if (fd < 0) {
+				fprintf(stderr, "livemig incoming: accept: %s\n", lm_strerror(fd));
+				goto out;
+			}
+			if (rx.running) {
+				refuse_conn(refusing, &nrefusing, fd, now);
+			} else if (nwaiting < MAX_WAITING) {
+				waiting[nwaiting++] = (struct conn){fd, now};
+			} else {
+				fprintf(stderr, "livemig incoming: dropped a connection: %d others are "
+						"connected and silent\n",
+					MAX_WAITING);
+				close(fd);
+			}
 		}
-		if (r == -ECANCELED && terminated())
-			goto out;
-		fprintf(stderr, "livemig incoming: migration failed: %s\n",
-			st.error[0] ? st.error : lm_strerror(r));
-		if (once)
-			goto out;
-		fprintf(stderr, "livemig incoming: waiting for another migration\n");
 	}
+	conns_close(waiting, &nwaiting);
+	conns_close(refusing, &nrefusing);
 	close(lfd);
 	lfd = -1;
-	if (uri.kind == LM_URI_UNIX)
-		unlink(uri.path);
+	if (have_lst)
+		unlink_ours(uri.path, &lst);
 	close_fds(&cancel_fd, &timer_fd, &sig_fd);
+	close_fds(&rx.done[0], &rx.done[1], &rx.fd);
 	ret = lm_cli_serve_vm("incoming", vm, &ctl, wait_commit ? LM_SERVE_WAIT_COMMIT : LM_SERVE_MIGRATED_IN);
 out:
+	if (rx.running) {
+		/* Only after a failed poll: the receive ends by itself (its
+		 * idle timeout) at the latest. */
+		pthread_join(rx.th, NULL);
+		rx.running = false;
+		if (!vm)
+			vm = rx.vm;
+	}
+	conns_close(waiting, &nwaiting);
+	conns_close(refusing, &nrefusing);
 	close_fds(&cancel_fd, &timer_fd, &sig_fd);
+	close_fds(&rx.done[0], &rx.done[1], &rx.fd);
 	lm_cli_ctl_close(&ctl);
 	if (lfd >= 0) {
 		close(lfd);
-		if (uri.kind == LM_URI_UNIX)
-			unlink(uri.path);
+		if (have_lst)
+			unlink_ours(uri.path, &lst);
 	}
 	lm_vm_free(vm);
 	if (console_fd >= 0)

@@ -1,57 +1,68 @@
 /*
  * livemig migrate: ask a running VM (through its control socket) to migrate
  * to a destination, show progress while it runs, and print the report.
+ *
+ * The parameter options come from src/cli/params.c's table. They apply to
+ * this migration only: they are set just before `migrate`, and the values
+ * they replaced are put back as soon as `migrate` has answered (the
+ * migration took its parameters then), whether it started or not.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "cli/params.h"
+#include "cli/qmp_client.h"
+#include "cli/report.h"
+#include "livemig/migrate.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: livemig migrate --control PATH --to URI [options]\n"
+		"       livemig migrate --list-parameters[=markdown|man]\n"
 		"\n"
 		"Asks the VM served at control socket PATH (livemig run/incoming --control)\n"
-		"to migrate live to URI (tcp:HOST:PORT or unix:PATH, where `livemig incoming`\n"
-		"listens), shows progress on a terminal, and prints the final report.\n"
+		"to migrate live to URI (tcp:HOST:PORT, tcp:[IPV6]:PORT or unix:PATH, where\n"
+		"`livemig incoming` listens), shows progress on a terminal (percent done,\n"
+		"elapsed, ETA, bytes sent), and prints the final report.\n"
+		"\n"
+		"The parameter options below apply to this migration only: the VM's values\n"
+		"(migrate-set-parameters) are put back once it has started, or failed to.\n"
+		"(QEMU's parameters persist; use the control socket for that.)\n"
+		"\n"
+		"Ctrl-C: on a terminal, asks whether to cancel the migration (a second Ctrl-C\n"
+		"cancels); otherwise cancels it. Either way the outcome is reported: cancelled,\n"
+		"or completed anyway when the cancel came too late.\n"
+		"\n"
 		"Exits 0 when the migration completed and verified, 1 when it failed or was\n"
 		"cancelled (the VM then keeps running at the source), 2 for bad usage, 3 when\n"
 		"the commit is unconfirmed (the destination may run the guest; the source keeps\n"
 		"its copy paused), 4 when the completeness check found pages that differ (the\n"
-		"source keeps its paused copy, the right one).\n"
+		"source keeps its paused copy, the right one). The source process (livemig run\n"
+		"or incoming) then exits %d after a completed migration.\n"
 		"\n"
 		"options:\n"
-		"  --control PATH            the source VM's control socket (required)\n"
-		"  --to URI                  the destination (required)\n"
-		"  --downtime-limit MS       target pause in ms (default 300)\n"
-		"  --max-bandwidth RATE      e.g. 100M (bytes/s) or 1Gbit; 0 = unlimited (default)\n"
-		"  --max-rounds N            pre-copy rounds before giving up converging (default 30)\n"
-		"  --max-time MS             pre-copy time before giving up converging (default none)\n"
-		"  --on-nonconverge WHAT     switchover (default) or cancel\n"
-		"  --compress                offer zstd compression of page data\n"
-		"  --verify full|digest|none full (default): the RAM digest, then the paused source\n"
-		"                            compared page by page with what was sent (after the\n"
-		"                            switchover, not in the pause); digest: the digest only;\n"
-		"                            none: per-frame checksums only, if the destination\n"
-		"                            accepts that (else as digest)\n"
-		"  --no-skip-balloon         send ballooned pages as ordinary pages (skip-balloon\n"
-		"                            is on by default when the guest promised must-tell-host)\n"
-		"  --timeout SEC             cancel the migration if it has not ended by then\n"
-		"  --idle-timeout MS         fail when the destination reads or sends nothing for MS ms\n"
-		"                            (default 10000; 0: never)\n"
-		"  --json                    print the final report as JSON\n"
-		"  -q, --quiet               no progress line\n"
-		"  -h, --help                this text\n");
+		"  --control PATH              the source VM's control socket (required)\n"
+		"  --to URI                    the destination (required)\n"
+		"  --timeout SEC               cancel the migration if it has not ended by then\n"
+		"  --json                      print the final report as JSON\n"
+		"  -q, --quiet                 no progress line\n"
+		"  --list-parameters[=man]     the parameters as a Markdown table (docs/cli.md),\n"
+		"                              or for the man page (docs/livemig.1)\n"
+		"  -h, --help                  this text\n"
+		"\n"
+		"parameters (RATE: bytes/s, 64K, 100M, 2G, or bits: 1Gbit):\n",
+		LM_CLI_EXIT_MIGRATED);
+	lm_cli_params_help(f);
 }
 
 static int bad(const char *fmt, const char *arg)
@@ -62,12 +73,8 @@ static int bad(const char *fmt, const char *arg)
 	return 2;
 }
 
-/* A line-oriented JSON client of the control socket. */
-struct client {
-	int fd;
-	char buf[65536];
-	size_t len;
-};
+/* Bounds each wait for a reply on the control socket. */
+#define CALL_TIMEOUT_S 30.0
 
 static double now_s(void)
 {
@@ -76,91 +83,13 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Next complete line as a parsed object; NULL with *eof set on EOF/error,
- * NULL without it on timeout. */
-static struct json_object *read_obj(struct client *c, int timeout_ms, bool *eof)
+/* The first MIGRATION event (the final stats), whichever wait reads it. */
+static void keep_migration_event(struct lm_qmp *q, const char *name, struct json_object *ev,
+				 void *arg)
 {
-	double deadline = now_s() + timeout_ms / 1000.0;
-	for (;;) {
-		char *nl = memchr(c->buf, '\n', c->len);
-		if (nl) {
-			*nl = 0;
-			struct json_object *o = json_tokener_parse(c->buf);
-			size_t used = (size_t)(nl - c->buf) + 1;
-			memmove(c->buf, nl + 1, c->len - used);
-			c->len -= used;
-			if (o)
-				return o;
-			continue; /* not JSON: ignore the line */
-		}
-		if (c->len == sizeof(c->buf)) {
-			*eof = true; /* a line longer than any reply we know */
-			return NULL;
-		}
-		int left = (int)((deadline - now_s()) * 1000);
-		if (left < 0)
-			return NULL;
-		struct pollfd p = {.fd = c->fd, .events = POLLIN};
-		int r = poll(&p, 1, left);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r == 0)
-			return NULL;
-		ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
-		if (n <= 0) {
-			*eof = true;
-			return NULL;
-		}
-		c->len += (size_t)n;
-	}
-}
-
-static int send_cmd(struct client *c, const char *name, struct json_object *args)
-{
-	struct json_object *o = json_object_new_object();
-	json_object_object_add(o, "execute", json_object_new_string(name));
-	if (args)
-		json_object_object_add(o, "arguments", args);
-	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	size_t len = strlen(s);
-	int err = 0;
-	if (write(c->fd, s, len) != (ssize_t)len || write(c->fd, "\n", 1) != 1)
-		err = -errno ? -errno : -EIO;
-	json_object_put(o);
-	return err;
-}
-
-/* Send a command and wait for its reply (events in between are returned
- * through on_event). Returns the reply object (caller puts it) or NULL. */
-static struct json_object *call(struct client *c, const char *name, struct json_object *args,
-				struct json_object **event)
-{
-	if (send_cmd(c, name, args) < 0)
-		return NULL;
-	for (;;) {
-		bool eof = false;
-		struct json_object *o = read_obj(c, 30000, &eof);
-		if (!o)
-			return NULL;
-		struct json_object *v;
-		if (json_object_object_get_ex(o, "event", &v)) {
-			if (event && !*event && !strcmp(json_object_get_string(v), "MIGRATION"))
-				*event = o;
-			else
-				json_object_put(o);
-			continue;
-		}
-		return o;
-	}
-}
-
-static const char *error_desc(struct json_object *reply)
-{
-	struct json_object *e, *d;
-	if (reply && json_object_object_get_ex(reply, "error", &e) &&
-	    json_object_object_get_ex(e, "desc", &d))
-		return json_object_get_string(d);
-	return NULL;
+	struct json_object **event = arg;
+	if (!*event && !strcmp(name, "MIGRATION"))
+		*event = json_object_get(ev);
 }
 
 static int64_t get_i(struct json_object *o, const char *k)
@@ -175,42 +104,44 @@ static const char *get_s(struct json_object *o, const char *k)
 	return o && json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : "";
 }
 
-/* One progress line. The link rate is measured here, from the bytes the
- * source reports between two polls, so it is live during round one too. */
-static void progress(struct json_object *st, double *last_t, int64_t *last_bytes)
+/*
+ * The link rate, measured here from the bytes the source reports, so it is
+ * live during round one too: over the last RATE_WINDOW_S of polls, because
+ * the source's figure moves in steps (a megabyte flush at a time, which
+ * takes a second on a 1 MiB/s link).
+ */
+#define RATE_WINDOW_S 5.0
+#define RATE_SAMPLES 64
+struct rate {
+	double t[RATE_SAMPLES];
+	int64_t bytes[RATE_SAMPLES];
+	unsigned n; /* samples taken (the last RATE_SAMPLES kept) */
+};
+
+static double rate_add(struct rate *r, double t, int64_t bytes)
+{
+	r->t[r->n % RATE_SAMPLES] = t;
+	r->bytes[r->n % RATE_SAMPLES] = bytes;
+	r->n++;
+	/* The oldest sample kept that is still within the window. */
+	unsigned first = r->n > RATE_SAMPLES ? r->n - RATE_SAMPLES : 0, i = first;
+	while (i + 1 < r->n && t - r->t[i % RATE_SAMPLES] > RATE_WINDOW_S)
+		i++;
+	double dt = t - r->t[i % RATE_SAMPLES];
+	int64_t db = bytes - r->bytes[i % RATE_SAMPLES];
+	return dt > 0.1 && db >= 0 ? (double)db / dt : 0;
+}
+
+/* One progress line, over the last one. */
+static void progress(struct json_object *st, struct rate *r)
 {
 	struct json_object *ram = NULL;
 	json_object_object_get_ex(st, "ram", &ram);
-	int64_t bytes = get_i(ram, "transferred");
-	double t = now_s(), mbit = 0;
-	if (*last_t > 0 && t > *last_t && bytes >= *last_bytes)
-		mbit = (double)(bytes - *last_bytes) * 8 / 1e6 / (t - *last_t);
-	*last_t = t;
-	*last_bytes = bytes;
-	fprintf(stderr,
-		"\r\033[K%-9s round %-3lld remaining %8.1f MiB  dirty %7lld pages/s  %8.1f Mbit/s  "
-		"expected downtime %lld ms",
-		get_s(st, "status"), (long long)get_i(ram, "rounds"),
-		(double)get_i(ram, "remaining") / 1048576.0, (long long)get_i(ram, "dirty-pages-rate"),
-		mbit, (long long)get_i(st, "expected-downtime"));
+	double rate = rate_add(r, now_s(), get_i(ram, "transferred"));
+	char line[512];
+	lm_cli_progress_line(st, rate, line, sizeof(line));
+	fprintf(stderr, "\r\033[K%s", line);
 	fflush(stderr);
-}
-
-/* The report: every key of the stats object, nested objects flattened. */
-static void print_table(struct json_object *o, const char *prefix)
-{
-	json_object_object_foreach(o, key, val)
-	{
-		char name[128];
-		snprintf(name, sizeof(name), "%s%s", prefix, key);
-		if (json_object_is_type(val, json_type_object)) {
-			char p[sizeof(name) + 2];
-			snprintf(p, sizeof(p), "%s.", name);
-			print_table(val, p);
-		} else {
-			printf("  %-26s %s\n", name, json_object_get_string(val));
-		}
-	}
 }
 
 static bool final_status(const char *s)
@@ -219,94 +150,143 @@ static bool final_status(const char *s)
 	       !strcmp(s, "unconfirmed");
 }
 
+/* ---- Ctrl-C --------------------------------------------------------------- */
+
+static volatile sig_atomic_t sigints;
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	sigints++;
+}
+
+/* Not SA_RESTART: a wait in progress returns early and the loop looks. */
+static void catch_sigint(void)
+{
+	struct sigaction sa = {.sa_handler = on_sigint};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+}
+
+/* The line typed on the terminal after the question: 1 yes, 0 no, -1 none yet. */
+static int answer(void)
+{
+	struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+	if (poll(&p, 1, 0) <= 0)
+		return -1;
+	char buf[64];
+	ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+	if (n < 0)
+		return -1;
+	return n > 0 && (buf[0] == 'y' || buf[0] == 'Y');
+}
+
+/* ---- parameters ------------------------------------------------------------ */
+
+/*
+ * The VM's current values of the keys in params, to put back after
+ * `migrate`. NULL (after saying why) when they cannot be read: then
+ * nothing is set either.
+ */
+static struct json_object *save_params(struct lm_qmp *cl, struct json_object *params)
+{
+	struct json_object *cur = NULL;
+	if (lm_qmp_exec(cl, "query-migrate-parameters", NULL, CALL_TIMEOUT_S, &cur) < 0) {
+		fprintf(stderr, "livemig migrate: query-migrate-parameters: %s\n", lm_qmp_error(cl));
+		return NULL;
+	}
+	struct json_object *saved = json_object_new_object();
+	json_object_object_foreach(params, key, val)
+	{
+		(void)val;
+		struct json_object *v;
+		if (!json_object_object_get_ex(cur, key, &v)) {
+			fprintf(stderr, "livemig migrate: the VM has no parameter '%s' (query-migrate-parameters)\n",
+				key);
+			json_object_put(saved);
+			saved = NULL;
+			break;
+		}
+		json_object_object_add(saved, key, json_object_get(v));
+	}
+	json_object_put(cur);
+	return saved;
+}
+
+static void restore_params(struct lm_qmp *cl, struct json_object **saved)
+{
+	if (!*saved)
+		return;
+	if (lm_qmp_exec(cl, "migrate-set-parameters", *saved, CALL_TIMEOUT_S, NULL) < 0)
+		fprintf(stderr,
+			"livemig migrate: warning: could not put the VM's parameters back (%s): they are now "
+			"as this command set them\n",
+			lm_qmp_error(cl));
+	*saved = NULL; /* consumed */
+}
+
+/* ---- the command ------------------------------------------------------------ */
+
+#define MAX_PARAMS 32
+enum { O_CONTROL = 256, O_TO, O_JSON, O_TIMEOUT, O_LIST, O_PARAM = 512, O_NO_PARAM = 768 };
+
 int lm_cli_migrate(int argc, char **argv)
 {
-	enum { O_CONTROL = 256, O_TO, O_DOWNTIME, O_BW, O_ROUNDS, O_TIME, O_NONCONV, O_COMPRESS,
-	       O_JSON, O_TIMEOUT, O_NO_SKIP_BALLOON, O_IDLE, O_VERIFY };
-	static const struct option opts[] = {
+	static const struct option fixed[] = {
 	    {"control", required_argument, NULL, O_CONTROL},
 	    {"to", required_argument, NULL, O_TO},
-	    {"downtime-limit", required_argument, NULL, O_DOWNTIME},
-	    {"max-bandwidth", required_argument, NULL, O_BW},
-	    {"max-rounds", required_argument, NULL, O_ROUNDS},
-	    {"max-time", required_argument, NULL, O_TIME},
-	    {"on-nonconverge", required_argument, NULL, O_NONCONV},
-	    {"compress", no_argument, NULL, O_COMPRESS},
-	    {"no-skip-balloon", no_argument, NULL, O_NO_SKIP_BALLOON},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
-	    {"idle-timeout", required_argument, NULL, O_IDLE},
-	    {"verify", required_argument, NULL, O_VERIFY},
 	    {"json", no_argument, NULL, O_JSON},
+	    {"list-parameters", optional_argument, NULL, O_LIST},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
 	};
+	/* The fixed options, then --NAME for every parameter and --no-NAME
+	 * for every boolean one. */
+	struct option opts[sizeof(fixed) / sizeof(fixed[0]) + 2 * MAX_PARAMS + 1];
+	char nonames[MAX_PARAMS][64];
+	size_t no = 0;
+	memcpy(opts, fixed, sizeof(fixed));
+	no = sizeof(fixed) / sizeof(fixed[0]);
+	for (size_t i = 0; i < lm_cli_nparams && i < MAX_PARAMS; i++) {
+		const struct lm_cli_param *d = &lm_cli_params[i];
+		bool b = d->type == LM_PARAM_BOOL;
+		opts[no++] = (struct option){d->name, b ? no_argument : required_argument, NULL, O_PARAM + (int)i};
+		if (b) {
+			snprintf(nonames[i], sizeof(nonames[i]), "no-%s", d->name);
+			opts[no++] = (struct option){nonames[i], no_argument, NULL, O_NO_PARAM + (int)i};
+		}
+	}
+	opts[no] = (struct option){NULL, 0, NULL, 0};
+
 	const char *control = NULL, *to = NULL;
 	bool json = false, quiet = false;
 	double timeout = 0;
-	struct json_object *params = json_object_new_object();
+	struct json_object *params = json_object_new_object(), *saved = NULL;
 	int c, ret = 2;
-	char *end;
+	char *end, err[256];
 
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":qh", opts, NULL)) != -1) {
-		uint64_t v;
-		long long n;
+		if (c >= O_PARAM && c < O_PARAM + MAX_PARAMS) {
+			const struct lm_cli_param *d = &lm_cli_params[c - O_PARAM];
+			int64_t v = 1;
+			if (d->type != LM_PARAM_BOOL && lm_cli_param_parse(d, optarg, &v, err, sizeof(err)) < 0) {
+				ret = bad("%s", err);
+				goto out;
+			}
+			json_object_object_add(params, d->name, lm_cli_param_to_json(d, v));
+			continue;
+		}
+		if (c >= O_NO_PARAM && c < O_NO_PARAM + MAX_PARAMS) {
+			const struct lm_cli_param *d = &lm_cli_params[c - O_NO_PARAM];
+			json_object_object_add(params, d->name, lm_cli_param_to_json(d, 0));
+			continue;
+		}
 		switch (c) {
 		case O_CONTROL: control = optarg; break;
 		case O_TO: to = optarg; break;
-		case O_DOWNTIME:
-			n = strtoll(optarg, &end, 10);
-			if (*end || end == optarg || n < 1 || n > 2000000) {
-				ret = bad("bad --downtime-limit '%s' (milliseconds, 1..2000000)", optarg);
-				goto out;
-			}
-			json_object_object_add(params, "downtime-limit", json_object_new_int64(n));
-			break;
-		case O_BW:
-			if (lm_cli_parse_rate(optarg, &v) < 0 || v > INT64_MAX) {
-				ret = bad("bad --max-bandwidth '%s' (e.g. 100M, 1Gbit, 0)", optarg);
-				goto out;
-			}
-			json_object_object_add(params, "max-bandwidth", json_object_new_int64((int64_t)v));
-			break;
-		case O_ROUNDS:
-			n = strtoll(optarg, &end, 10);
-			if (*end || end == optarg || n < 1 || n > 100000) {
-				ret = bad("bad --max-rounds '%s' (1..100000)", optarg);
-				goto out;
-			}
-			json_object_object_add(params, "max-rounds", json_object_new_int64(n));
-			break;
-		case O_TIME:
-			n = strtoll(optarg, &end, 10);
-			if (*end || end == optarg || n < 0) {
-				ret = bad("bad --max-time '%s' (milliseconds)", optarg);
-				goto out;
-			}
-			json_object_object_add(params, "max-time", json_object_new_int64(n));
-			break;
-		case O_NONCONV:
-			if (strcmp(optarg, "switchover") && strcmp(optarg, "cancel")) {
-				ret = bad("bad --on-nonconverge '%s' (switchover or cancel)", optarg);
-				goto out;
-			}
-			json_object_object_add(params, "on-nonconverge", json_object_new_string(optarg));
-			break;
-		case O_COMPRESS:
-			json_object_object_add(params, "compress", json_object_new_boolean(true));
-			break;
-		case O_VERIFY:
-			if (strcmp(optarg, "full") && strcmp(optarg, "digest") && strcmp(optarg, "none")) {
-				ret = bad("bad --verify '%s' (full, digest or none)", optarg);
-				goto out;
-			}
-			json_object_object_add(params, "verify", json_object_new_string(optarg));
-			break;
-		case O_NO_SKIP_BALLOON:
-			json_object_object_add(params, "skip-balloon", json_object_new_boolean(false));
-			break;
 		case O_TIMEOUT:
 			timeout = strtod(optarg, &end);
 			if (*end || end == optarg || timeout <= 0) {
@@ -314,15 +294,18 @@ int lm_cli_migrate(int argc, char **argv)
 				goto out;
 			}
 			break;
-		case O_IDLE:
-			n = strtoll(optarg, &end, 10);
-			if (*end || end == optarg || n < 0 || n > INT32_MAX) {
-				ret = bad("bad --idle-timeout '%s' (milliseconds, 0: never)", optarg);
+		case O_JSON: json = true; break;
+		case O_LIST:
+			if (optarg && strcmp(optarg, "markdown") && strcmp(optarg, "man")) {
+				ret = bad("bad --list-parameters=%s (markdown or man)", optarg);
 				goto out;
 			}
-			json_object_object_add(params, "idle-timeout", json_object_new_int64(n));
-			break;
-		case O_JSON: json = true; break;
+			if (optarg && !strcmp(optarg, "man"))
+				lm_cli_params_troff(stdout);
+			else
+				lm_cli_params_markdown(stdout);
+			ret = 0;
+			goto out;
 		case 'q': quiet = true; break;
 		case 'h':
 			usage(stdout);
@@ -344,93 +327,126 @@ int lm_cli_migrate(int argc, char **argv)
 		ret = bad("%s", !control ? "--control PATH is required" : "--to URI is required");
 		goto out;
 	}
-
-	struct client cl = {.fd = -1};
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(control) >= sizeof(sa.sun_path)) {
-		ret = bad("control socket path too long: %s", control);
+	struct lm_uri uri;
+	if (lm_cli_uri_parse(to, &uri, err, sizeof(err)) < 0) {
+		ret = bad("--to: %s", err);
 		goto out;
 	}
-	strcpy(sa.sun_path, control);
-	ret = 1;
-	cl.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (cl.fd < 0 || connect(cl.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "livemig migrate: cannot connect to %s: %s\n", control, strerror(errno));
-		goto out_fd;
-	}
-	bool eof = false;
-	struct json_object *greeting = read_obj(&cl, 5000, &eof);
-	if (!greeting) {
-		fprintf(stderr, "livemig migrate: %s did not greet us\n", control);
-		goto out_fd;
-	}
-	json_object_put(greeting);
 
-	struct json_object *event = NULL, *reply;
+	ret = 1;
+	struct json_object *event = NULL;
+	struct lm_qmp *cl = lm_qmp_new();
+	if (!cl) {
+		fprintf(stderr, "livemig migrate: out of memory\n");
+		goto out;
+	}
+	lm_qmp_set_event_cb(cl, keep_migration_event, &event);
+	int r = lm_qmp_connect(cl, control, 0, 5.0);
+	if (r == -ENAMETOOLONG) {
+		ret = bad("%s", lm_qmp_error(cl));
+		goto out_fd;
+	}
+	if (r < 0) {
+		fprintf(stderr, "livemig migrate: %s\n", lm_qmp_error(cl));
+		goto out_fd;
+	}
+	/* From here Ctrl-C is ours: before `migrate` it stops us with
+	 * nothing changed, after it it is about the migration. */
+	catch_sigint();
 	if (json_object_object_length(params) > 0) {
-		reply = call(&cl, "migrate-set-parameters", json_object_get(params), &event);
-		if (!reply || error_desc(reply)) {
-			fprintf(stderr, "livemig migrate: migrate-set-parameters: %s\n",
-				reply ? error_desc(reply) : "no reply");
-			json_object_put(reply);
+		if (!(saved = save_params(cl, params)))
+			goto out_fd;
+		if (lm_qmp_exec(cl, "migrate-set-parameters", json_object_get(params), CALL_TIMEOUT_S, NULL) < 0) {
+			fprintf(stderr, "livemig migrate: migrate-set-parameters: %s\n", lm_qmp_error(cl));
+			json_object_put(saved); /* nothing was set: a bad request changes nothing */
+			saved = NULL;
 			goto out_fd;
 		}
-		json_object_put(reply);
+	}
+	if (sigints) {
+		restore_params(cl, &saved);
+		fprintf(stderr, "livemig migrate: interrupted before the migration started; nothing changed\n");
+		goto out_fd;
 	}
 	struct json_object *margs = json_object_new_object();
 	json_object_object_add(margs, "uri", json_object_new_string(to));
-	reply = call(&cl, "migrate", margs, &event);
-	if (!reply || error_desc(reply)) {
-		fprintf(stderr, "livemig migrate: %s\n", reply ? error_desc(reply) : "no reply to migrate");
-		json_object_put(reply);
+	r = lm_qmp_exec(cl, "migrate", margs, CALL_TIMEOUT_S, NULL);
+	/* Started or not, the migration has its parameters now. */
+	restore_params(cl, &saved);
+	if (r < 0) {
+		fprintf(stderr, "livemig migrate: %s\n", lm_qmp_error(cl));
 		goto out_fd;
 	}
-	json_object_put(reply);
 
 	bool tty = !quiet && isatty(STDERR_FILENO);
+	bool ask = isatty(STDIN_FILENO) && isatty(STDERR_FILENO);
 	double start = now_s();
-	bool cancelled = false;
+	const char *cancel_why = NULL; /* set once migrate-cancel went out */
+	bool asking = false;
+	int seen_sigints = 0;
 	struct json_object *final = NULL;
-	double last_t = 0;
-	int64_t last_bytes = 0;
+	struct rate rate = {0};
 	while (!final) {
 		if (event) {
 			final = json_object_get(json_object_object_get(event, "data"));
 			break;
 		}
-		if (timeout > 0 && !cancelled && now_s() - start > timeout) {
-			fprintf(stderr, "%slivemig migrate: --timeout reached, cancelling\n", tty ? "\n" : "");
-			reply = call(&cl, "migrate-cancel", NULL, &event);
-			json_object_put(reply);
-			cancelled = true;
+		const char *want_cancel = NULL;
+		if (sigints != seen_sigints) {
+			seen_sigints = sigints;
+			if (cancel_why)
+				; /* cancelling already: wait for the end */
+			else if (!ask || asking)
+				want_cancel = "Ctrl-C";
+			else {
+				fprintf(stderr, "%slivemig migrate: cancel the migration? [y/N] (Ctrl-C again: cancel) ",
+					tty ? "\n" : "");
+				fflush(stderr);
+				asking = true;
+			}
 		}
-		reply = call(&cl, "query-migrate", NULL, &event);
-		if (!reply)
-			break; /* the source went away; an event may still be buffered */
-		struct json_object *st = json_object_object_get(reply, "return");
+		if (asking && !want_cancel) {
+			int a = answer();
+			if (a == 1)
+				want_cancel = "Ctrl-C";
+			else if (a == 0) {
+				fprintf(stderr, "livemig migrate: not cancelled; the migration goes on\n");
+				asking = false;
+			}
+		}
+		if (!want_cancel && timeout > 0 && !cancel_why && now_s() - start > timeout)
+			want_cancel = "--timeout";
+		if (want_cancel) {
+			if (asking || tty)
+				fprintf(stderr, "\n");
+			asking = false;
+			fprintf(stderr, "livemig migrate: %s: cancelling the migration\n",
+				!strcmp(want_cancel, "--timeout") ? "--timeout reached" : "interrupted (Ctrl-C)");
+			if (lm_qmp_exec(cl, "migrate-cancel", NULL, CALL_TIMEOUT_S, NULL) < 0)
+				fprintf(stderr, "livemig migrate: migrate-cancel: %s\n", lm_qmp_error(cl));
+			cancel_why = want_cancel;
+		}
+		struct json_object *st = NULL;
+		r = lm_qmp_exec(cl, "query-migrate", NULL, CALL_TIMEOUT_S, &st);
+		if (r < 0 && r != -EREMOTEIO && r != -EINTR)
+			break; /* the source went away (its last event read on the way) */
 		if (st && final_status(get_s(st, "status")) && !event) {
 			/* Finished: the MIGRATION event with the same stats follows;
 			 * the stats in hand are as good. */
 			final = json_object_get(st);
-		} else if (st && tty && json_object_object_length(st) > 0) {
-			progress(st, &last_t, &last_bytes);
+		} else if (st && tty && !asking && json_object_object_length(st) > 0) {
+			progress(st, &rate);
 		}
-		json_object_put(reply);
+		json_object_put(st);
 		if (!final && !event) {
-			struct json_object *o = read_obj(&cl, 200, &eof);
-			if (o) {
-				struct json_object *v;
-				if (json_object_object_get_ex(o, "event", &v) &&
-				    !strcmp(json_object_get_string(v), "MIGRATION"))
-					event = o;
-				else
-					json_object_put(o);
-			} else if (eof) {
+			r = lm_qmp_wait_event(cl, "MIGRATION", 0.2, NULL);
+			if (r < 0 && r != -ETIMEDOUT && r != -EINTR)
 				break;
-			}
 		}
 	}
-	if (tty)
+	if (!final && event)
+		final = json_object_get(json_object_object_get(event, "data"));
+	if (tty || asking)
 		fprintf(stderr, "\n");
 	if (!final) {
 		fprintf(stderr, "livemig migrate: the source closed its control socket before the migration ended\n");
@@ -438,14 +454,17 @@ int lm_cli_migrate(int argc, char **argv)
 		goto out_fd;
 	}
 	const char *status = get_s(final, "status");
-	if (json) {
+	if (json)
 		printf("%s\n", json_object_to_json_string_ext(final, JSON_C_TO_STRING_PRETTY));
-	} else {
-		printf("migration %s\n", status);
-		print_table(final, "");
-	}
+	else
+		lm_cli_print_report(stdout, final);
 	struct json_object *vobj;
 	const char *vstatus = json_object_object_get_ex(final, "verify", &vobj) ? get_s(vobj, "status") : "";
+	if (cancel_why && !strcmp(status, "cancelled"))
+		fprintf(stderr, "livemig migrate: cancelled (%s); the VM runs on at the source\n", cancel_why);
+	else if (cancel_why)
+		fprintf(stderr, "livemig migrate: the cancel (%s) came too late: the migration ended %s anyway\n",
+			cancel_why, status);
 	if (!strcmp(status, "completed") && !strcmp(vstatus, "mismatch")) {
 		fprintf(stderr, "livemig migrate: migration completed, but VERIFY FAILED: pages of the paused "
 				"source differ from what reached the destination (see verify above); the source "
@@ -463,8 +482,8 @@ int lm_cli_migrate(int argc, char **argv)
 	json_object_put(final);
 	json_object_put(event);
 out_fd:
-	if (cl.fd >= 0)
-		close(cl.fd);
+	json_object_put(saved);
+	lm_qmp_free(cl);
 out:
 	json_object_put(params);
 	return ret;

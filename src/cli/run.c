@@ -26,7 +26,9 @@ static void usage(FILE *f)
 		"\n"
 		"Boots a Multiboot (v1) ELF guest image in a KVM virtual machine.\n"
 		"The guest's serial console (COM1) goes to stdout unless --console is given.\n"
-		"Exits with the guest's poweroff status; 1 if the VM failed, 2 for bad usage.\n"
+		"Exits with the guest's poweroff status (0 for the guest image's normal\n"
+		"power-off); %d after the VM migrated away (livemig migrate: the guest runs at\n"
+		"the destination); 1 if the VM failed, 2 for bad usage.\n"
 		"\n"
 		"options:\n"
 		"  --mem SIZE        guest RAM, e.g. 512M, 2G, 1T (default 512M; 2M..16T)\n"
@@ -37,7 +39,7 @@ static void usage(FILE *f)
 		"  --slot-size SIZE  split RAM into KVM memory slots of at most SIZE (default 1G)\n"
 		"  --paused          create the VM but do not run it until `cont` (like QEMU -S)\n"
 		"  -h, --help        this text\n",
-		LM_VM_MAX_CPUS);
+		LM_CLI_EXIT_MIGRATED, LM_VM_MAX_CPUS);
 }
 
 static int bad(const char *fmt, const char *arg)
@@ -102,6 +104,13 @@ int lm_cli_run(int argc, char **argv)
 			break;
 		case OPT_APPEND:
 			cfg.cmdline = optarg;
+			if (strlen(optarg) > LM_VM_CMDLINE_MAX) {
+				fprintf(stderr,
+					"livemig run: --append is %zu bytes; the guest command line holds at most %d\n"
+					"(see livemig run --help)\n",
+					strlen(optarg), LM_VM_CMDLINE_MAX);
+				return 2;
+			}
 			break;
 		case OPT_CONSOLE:
 			console = optarg;
@@ -150,7 +159,8 @@ int lm_cli_run(int argc, char **argv)
 	r = lm_vm_new(&cfg, &vm);
 	if (r < 0) {
 		const char *what = r == -ENOEXEC  ? " (not a Multiboot ELF image)"
-				   : r == -E2BIG  ? " (the image does not fit in guest RAM)"
+				   : r == -EISDIR ? " (a guest image is a Multiboot ELF file)"
+				   : r == -E2BIG  ? " (the image does not fit in guest RAM, or the command line in its page)"
 				   : r == -ENODEV ? " (/dev/kvm missing)"
 						  : "";
 		fprintf(stderr, "livemig run: cannot create the VM for %s: %s%s\n", kernel,

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "cli/control.h"
@@ -54,6 +55,41 @@ int lm_cli_open_console(const char *prog, const char *path)
 	return fd;
 }
 
+static const char *file_kind(mode_t m)
+{
+	return S_ISREG(m)    ? "a regular file"
+	       : S_ISDIR(m)  ? "a directory"
+	       : S_ISLNK(m)  ? "a symbolic link"
+	       : S_ISFIFO(m) ? "a FIFO"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	       : S_ISSOCK(m) ? "a socket"
+			     : "a file of unknown type";
+}
+
+const char *lm_cli_socket_error(const char *path, int err, char *buf, size_t len)
+{
+	struct stat st;
+	if (err == -EEXIST && lstat(path, &st) == 0)
+		snprintf(buf, len, "%s is %s, not a stale socket: refusing to replace it", path,
+			 file_kind(st.st_mode));
+	else if (err == -EADDRINUSE)
+		snprintf(buf, len,
+			 "%s is a live socket (another process accepts connections on it): refusing to "
+			 "take it over",
+			 path);
+	else if (err == -EACCES)
+		snprintf(buf, len,
+			 "%s: permission denied (a socket this user may not connect to cannot be told "
+			 "stale: it is left alone)",
+			 path);
+	else if (err == -ENAMETOOLONG)
+		snprintf(buf, len, "%s: path too long for a UNIX socket (at most 107 bytes)", path);
+	else
+		snprintf(buf, len, "%s: %s", path, lm_strerror(err));
+	return buf;
+}
+
 int lm_cli_ctl_open(const char *prog, const char *path, struct lm_cli_ctl *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -61,7 +97,9 @@ int lm_cli_ctl_open(const char *prog, const char *path, struct lm_cli_ctl *c)
 		return 0;
 	int r = lm_control_new(path, &c->ctl);
 	if (r < 0) {
-		fprintf(stderr, "livemig %s: control socket %s: %s\n", prog, path, lm_strerror(r));
+		char why[512];
+		fprintf(stderr, "livemig %s: control socket: %s\n", prog,
+			lm_cli_socket_error(path, r, why, sizeof(why)));
 		return r;
 	}
 	if ((r = lm_control_vm_commands(c->ctl)) < 0 || (r = lm_control_balloon_commands(c->ctl)) < 0 ||

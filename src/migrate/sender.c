@@ -65,6 +65,11 @@
 #define TAKE_MAX 512
 /* One TABLE record's payload at most (the skip map's table stream). */
 #define TABLE_BUF (256u << 10)
+/* The dirty rate is averaged over about this much of the recent past: a
+ * last round of a few milliseconds, in which the vCPU may not even have
+ * been scheduled, is no sample of its own (it read 0 while the guest
+ * dirtied 12.8k pages/s). QEMU measures over periods of 1 s too. */
+#define DIRTY_RATE_WINDOW_S 1.0
 
 struct lm_state_writer {
 	lm_buf *out;
@@ -117,6 +122,13 @@ struct lm_migration {
 	/* per-round accounting */
 	uint64_t round_pages;
 	uint64_t round_new_dirty;
+	/* The dirty rate's window: pages newly dirtied and seconds, both
+	 * halved whenever the window grows past DIRTY_RATE_WINDOW_S. */
+	double rate_pages, rate_time;
+	/* Pages encoded into `out` but not yet written: they count as sent
+	 * (normal, duplicate) once the write succeeded, so that a cancel
+	 * that drops the buffer never leaves normal-bytes above transferred. */
+	uint64_t out_normal, out_duplicate;
 	/* The bandwidth estimator (see estimate()): data pages sent this round
 	 * and the seconds spent copying them and pushing bytes into the
 	 * connection; the harvest cost of the last count_remaining(). */
@@ -252,6 +264,12 @@ static int flush(struct lm_migration *m)
 	int err = lm__io_write(&m->io, m->out.data, m->out.len);
 	m->round_data_time += lm__now() - t0;
 	lm_buf_reset(&m->out);
+	if (!err) {
+		m->st.normal += m->out_normal;
+		m->st.normal_bytes += m->out_normal * LM_PAGE_SIZE;
+		m->st.duplicate += m->out_duplicate;
+	}
+	m->out_normal = m->out_duplicate = 0;
 	if (err)
 		return io_fail(m, err);
 	return 0;
@@ -293,7 +311,7 @@ static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 			return put_fail(m, err, "a zero run");
 		if (m->use_digest)
 			lm_digest_zero(&m->digest, p, n);
-		m->st.duplicate += n;
+		m->out_duplicate += n;
 	} else if (m->use_zstd) {
 		double t0 = lm__now();
 		/* Copy first: compression and digest must see the same bytes. */
@@ -303,8 +321,7 @@ static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 		err = lm_stream_put_run_data(&m->s, &m->out, p, n, m->scratch, LM_ENC_ZSTD, NULL);
 		if (err)
 			return put_fail(m, err, "a data run");
-		m->st.normal += n;
-		m->st.normal_bytes += (uint64_t)n * LM_PAGE_SIZE;
+		m->out_normal += n;
 		m->round_data_pages += n;
 		m->round_data_time += lm__now() - t0;
 	} else {
@@ -318,8 +335,7 @@ static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 		if (m->use_digest)
 			lm_digest_pages(&m->digest, p, n, dst);
 		lm_stream_put_raw_end(&m->out, off);
-		m->st.normal += n;
-		m->st.normal_bytes += (uint64_t)n * LM_PAGE_SIZE;
+		m->out_normal += n;
 		m->round_data_pages += n;
 		m->round_data_time += lm__now() - t0;
 	}
@@ -911,7 +927,13 @@ static int run(struct lm_migration *m)
 		if (dt < 1e-6)
 			dt = 1e-6;
 		estimate(m, dt);
-		m->st.dirty_pages_rate = (uint64_t)((double)m->round_new_dirty / dt);
+		m->rate_pages += (double)m->round_new_dirty;
+		m->rate_time += dt;
+		m->st.dirty_pages_rate = (uint64_t)(m->rate_pages / m->rate_time);
+		if (m->rate_time > DIRTY_RATE_WINDOW_S) {
+			m->rate_pages /= 2;
+			m->rate_time /= 2;
+		}
 		m->st.pages_per_round_last = m->round_pages;
 		m->st.remaining = left * LM_PAGE_SIZE;
 		double expect_s = m->sync_time + (m->bw > 0 ? (double)m->st.remaining / m->bw : 0);

@@ -70,7 +70,7 @@ static int read_file(const char *path, uint8_t **buf, size_t *len)
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode) || st.st_size > MB_MAX_IMAGE) {
-		r = -ENOEXEC;
+		r = S_ISDIR(st.st_mode) ? -EISDIR : -ENOEXEC;
 		goto out;
 	}
 	*len = (size_t)st.st_size;
@@ -205,7 +205,8 @@ static int write_info(struct lm_vm *vm, const char *cmdline)
 	info.boot_loader_name = NAME_ADDR;
 
 	size_t clen = cmdline ? strlen(cmdline) : 0;
-	if (clen + 1 > CMDLINE_MAX)
+	_Static_assert(LM_VM_CMDLINE_MAX + 1 == CMDLINE_MAX, "the public limit is the loader's");
+	if (clen > LM_VM_CMDLINE_MAX)
 		return -E2BIG;
 	int r;
 	if ((r = lm_vm_write_guest(vm, INFO_ADDR, &info, sizeof(info))) < 0 ||

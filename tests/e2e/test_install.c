@@ -2,7 +2,8 @@
  * DESTDIR, then a program (tests/install/embed.c) is built against the
  * installed copy with nothing but `pkg-config --cflags --libs livemig`,
  * once against the static archive and once against the shared object
- * (found through its installed path), and run. Every public header is
+ * (found through its installed path), and run. The installed command
+ * runs the installed benchmarks (livemig-bench). Every public header is
  * installed and compiles on its own; no lm__ symbol is exported;
  * `make uninstall` removes exactly what was installed. */
 #include <errno.h>
@@ -87,6 +88,7 @@ static void test_files_installed(void **state)
 	static const char *files[] = {
 		"bin/livemig", "lib/liblivemig.a", "lib/liblivemig.so",
 		"lib/pkgconfig/livemig.pc", "share/man/man1/livemig.1", "share/livemig/guest.elf",
+		"libexec/livemig/livemig-bench",
 	};
 	char path[4096];
 	struct stat sb;
@@ -111,6 +113,12 @@ static void test_files_installed(void **state)
 	/* The installed command reports the headers' version. */
 	assert_int_equal(run(out, sizeof(out), "%s/usr/local/bin/livemig --version", stage), 0);
 	assert_string_equal(out, "livemig " LM_VERSION_STRING "\n");
+	/* The installed command finds the installed benchmarks (livemig-bench,
+	 * a program of its own) and runs them. */
+	assert_int_equal(run(out, sizeof(out), "%s/usr/local/bin/livemig bench --help 2>&1", stage), 0);
+	if (!strstr(out, "qemu-cpu"))
+		print_message("livemig bench --help: %s\n", out);
+	assert_non_null(strstr(out, "qemu-cpu"));
 	/* The man page renders and names every subcommand. */
 	assert_int_equal(run(out, sizeof(out), "grep -c '' %s/usr/local/share/man/man1/livemig.1", stage), 0);
 	static const char *subs[] = { "run", "incoming", "migrate", "bench" };

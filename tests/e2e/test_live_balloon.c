@@ -139,9 +139,9 @@ static void migrate(struct lm_live_vm *v, const char *uri, bool skip, const char
 	f->ballooned = lm_live_json_u64(t, "ballooned");
 	f->table_bytes = lm_live_json_u64(t, "table-bytes");
 	free(t);
-	/* The source exits 0 once the guest runs at the destination. */
+	/* The source exits once the guest runs at the destination. */
 	lm_live_vm_ctl_close(v);
-	assert_int_equal(lm_live_wait(v->pid, DEADLINE_S), 0);
+	assert_int_equal(lm_live_wait(v->pid, DEADLINE_S), LM_CLI_EXIT_MIGRATED);
 	fprintf(stderr,
 		"  %s: skip-balloon %s, total %llu ms, downtime %llu ms, %.1f MiB on the wire, "
 		"%llu pages scanned, stop-and-copy %.1f KiB, ballooned %llu, skip map %llu bytes\n",

@@ -2,7 +2,7 @@
  * End-to-end: back-to-back migrations. A guest started by `livemig run`
  * (A) migrates to `livemig incoming` (B), and then, through B's control
  * socket, on to a second `livemig incoming` (C). After each hop the
- * process left behind exits 0, the guest verifies on its new host ("verify
+ * process left behind exits LM_CLI_EXIT_MIGRATED (10), the guest verifies on its new host ("verify
  * ok", no FAIL) and its write counter keeps growing past the last value the
  * previous host printed. A guest-verify asked on C at the end answers ok.
  *

@@ -223,11 +223,13 @@ static void test_garbage(void **state)
 	assert_int_equal(lm_live_send_garbage(dst.uri, text, sizeof(text) - 1), 0);
 	assert_true(lm_live_wait_line(dst.out, "waiting for another migration", 1, NULL, 0, dst.pid,
 				      LM_LIVE_DEADLINE_S));
+	/* An empty connection is no migration at all (it never became one:
+	 * incoming waits for a connection's first bytes), so not a failure. */
 	assert_int_equal(lm_live_send_garbage(dst.uri, "", 0), 0);
-	assert_true(lm_live_wait_line(dst.out, "waiting for another migration", 2, NULL, 0, dst.pid,
-				      LM_LIVE_DEADLINE_S));
+	assert_true(lm_live_wait_line(dst.out, "a connection closed before sending anything", 0, NULL, 0,
+				      dst.pid, LM_LIVE_DEADLINE_S));
 	assert_true(lm_live_alive(dst.pid));
-	assert_int_equal(lm_live_count_file(dst.out, "migration failed", NULL, 0), 3);
+	assert_int_equal(lm_live_count_file(dst.out, "migration failed", NULL, 0), 2);
 	lm_live_expect_never_ran(&dst);
 
 	/* With --once the incoming side exits 1 instead. */

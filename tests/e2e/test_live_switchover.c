@@ -112,7 +112,7 @@ static void cut_case(enum side who, const char *point)
 			/* The destination took over and said so: the source
 			 * let its copy go. */
 			assert_int_equal(rc, 0);
-			assert_int_equal(lm_live_wait(src.pid, 30), 0);
+			assert_int_equal(lm_live_wait(src.pid, 30), LM_CLI_EXIT_MIGRATED);
 		}
 	} else {
 		/* The source died: livemig migrate lost its control socket. */

@@ -8,7 +8,7 @@
  * 127.0.0.1 port 0 and runs `livemig migrate --json` with the link capped
  * at 100 MB/s, so that the copy takes several rounds while the guest writes. It then requires what
  * issue 4 asks of every workload: the migration completed (exit 0, status
- * "completed"), the source process exited 0, the destination guest passed
+ * "completed"), the source process exited LM_CLI_EXIT_MIGRATED, the destination guest passed
  * the check the incoming side asks for once it resumes the guest ("verify
  * ok", and no "FAIL" on either console), and the guest's progress counter
  * kept growing on the destination past its last value on the source. The

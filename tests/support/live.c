@@ -5,6 +5,7 @@
  */
 #include "live.h"
 #include "child.h"
+#include "cli/qmp_client.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -21,10 +22,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <json-c/json.h>
 
 static const char *livemig_path, *guest_path;
 static char tmpdir[64];
@@ -235,24 +236,28 @@ void lm_live_kill(pid_t pid, int sig)
 		kill(pid, sig);
 }
 
-/* ---- registered control fds and proxies (for cleanup) --------------------- */
+/* ---- registered control clients and proxies (for cleanup) ---------------- */
 
-static int ctl_fds[64];
-static size_t nctl_fds;
+static struct lm_qmp *ctl_clients[64];
+static size_t nctl_clients;
 
-static void register_fd(int fd)
+static bool register_client(struct lm_qmp *q)
 {
-	if (nctl_fds < sizeof(ctl_fds) / sizeof(ctl_fds[0]))
-		ctl_fds[nctl_fds++] = fd;
+	if (nctl_clients == sizeof(ctl_clients) / sizeof(ctl_clients[0]))
+		return false;
+	ctl_clients[nctl_clients++] = q;
+	return true;
 }
 
-static void unregister_fd(int fd)
+/* False if q is not registered: lm_live_cleanup() has freed it already. */
+static bool unregister_client(struct lm_qmp *q)
 {
-	for (size_t i = 0; i < nctl_fds; i++)
-		if (ctl_fds[i] == fd) {
-			ctl_fds[i] = ctl_fds[--nctl_fds];
-			return;
+	for (size_t i = 0; i < nctl_clients; i++)
+		if (ctl_clients[i] == q) {
+			ctl_clients[i] = ctl_clients[--nctl_clients];
+			return true;
 		}
+	return false;
 }
 
 static struct lm_live_proxy *proxies[16];
@@ -262,9 +267,9 @@ void lm_live_cleanup(void)
 {
 	while (nproxies > 0)
 		lm_live_proxy_stop(proxies[nproxies - 1]);
-	for (size_t i = 0; i < nctl_fds; i++)
-		close(ctl_fds[i]);
-	nctl_fds = 0;
+	for (size_t i = 0; i < nctl_clients; i++)
+		lm_qmp_free(ctl_clients[i]);
+	nctl_clients = 0;
 	for (size_t i = 0; i < nchildren; i++) {
 		struct child *c = &children[i];
 		if (!try_reap(c)) {
@@ -421,86 +426,53 @@ void lm_live_dump(const char *path, size_t maxbytes)
 
 /* ---- control socket client ---------------------------------------------- */
 
-/* Reads one line (without its newline) into out; events are counted and
- * returned like any line. Returns 0 or -errno. */
-static int ctl_read_line(struct lm_live_ctl *c, char *out, size_t outlen, double deadline_s)
+/* MIGRATION events are counted and the last one kept, whichever wait reads
+ * them. */
+static void ctl_event(struct lm_qmp *q, const char *name, struct json_object *event, void *arg)
 {
-	double end = lm_live_now() + deadline_s;
-	for (;;) {
-		char *nl = memchr(c->buf, '\n', c->len);
-		if (nl) {
-			size_t l = (size_t)(nl - c->buf);
-			snprintf(out, outlen, "%.*s", (int)l, c->buf);
-			memmove(c->buf, nl + 1, c->len - l - 1);
-			c->len -= l + 1;
-			return 0;
-		}
-		if (c->len == sizeof(c->buf))
-			return -EMSGSIZE;
-		struct pollfd pf = {.fd = c->fd, .events = POLLIN};
-		int ms = (int)((end - lm_live_now()) * 1000);
-		if (ms <= 0)
-			return -ETIMEDOUT;
-		int r = poll(&pf, 1, ms);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r < 0 ? -errno : -ETIMEDOUT;
-		ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EPIPE;
-		c->len += (size_t)n;
+	struct lm_live_ctl *c = arg;
+	lm_live_log("event: %s\n", lm_qmp_text(q));
+	if (!strcmp(name, "MIGRATION")) {
+		c->migration_events++;
+		snprintf(c->last_event, sizeof(c->last_event), "%s", lm_qmp_text(q));
 	}
 }
 
 int lm_live_ctl_open(struct lm_live_ctl *c, const char *path, double deadline_s)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	double end = lm_live_now() + deadline_s;
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
 	c->deadline_s = deadline_s;
-	c->len = 0;
-	c->migration_events = 0;
-	c->last_event[0] = 0;
-	for (;;) {
-		c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (c->fd < 0)
-			return -errno;
-		if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			break;
-		int e = errno;
-		close(c->fd);
-		c->fd = -1;
-		if (lm_live_now() > end)
-			return -e;
-		lm_live_msleep(50);
+	c->qmp = lm_qmp_new();
+	if (!c->qmp)
+		return -ENOMEM;
+	if (!register_client(c->qmp)) {
+		lm_qmp_free(c->qmp);
+		c->qmp = NULL;
+		return -EMFILE;
 	}
-	register_fd(c->fd);
-	char line[4096];
-	int r = ctl_read_line(c, line, sizeof(line), c->deadline_s);
-	if (r == 0 && !strstr(line, "\"QMP\""))
-		r = -EPROTO;
-	if (r < 0)
+	lm_qmp_set_event_cb(c->qmp, ctl_event, c);
+	int r = lm_qmp_connect(c->qmp, path, deadline_s, deadline_s);
+	if (r < 0) {
+		lm_live_log("%s: %s\n", path, lm_qmp_error(c->qmp));
 		lm_live_ctl_close(c);
-	return r;
+		return r;
+	}
+	c->fd = lm_qmp_fd(c->qmp);
+	return 0;
 }
 
 void lm_live_ctl_close(struct lm_live_ctl *c)
 {
-	if (c->fd >= 0) {
-		unregister_fd(c->fd);
-		close(c->fd);
-	}
+	if (c->qmp && unregister_client(c->qmp))
+		lm_qmp_free(c->qmp);
+	c->qmp = NULL;
 	c->fd = -1;
 }
 
 int lm_live_ctl_cmd(struct lm_live_ctl *c, const char *req, char *reply, size_t replylen)
 {
-	if (c->fd < 0)
+	if (!c->qmp || !lm_qmp_connected(c->qmp))
 		return -EBADF;
 	size_t n = strlen(req);
 	char *line = malloc(n + 2);
@@ -508,21 +480,18 @@ int lm_live_ctl_cmd(struct lm_live_ctl *c, const char *req, char *reply, size_t 
 		return -ENOMEM;
 	memcpy(line, req, n);
 	line[n] = '\n';
-	ssize_t w = send(c->fd, line, n + 1, MSG_NOSIGNAL);
+	int r = lm_qmp_send_raw(c->qmp, line, n + 1, c->deadline_s);
 	free(line);
-	if (w != (ssize_t)(n + 1))
-		return w < 0 ? -errno : -EIO;
-	for (;;) {
-		int r = ctl_read_line(c, reply, replylen, c->deadline_s);
-		if (r < 0)
-			return r;
-		if (!strstr(reply, "\"event\""))
-			return 0;
-		if (strstr(reply, "\"MIGRATION\"")) {
-			c->migration_events++;
-			snprintf(c->last_event, sizeof(c->last_event), "%s", reply);
-		}
+	struct json_object *o = NULL;
+	if (r == 0)
+		r = lm_qmp_read_reply(c->qmp, c->deadline_s, &o);
+	if (r < 0) {
+		lm_live_log("%s -> %s\n", req, lm_qmp_error(c->qmp));
+		return r;
 	}
+	json_object_put(o);
+	snprintf(reply, replylen, "%s", lm_qmp_text(c->qmp));
+	return 0;
 }
 
 /* ---- VMs ---------------------------------------------------------------- */
@@ -532,6 +501,7 @@ static void vm_init(struct lm_live_vm *vm, const char *name)
 	memset(vm, 0, sizeof(*vm));
 	vm->pid = -1;
 	vm->ctl.fd = -1;
+	vm->ctl.qmp = NULL;
 	snprintf(vm->name, sizeof(vm->name), "%s", name);
 	snprintf(vm->console, sizeof(vm->console), "%s", lm_live_path("%s.console", name));
 	snprintf(vm->out, sizeof(vm->out), "%s", lm_live_path("%s.out", name));
@@ -776,8 +746,8 @@ const char *lm_live_check_switchover(struct lm_live_vm *src, struct lm_live_vm *
 				     const char *key)
 {
 	int rc = lm_live_wait(src->pid, LM_LIVE_DEADLINE_S);
-	if (rc != 0)
-		return "the source process did not exit 0 after a completed migration";
+	if (rc != LM_CLI_EXIT_MIGRATED)
+		return "the source process did not exit with LM_CLI_EXIT_MIGRATED after a completed migration";
 	/* The source is gone: its last progress line is final. */
 	double last = -1;
 	lm_live_vm_last_progress(src, key, &last);

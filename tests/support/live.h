@@ -6,10 +6,11 @@
  * incoming` as the destination, `livemig migrate` in between, each a child
  * process whose console and output go to files in a private temporary
  * directory. These helpers spawn and reap those children, read the files,
- * speak the JSON-lines control socket, and provide a small TCP proxy that
- * cuts a connection after a chosen number of bytes.
+ * speak QMP on the control socket (through the command's own client,
+ * src/cli/qmp_client.h), and provide a small TCP proxy that cuts a
+ * connection after a chosen number of bytes.
  *
- * Ownership: every child spawned here, every control-socket fd opened here
+ * Ownership: every child spawned here, every control-socket client opened here
  * and every proxy started here is registered in a global list, so that
  * lm_live_cleanup() (called from each test's teardown) kills, reaps, closes
  * and joins whatever a failing test left behind. cmocka leaves a failing
@@ -26,6 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+/* LM_CLI_EXIT_MIGRATED: the source's exit status after a completed migration. */
+#include "cli/cli.h"
 
 /* Generous upper bound for any single wait, in seconds. */
 #define LM_LIVE_DEADLINE_S 120.0
@@ -93,23 +97,23 @@ void lm_live_dump(const char *path, size_t maxbytes);
 
 /* ---- control socket client ---------------------------------------------- */
 
+struct lm_qmp;
 struct lm_live_ctl {
-	int fd;
-	double deadline_s; /* bounds each wait for a line (lm_live_ctl_open's) */
-	size_t len;
-	char buf[65536];
+	struct lm_qmp *qmp; /* the client (registered for cleanup) */
+	int fd;		    /* its socket, for a test that writes bytes by hand */
+	double deadline_s;  /* bounds each wait (lm_live_ctl_open's) */
 	int migration_events; /* MIGRATION events seen so far */
 	char last_event[4096];
 };
 
 /* Connects to the control socket at path (retrying until it exists or the
  * deadline passes) and reads the greeting. The same deadline then bounds
- * every wait for a line on this connection. Returns 0 or -errno. */
+ * every wait on this connection. Returns 0 or -errno. */
 int lm_live_ctl_open(struct lm_live_ctl *c, const char *path, double deadline_s);
 void lm_live_ctl_close(struct lm_live_ctl *c);
-/* Sends one request line and copies the next reply that is not an event
- * into reply. Returns 0, or -errno (-ETIMEDOUT, -EPIPE when the server went
- * away). */
+/* Sends req as it is, with a newline, and copies the text of the next
+ * reply that is not an event into reply (events on the way are counted).
+ * Returns 0, or -errno (-ETIMEDOUT, -EPIPE when the server went away). */
 int lm_live_ctl_cmd(struct lm_live_ctl *c, const char *req, char *reply, size_t replylen);
 
 /* ---- VMs ---------------------------------------------------------------- */
@@ -194,7 +198,7 @@ bool lm_live_wait_migration_active(struct lm_live_vm *src, double min_bytes);
 /* ---- what a test checks ------------------------------------------------ */
 
 /* After a migration from src to dst reported completed: the source process
- * exits 0; the destination guest prints "verify ok" (the incoming side asks
+ * exits LM_CLI_EXIT_MIGRATED; the destination guest prints "verify ok" (the incoming side asks
  * for a check once it resumes the guest); its progress value key ("writes=",
  * "reads=" or "t=") grows past the source's last one; neither console holds
  * "FAIL". Returns NULL, or what went wrong (a static string). */
