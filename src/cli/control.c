@@ -769,13 +769,17 @@ static void *server_main(void *arg)
 				continue;
 			break;
 		}
-		if (__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST))
-			break;
 		if (pf[0].revents & POLLIN) {
 			char drain[64];
 			while (read(c->wake[0], drain, sizeof(drain)) > 0)
 				;
 		}
+		/* After draining, never before: lm_control_free sets stop and
+		 * then writes its wake byte, so a byte drained here may be that
+		 * one, and a stop read before the drain would miss it and poll
+		 * for ever (a `quit` that never exits). */
+		if (__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST))
+			break;
 		deliver_events(c);
 		for (unsigned i = 0; i < nc; i++) {
 			struct client *cl = &c->clients[i];

@@ -122,9 +122,11 @@ struct child {
 static struct child children[256];
 static size_t nchildren;
 
+/* The newest entry for pid: an older one may hold a reaped child whose pid
+ * the kernel has given out again (pid_max is small on some machines). */
 static struct child *find_child(pid_t pid)
 {
-	for (size_t i = 0; i < nchildren; i++)
+	for (size_t i = nchildren; i-- > 0;)
 		if (children[i].pid == pid)
 			return &children[i];
 	return NULL;
