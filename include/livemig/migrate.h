@@ -104,6 +104,14 @@ struct lm_workload_ops {
 	 * the string need only live until the next op. May be NULL.
 	 */
 	const char *(*explain)(void *ctx);
+	/*
+	 * The stream ended and every page and the digest checked out: return
+	 * 0 if the workload can take over (the receiver then answers RESULT
+	 * ok), or -errno if something it needs never came (a VMM: no vCPU
+	 * state), which fails the migration with RESULT so that the sender
+	 * resumes; explain() may say why. May be NULL.
+	 */
+	int (*end)(void *ctx);
 };
 
 /* ---- parameters ------------------------------------------------------------ */

@@ -125,31 +125,33 @@ static void *waiter_main(void *arg)
 	int err = lm_vm_migration_wait(cm->cur);
 	struct lm_migrate_stats st;
 	lm_vm_migration_query(cm->cur, &st);
-	pthread_mutex_lock(&cm->lock);
-	struct lm_vm_migration *m = cm->cur;
-	cm->cur = NULL;
-	cm->last = st;
-	cm->have_last = true;
 	/*
 	 * Completed and checked: the guest runs on the destination, this
 	 * process goes. Unconfirmed (no COMMITTED), or completed with pages
 	 * that differ from what was sent: the paused copy stays for the
 	 * operator, who may `cont` it (after looking at the destination) or
-	 * `quit` (docs/stream.md 3.13, 5.2).
+	 * `quit` (docs/stream.md 3.13, 5.2). The VM's state is set before
+	 * query-migrate shows the end (cmd_query_migrate hides it while
+	 * cur is set), so a client that saw it finds `cont` allowed.
 	 */
 	bool mismatch = err == 0 && st.verify == LM_VERIFY_MISMATCH;
 	bool hold = mismatch || err == -ENOLINK;
+	struct lm_vm *vm = lm_control_vm(cm->ctl);
+	if (hold) {
+		lm_control_set_run_state(cm->ctl, "postmigrate");
+		lm_vm_hold_paused(vm, false);
+	}
+	pthread_mutex_lock(&cm->lock);
+	struct lm_vm_migration *m = cm->cur;
+	cm->cur = NULL;
+	cm->last = st;
+	cm->have_last = true;
 	cm->completed = err == 0 && !mismatch;
 	fd = cm->fd;
 	cm->fd = -1;
 	pthread_mutex_unlock(&cm->lock);
 	lm_vm_migration_free(m);
 	close(fd);
-	struct lm_vm *vm = lm_control_vm(cm->ctl);
-	if (hold) {
-		lm_control_set_run_state(cm->ctl, "postmigrate");
-		lm_vm_hold_paused(vm, false);
-	}
 	if (err == -ENOLINK)
 		fprintf(stderr,
 			"livemig: %s. The guest waits here paused (query-status: postmigrate): if the "
@@ -285,6 +287,10 @@ static int cmd_query_migrate(void *ctx, struct json_object *args, struct json_ob
 			st.status = LM_MIG_SETUP;
 			st.total_time_ms = (uint64_t)((now_s() - cm->t0) * 1000);
 		}
+		/* The engine ended, the waiter has not taken over yet (it sets
+		 * the VM's state first): still the switchover, for a moment. */
+		if (st.status == LM_MIG_COMPLETED || st.status == LM_MIG_UNCONFIRMED)
+			st.status = LM_MIG_DEVICE;
 	} else if (cm->have_last) {
 		st = cm->last;
 	} else {

@@ -583,6 +583,10 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		goto out;
 	}
 	err = records(&r);
+	/* Before RESULT ok: can the workload take over at all? A failure here
+	 * still lets the sender resume its copy. */
+	if (!err && ops && ops->end && (err = ops->end(ctx)) < 0)
+		rfail(&r, err, "the destination cannot take over: %s", why_failed(&r, err));
 	/* Every page is in place: the memory behaves as ordinary memory again
 	 * before anyone else (the workload) touches it. */
 	lm__filler_destroy(&r.fill);
@@ -602,6 +606,13 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		      lm_strerror(err));
 	else
 		err = wait_commit(&r, idle ? idle : COMMIT_TIMEOUT_MS);
+	if (err == -ECANCELED) {
+		/* Our own side gave up (a signal, --timeout): no copy is kept.
+		 * The sender either never read RESULT ok and resumes, or its
+		 * COMMIT goes unanswered and it keeps its copy paused
+		 * (unconfirmed): the guest survives there either way. */
+		goto out;
+	}
 	if (err) {
 		/*
 		 * A complete, verified copy, and no COMMIT: the sender may have

@@ -106,6 +106,7 @@ struct lm_migration {
 	lm_digest digest;
 	lm_bitmap sent; /* pages ever sent, as data or zero (only these may have a nonzero contribution) */
 	uint64_t sent_pages; /* set bits of sent */
+	uint64_t initial_marked; /* pages round 1 set out to send */
 	bool dirty_ok, digest_ok, sent_ok, tracking, paused, io_ok;
 	bool committed; /* COMMIT written: the workload is never resumed from here on */
 	bool use_digest; /* not no-digest (docs/stream.md 5.3) */
@@ -160,11 +161,11 @@ static uint64_t idle_of(const struct lm_migrate_params *p)
 static void publish(struct lm_migration *m)
 {
 	m->st.transferred = m->io.bytes_out;
-	/* Neither sent nor waiting to be: never touched (or ballooned). */
-	uint64_t pending = m->st.remaining / LM_PAGE_SIZE;
+	/* Never touched (or ballooned): the pages round 1 had no reason to
+	 * send, less those sent since; exact once everything is sent. */
 	if (m->sent_ok && m->st.status != LM_MIG_NONE)
-		m->st.skipped = m->total_pages - m->sent_pages - (pending < m->total_pages - m->sent_pages
-								  ? pending : m->total_pages - m->sent_pages);
+		m->st.skipped = m->total_pages - (m->sent_pages > m->initial_marked ? m->sent_pages
+											: m->initial_marked);
 	if (m->skip)
 		m->st.ballooned = lm_skip_map_count(m->skip);
 	m->st.total_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
@@ -542,6 +543,7 @@ static int mark_initial(struct lm_migration *m)
 	/* Never-touched pages are zero on both sides: neither read nor sent.
 	 * publish() keeps the figure true as pages are sent later. */
 	m->st.skipped = m->total_pages - marked;
+	m->initial_marked = marked;
 	return 0;
 }
 
@@ -704,6 +706,22 @@ static int switchover(struct lm_migration *m)
 	m->paused = true;
 	m->pause_bytes_out = m->io.bytes_out;
 	publish(m);
+	/*
+	 * Device state before the final harvest, not after: reading vCPU
+	 * state can make the kernel write guest memory (KVM updates a
+	 * paravirtual steal-time area when it puts a vCPU), and such a write
+	 * must still be harvested and sent, or the completeness check would
+	 * rightly find the page stale. The DEVICE records simply precede the
+	 * last RAM runs on the wire (any order is valid before DIGEST).
+	 */
+	set_phase(m, "sending device state");
+	if (m->ops && m->ops->save_state) {
+		lm_state_writer w = { .out = &m->out };
+		err = m->ops->save_state(m->ctx, &w);
+		if (err)
+			return fail(m, err, "saving device state failed: %s", lm_strerror(err));
+	}
+	set_phase(m, "the stop-and-copy");
 	m->round_pages = 0;
 	err = send_pass(m);
 	if (!err)
@@ -713,13 +731,6 @@ static int switchover(struct lm_migration *m)
 	m->st.dirty_sync_count++;
 	m->st.remaining = 0;
 
-	set_phase(m, "sending device state");
-	if (m->ops && m->ops->save_state) {
-		lm_state_writer w = { .out = &m->out };
-		err = m->ops->save_state(m->ctx, &w);
-		if (err)
-			return fail(m, err, "saving device state failed: %s", lm_strerror(err));
-	}
 	if (m->use_digest) {
 		lm_hash128 d = lm_digest_value(&m->digest);
 		err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);

@@ -596,6 +596,21 @@ static int in_prepare(void *ctx)
 	return join_builder(in);
 }
 
+/* Verified to the end: the guest can run here only with its vCPU state. */
+static int in_end(void *ctx)
+{
+	struct incoming *in = ctx;
+	in->why[0] = 0;
+	int err = join_builder(in);
+	if (err < 0)
+		return err;
+	if (!in->have_state || !in->vm) {
+		snprintf(in->why, sizeof(in->why), "the stream carried no VM state");
+		return -EPROTO;
+	}
+	return 0;
+}
+
 /* Why the last op failed (the receiver asks right after), or NULL. */
 static const char *in_explain(void *ctx)
 {
@@ -610,6 +625,7 @@ static const struct lm_workload_ops vm_dest_ops = {
     .finish = in_finish,
     .skip_map = in_skip_map,
     .explain = in_explain,
+    .end = in_end,
 };
 
 int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm **out,

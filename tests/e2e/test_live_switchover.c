@@ -46,12 +46,22 @@ static int group_setup(void **state)
 	return 0;
 }
 
+/* Polls query-status until it says want (the survivor may still be
+ * finishing the receive, or between starting its vCPUs and resuming them);
+ * a deadline only turns a hang into a failure. */
+static void wait_status(struct lm_live_vm *vm, const char *want, char *status, size_t len)
+{
+	double end = lm_live_now() + 30;
+	while (lm_live_vm_status(vm, status, len) && strcmp(status, want) && lm_live_now() < end)
+		lm_live_msleep(50);
+}
+
 /* The guest on a survivor that the operator resumes: it must run and pass
  * its own check of every page. */
 static void expect_resumable(struct lm_live_vm *vm, const char *want_status)
 {
-	char status[64];
-	assert_true(lm_live_vm_status(vm, status, sizeof(status)));
+	char status[64] = "";
+	wait_status(vm, want_status, status, sizeof(status));
 	print_message("      %s: query-status %s\n", vm->name, status);
 	assert_string_equal(status, want_status);
 	/* Paused: the guest makes no progress by itself ... */
@@ -121,8 +131,8 @@ static void cut_case(enum side who, const char *point)
 			expect_resumable(&dst, "inmigrate-wait-commit");
 			assert_true(lm_live_count_file(dst.out, "inmigrate-wait-commit", NULL, 0) == 1);
 		} else {
-			char status[64];
-			assert_true(lm_live_vm_status(&dst, status, sizeof(status)));
+			char status[64] = "";
+			wait_status(&dst, "running", status, sizeof(status));
 			assert_string_equal(status, "running");
 			lm_live_expect_survived(&dst, "writes=");
 		}
