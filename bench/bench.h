@@ -27,6 +27,8 @@ int lm_bench_qemu_cpu(int argc, char **argv);
  * build tree) or in the installation's bin. 0, or -ENOENT with "livemig"
  * (found through PATH) in out. */
 int lm_bench_livemig(char *out, size_t len);
+/* The whole file as a NUL-terminated string (free it), or NULL. */
+char *lm_bench_slurp(const char *path);
 
 /*
  * The QEMU -cpu model this host can run (bench/qemu_cpu.c): candidates

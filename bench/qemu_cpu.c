@@ -40,32 +40,6 @@ _Static_assert(sizeof(candidates) / sizeof(candidates[0]) <= LM_QEMU_CPU_MAX_TRI
 #define BANNER "livemig-guest: ram_top="
 #define EXCEPTION "livemig-guest: exception"
 
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	size_t cap = 1 << 12, len = 0, n;
-	char *buf = malloc(cap);
-	while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-		len += n;
-		if (len + 1 == cap) {
-			char *nb = realloc(buf, cap * 2);
-			if (!nb) {
-				free(buf);
-				buf = NULL;
-				break;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-	}
-	fclose(f);
-	if (buf)
-		buf[len] = 0;
-	return buf;
-}
-
 /* Appends text's lines to msg (trailing blanks dropped), as room allows. */
 static void append_lines(char *msg, size_t cap, const char *text)
 {
@@ -184,7 +158,7 @@ static int try_one(struct lm_qemu_cpu_try *t, const char *qemu, const char *gues
 		/* Look at the console before QEMU's state: a banner that made it
 		 * out counts even if QEMU went away right after. */
 		free(out);
-		out = slurp(serial);
+		out = lm_bench_slurp(serial);
 		if (out && line_with(out, EXCEPTION)) {
 			t->err = -EFAULT;
 			break;
@@ -225,7 +199,7 @@ static int try_one(struct lm_qemu_cpu_try *t, const char *qemu, const char *gues
 
 	/* QEMU's own messages (warnings too, for a model that boots), then the
 	 * guest's last words when it did not get to its banner. */
-	char *qlog = slurp(log);
+	char *qlog = lm_bench_slurp(log);
 	t->msg[0] = 0;
 	append_lines(t->msg, sizeof(t->msg), qlog);
 	if (t->err) {

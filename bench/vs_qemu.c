@@ -267,7 +267,7 @@ static void reap(pid_t *pid, double grace_s)
 /* ------------------------------------------------------------------ */
 /* Files                                                               */
 
-static char *slurp(const char *path)
+char *lm_bench_slurp(const char *path)
 {
 	FILE *f = fopen(path, "r");
 	if (!f)
@@ -610,7 +610,7 @@ static int livemig_port(const char *log_path, pid_t pid, double timeout_s)
 {
 	double end = bench_now() + timeout_s;
 	for (;;) {
-		char *t = slurp(log_path);
+		char *t = lm_bench_slurp(log_path);
 		const char *p = t ? strstr(t, "listening on tcp:") : NULL;
 		if (p) {
 			p = strstr(p, "tcp:");
@@ -637,7 +637,7 @@ struct side {
 /* The tail of a log file, for an error message. */
 static void log_tail(const char *path, char *out, size_t outlen)
 {
-	char *t = slurp(path);
+	char *t = lm_bench_slurp(path);
 	out[0] = 0;
 	if (!t)
 		return;
@@ -716,7 +716,7 @@ static int warm_up(const struct side *src, const struct opts *o, const struct vc
 		return 0;
 	double end = bench_now() + 90.0;
 	for (;;) {
-		char *t = slurp(src->console);
+		char *t = lm_bench_slurp(src->console);
 		bool ready = t && last_progress(t) >= o->warmup_s && (!c->memtouch || strstr(t, "memtouch done"));
 		bool crashed = t && strstr(t, "livemig-guest: exception");
 		free(t);
@@ -897,7 +897,7 @@ static void after_migration(struct side *src, struct side *dst, const struct opt
 
 	end = bench_now() + o->verify_timeout_s;
 	for (;;) {
-		char *t = slurp(dst->console);
+		char *t = lm_bench_slurp(dst->console);
 		bool done = false;
 		classify_verify(t ? t : "", r->verify, sizeof(r->verify), &done);
 		free(t);

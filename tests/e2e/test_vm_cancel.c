@@ -33,6 +33,7 @@
 #include "livemig/vmm_migrate.h"
 #include "support/live.h"
 #include "support/live_assert.h"
+#include "support/dirty_check.h"
 #include "support/vm_inproc.h"
 
 #define DEADLINE_S 90
@@ -62,39 +63,6 @@ static void *mover_main(void *arg)
 	return NULL;
 }
 
-struct receiver {
-	int fd;
-	int err;
-	int done; /* atomic */
-	struct lm_vm *vm;
-	struct lm_receive_stats st;
-	pthread_t th;
-};
-
-static void *receiver_main(void *arg)
-{
-	struct receiver *r = arg;
-	struct lm_vm_incoming_config cfg;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.console_fd = -1;
-	r->err = lm_vm_incoming(r->fd, &cfg, &r->vm, &r->st);
-	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
-	return NULL;
-}
-
-static bool terminal(enum lm_migrate_status st)
-{
-	return st == LM_MIG_COMPLETED || st == LM_MIG_FAILED || st == LM_MIG_CANCELLED;
-}
-
-static uint64_t next_rand(uint64_t *x)
-{
-	*x ^= *x << 13;
-	*x ^= *x >> 7;
-	*x ^= *x << 17;
-	return *x;
-}
-
 static void verify(struct lm_vm *vm, struct lm_test_console *con)
 {
 	int have = lm_test_console_count(con, "verify ok pages=", NULL, 0);
@@ -112,7 +80,7 @@ static void test_cancel_loop(void **state)
 	/* Static: a failed assertion leaves the VM's threads writing here. */
 	static struct lm_test_console con = LM_TEST_CONSOLE_INIT;
 	static struct balloon_mover mover;
-	static struct receiver rx;
+	static struct lm_test_vm_receiver rx;
 	struct lm_vm_config cfg = {
 	    .mem_size = 256 * MIB,
 	    .ncpus = 1,
@@ -140,12 +108,10 @@ static void test_cancel_loop(void **state)
 		bool limited = it & 1;
 		p.max_bandwidth = limited ? 16 * MIB : 0;
 		long delay_ms =
-		    limited ? (long)(next_rand(&rnd) % 250) : (long)(next_rand(&rnd) % 5);
+		    limited ? (long)(lm_test_rand(&rnd) % 250) : (long)(lm_test_rand(&rnd) % 5);
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-		memset(&rx, 0, sizeof(rx));
-		rx.fd = sv[1];
-		assert_int_equal(pthread_create(&rx.th, NULL, receiver_main, &rx), 0);
+		assert_int_equal(lm_test_vm_receiver_start(&rx, sv[1]), 0);
 
 		struct lm_balloon_stats bs0, bs1;
 		lm_vm_balloon_stats(vm, &bs0);
@@ -166,11 +132,11 @@ static void test_cancel_loop(void **state)
 		double end = lm_live_now() + DEADLINE_S;
 		do {
 			lm_vm_migration_query(m, &st);
-			if (terminal(st.status))
+			if (lm_test_mig_ended(st.status))
 				break;
 			lm_live_msleep(2);
 		} while (lm_live_now() < end);
-		if (!terminal(st.status)) {
+		if (!lm_test_mig_ended(st.status)) {
 			fprintf(stderr, "iteration %u (mode %u): migration hung in status %s\n", it,
 				mode, lm_migrate_status_name(st.status));
 			fail();

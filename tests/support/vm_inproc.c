@@ -78,3 +78,26 @@ void lm_test_vm_copy_ram(struct lm_vm *dst, struct lm_vm *src)
 		}
 	}
 }
+
+static void *vm_receiver_main(void *arg)
+{
+	struct lm_test_vm_receiver *r = arg;
+	struct lm_vm_incoming_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.console_fd = -1;
+	r->err = lm_vm_incoming(r->fd, &cfg, &r->vm, &r->st);
+	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+int lm_test_vm_receiver_start(struct lm_test_vm_receiver *r, int fd)
+{
+	memset(r, 0, sizeof(*r));
+	r->fd = fd;
+	return -pthread_create(&r->th, NULL, vm_receiver_main, r);
+}
+
+bool lm_test_mig_ended(enum lm_migrate_status st)
+{
+	return st == LM_MIG_COMPLETED || st == LM_MIG_FAILED || st == LM_MIG_CANCELLED;
+}

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "livemig/vmm.h"
+#include "livemig/vmm_migrate.h"
 
 struct lm_test_console {
 	pthread_mutex_t lock;
@@ -52,5 +53,22 @@ bool lm_test_vm_wait_verified(struct lm_vm *vm, uint32_t req, uint32_t *done, ui
  * asserts so, cmocka), leaving zero pages untouched on dst, as a migration
  * would. */
 void lm_test_vm_copy_ram(struct lm_vm *dst, struct lm_vm *src);
+
+/* A destination in a thread: lm_vm_incoming() on fd, without a console;
+ * done (atomic) is set once it returned, err and vm are its result. The
+ * caller joins th and frees vm. */
+struct lm_test_vm_receiver {
+	int fd;
+	int err;
+	int done;
+	struct lm_vm *vm;
+	struct lm_receive_stats st;
+	pthread_t th;
+};
+/* Clears r and starts the thread. 0 or -errno. */
+int lm_test_vm_receiver_start(struct lm_test_vm_receiver *r, int fd);
+
+/* A migration status that no longer changes (completed, failed, cancelled). */
+bool lm_test_mig_ended(enum lm_migrate_status st);
 
 #endif

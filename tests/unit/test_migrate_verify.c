@@ -96,7 +96,8 @@ static void fx_fini(struct fixture *f)
 	lm__test_point_set(NULL, NULL);
 }
 
-static int migrate(struct fixture *f, enum lm_verify_mode v, struct lm_migrate_stats *st)
+/* One migration of the fixture; the sender's result, the receiver's in *rerr. */
+static int send_recv(struct fixture *f, enum lm_verify_mode v, struct lm_migrate_stats *st, int *rerr)
 {
 	assert_int_equal(lm_test_writer_start(&f->w), 0);
 	assert_int_equal(lm_test_receiver_start(&f->rx, f->fds[1]), 0);
@@ -106,11 +107,17 @@ static int migrate(struct fixture *f, enum lm_verify_mode v, struct lm_migrate_s
 	p.max_rounds = 5;
 	p.verify = v;
 	int err = lm_migrate_send(f->fds[0], &f->r, 1, f->src, &ops, &f->w, &p, st);
-	int rerr = lm_test_receiver_join_after(&f->rx, f->fds[0], err);
+	*rerr = lm_test_receiver_join_after(&f->rx, f->fds[0], err);
 	print_message("sender: %s (%s, %llu pages compared, %llu mismatches) | receiver: %s\n",
 		      err ? st->error : "ok", lm_verify_state_name(st->verify),
 		      (unsigned long long)st->verify_pages, (unsigned long long)st->verify_mismatches,
-		      rerr ? f->rx.st.error : "ok");
+		      *rerr ? f->rx.st.error : "ok");
+	return err;
+}
+
+static int migrate(struct fixture *f, enum lm_verify_mode v, struct lm_migrate_stats *st)
+{
+	int rerr, err = send_recv(f, v, st, &rerr);
 	return err ? err : rerr;
 }
 
@@ -218,11 +225,7 @@ static void test_no_committed(void **state)
 	cut_fd = f.fds[1];
 	lm__test_point_set(cut, NULL);
 	struct lm_migrate_stats st;
-	assert_int_equal(lm_test_writer_start(&f.w), 0);
-	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
-	int err = lm_migrate_send(f.fds[0], &f.r, 1, f.src, &ops, &f.w, NULL, &st);
-	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
-	print_message("sender: %s | receiver: %s\n", st.error, rerr ? f.rx.st.error : "ok");
+	int rerr, err = send_recv(&f, LM_VERIFY_FULL, &st, &rerr);
 	/* The receiver read COMMIT and runs the guest ... */
 	assert_int_equal(rerr, 0);
 	assert_false(f.rx.st.committed_sent);
@@ -245,11 +248,7 @@ static void test_no_commit(void **state)
 	cut_fd = f.fds[0];
 	lm__test_point_set(cut, NULL);
 	struct lm_migrate_stats st;
-	assert_int_equal(lm_test_writer_start(&f.w), 0);
-	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
-	int err = lm_migrate_send(f.fds[0], &f.r, 1, f.src, &ops, &f.w, NULL, &st);
-	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
-	print_message("sender: %s | receiver: %s\n", err ? st.error : "ok", rerr ? f.rx.st.error : "ok");
+	int rerr, err = send_recv(&f, LM_VERIFY_FULL, &st, &rerr);
 	/* The receiver verified everything but got no COMMIT: it keeps its
 	 * copy (neither runs nor drops it). */
 	assert_int_equal(rerr, -ENOLINK);

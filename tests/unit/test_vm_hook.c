@@ -38,6 +38,8 @@
 #include "livemig/guest_abi.h"
 #include "livemig/vmm_migrate.h"
 #include "vmm/vmm_int.h"
+#include "support/dirty_check.h"
+#include "support/vm_inproc.h"
 
 #define MIB (1ull << 20)
 #define DEADLINE_S 60.0
@@ -222,39 +224,6 @@ static void *scribbler_main(void *arg)
 	return NULL;
 }
 
-struct receiver {
-	int fd;
-	int err;
-	int done; /* atomic */
-	struct lm_vm *vm;
-	struct lm_receive_stats st;
-	pthread_t th;
-};
-
-static void *receiver_main(void *arg)
-{
-	struct receiver *r = arg;
-	struct lm_vm_incoming_config cfg;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.console_fd = -1;
-	r->err = lm_vm_incoming(r->fd, &cfg, &r->vm, &r->st);
-	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
-	return NULL;
-}
-
-static bool terminal(enum lm_migrate_status st)
-{
-	return st == LM_MIG_COMPLETED || st == LM_MIG_FAILED || st == LM_MIG_CANCELLED;
-}
-
-static uint64_t next_rand(uint64_t *x)
-{
-	*x ^= *x << 13;
-	*x ^= *x >> 7;
-	*x ^= *x << 17;
-	return *x;
-}
-
 static void test_cancel_loop(void **state)
 {
 	static struct stress s; /* threads may outlive a failed assertion */
@@ -307,17 +276,15 @@ static void test_cancel_loop(void **state)
 	for (unsigned it = 0; it < ITERATIONS; it++) {
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-		static struct receiver rx;
-		memset(&rx, 0, sizeof(rx));
-		rx.fd = sv[1];
-		assert_int_equal(pthread_create(&rx.th, NULL, receiver_main, &rx), 0);
+		static struct lm_test_vm_receiver rx;
+		assert_int_equal(lm_test_vm_receiver_start(&rx, sv[1]), 0);
 
 		struct lm_vm_migration *m = NULL;
 		assert_int_equal(lm_vm_migration_new(s.vm, &p, &m), 0);
 		assert_int_equal(lm_vm_migration_start(m, sv[0]), 0);
 		assert_non_null(__atomic_load_n(&s.vm->hook, __ATOMIC_ACQUIRE));
 		/* 0-40 ms in: handshake, arming, or rounds. */
-		sleep_us((long)(next_rand(&rnd) % 40000));
+		sleep_us((long)(lm_test_rand(&rnd) % 40000));
 		unsigned mode = it % 3;
 		if (mode == 0)
 			lm_vm_migration_cancel(m);
@@ -330,11 +297,11 @@ static void test_cancel_loop(void **state)
 		double end = now_s() + DEADLINE_S;
 		do {
 			lm_vm_migration_query(m, &st);
-			if (terminal(st.status))
+			if (lm_test_mig_ended(st.status))
 				break;
 			sleep_us(1000);
 		} while (now_s() < end);
-		if (!terminal(st.status)) {
+		if (!lm_test_mig_ended(st.status)) {
 			fprintf(stderr, "iteration %u (mode %u): migration hung in status %s\n", it,
 				mode, lm_migrate_status_name(st.status));
 			fail();
