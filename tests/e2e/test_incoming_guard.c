@@ -45,26 +45,6 @@ static int group_setup(void **state)
 
 #define SMALL_GUEST "workload=hotset wss=4M rate=1M verify=1 progress=200"
 
-static int tcp_connect(const char *uri)
-{
-	char host[128];
-	int port;
-	if (sscanf(uri, "tcp:%127[^:]:%d", host, &port) != 2)
-		return -EINVAL;
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-		return -EINVAL;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int err = -errno;
-		close(fd);
-		return err;
-	}
-	return fd;
-}
-
 /* The peer closed fd (EOF or reset) within deadline_s. */
 static bool closed_by_peer(int fd, double deadline_s)
 {
@@ -134,7 +114,7 @@ static void test_idle_then_migration(void **state)
 	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", in_opts), 0);
 
 	/* A peer that connects and says nothing is dropped... */
-	int idle = tcp_connect(dst.uri);
+	int idle = lm_live_tcp_connect(dst.uri);
 	assert_true(idle >= 0);
 	char line[512];
 	assert_true(lm_live_wait_line(dst.out, "dropped a connection that sent nothing for 2 s", 0,
@@ -144,7 +124,7 @@ static void test_idle_then_migration(void **state)
 	close(idle);
 
 	/* ... and one open while a real migration comes does not hold it. */
-	idle = tcp_connect(dst.uri);
+	idle = lm_live_tcp_connect(dst.uri);
 	assert_true(idle >= 0);
 	struct lm_live_mig m;
 	int rc = lm_live_migrate(&m, &src, dst.uri, NULL);

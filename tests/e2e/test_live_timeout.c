@@ -45,26 +45,6 @@ static int group_setup(void **state)
  * migration keeps sending until something ends it. */
 #define FAST_DIRTIER "workload=hotset wss=16M rate=100M verify=1 progress=250"
 
-static int tcp_connect(const char *uri)
-{
-	char host[128];
-	int port;
-	if (sscanf(uri, "tcp:%127[^:]:%d", host, &port) != 2)
-		return -EINVAL;
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-		return -EINVAL;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int err = -errno;
-		close(fd);
-		return err;
-	}
-	return fd;
-}
-
 /* ---- a proxy that stalls ------------------------------------------------ */
 
 /* Forwards both ways until stall_after bytes went towards the target; then
@@ -106,7 +86,7 @@ static void *stall_main(void *arg)
 			a = accept4(p->lfd, NULL, NULL, SOCK_CLOEXEC);
 	}
 	if (a >= 0)
-		b = tcp_connect(p->target);
+		b = lm_live_tcp_connect(p->target);
 	while (a >= 0 && b >= 0 && !atomic_load(&p->stop)) {
 		uint64_t fwd = atomic_load(&p->fwd), n;
 		if (fwd >= p->stall_after) {
@@ -166,7 +146,7 @@ static void stall_stop(struct stall_proxy *p)
  * then inside a receive, its memory set up). */
 static int hello_then_silence(const char *uri)
 {
-	int fd = tcp_connect(uri);
+	int fd = lm_live_tcp_connect(uri);
 	assert_true(fd >= 0);
 	lm_stream_region reg = {0, 1024}; /* 4 MiB from 0: a layout the VMM takes */
 	lm_stream_hello h = {.version = LM_STREAM_VERSION, .page_size = LM_PAGE_SIZE,

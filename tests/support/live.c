@@ -969,7 +969,7 @@ void lm_live_proxy_stop(struct lm_live_proxy *p)
 	free(p);
 }
 
-int lm_live_send_garbage(const char *uri, const void *buf, size_t len)
+int lm_live_tcp_connect(const char *uri)
 {
 	struct sockaddr_in sa;
 	int r = parse_tcp(uri, &sa);
@@ -980,8 +980,17 @@ int lm_live_send_garbage(const char *uri, const void *buf, size_t len)
 		return -errno;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		r = -errno;
-		goto out;
+		close(fd);
+		return r;
 	}
+	return fd;
+}
+
+int lm_live_send_garbage(const char *uri, const void *buf, size_t len)
+{
+	int fd = lm_live_tcp_connect(uri);
+	if (fd < 0)
+		return fd;
 	const char *b = buf;
 	for (size_t off = 0; off < len;) {
 		ssize_t w = send(fd, b + off, len - off, MSG_NOSIGNAL);
@@ -1006,7 +1015,6 @@ int lm_live_send_garbage(const char *uri, const void *buf, size_t len)
 				break;
 		}
 	}
-out:
 	close(fd);
-	return r;
+	return 0;
 }

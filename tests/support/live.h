@@ -224,6 +224,8 @@ uint64_t lm_live_proxy_forwarded(struct lm_live_proxy *p, bool *cut);
 /* Stops the proxy thread and frees it. */
 void lm_live_proxy_stop(struct lm_live_proxy *p);
 
+/* A connected TCP socket to a tcp:A.B.C.D:PORT URI, or -errno. */
+int lm_live_tcp_connect(const char *uri);
 /* Connects to a tcp: URI, writes len bytes and closes. Returns 0 or -errno. */
 int lm_live_send_garbage(const char *uri, const void *buf, size_t len);
 
