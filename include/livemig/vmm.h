@@ -37,11 +37,32 @@
 
 #define LM_VM_MAX_CPUS 64
 #define LM_VM_DEFAULT_SLOT_SIZE (1ull << 30)
+/* With the default slot size (slot_size 0), RAM is cut into 1 GiB slots
+ * while that makes at most this many; a bigger guest gets the smallest
+ * power-of-two multiple of 1 GiB that does (1 TiB: 4 GiB slots, 16 TiB:
+ * 64 GiB). Fewer, bigger slots cost the same to register and to harvest
+ * with the ring, and keep the per-slot ioctls of the log few. */
+#define LM_VM_AUTO_SLOTS 256
+/* The largest slot this VMM makes: KVM takes at most 2^31 - 1 pages. */
+#define LM_VM_MAX_SLOT_SIZE (4ull << 40)
+/* Default dirty ring entries per vCPU, and the memory all rings may take
+ * together (16 bytes an entry): 64 vCPUs get 16384 entries each. */
+#define LM_VM_RING_ENTRIES_DEFAULT 65536u
+#define LM_VM_RING_BUDGET (16ull << 20)
+/*
+ * KVM's own memory per page of guest RAM (reverse maps, large-page info,
+ * dirty bitmaps), allocated when a slot is registered even if the page is
+ * never touched: measured here as ~2.5 GiB per TiB (about 10 bytes per
+ * 4 KiB page). lm_vm_new refuses a VM whose estimate exceeds the host's
+ * available memory (lm_vm_host_check).
+ */
+#define LM_VM_KVM_BYTES_PER_PAGE 10u
 /* Start of the hole between RAM below and above 4 GiB. */
 #define LM_VM_HOLE_START (3ull << 30)
 #define LM_VM_HOLE_END (4ull << 30)
 
 struct lm_vm;
+struct lm_dirty_source;
 
 /* Called for every complete line the guest writes to COM1 (without the
  * newline), from a vCPU thread. Must not block for long. */
@@ -66,6 +87,15 @@ typedef void (*lm_vm_write_fn)(void *opaque, uint64_t gpa, uint64_t len);
 typedef int (*lm_vm_pio_fn)(void *opaque, uint16_t port, unsigned size, bool is_write,
 			    uint32_t *val);
 
+enum lm_vm_dirty_mode {
+	LM_VM_DIRTY_AUTO = 0,
+	LM_VM_DIRTY_LOG,  /* KVM_GET_DIRTY_LOG per slot, manual-protect clears */
+	LM_VM_DIRTY_RING, /* per-vCPU dirty rings */
+};
+/* "auto", "log", "ring"; and back (-EINVAL for anything else). */
+const char *lm_vm_dirty_mode_name(enum lm_vm_dirty_mode m);
+int lm_vm_dirty_mode_parse(const char *name, enum lm_vm_dirty_mode *out);
+
 struct lm_vm_config {
 	uint64_t mem_size;   /* bytes of RAM, a multiple of 4 KiB, >= 2 MiB */
 	uint64_t slot_size;  /* max bytes per KVM slot (multiple of 2 MiB); 0 = 1 GiB */
@@ -76,9 +106,18 @@ struct lm_vm_config {
 	lm_vm_console_fn console_fn; /* optional, per line */
 	void *console_opaque;
 	/*
-	 * Dirty ring size in entries per vCPU (power of two), 0 = off. It must
-	 * be chosen before the vCPUs exist, so it is a creation parameter; the
-	 * dirty-log bitmap does not need one (KVM_MEM_LOG_DIRTY_PAGES per slot).
+	 * How KVM tracks the guest's writes for migration. Chosen at creation:
+	 * the ring must exist before the vCPUs, and both kinds register every
+	 * slot with KVM_MEM_LOG_DIRTY_PAGES from the start, so a migration
+	 * never pays KVM's walk of the slots to turn logging on (~80 ms per
+	 * TiB here) or off (~115 ms). LM_VM_DIRTY_AUTO: the ring when the
+	 * kernel has it, else the log.
+	 */
+	enum lm_vm_dirty_mode dirty_mode;
+	/*
+	 * Dirty ring entries per vCPU (power of two) in ring mode; 0: the
+	 * default (LM_VM_RING_ENTRIES_DEFAULT within LM_VM_RING_BUDGET and
+	 * KVM's maximum). Ignored in log mode.
 	 */
 	uint32_t dirty_ring_entries;
 	/* Optional write hook from the start, so that it sees the loader's
@@ -118,11 +157,24 @@ struct lm_vm_slot {
  * terminating NUL not counted: the loader's page for it holds no more. */
 #define LM_VM_CMDLINE_MAX 28671
 
+/*
+ * Whether this host can hold a VM of mem_size bytes: KVM's per-page
+ * metadata (LM_VM_KVM_BYTES_PER_PAGE) against MemAvailable from
+ * /proc/meminfo. 0, or -ENOMEM with *need and *avail (bytes) set; either
+ * pointer may be NULL. -ENOENT-style failures to read meminfo count as 0
+ * (no estimate: let KVM decide).
+ */
+int lm_vm_host_check(uint64_t mem_size, uint64_t *need, uint64_t *avail);
+/* The slot size lm_vm_new uses for mem_size bytes and cfg.slot_size s. */
+uint64_t lm_vm_auto_slot_size(uint64_t mem_size, uint64_t s);
+
 /* Creates the VM, its RAM and its vCPUs (not yet running). With a kernel,
  * loads it and sets the Multiboot entry state on the BSP. 0 or -errno
  * (-ENOENT no such kernel, -EISDIR a directory, -ENOEXEC not a Multiboot
  * ELF, -E2BIG a segment outside RAM or a command line longer than
- * LM_VM_CMDLINE_MAX, -ENODEV no /dev/kvm). */
+ * LM_VM_CMDLINE_MAX or more slots than KVM takes, -ENODEV no /dev/kvm,
+ * -ENOMEM the host cannot hold it (lm_vm_host_check), -EOPNOTSUPP ring
+ * mode asked for on a kernel without the dirty ring). */
 int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out);
 /* Stops the vCPU threads if running and frees everything. NULL is fine. */
 void lm_vm_free(struct lm_vm *vm);
@@ -186,9 +238,18 @@ void lm_vm_set_write_hook(struct lm_vm *vm, lm_vm_write_fn fn, void *opaque);
 int lm_vm_fd(const struct lm_vm *vm);
 unsigned lm_vm_vcpu_count(const struct lm_vm *vm);
 int lm_vm_vcpu_fd(const struct lm_vm *vm, unsigned cpu);
-/* The vCPU's dirty ring (struct kvm_dirty_gfn[entries]) if the VM was
- * created with dirty_ring_entries, else NULL. */
+/* The vCPU's dirty ring (struct kvm_dirty_gfn[entries]) in ring mode, else
+ * NULL. */
 void *lm_vm_vcpu_dirty_ring(const struct lm_vm *vm, unsigned cpu, uint32_t *entries);
+/* The mode the VM was created with (never AUTO). */
+enum lm_vm_dirty_mode lm_vm_dirty_mode(const struct lm_vm *vm);
+/* In ring mode, the VM's ring source (livemig/track_kvm.h), which the VM
+ * owns and collects on ring-full exits; a migration starts and stops it.
+ * NULL in log mode. */
+struct lm_dirty_source *lm_vm_ring_source(const struct lm_vm *vm);
+/* Log mode: whether KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 was enabled at
+ * creation (else KVM_GET_DIRTY_LOG clears as it reads). */
+bool lm_vm_log_manual(const struct lm_vm *vm);
 
 /* ---- devices ----------------------------------------------------------- */
 

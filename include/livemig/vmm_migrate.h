@@ -55,6 +55,10 @@ struct lm_vm_incoming_config {
 	lm_vm_console_fn console_fn;
 	void *console_opaque;
 	struct lm_receive_params recv; /* capabilities refused, idle timeout */
+	/* How the VM built here tracks writes, for a migration onward
+	 * (lm_vm_config.dirty_mode, dirty_ring_entries). */
+	enum lm_vm_dirty_mode dirty_mode;
+	uint32_t dirty_ring_entries;
 };
 
 /*

@@ -37,6 +37,7 @@ struct kslot {
 	lm_bitmap kbuf;	     /* KVM_GET_DIRTY_LOG target; consumed by sync */
 	lm_bitmap harvested; /* reported by sync, not yet cleared in KVM */
 	lm_bitmap soft;	     /* the VMM's own writes */
+	int soft_any;	     /* atomic: soft may have bits (else its scan is skipped) */
 	bool logging;
 };
 
@@ -46,6 +47,8 @@ struct kvm_log {
 	lm_kvm_log_enable_fn enable;
 	void *opaque;
 	bool no_manual;
+	bool always_on; /* slots log from creation: never toggled */
+	bool cfg_manual; /* always_on: manual-protect was enabled by the VMM */
 	bool manual; /* manual-protect mode in use (valid while started) */
 	bool initially_set; /* ... with KVM_DIRTY_LOG_INITIALLY_SET */
 	int pagemap; /* /proc/self/pagemap for present(), or -1 */
@@ -98,15 +101,20 @@ static int kl_start(struct lm_dirty_source *s, const struct lm_mem_region *r, si
 	struct kvm_log *k = (struct kvm_log *)s;
 	if (k->started)
 		return -EBUSY;
-	if (n != k->nslots)
-		return -EINVAL;
-	/* One region per slot, exactly. */
+	/* Each region: consecutive slots, contiguous in guest and host space. */
+	uint64_t covered = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct kslot *ks = slot_for(k, r[i].first_page, r[i].npages);
-		if (!ks || ks->s.first_page != r[i].first_page || ks->s.npages != r[i].npages ||
-		    ks->s.host != r[i].host)
-			return -EINVAL;
+		for (uint64_t p = 0; p < r[i].npages;) {
+			struct kslot *ks = slot_for(k, r[i].first_page + p, 1);
+			if (!ks || ks->s.first_page != r[i].first_page + p || ks->s.npages > r[i].npages - p ||
+			    ks->s.host != (uint8_t *)r[i].host + p * LM_PAGE_SIZE)
+				return -EINVAL;
+			p += ks->s.npages;
+			covered++;
+		}
 	}
+	if (covered != k->nslots)
+		return -EINVAL;
 	int err = lm__track_set_regions(s, r, n);
 	if (err < 0)
 		return err;
@@ -117,7 +125,7 @@ static int kl_start(struct lm_dirty_source *s, const struct lm_mem_region *r, si
 			goto fail;
 	}
 	k->initially_set = false;
-	err = enable_manual(k);
+	err = k->always_on ? (k->cfg_manual ? 1 : 0) : enable_manual(k);
 	if (err < 0)
 		goto fail;
 	k->manual = err == 1;
@@ -128,7 +136,7 @@ static int kl_start(struct lm_dirty_source *s, const struct lm_mem_region *r, si
 	}
 	/* From here on every write is logged: mark VMM writes too. */
 	__atomic_store_n(&k->started, 1, __ATOMIC_RELEASE);
-	for (size_t i = 0; i < k->nslots; i++) {
+	for (size_t i = 0; i < k->nslots && !k->always_on; i++) {
 		struct kslot *ks = &k->slots[i];
 		err = k->enable(k->opaque, ks->s.kvm_slot, true);
 		if (err < 0)
@@ -180,12 +188,18 @@ static int64_t kl_sync(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm
 	kw[nw - 1] |= keep;
 
 	/* The VMM's own writes: taken word by word with an atomic exchange,
-	 * so a mark that races with us lands either now or next time. */
+	 * so a mark that races with us lands either now or next time. The
+	 * flag is dropped before the scan: a mark after that raises it again. */
+	if (!__atomic_exchange_n(&ks->soft_any, 0, __ATOMIC_ACQ_REL))
+		return (int64_t)added;
 	uint64_t *sw = ks->soft.words + w0;
 	uint64_t skeep = __atomic_fetch_and(&sw[nw - 1], tail_mask, __ATOMIC_ACQ_REL) & ~tail_mask;
 	added += lm_sbitmap_sync_from(dirty, first, sw, n);
 	if (skeep)
 		__atomic_fetch_or(&sw[nw - 1], skeep, __ATOMIC_RELEASE);
+	/* Marks of the slot outside this range are still there. */
+	if (n != ks->s.npages)
+		__atomic_store_n(&ks->soft_any, 1, __ATOMIC_RELEASE);
 	return (int64_t)added;
 }
 
@@ -284,7 +298,7 @@ static int kl_stop(struct lm_dirty_source *s)
 	__atomic_store_n(&k->started, 0, __ATOMIC_RELEASE);
 	for (size_t i = 0; i < k->nslots; i++) {
 		struct kslot *ks = &k->slots[i];
-		if (ks->logging) {
+		if (ks->logging && !k->always_on) {
 			int r = k->enable(k->opaque, ks->s.kvm_slot, false);
 			if (r < 0 && !err)
 				err = r;
@@ -322,7 +336,7 @@ static const struct lm_dirty_source_ops kvm_log_ops = {
 
 int lm_kvm_log_source_new(const struct lm_kvm_log_config *cfg, struct lm_dirty_source **out)
 {
-	if (!cfg || cfg->vm_fd < 0 || !cfg->slots || !cfg->nslots || !cfg->enable || !out)
+	if (!cfg || cfg->vm_fd < 0 || !cfg->slots || !cfg->nslots || (!cfg->enable && !cfg->always_on) || !out)
 		return -EINVAL;
 	for (size_t i = 0; i < cfg->nslots; i++)
 		if (!cfg->slots[i].npages || (cfg->slots[i].npages >> 32))
@@ -353,6 +367,8 @@ int lm_kvm_log_source_new(const struct lm_kvm_log_config *cfg, struct lm_dirty_s
 	k->enable = cfg->enable;
 	k->opaque = cfg->opaque;
 	k->no_manual = cfg->no_manual_protect;
+	k->always_on = cfg->always_on;
+	k->cfg_manual = cfg->manual && !cfg->no_manual_protect;
 	/* present() needs PAGEMAP_SCAN; without it every page is scanned. */
 	k->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (k->pagemap >= 0 && lm__pagemap_supported(k->pagemap))
@@ -377,6 +393,7 @@ void lm_kvm_log_mark(struct lm_dirty_source *s, uint64_t first_page, uint64_t n)
 			end = first_page + n;
 		for (; p < end; p++)
 			lm_bitmap_set_atomic(&ks->soft, p - ks->s.first_page);
+		__atomic_store_n(&ks->soft_any, 1, __ATOMIC_RELEASE);
 	}
 }
 

@@ -84,9 +84,11 @@ static int setup_blob_parse(const uint8_t *p, size_t len, unsigned *ncpus, uint6
 
 struct lm_vm_migration {
 	struct lm_vm *vm;
-	struct lm_dirty_source *src;
+	struct lm_dirty_source *src; /* the VM's ring source, or our log source */
+	bool own_src;
 	lm_migration *mig;
-	struct lm_mem_region *regions;
+	struct lm_mem_region regions[2]; /* RAM below the hole, then from 4 GiB */
+	size_t nregions;
 	struct lm_kvm_log_slot *slots;
 	size_t n;
 	bool was_paused; /* paused by the user before the switchover */
@@ -94,26 +96,16 @@ struct lm_vm_migration {
 	void *on_pause_opaque;
 };
 
-static int set_logging(void *opaque, uint32_t kvm_slot, bool on)
-{
-	struct lm_vm *vm = opaque;
-	for (unsigned i = 0; i < lm_vm_slot_count(vm); i++) {
-		const struct lm_vm_slot *s = lm_vm_slot(vm, i);
-		if (s->kvm_slot != kvm_slot)
-			continue;
-		uint32_t flags = on ? s->flags | KVM_MEM_LOG_DIRTY_PAGES
-				    : s->flags & ~(uint32_t)KVM_MEM_LOG_DIRTY_PAGES;
-		return lm_vm_slot_set_flags(vm, i, flags);
-	}
-	return -ENOENT;
-}
-
 static void vmm_wrote(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct lm_vm_migration *m = opaque;
-	if (len)
-		lm_kvm_log_mark(m->src, gpa >> LM_PAGE_SHIFT,
-				((gpa + len - 1) >> LM_PAGE_SHIFT) - (gpa >> LM_PAGE_SHIFT) + 1);
+	if (!len)
+		return;
+	uint64_t first = gpa >> LM_PAGE_SHIFT, n = ((gpa + len - 1) >> LM_PAGE_SHIFT) - first + 1;
+	if (m->own_src)
+		lm_kvm_log_mark(m->src, first, n);
+	else
+		lm_kvm_ring_mark(m->src, first, n);
 }
 
 static int src_pause(void *ctx)
@@ -172,28 +164,51 @@ int lm_vm_migration_new(struct lm_vm *vm, const struct lm_migrate_params *p,
 	if (!m)
 		return -ENOMEM;
 	m->vm = vm;
-	m->n = lm_vm_slot_count(vm);
-	m->regions = calloc(m->n, sizeof(*m->regions));
-	m->slots = calloc(m->n, sizeof(*m->slots));
-	if (!m->regions || !m->slots)
-		goto fail;
-	for (size_t i = 0; i < m->n; i++) {
-		const struct lm_vm_slot *s = lm_vm_slot(vm, (unsigned)i);
-		m->regions[i] = (struct lm_mem_region){s->gpa >> LM_PAGE_SHIFT,
-						       s->size >> LM_PAGE_SHIFT, s->host};
-		m->slots[i] = (struct lm_kvm_log_slot){s->kvm_slot, s->gpa >> LM_PAGE_SHIFT,
-						       s->size >> LM_PAGE_SHIFT, s->host};
+	/*
+	 * The stream's regions are the VM's RAM as it is laid out, not its
+	 * KVM slots: below the hole, and from 4 GiB on. How each side cuts
+	 * RAM into slots is its own business (lm_vm_auto_slot_size), so a
+	 * guest of any size needs at most two regions on the wire.
+	 */
+	uint64_t size = lm_vm_mem_size(vm);
+	uint64_t low = size < LM_VM_HOLE_START ? size : LM_VM_HOLE_START;
+	uint8_t *ram = lm_vm_gpa_to_host(vm, 0, LM_PAGE_SIZE);
+	m->regions[0] = (struct lm_mem_region){0, low >> LM_PAGE_SHIFT, ram};
+	m->nregions = 1;
+	if (size > low)
+		m->regions[m->nregions++] =
+		    (struct lm_mem_region){LM_VM_HOLE_END >> LM_PAGE_SHIFT, (size - low) >> LM_PAGE_SHIFT, ram + low};
+	if (lm_vm_dirty_mode(vm) == LM_VM_DIRTY_RING) {
+		m->src = lm_vm_ring_source(vm);
+	} else {
+		m->n = lm_vm_slot_count(vm);
+		m->slots = calloc(m->n, sizeof(*m->slots));
+		if (!m->slots)
+			goto fail;
+		uint64_t unit = 0;
+		for (size_t i = 0; i < m->n; i++) {
+			const struct lm_vm_slot *s = lm_vm_slot(vm, (unsigned)i);
+			m->slots[i] = (struct lm_kvm_log_slot){s->kvm_slot, s->gpa >> LM_PAGE_SHIFT,
+							       s->size >> LM_PAGE_SHIFT, s->host};
+			if (m->slots[i].npages > unit)
+				unit = m->slots[i].npages;
+		}
+		/* Slots are cut from each region's start at one size: a sync
+		 * unit of that size is one slot (the last of a region may be
+		 * shorter, and so is its unit). */
+		struct lm_kvm_log_config kc = {
+		    .vm_fd = lm_vm_fd(vm),
+		    .slots = m->slots,
+		    .nslots = m->n,
+		    .sync_pages = unit,
+		    .always_on = true,
+		    .manual = lm_vm_log_manual(vm),
+		};
+		if ((err = lm_kvm_log_source_new(&kc, &m->src)) < 0)
+			goto fail;
+		m->own_src = true;
 	}
-	struct lm_kvm_log_config kc = {
-	    .vm_fd = lm_vm_fd(vm),
-	    .slots = m->slots,
-	    .nslots = m->n,
-	    .enable = set_logging,
-	    .opaque = vm,
-	};
-	if ((err = lm_kvm_log_source_new(&kc, &m->src)) < 0)
-		goto fail;
-	if ((err = lm_migration_new(&m->mig, m->regions, m->n, m->src, &vm_source_ops, m, p)) < 0)
+	if ((err = lm_migration_new(&m->mig, m->regions, m->nregions, m->src, &vm_source_ops, m, p)) < 0)
 		goto fail;
 	/*
 	 * Ballooned pages may be left out only if the guest promised to
@@ -257,8 +272,8 @@ void lm_vm_migration_free(struct lm_vm_migration *m)
 	if (m->mig)
 		lm_migration_free(m->mig);
 	lm_vm_set_write_hook(m->vm, NULL, NULL);
-	lm_dirty_source_free(m->src);
-	free(m->regions);
+	if (m->own_src)
+		lm_dirty_source_free(m->src);
 	free(m->slots);
 	free(m);
 }
@@ -277,7 +292,6 @@ struct incoming {
 	 */
 	uint8_t *ram;
 	uint64_t ram_size;
-	uint64_t slot_size;
 	lm_stream_layout layout;
 	struct lm_vm *vm;
 	bool have_state; /* the "vm" blob was loaded */
@@ -337,45 +351,19 @@ static uint64_t ram_off_to_gpa(uint64_t off)
 }
 
 /*
- * Slot i of the VM that lm_vm_new() makes for ram_size bytes in slots of
- * at most slot bytes (vm.c setup_ram: RAM below the hole, then from 4 GiB,
- * each part cut into slot-sized pieces): its gpa and size; false past the
- * last slot.
+ * The layouts this VMM can take: guest RAM from gpa 0 without gaps, below
+ * 3 GiB and then from 4 GiB (no region across the hole), at least 2 MiB,
+ * in any number of regions (this version sends two; 0.2 sent one per KVM
+ * slot). The VM built around it cuts RAM into slots its own way
+ * (lm_vm_auto_slot_size). Refused here, before a page is written, is
+ * anything else, and a VM this host cannot hold (lm_vm_host_check).
+ * Sets *ram_size.
  */
-static bool vm_slot(uint64_t ram_size, uint64_t slot, uint64_t i, uint64_t *gpa, uint64_t *size)
-{
-	uint64_t low = ram_size < LM_VM_HOLE_START ? ram_size : LM_VM_HOLE_START;
-	uint64_t high = ram_size - low;
-	uint64_t nlow = low / slot + (low % slot != 0), nhigh = high / slot + (high % slot != 0);
-	uint64_t base = 0, len = low;
-	if (i >= nlow) {
-		if (i - nlow >= nhigh)
-			return false;
-		i -= nlow;
-		base = LM_VM_HOLE_END;
-		len = high;
-	}
-	*gpa = base + i * slot;
-	*size = len - i * slot < slot ? len - i * slot : slot;
-	return true;
-}
-
-/*
- * The layouts this VMM can take are the ones it makes: guest RAM from gpa 0
- * without gaps, below 3 GiB and then from 4 GiB (no region across the
- * hole), at least 2 MiB, cut into slots exactly as lm_vm_new() cuts that
- * much RAM with slots of the largest region's size (rounded up to 2 MiB).
- * Anything else is refused here, before a page is written: the VM built
- * later around the same RAM must have exactly these regions as its slots,
- * or a later migration from here would not line up with the dirty log.
- * Sets *ram_size and *slot_size.
- */
-static int check_layout(struct incoming *in, const lm_stream_layout *l, uint64_t *ram_size,
-			uint64_t *slot_size)
+static int check_layout(struct incoming *in, const lm_stream_layout *l, uint64_t *ram_size)
 {
 	const uint64_t hole_lo = LM_VM_HOLE_START >> LM_PAGE_SHIFT;
-	uint64_t pages = 0, slot_pages = 0;
-	char a[32], b[32], c[32];
+	uint64_t pages = 0;
+	char a[32], b[32];
 	/* In pages: no sum below can wrap (every region ends below 2^52). */
 	for (uint32_t i = 0; i < l->nregions; i++) {
 		uint64_t fp = l->regions[i].first_page, np = l->regions[i].npages;
@@ -393,48 +381,28 @@ static int check_layout(struct incoming *in, const lm_stream_layout *l, uint64_t
 			return refuse(in, -EPROTO, "region %u (gpa %#llx, %s) crosses the PCI hole at 3 GiB", i,
 				      (unsigned long long)(fp << LM_PAGE_SHIFT), pages_str(a, np));
 		pages += np;
-		if (np > slot_pages)
-			slot_pages = np;
 	}
 	uint64_t size = pages << LM_PAGE_SHIFT;
 	if (size < (2ull << 20))
 		return refuse(in, -EPROTO, "the layout has %s of RAM, the VM needs at least 2 MiB", size_str(a, size));
-	/* The VMM's slot size is a multiple of 2 MiB. */
-	uint64_t slot = ((slot_pages << LM_PAGE_SHIFT) + (2ull << 20) - 1) & ~((2ull << 20) - 1);
-	uint64_t gpa, len;
-	for (uint32_t i = 0; i < l->nregions; i++) {
-		uint64_t fp = l->regions[i].first_page, np = l->regions[i].npages;
-		if (!vm_slot(size, slot, i, &gpa, &len))
-			return refuse(in, -EPROTO,
-				      "region %u (gpa %#llx, %s) does not match the VM's slot layout: %s of RAM in "
-				      "slots of %s has only %u slots",
-				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), pages_str(a, np),
-				      size_str(b, size), size_str(c, slot), i);
-		if (gpa != fp << LM_PAGE_SHIFT || len != np << LM_PAGE_SHIFT) {
-			char d[32];
-			return refuse(in, -EPROTO,
-				      "region %u (gpa %#llx, %s) does not match the VM's slot layout: %s of RAM in "
-				      "slots of %s has slot %u at gpa %#llx, %s",
-				      i, (unsigned long long)(fp << LM_PAGE_SHIFT), pages_str(a, np),
-				      size_str(b, size), size_str(c, slot), i, (unsigned long long)gpa,
-				      size_str(d, len));
-		}
-	}
-	if (vm_slot(size, slot, l->nregions, &gpa, &len))
-		return refuse(in, -EPROTO, "the layout's %u regions do not cover the VM's slots (slot %u at gpa %#llx)",
-			      l->nregions, l->nregions, (unsigned long long)gpa);
+	uint64_t need = 0, avail = 0;
+	char c[32];
+	if (lm_vm_host_check(size, &need, &avail) < 0)
+		return refuse(in, -ENOMEM,
+			      "a VM of %s needs about %s of kernel memory for KVM's page metadata, this host has "
+			      "%s available",
+			      size_str(a, size), size_str(b, need >> 20 << 20), size_str(c, avail >> 20 << 20));
 	*ram_size = size;
-	*slot_size = slot;
 	return 0;
 }
 
 static int in_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region *out)
 {
 	struct incoming *in = ctx;
-	uint64_t size = 0, slot = 0;
+	uint64_t size = 0;
 	char a[32];
 	in->why[0] = 0;
-	int err = check_layout(in, l, &size, &slot);
+	int err = check_layout(in, l, &size);
 	if (err < 0)
 		return err;
 	void *ram = mmap(NULL, size, PROT_READ | PROT_WRITE,
@@ -445,7 +413,6 @@ static int in_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region *
 	}
 	in->ram = ram;
 	in->ram_size = size;
-	in->slot_size = slot;
 	in->layout = *l;
 	uint64_t off = 0;
 	for (uint32_t i = 0; i < l->nregions; i++) {
@@ -475,8 +442,9 @@ static int build_vm(struct incoming *in, unsigned ncpus, char *why, size_t cap)
 {
 	struct lm_vm_config vc = {
 	    .mem_size = in->ram_size,
-	    .slot_size = in->slot_size,
 	    .ncpus = ncpus,
+	    .dirty_mode = in->cfg->dirty_mode,
+	    .dirty_ring_entries = in->cfg->dirty_ring_entries,
 	    .console_fd = in->cfg->console_fd,
 	    .console_fn = in->cfg->console_fn,
 	    .console_opaque = in->cfg->console_opaque,
@@ -490,21 +458,6 @@ static int build_vm(struct incoming *in, unsigned ncpus, char *why, size_t cap)
 		snprintf(why, cap, "could not create the VM (%s of RAM, %u vCPUs): %s", size_str(a, in->ram_size),
 			 ncpus, lm_strerror(err));
 		return err;
-	}
-	/* Same slots as the source, or the dirty tracking of a later
-	 * migration from here would not line up. in_setup took only layouts
-	 * that give these; this guards against the two drifting apart. */
-	bool same = lm_vm_slot_count(vm) == in->layout.nregions;
-	for (unsigned i = 0; same && i < in->layout.nregions; i++) {
-		const struct lm_vm_slot *s = lm_vm_slot(vm, i);
-		same = s->gpa >> LM_PAGE_SHIFT == in->layout.regions[i].first_page &&
-		       s->size >> LM_PAGE_SHIFT == in->layout.regions[i].npages;
-	}
-	if (!same) {
-		snprintf(why, cap, "the VM's %u slots differ from the stream's %u regions", lm_vm_slot_count(vm),
-			 in->layout.nregions);
-		lm__vm_free_keep_memory(vm);
-		return -EPROTO;
 	}
 	if ((err = lm_vm_pause(vm)) < 0) {
 		lm__vm_free_keep_memory(vm);

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "livemig/track_kvm.h"
 #include "vmm/vmm_int.h"
 
 #define TSS_ADDR 0xfffbd000ull
@@ -132,9 +133,73 @@ static int add_slots(struct lm_vm *vm, uint64_t gpa, uint64_t size, uint64_t slo
 	return 0;
 }
 
+uint64_t lm_vm_auto_slot_size(uint64_t mem_size, uint64_t s)
+{
+	if (s)
+		return s;
+	s = LM_VM_DEFAULT_SLOT_SIZE;
+	/* Slots below the hole are at most 3; count the part above. */
+	while (s < LM_VM_MAX_SLOT_SIZE && mem_size / s > LM_VM_AUTO_SLOTS)
+		s <<= 1;
+	return s;
+}
+
+/* MemAvailable from /proc/meminfo in bytes, or 0 if it cannot be read. */
+static uint64_t mem_available(void)
+{
+	int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	const char *p = strstr(buf, "MemAvailable:");
+	if (!p)
+		return 0;
+	return strtoull(p + strlen("MemAvailable:"), NULL, 10) << 10;
+}
+
+int lm_vm_host_check(uint64_t mem_size, uint64_t *need, uint64_t *avail)
+{
+	uint64_t want = (mem_size / LM_PAGE_SIZE) * LM_VM_KVM_BYTES_PER_PAGE;
+	uint64_t have = mem_available();
+	if (need)
+		*need = want;
+	if (avail)
+		*avail = have;
+	return have && want > have ? -ENOMEM : 0;
+}
+
+const char *lm_vm_dirty_mode_name(enum lm_vm_dirty_mode m)
+{
+	switch (m) {
+	case LM_VM_DIRTY_AUTO:
+		return "auto";
+	case LM_VM_DIRTY_LOG:
+		return "log";
+	case LM_VM_DIRTY_RING:
+		return "ring";
+	}
+	return "?";
+}
+
+int lm_vm_dirty_mode_parse(const char *name, enum lm_vm_dirty_mode *out)
+{
+	static const enum lm_vm_dirty_mode all[] = {LM_VM_DIRTY_AUTO, LM_VM_DIRTY_LOG, LM_VM_DIRTY_RING};
+	for (size_t i = 0; name && i < sizeof(all) / sizeof(all[0]); i++)
+		if (!strcmp(name, lm_vm_dirty_mode_name(all[i]))) {
+			*out = all[i];
+			return 0;
+		}
+	return -EINVAL;
+}
+
 static int setup_ram(struct lm_vm *vm)
 {
-	uint64_t slot_size = vm->cfg.slot_size ? vm->cfg.slot_size : LM_VM_DEFAULT_SLOT_SIZE;
+	uint64_t slot_size = lm_vm_auto_slot_size(vm->ram_size, vm->cfg.slot_size);
 	uint64_t low = vm->ram_size < LM_VM_HOLE_START ? vm->ram_size : LM_VM_HOLE_START;
 	uint64_t high = vm->ram_size - low;
 	unsigned n = 0;
@@ -161,12 +226,99 @@ static int setup_ram(struct lm_vm *vm)
 	add_slots(vm, 0, low, slot_size, &n, false);
 	add_slots(vm, LM_VM_HOLE_END, high, slot_size, &n, false);
 	vm->nslots = n;
+	/* Logged from the start in both modes (see lm_vm_config.dirty_mode):
+	 * with the ring nothing is protected until its first reset, with the
+	 * log (manual-protect, not initially-set) nothing until the first
+	 * clear, so the guest runs at full speed until a migration. */
 	for (unsigned i = 0; i < n; i++) {
-		int r = lm_vm_slot_set_flags(vm, i, 0);
+		int r = lm_vm_slot_set_flags(vm, i, KVM_MEM_LOG_DIRTY_PAGES);
 		if (r < 0)
 			return r;
 	}
 	return 0;
+}
+
+/* The ring's size: the configured or default entries, within the budget
+ * and KVM's maximum (max_bytes), a power of two. */
+static uint32_t ring_entries(const struct lm_vm *vm, uint64_t max_bytes)
+{
+	uint64_t e = vm->cfg.dirty_ring_entries;
+	if (!e) {
+		e = LM_VM_RING_ENTRIES_DEFAULT;
+		while (e > 1024 && e * sizeof(struct kvm_dirty_gfn) * vm->ncpus > LM_VM_RING_BUDGET)
+			e >>= 1;
+	}
+	while (e > 1024 && e * sizeof(struct kvm_dirty_gfn) > max_bytes)
+		e >>= 1;
+	return (uint32_t)e;
+}
+
+/* Ring or log, as asked (AUTO: the ring when KVM has it). Before slots and vCPUs. */
+static int setup_dirty(struct lm_vm *vm)
+{
+	int cap = KVM_CAP_DIRTY_LOG_RING_ACQ_REL;
+	int max = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, cap);
+	if (max <= 0) {
+		cap = KVM_CAP_DIRTY_LOG_RING;
+		max = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, cap);
+	}
+	enum lm_vm_dirty_mode m = vm->cfg.dirty_mode;
+	if (m == LM_VM_DIRTY_AUTO)
+		m = max > 0 ? LM_VM_DIRTY_RING : LM_VM_DIRTY_LOG;
+	if (m == LM_VM_DIRTY_RING) {
+		if (max <= 0)
+			return -EOPNOTSUPP;
+		uint32_t e = ring_entries(vm, (uint64_t)max);
+		if (vm->cfg.dirty_ring_entries && e != vm->cfg.dirty_ring_entries)
+			return -E2BIG;
+		struct kvm_enable_cap ec = {.cap = (uint32_t)cap,
+					    .args = {(uint64_t)e * sizeof(struct kvm_dirty_gfn)}};
+		int r = xioctl(vm->vm_fd, KVM_ENABLE_CAP, &ec);
+		if (r < 0)
+			return r;
+		vm->ring_entries = e;
+	} else {
+		/* Manual-protect without initially-set: the log starts empty
+		 * and nothing is write-protected until a migration clears. */
+		int caps = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+		if (caps > 0) {
+			struct kvm_enable_cap ec = {.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, .args = {1}};
+			if (xioctl(vm->vm_fd, KVM_ENABLE_CAP, &ec) < 0)
+				caps = 0;
+		}
+		vm->log_manual = caps > 0;
+	}
+	vm->dirty_mode = m;
+	return 0;
+}
+
+/* Ring mode: the source that collects the rings, made once the vCPUs exist. */
+static int setup_ring_source(struct lm_vm *vm)
+{
+	if (vm->dirty_mode != LM_VM_DIRTY_RING)
+		return 0;
+	struct lm_kvm_log_slot *sl = calloc(vm->nslots, sizeof(*sl));
+	void **rings = calloc(vm->ncpus, sizeof(*rings));
+	int r = -ENOMEM;
+	if (sl && rings) {
+		for (unsigned i = 0; i < vm->nslots; i++)
+			sl[i] = (struct lm_kvm_log_slot){vm->slots[i].kvm_slot, vm->slots[i].gpa >> LM_PAGE_SHIFT,
+							 vm->slots[i].size >> LM_PAGE_SHIFT, vm->slots[i].host};
+		for (unsigned i = 0; i < vm->ncpus; i++)
+			rings[i] = vm->vcpus[i].ring;
+		struct lm_kvm_ring_config rc = {
+		    .vm_fd = vm->vm_fd,
+		    .slots = sl,
+		    .nslots = vm->nslots,
+		    .rings = rings,
+		    .nrings = vm->ncpus,
+		    .entries = vm->ring_entries,
+		};
+		r = lm_kvm_ring_source_new(&rc, &vm->ring_src);
+	}
+	free(sl);
+	free(rings);
+	return r;
 }
 
 /* Each vCPU gets the host's supported CPUID with its own APIC id. */
@@ -205,8 +357,8 @@ static int create_vcpu(struct lm_vm *vm, unsigned i)
 		c->run = NULL;
 		return -errno;
 	}
-	if (vm->cfg.dirty_ring_entries) {
-		c->ring_size = (size_t)vm->cfg.dirty_ring_entries * sizeof(struct kvm_dirty_gfn);
+	if (vm->ring_entries) {
+		c->ring_size = (size_t)vm->ring_entries * sizeof(struct kvm_dirty_gfn);
 		c->ring = mmap(NULL, c->ring_size, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd,
 			       KVM_DIRTY_LOG_PAGE_OFFSET * LM_PAGE_SIZE);
 		if (c->ring == MAP_FAILED) {
@@ -225,27 +377,18 @@ static int check_config(const struct lm_vm_config *cfg)
 		return -EINVAL;
 	if (cfg->ncpus > LM_VM_MAX_CPUS)
 		return -EINVAL;
-	uint32_t e = cfg->dirty_ring_entries;
-	if (e && (e & (e - 1)))
+	if (cfg->dirty_mode != LM_VM_DIRTY_AUTO && cfg->dirty_mode != LM_VM_DIRTY_LOG &&
+	    cfg->dirty_mode != LM_VM_DIRTY_RING)
 		return -EINVAL;
+	uint32_t e = cfg->dirty_ring_entries;
+	if (e && ((e & (e - 1)) || e < 1024))
+		return -EINVAL;
+	uint64_t slot = lm_vm_auto_slot_size(cfg->mem_size, cfg->slot_size);
+	if (slot > LM_VM_MAX_SLOT_SIZE)
+		return -EINVAL;
+	if (lm_vm_host_check(cfg->mem_size, NULL, NULL) < 0)
+		return -ENOMEM;
 	return 0;
-}
-
-static int enable_dirty_ring(struct lm_vm *vm)
-{
-	int cap = KVM_CAP_DIRTY_LOG_RING_ACQ_REL;
-	int max = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, cap);
-	if (max <= 0) {
-		cap = KVM_CAP_DIRTY_LOG_RING;
-		max = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, cap);
-	}
-	uint64_t bytes = (uint64_t)vm->cfg.dirty_ring_entries * sizeof(struct kvm_dirty_gfn);
-	if (max <= 0)
-		return -EOPNOTSUPP;
-	if (bytes > (uint64_t)max)
-		return -E2BIG;
-	struct kvm_enable_cap ec = {.cap = (uint32_t)cap, .args = {bytes}};
-	return xioctl(vm->vm_fd, KVM_ENABLE_CAP, &ec);
 }
 
 int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out)
@@ -310,7 +453,7 @@ int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out)
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
 	if ((r = xioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit)) < 0)
 		goto fail;
-	if (cfg->dirty_ring_entries && (r = enable_dirty_ring(vm)) < 0)
+	if ((r = setup_dirty(vm)) < 0)
 		goto fail;
 
 	int xs = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
@@ -331,6 +474,8 @@ int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if ((r = create_vcpu(vm, i)) < 0)
 			goto fail;
+	if ((r = setup_ring_source(vm)) < 0)
+		goto fail;
 	/* Before the loader, which tells the balloon where the image ends. */
 	if ((r = lm__balloon_new(vm, cfg->skip_map)) < 0)
 		goto fail;
@@ -429,8 +574,10 @@ static void *vcpu_main(void *arg)
 			case KVM_EXIT_HLT:
 				break;
 			case KVM_EXIT_DIRTY_RING_FULL:
-				/* The dirty source harvests the ring; give it a moment. */
-				usleep(1000);
+				/* The guest cannot run on until the ring is reset:
+				 * collect it (into the migration, if one runs). */
+				if (lm_kvm_ring_collect(vm->ring_src) < 0)
+					lm__vm_stop(vm, -EIO, true, "collecting the dirty ring failed");
 				break;
 			case KVM_EXIT_SHUTDOWN:
 				lm__vm_stop(vm, -EIO, true, "shutdown (triple fault)");
@@ -456,7 +603,9 @@ static void *vcpu_main(void *arg)
 			c->run->immediate_exit = 1;
 			pthread_mutex_unlock(&vm->lock);
 			while (ioctl(c->fd, KVM_RUN, 0) == 0)
-				;
+				if (c->run->exit_reason == KVM_EXIT_DIRTY_RING_FULL &&
+				    lm_kvm_ring_collect(vm->ring_src) < 0)
+					break;
 			pthread_mutex_lock(&vm->lock);
 		}
 	}
@@ -613,6 +762,7 @@ void lm_vm_free(struct lm_vm *vm)
 		if (vm->vcpus[i].thread_started)
 			pthread_join(vm->vcpus[i].thread, NULL);
 	lm__serial_flush(vm);
+	lm_dirty_source_free(vm->ring_src);
 	for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++) {
 		struct lm__vcpu *c = &vm->vcpus[i];
 		if (c->ring)
@@ -823,6 +973,21 @@ void *lm_vm_vcpu_dirty_ring(const struct lm_vm *vm, unsigned cpu, uint32_t *entr
 	if (cpu >= vm->ncpus || !vm->vcpus[cpu].ring)
 		return NULL;
 	if (entries)
-		*entries = vm->cfg.dirty_ring_entries;
+		*entries = vm->ring_entries;
 	return vm->vcpus[cpu].ring;
+}
+
+enum lm_vm_dirty_mode lm_vm_dirty_mode(const struct lm_vm *vm)
+{
+	return vm->dirty_mode;
+}
+
+struct lm_dirty_source *lm_vm_ring_source(const struct lm_vm *vm)
+{
+	return vm->ring_src;
+}
+
+bool lm_vm_log_manual(const struct lm_vm *vm)
+{
+	return vm->log_manual;
 }

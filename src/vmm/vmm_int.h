@@ -67,6 +67,10 @@ struct lm_vm {
 	uint64_t ram_size;
 	struct lm_vm_slot *slots;
 	unsigned nslots;
+	enum lm_vm_dirty_mode dirty_mode; /* LOG or RING, from creation */
+	uint32_t ring_entries;		  /* per vCPU, ring mode */
+	bool log_manual;		  /* log mode: manual-protect enabled */
+	struct lm_dirty_source *ring_src; /* ring mode: collects ring-full exits */
 
 	/*
 	 * The write hook, read by vCPU threads (balloon) and any caller of
