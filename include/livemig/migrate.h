@@ -200,6 +200,7 @@ struct lm_migrate_stats {
 	uint64_t downtime_ms;          /* measured: pause() until RESULT ok */
 	uint64_t downtime_us;
 	uint64_t expected_downtime_ms; /* remaining at the measured bandwidth */
+	uint64_t expected_downtime_us;
 	uint64_t transferred;          /* bytes written to the connection */
 	uint64_t remaining;            /* bytes of guest pages still dirty */
 	uint64_t total;                /* bytes of guest RAM */
@@ -213,6 +214,9 @@ struct lm_migrate_stats {
 	uint64_t table_bytes;          /* bytes of TABLE records (the skip map on the wire) */
 	uint64_t stop_copy_bytes;      /* bytes written from pause() to END */
 	uint64_t dirty_sync_count;     /* full harvests of the dirty source */
+	uint64_t dirty_sync_us;        /* the last full harvest after a round, us */
+	uint64_t dirty_sync_max_us;    /* the longest of them */
+	char dirty_source[16];         /* the dirty source's name ("kvm-ring", "kvm-log", ...) */
 	uint64_t dirty_pages_rate;     /* pages/s dirtied, last estimate */
 	double mbps;                   /* measured bandwidth, Mbit/s of guest data pages: the rate
 					  the downtime estimate uses (zero pages, nearly free on the

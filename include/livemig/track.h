@@ -87,6 +87,14 @@ struct lm_dirty_source_ops {
 	 * set there read as zero and were never written. 0 or -errno.
 	 */
 	int (*present)(struct lm_dirty_source *s, uint64_t first_page, uint64_t npages, lm_bitmap *present);
+	/*
+	 * Optional, preferred to present() where given: the same pages as
+	 * ascending runs, run(arg, first_page, npages), without a bitmap, so
+	 * that a huge sparse guest costs its populated pages and not a scan
+	 * of one bit per page. 0 or -errno.
+	 */
+	int (*present_runs)(struct lm_dirty_source *s, uint64_t first_page, uint64_t npages,
+			    void (*run)(void *arg, uint64_t first_page, uint64_t npages), void *arg);
 	/* End tracking; the memory behaves as ordinary memory again. Idempotent. */
 	int (*stop)(struct lm_dirty_source *s);
 	/* Release everything (stops first if needed). */

@@ -59,6 +59,17 @@ struct lm_vm_incoming_config {
 	 * (lm_vm_config.dirty_mode, dirty_ring_entries). */
 	enum lm_vm_dirty_mode dirty_mode;
 	uint32_t dirty_ring_entries;
+	/*
+	 * Optional: a VM built ahead (lm_vm_new without a kernel, paused,
+	 * never started) to receive into, as QEMU's destination is started
+	 * with its -m: registering a big VM's slots costs KVM O(size) (its
+	 * reverse maps, ~2 GiB zeroed per TiB here: 0.5-6 s per TiB), which
+	 * then happens before the migration instead of inside it. A stream of
+	 * another RAM size or vCPU count is refused. lm_vm_incoming consumes
+	 * it: it is *out on success (and on -ENOLINK), freed on failure (its
+	 * RAM holds part of a stream).
+	 */
+	struct lm_vm *vm;
 };
 
 /*

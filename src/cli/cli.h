@@ -78,6 +78,11 @@ int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, en
 /* src/cli/parse.c, which livemig-bench links too.
  * Parse a size such as 4096, 64K, 2M, 2G, 1T (binary units). 0 or -EINVAL. */
 int lm_cli_parse_size(const char *s, uint64_t *out);
+/* A dirty ring size: a power of two in 1024..1048576 entries. */
+int lm_cli_parse_ring_size(const char *s, uint32_t *out);
+/* Whether this host can hold a VM of mem_size bytes (lm_vm_host_check);
+ * prints why not (as "livemig CMD: ...") and returns -ENOMEM. */
+int lm_cli_check_host(const char *cmd, uint64_t mem_size);
 /* Parse a rate such as 50M (bytes/s) or 1Gbit. */
 int lm_cli_parse_rate(const char *s, uint64_t *bytes_per_sec);
 

@@ -60,6 +60,17 @@ static void usage(FILE *f)
 		"                    drop a connection that sends nothing for SEC s after it\n"
 		"                    connected, and wait on (default 10; 0: never; livemig's\n"
 		"                    own, QEMU has none)\n"
+		"  --mem SIZE        build the VM (SIZE of RAM, paused) before listening, as\n"
+		"                    QEMU's destination is started with its -m: KVM's work to\n"
+		"                    register a big guest's memory (0.5-6 s per TiB here)\n"
+		"                    then happens before the migration, not in it; a stream\n"
+		"                    of another size is refused. Without it the VM is built\n"
+		"                    when the stream says its size\n"
+		"  --cpus N          with --mem: its vCPUs (default 1); must match the stream\n"
+		"  --dirty-source auto|ring|log\n"
+		"  --dirty-ring-size N\n"
+		"                    how the VM built here tracks writes for a migration\n"
+		"                    onward, as for `livemig run` (default auto)\n"
 		"  --no-compress     refuse zstd-compressed page data\n"
 		"  --require-digest  refuse a stream without the RAM digest (a sender with\n"
 		"                    --verify none then sends it anyway)\n"
@@ -204,6 +215,11 @@ struct rx {
 	int fd;
 	const struct lm_vm_incoming_config *cfg;
 	struct lm_vm *vm;
+	/* --mem/--cpus: the VM built ahead for the next receive, and its shape. */
+	uint64_t pre_mem;
+	unsigned pre_cpus;
+	struct lm_vm *ready;
+	struct lm_vm *taken; /* ready, handed to the running receive */
 	struct lm_receive_stats st;
 	int r;
 	int done[2]; /* a pipe: readable when the receive ended */
@@ -212,14 +228,49 @@ struct rx {
 static void *rx_main(void *arg)
 {
 	struct rx *x = arg;
-	x->r = lm_vm_incoming(x->fd, x->cfg, &x->vm, &x->st);
+	struct lm_vm_incoming_config c = *x->cfg;
+	c.vm = x->taken;
+	x->r = lm_vm_incoming(x->fd, &c, &x->vm, &x->st);
 	ssize_t w = write(x->done[1], "d", 1);
 	(void)w;
 	return NULL;
 }
 
+/* --mem: build the next receive's VM now, outside any migration. */
+static int prebuild(struct rx *x)
+{
+	if (!x->pre_mem || x->ready)
+		return 0;
+	if (lm_cli_check_host("incoming", x->pre_mem) < 0)
+		return -ENOMEM;
+	struct lm_vm_config vc = {
+	    .mem_size = x->pre_mem,
+	    .ncpus = x->pre_cpus,
+	    .console_fd = x->cfg->console_fd,
+	    .console_fn = x->cfg->console_fn,
+	    .console_opaque = x->cfg->console_opaque,
+	    .dirty_mode = x->cfg->dirty_mode,
+	    .dirty_ring_entries = x->cfg->dirty_ring_entries,
+	};
+	struct lm_vm *vm;
+	int err = lm_vm_new(&vc, &vm);
+	if (err == 0 && (err = lm_vm_pause(vm)) < 0)
+		lm_vm_free(vm);
+	if (err < 0) {
+		fprintf(stderr, "livemig incoming: cannot build the VM for --mem: %s\n", lm_strerror(err));
+		return err;
+	}
+	x->ready = vm;
+	return 0;
+}
+
 static int rx_start(struct rx *x, int fd)
 {
+	int perr = prebuild(x);
+	if (perr < 0)
+		return perr;
+	x->taken = x->ready;
+	x->ready = NULL;
 	x->fd = fd;
 	x->vm = NULL;
 	x->r = 0;
@@ -227,6 +278,8 @@ static int rx_start(struct rx *x, int fd)
 	int err = pthread_create(&x->th, NULL, rx_main, x);
 	if (err) {
 		x->fd = -1; /* the caller closes it */
+		x->ready = x->taken;
+		x->taken = NULL;
 		return -err;
 	}
 	x->running = true;
@@ -304,7 +357,7 @@ static void unlink_ours(const char *path, const struct stat *ours)
 int lm_cli_incoming(int argc, char **argv)
 {
 	enum { O_LISTEN = 256, O_CONTROL, O_CONSOLE, O_ONCE, O_TIMEOUT, O_IDLE, O_NOCOMP, O_JSON, O_REQDIGEST,
-	       O_HANDSHAKE };
+	       O_HANDSHAKE, O_DIRTY, O_RING, O_MEM, O_CPUS };
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, O_LISTEN},
 	    {"control", required_argument, NULL, O_CONTROL},
@@ -314,6 +367,10 @@ int lm_cli_incoming(int argc, char **argv)
 	    {"idle-timeout", required_argument, NULL, O_IDLE},
 	    {"handshake-timeout", required_argument, NULL, O_HANDSHAKE},
 	    {"no-compress", no_argument, NULL, O_NOCOMP},
+	    {"dirty-source", required_argument, NULL, O_DIRTY},
+	    {"mem", required_argument, NULL, O_MEM},
+	    {"cpus", required_argument, NULL, O_CPUS},
+	    {"dirty-ring-size", required_argument, NULL, O_RING},
 	    {"require-digest", no_argument, NULL, O_REQDIGEST},
 	    {"json", no_argument, NULL, O_JSON},
 	    {"help", no_argument, NULL, 'h'},
@@ -323,6 +380,8 @@ int lm_cli_incoming(int argc, char **argv)
 	bool once = false, json = false, wait_commit = false;
 	double timeout = 0, handshake_timeout = 10;
 	struct lm_vm_incoming_config cfg = {.console_fd = STDOUT_FILENO};
+	uint64_t pre_mem = 0;
+	unsigned pre_cpus = 0;
 	int c;
 	char *end;
 
@@ -352,6 +411,26 @@ int lm_cli_incoming(int argc, char **argv)
 				return bad("bad --handshake-timeout '%s' (seconds, 0: never)", optarg);
 			break;
 		case O_NOCOMP: cfg.recv.caps_disabled |= LM_CAP_ZSTD; break;
+		case O_MEM:
+			if (lm_cli_parse_size(optarg, &pre_mem) < 0 || pre_mem < (2ull << 20) ||
+			    pre_mem > (16ull << 40) || pre_mem % 4096)
+				return bad("bad --mem '%s' (2M..16T, a multiple of 4K)", optarg);
+			break;
+		case O_CPUS: {
+			long v = strtol(optarg, &end, 10);
+			if (*end || end == optarg || v < 1 || v > LM_VM_MAX_CPUS)
+				return bad("bad --cpus '%s'", optarg);
+			pre_cpus = (unsigned)v;
+			break;
+		}
+		case O_DIRTY:
+			if (lm_vm_dirty_mode_parse(optarg, &cfg.dirty_mode) < 0)
+				return bad("bad --dirty-source '%s' (auto, ring or log)", optarg);
+			break;
+		case O_RING:
+			if (lm_cli_parse_ring_size(optarg, &cfg.dirty_ring_entries) < 0)
+				return bad("bad --dirty-ring-size '%s' (a power of two, 1024..1048576)", optarg);
+			break;
 		case O_REQDIGEST: cfg.recv.caps_disabled |= LM_CAP_NO_DIGEST; break;
 		case O_JSON: json = true; break;
 		case 'h':
@@ -367,6 +446,8 @@ int lm_cli_incoming(int argc, char **argv)
 		return bad("unexpected argument '%s'", argv[optind]);
 	if (!listen_s)
 		return bad("%s", "--listen URI is required");
+	if (pre_cpus && !pre_mem)
+		return bad("%s", "--cpus needs --mem (the VM built ahead)");
 	struct lm_uri uri;
 	char uri_err[256];
 	if (lm_cli_uri_parse(listen_s, &uri, uri_err, sizeof(uri_err)) < 0)
@@ -375,7 +456,7 @@ int lm_cli_incoming(int argc, char **argv)
 	int ret = 1, console_fd = -1, lfd = -1, cancel_fd = -1, timer_fd = -1, sig_fd = -1;
 	struct lm_vm *vm = NULL;
 	struct lm_cli_ctl ctl = {0};
-	struct rx rx = {.fd = -1, .cfg = &cfg, .done = {-1, -1}};
+	struct rx rx = {.fd = -1, .cfg = &cfg, .done = {-1, -1}, .pre_mem = pre_mem, .pre_cpus = pre_cpus ? pre_cpus : 1};
 	struct conn waiting[MAX_WAITING], refusing[MAX_REFUSING];
 	unsigned nwaiting = 0, nrefusing = 0;
 	struct stat lst;
@@ -408,6 +489,9 @@ int lm_cli_incoming(int argc, char **argv)
 	}
 	if (uri.kind == LM_URI_UNIX)
 		have_lst = lstat(uri.path, &lst) == 0;
+	/* Before "listening": a sender that connects finds the VM ready. */
+	if (prebuild(&rx) < 0)
+		goto out;
 	if (pipe2(rx.done, O_CLOEXEC | O_NONBLOCK) < 0) {
 		fprintf(stderr, "livemig incoming: pipe: %s\n", strerror(errno));
 		goto out;
@@ -600,6 +684,7 @@ out:
 			unlink_ours(uri.path, &lst);
 	}
 	lm_vm_free(vm);
+	lm_vm_free(rx.ready);
 	if (console_fd >= 0)
 		close(console_fd);
 	return ret;

@@ -7,7 +7,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include <stdio.h>
+
 #include "cli/cli.h"
+#include "livemig/vmm.h"
 
 int lm_cli_parse_size(const char *s, uint64_t *out)
 {
@@ -39,6 +42,34 @@ int lm_cli_parse_size(const char *s, uint64_t *out)
 		return -ERANGE;
 	*out = (uint64_t)v << shift;
 	return 0;
+}
+
+int lm_cli_parse_ring_size(const char *s, uint32_t *out)
+{
+	char *end;
+	errno = 0;
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v < 1024 || v > (1u << 20) || (v & (v - 1)))
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+int lm_cli_check_host(const char *cmd, uint64_t mem_size)
+{
+	uint64_t need = 0, avail = 0;
+	if (lm_vm_host_check(mem_size, &need, &avail) == 0)
+		return 0;
+	fprintf(stderr,
+		"livemig %s: a VM of %.1f GiB cannot exist on this host: KVM needs about %u bytes of kernel\n"
+		"memory per 4 KiB page of guest RAM (reverse maps, dirty bitmaps) even if the page is never\n"
+		"touched, %.1f GiB here, and the host has %.1f GiB available (MemAvailable). The largest\n"
+		"guest that fits now is about %.0f GiB.\n",
+		cmd, (double)mem_size / (1 << 30), LM_VM_KVM_BYTES_PER_PAGE, (double)need / (1 << 30),
+		(double)avail / (1 << 30), (double)avail / LM_VM_KVM_BYTES_PER_PAGE * 4096 / (1 << 30));
+	return -ENOMEM;
 }
 
 int lm_cli_parse_rate(const char *s, uint64_t *bytes_per_sec)

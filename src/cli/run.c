@@ -36,10 +36,22 @@ static void usage(FILE *f)
 		"  --append STRING   the guest's command line (e.g. \"workload=hotset rate=50M\")\n"
 		"  --console FILE    write the guest's serial output to FILE instead\n"
 		"  --control PATH    serve the JSON control socket (QMP-like) at PATH\n"
-		"  --slot-size SIZE  split RAM into KVM memory slots of at most SIZE (default 1G)\n"
+		"  --slot-size SIZE  split RAM into KVM memory slots of at most SIZE (default:\n"
+		"                    1G while that makes at most %d slots, else the smallest\n"
+		"                    power of two that does: 1T in 4G slots)\n"
+		"  --dirty-source auto|ring|log\n"
+		"                    how KVM reports the guest's writes to a migration: its\n"
+		"                    per-vCPU dirty ring (cost follows the pages written) or\n"
+		"                    the per-slot dirty bitmap (cost grows with the guest's\n"
+		"                    size); fixed when the VM is created (default auto: the\n"
+		"                    ring when the kernel has it)\n"
+		"  --dirty-ring-size N\n"
+		"                    ring entries per vCPU, a power of two >= 1024 (default\n"
+		"                    %u within %llu MiB for all vCPUs; QEMU: dirty-ring-size)\n"
 		"  --paused          create the VM but do not run it until `cont` (like QEMU -S)\n"
 		"  -h, --help        this text\n",
-		LM_CLI_EXIT_MIGRATED, LM_VM_MAX_CPUS);
+		LM_CLI_EXIT_MIGRATED, LM_VM_MAX_CPUS, LM_VM_AUTO_SLOTS, LM_VM_RING_ENTRIES_DEFAULT,
+		(unsigned long long)(LM_VM_RING_BUDGET >> 20));
 }
 
 static int bad(const char *fmt, const char *arg)
@@ -65,7 +77,8 @@ static int parse_cpus(const char *s, unsigned *out)
 
 int lm_cli_run(int argc, char **argv)
 {
-	enum { OPT_MEM = 256, OPT_CPUS, OPT_APPEND, OPT_CONSOLE, OPT_CONTROL, OPT_SLOT, OPT_PAUSED };
+	enum { OPT_MEM = 256, OPT_CPUS, OPT_APPEND, OPT_CONSOLE, OPT_CONTROL, OPT_SLOT, OPT_PAUSED, OPT_DIRTY,
+	       OPT_RING };
 	static const struct option opts[] = {
 	    {"mem", required_argument, NULL, OPT_MEM},
 	    {"cpus", required_argument, NULL, OPT_CPUS},
@@ -74,6 +87,8 @@ int lm_cli_run(int argc, char **argv)
 	    {"control", required_argument, NULL, OPT_CONTROL},
 	    {"slot-size", required_argument, NULL, OPT_SLOT},
 	    {"paused", no_argument, NULL, OPT_PAUSED},
+	    {"dirty-source", required_argument, NULL, OPT_DIRTY},
+	    {"dirty-ring-size", required_argument, NULL, OPT_RING},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -127,6 +142,14 @@ int lm_cli_run(int argc, char **argv)
 		case OPT_PAUSED:
 			paused = true;
 			break;
+		case OPT_DIRTY:
+			if (lm_vm_dirty_mode_parse(optarg, &cfg.dirty_mode) < 0)
+				return bad("bad --dirty-source '%s' (auto, ring or log)", optarg);
+			break;
+		case OPT_RING:
+			if (lm_cli_parse_ring_size(optarg, &cfg.dirty_ring_entries) < 0)
+				return bad("bad --dirty-ring-size '%s' (a power of two, 1024..1048576)", optarg);
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -153,6 +176,8 @@ int lm_cli_run(int argc, char **argv)
 		cfg.console_fd = console_fd;
 	}
 	cfg.kernel = kernel;
+	if (lm_cli_check_host("run", cfg.mem_size) < 0)
+		goto out;
 	/* Before any thread exists, so that every thread inherits the mask
 	 * and only the serve loop's signal thread takes them. */
 	lm_cli_block_signals();
@@ -162,6 +187,8 @@ int lm_cli_run(int argc, char **argv)
 				   : r == -EISDIR ? " (a guest image is a Multiboot ELF file)"
 				   : r == -E2BIG  ? " (the image does not fit in guest RAM, or the command line in its page)"
 				   : r == -ENODEV ? " (/dev/kvm missing)"
+				   : r == -EOPNOTSUPP ? " (this kernel has no KVM dirty ring: use --dirty-source log)"
+				   : r == -EINVAL && cfg.slot_size > LM_VM_MAX_SLOT_SIZE ? " (--slot-size above 4T)"
 						  : "";
 		fprintf(stderr, "livemig run: cannot create the VM for %s: %s%s\n", kernel,
 			lm_strerror(r), what);

@@ -104,7 +104,7 @@ struct lm_migration {
 	lm_buf out;
 	lm_sbitmap dirty;
 	lm_digest digest;
-	lm_bitmap sent; /* pages ever sent, as data or zero (only these may have a nonzero contribution) */
+	lm_sbitmap sent; /* pages ever sent, as data or zero (only these may have a nonzero contribution) */
 	uint64_t sent_pages; /* set bits of sent */
 	uint64_t initial_marked; /* pages round 1 set out to send */
 	bool dirty_ok, digest_ok, sent_ok, tracking, paused, io_ok;
@@ -296,8 +296,8 @@ static int put_fail(struct lm_migration *m, int err, const char *what)
 /* Pages [p, p + n) went out (the completeness check and `skipped` count them). */
 static void mark_sent(struct lm_migration *m, uint64_t p, uint32_t n)
 {
-	m->sent_pages += n - lm_bitmap_count_range(&m->sent, p, n);
-	lm_bitmap_set_range(&m->sent, p, n);
+	m->sent_pages += n - lm_bitmap_count_range(&m->sent.bits, p, n);
+	lm_sbitmap_set_range(&m->sent, p, n);
 }
 
 /* Send the run pages [p, p + n) of region r, all zero or all data. */
@@ -378,7 +378,17 @@ static int sync_unit(struct lm_migration *m, uint64_t first, uint64_t n)
 	return 0;
 }
 
-/* One pass over all memory: harvest each unit, re-arm and copy each chunk. */
+/*
+ * One pass over all memory: harvest each unit, then re-arm and copy each
+ * chunk that holds a dirty page. Clean chunks are skipped through the
+ * bitmap's summary level, so a pass over a 1 TiB guest with a few dirty
+ * pages costs those pages, not 2^19 chunks. Skipping is lossless for every
+ * source: a chunk with nothing dirty has nothing harvested either (each
+ * harvested page is in `dirty` until the copy that follows its chunk's
+ * re-arm), so there is nothing to re-arm; the one exception, pages the
+ * skip map removed after a harvest without a re-arm, stay reported by the
+ * source (never re-armed), which errs on the side of sending.
+ */
 static int send_pass(struct lm_migration *m)
 {
 	for (size_t i = 0; i < m->nregions; i++) {
@@ -386,14 +396,19 @@ static int send_pass(struct lm_migration *m)
 		uint64_t unit = m->src->sync_pages ? m->src->sync_pages : r->npages;
 		for (uint64_t u = 0; u < r->npages; u += unit) {
 			uint64_t un = r->npages - u < unit ? r->npages - u : unit;
-			int err = sync_unit(m, r->first_page + u, un);
+			uint64_t base = r->first_page + u, end = base + un;
+			int err = sync_unit(m, base, un);
 			if (err)
 				return err;
-			for (uint64_t c = u; c < u + un; c += m->p.chunk_pages) {
-				uint64_t cn = u + un - c < m->p.chunk_pages ? u + un - c : m->p.chunk_pages;
+			for (uint64_t next = base;;) {
+				uint64_t d = lm_sbitmap_find_next_set(&m->dirty, next);
+				if (d >= end)
+					break;
+				uint64_t c = base + (d - base) / m->p.chunk_pages * m->p.chunk_pages;
+				uint64_t cn = end - c < m->p.chunk_pages ? end - c : m->p.chunk_pages;
 				if (is_cancelled(m))
 					return fail(m, -ECANCELED, "cancelled during %s", m->phase);
-				err = lm_dirty_source_clear(m->src, r->first_page + c, cn);
+				err = lm_dirty_source_clear(m->src, c, cn);
 				if (err)
 					return fail(m, err, "dirty source '%s' failed to re-arm pages during %s: %s",
 						    m->src->ops->name, m->phase, lm_strerror(err));
@@ -401,10 +416,11 @@ static int send_pass(struct lm_migration *m)
 				 * from now on is logged again; before the copy, so a
 				 * skipped page is never read. */
 				if (m->use_skip)
-					lm_skip_map_remove_from(m->skip, &m->dirty, r->first_page + c, cn);
-				err = send_chunk(m, r, r->first_page + c, cn);
+					lm_skip_map_remove_from(m->skip, &m->dirty, c, cn);
+				err = send_chunk(m, r, c, cn);
 				if (err)
 					return err;
+				next = c + cn;
 				if (lm__now() - m->last_publish > 0.05) {
 					m->st.remaining = lm_sbitmap_count(&m->dirty) * LM_PAGE_SIZE;
 					publish(m);
@@ -429,12 +445,21 @@ static int count_remaining(struct lm_migration *m, uint64_t *pages)
 		}
 	}
 	m->st.dirty_sync_count++;
-	/* Skipped pages will not be sent: they are not part of what remains. */
-	if (m->use_skip)
-		for (size_t i = 0; i < m->nregions; i++)
-			lm_skip_map_remove_from(m->skip, &m->dirty, m->regions[i].first_page, m->regions[i].npages);
+	/* Skipped pages will not be sent: they are not part of what remains.
+	 * Only the chunks that hold dirty pages are looked up: walking the
+	 * whole skip map would read a bit per guest page (32 MiB, most of it
+	 * never touched, per TiB) every round. */
+	if (m->use_skip && lm_skip_map_count(m->skip))
+		for (uint64_t d = lm_sbitmap_find_next_set(&m->dirty, 0); d < m->end_page;) {
+			uint64_t c = d & ~(uint64_t)(m->p.chunk_pages - 1);
+			lm_skip_map_remove_from(m->skip, &m->dirty, c, m->p.chunk_pages);
+			d = lm_sbitmap_find_next_set(&m->dirty, c + m->p.chunk_pages);
+		}
 	*pages = lm_sbitmap_count(&m->dirty);
 	m->sync_time = lm__now() - t0;
+	m->st.dirty_sync_us = (uint64_t)(m->sync_time * 1e6);
+	if (m->st.dirty_sync_us > m->st.dirty_sync_max_us)
+		m->st.dirty_sync_max_us = m->st.dirty_sync_us;
 	return 0;
 }
 
@@ -510,13 +535,36 @@ static void estimate(struct lm_migration *m, double round_s)
 	m->st.mbps = m->bw * 8 / 1e6;
 }
 
-/* Round 1's dirty set: every page that may hold data. */
+static void dirty_run(void *arg, uint64_t first, uint64_t n)
+{
+	struct lm_migration *m = arg;
+	lm_sbitmap_set_range(&m->dirty, first, n);
+	m->initial_marked += n;
+}
+
+/*
+ * Round 1's dirty set: every page that may hold data. From the source's
+ * runs where it has them (a sparse 1 TiB guest then costs its populated
+ * pages), else from a bitmap of present pages, else every page.
+ */
 static int mark_initial(struct lm_migration *m)
 {
-	uint64_t marked = 0;
-	if ((m->src->flags & LM_DIRTY_KNOWS_PRESENT) && m->src->ops->present) {
+	m->initial_marked = 0;
+	int err = -EOPNOTSUPP;
+	if ((m->src->flags & LM_DIRTY_KNOWS_PRESENT) && m->src->ops->present_runs) {
+		err = 0;
+		for (size_t i = 0; i < m->nregions && !err; i++)
+			err = m->src->ops->present_runs(m->src, m->regions[i].first_page, m->regions[i].npages,
+						       dirty_run, m);
+		if (err && err != -EOPNOTSUPP)
+			return fail(m, err, "dirty source '%s' could not tell present pages: %s", m->src->ops->name,
+				    lm_strerror(err));
+	}
+	if (err == 0) {
+		/* done */
+	} else if ((m->src->flags & LM_DIRTY_KNOWS_PRESENT) && m->src->ops->present) {
 		lm_bitmap present;
-		int err = lm_bitmap_init(&present, m->end_page);
+		err = lm_bitmap_init(&present, m->end_page);
 		if (err)
 			return fail(m, err, "out of memory during %s", m->phase);
 		for (size_t i = 0; i < m->nregions && !err; i++)
@@ -529,21 +577,17 @@ static int mark_initial(struct lm_migration *m)
 		for (uint64_t i = lm_bitmap_find_next_set(&present, 0); i < m->end_page;
 		     i = lm_bitmap_find_next_set(&present, i)) {
 			uint64_t e = lm_bitmap_find_next_clear(&present, i);
-			lm_sbitmap_set_range(&m->dirty, i, e - i);
-			marked += e - i;
+			dirty_run(m, i, e - i);
 			i = e;
 		}
 		lm_bitmap_destroy(&present);
 	} else {
-		for (size_t i = 0; i < m->nregions; i++) {
-			lm_sbitmap_set_range(&m->dirty, m->regions[i].first_page, m->regions[i].npages);
-			marked += m->regions[i].npages;
-		}
+		for (size_t i = 0; i < m->nregions; i++)
+			dirty_run(m, m->regions[i].first_page, m->regions[i].npages);
 	}
 	/* Never-touched pages are zero on both sides: neither read nor sent.
 	 * publish() keeps the figure true as pages are sent later. */
-	m->st.skipped = m->total_pages - marked;
-	m->initial_marked = marked;
+	m->st.skipped = m->total_pages - m->initial_marked;
 	return 0;
 }
 
@@ -817,6 +861,11 @@ static void verify_page(struct lm_migration *m, const struct lm_mem_region *r, u
 	m->st.verify_mismatches++;
 }
 
+static void sent_run(void *arg, uint64_t first, uint64_t n)
+{
+	lm_sbitmap_set_range(arg, first, n);
+}
+
 /*
  * The completeness check (docs/stream.md 5.2), on the paused workload after
  * the commit: pages that may hold data (present now, or sent with data at
@@ -828,26 +877,32 @@ static void verify_memory(struct lm_migration *m)
 {
 	double t0 = lm__now();
 	set_phase(m, "the completeness check");
-	bool knows_present = (m->src->flags & LM_DIRTY_KNOWS_PRESENT) && m->src->ops->present;
-	int err = 0;
-	for (size_t k = 0; k < m->nregions && !err; k++) {
-		const struct lm_mem_region *r = &m->regions[k];
-		if (knows_present)
-			err = m->src->ops->present(m->src, r->first_page, r->npages, &m->sent);
-		else
-			lm_bitmap_set_range(&m->sent, r->first_page, r->npages);
+	bool knows_present = m->src->flags & LM_DIRTY_KNOWS_PRESENT;
+	int err = knows_present ? -EOPNOTSUPP : -ENOENT;
+	if (knows_present && m->src->ops->present_runs) {
+		err = 0;
+		for (size_t k = 0; k < m->nregions && !err; k++)
+			err = m->src->ops->present_runs(m->src, m->regions[k].first_page, m->regions[k].npages,
+						       sent_run, &m->sent);
+	}
+	if (err == -EOPNOTSUPP && m->src->ops->present) {
+		err = 0;
+		for (size_t k = 0; k < m->nregions && !err; k++)
+			err = m->src->ops->present(m->src, m->regions[k].first_page, m->regions[k].npages,
+						   &m->sent.bits);
+		lm_sbitmap_rebuild(&m->sent);
 	}
 	m->st.verify = LM_VERIFY_OK;
 	if (err) {
 		/* Cannot tell what is populated: read every page. */
 		for (size_t k = 0; k < m->nregions; k++)
-			lm_bitmap_set_range(&m->sent, m->regions[k].first_page, m->regions[k].npages);
+			lm_sbitmap_set_range(&m->sent, m->regions[k].first_page, m->regions[k].npages);
 	}
 	for (size_t k = 0; k < m->nregions; k++) {
 		const struct lm_mem_region *r = &m->regions[k];
 		uint64_t end = r->first_page + r->npages;
-		for (uint64_t i = lm_bitmap_find_next_set(&m->sent, r->first_page); i < end;
-		     i = lm_bitmap_find_next_set(&m->sent, i + 1)) {
+		for (uint64_t i = lm_sbitmap_find_next_set(&m->sent, r->first_page); i < end;
+		     i = lm_sbitmap_find_next_set(&m->sent, i + 1)) {
 			if ((m->st.verify_pages & 4095) == 0 && is_cancelled(m)) {
 				m->st.verify = LM_VERIFY_INCOMPLETE;
 				goto out;
@@ -883,7 +938,7 @@ static int run(struct lm_migration *m)
 	if (err)
 		return fail(m, err, "out of memory for the digest");
 	m->digest_ok = true;
-	err = lm_bitmap_init(&m->sent, m->end_page);
+	err = lm_sbitmap_init(&m->sent, m->end_page, 0);
 	if (err)
 		return fail(m, err, "out of memory for the sent-pages bitmap");
 	m->sent_ok = true;
@@ -949,6 +1004,7 @@ static int run(struct lm_migration *m)
 		m->st.remaining = left * LM_PAGE_SIZE;
 		double expect_s = m->sync_time + (m->bw > 0 ? (double)m->st.remaining / m->bw : 0);
 		m->st.expected_downtime_ms = (uint64_t)(expect_s * 1000);
+		m->st.expected_downtime_us = (uint64_t)(expect_s * 1e6);
 		publish(m);
 		if (expect_s * 1e6 <= (double)downtime_limit_us) {
 			/*
@@ -1085,6 +1141,7 @@ int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, si
 	lm_stream_init(&m->s);
 	lm_buf_init(&m->out);
 	m->st.total = m->total_pages * LM_PAGE_SIZE;
+	snprintf(m->st.dirty_source, sizeof(m->st.dirty_source), "%s", src->ops->name);
 	m->pub = m->st;
 	*out = m;
 	return 0;
@@ -1178,7 +1235,7 @@ void lm_migration_free(lm_migration *m)
 	if (m->digest_ok)
 		lm_digest_destroy(&m->digest);
 	if (m->sent_ok)
-		lm_bitmap_destroy(&m->sent);
+		lm_sbitmap_destroy(&m->sent);
 	lm_stream_destroy(&m->s);
 	lm_buf_destroy(&m->out);
 	free(m->scratch);

@@ -76,6 +76,9 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	add_u64(v, "time", st->verify_time_ms);
 	json_object_object_add(o, "verify", v);
 	add_u64(o, "expected-downtime", st->expected_downtime_ms);
+	add_u64(o, "expected-downtime-us", st->expected_downtime_us);
+	if (st->dirty_source[0])
+		json_object_object_add(o, "dirty-source", json_object_new_string(st->dirty_source));
 	json_object_object_add(o, "skip-balloon", json_object_new_boolean(st->skip_balloon));
 	add_u64(ram, "transferred", st->transferred);
 	add_u64(ram, "remaining", st->remaining);
@@ -85,6 +88,8 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	add_u64(ram, "normal-bytes", st->normal_bytes);
 	add_u64(ram, "skipped", st->skipped);
 	add_u64(ram, "dirty-sync-count", st->dirty_sync_count);
+	add_u64(ram, "dirty-sync-us", st->dirty_sync_us);
+	add_u64(ram, "dirty-sync-max-us", st->dirty_sync_max_us);
 	add_u64(ram, "dirty-pages-rate", st->dirty_pages_rate);
 	json_object_object_add(ram, "mbps", json_object_new_double(st->mbps));
 	add_u64(ram, "page-size", LM_PAGE_SIZE);
@@ -157,7 +162,9 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 		mib(a, sizeof(a), st->stop_copy_bytes);
 		fprintf(f, "%-20s %s\n", "stop-and-copy", a);
 	}
-	fprintf(f, "%-20s %llu\n", "dirty syncs", (unsigned long long)st->dirty_sync_count);
+	fprintf(f, "%-20s %llu (%s; last %llu us, longest %llu us)\n", "dirty syncs",
+		(unsigned long long)st->dirty_sync_count, st->dirty_source[0] ? st->dirty_source : "?",
+		(unsigned long long)st->dirty_sync_us, (unsigned long long)st->dirty_sync_max_us);
 	fprintf(f, "%-20s %llu pages/s\n", "dirty rate", (unsigned long long)st->dirty_pages_rate);
 	fprintf(f, "%-20s %.0f Mbit/s\n", "bandwidth", st->mbps);
 	if (fclose(f)) {

@@ -249,11 +249,8 @@ static int kl_clear(struct lm_dirty_source *s, uint64_t first, uint64_t n)
  * and scan again. A page written before that clear is populated by the
  * second scan; one written after it is in the log.
  */
-static int kl_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_bitmap *present)
+static int present_in_slot(struct kvm_log *k, uint64_t first, uint64_t n, lm_bitmap *present)
 {
-	struct kvm_log *k = (struct kvm_log *)s;
-	if (!k->started || k->pagemap < 0)
-		return -EINVAL;
 	struct kslot *ks = slot_for(k, first, n);
 	if (!ks)
 		return -EINVAL;
@@ -287,6 +284,69 @@ static int kl_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_
 		lm_bitmap_sync_from(present, first, w, n);
 	free(w);
 	return err;
+}
+
+/* A range may span several slots (a region is one or more of them). */
+static int kl_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_bitmap *present)
+{
+	struct kvm_log *k = (struct kvm_log *)s;
+	if (!k->started || k->pagemap < 0)
+		return -EINVAL;
+	while (n) {
+		struct kslot *ks = slot_for(k, first, 1);
+		if (!ks)
+			return -EINVAL;
+		uint64_t len = ks->s.first_page + ks->s.npages - first;
+		if (len > n)
+			len = n;
+		int err = present_in_slot(k, first, len, present);
+		if (err)
+			return err;
+		first += len;
+		n -= len;
+	}
+	return 0;
+}
+
+struct runs_to {
+	uint64_t first;
+	void (*run)(void *arg, uint64_t first_page, uint64_t npages);
+	void *arg;
+};
+
+static void shift_run(void *arg, uint64_t off, uint64_t n)
+{
+	struct runs_to *t = arg;
+	t->run(t->arg, t->first + off, n);
+}
+
+/* Without initially-set the log holds every write since start(), so the
+ * populated pages are all there is (with it, present() must clear). */
+static int kl_present_runs(struct lm_dirty_source *s, uint64_t first, uint64_t n,
+			   void (*run)(void *arg, uint64_t first_page, uint64_t npages), void *arg)
+{
+	struct kvm_log *k = (struct kvm_log *)s;
+	if (!k->started || k->pagemap < 0)
+		return -EINVAL;
+	if (k->initially_set)
+		return -EOPNOTSUPP;
+	while (n) {
+		struct kslot *ks = slot_for(k, first, 1);
+		if (!ks)
+			return -EINVAL;
+		uint64_t len = ks->s.first_page + ks->s.npages - first;
+		if (len > n)
+			len = n;
+		struct runs_to t = {first, run, arg};
+		int err = lm__pagemap_populated_runs(k->pagemap,
+						     (uint8_t *)ks->s.host + (first - ks->s.first_page) * LM_PAGE_SIZE,
+						     len, shift_run, &t);
+		if (err)
+			return err;
+		first += len;
+		n -= len;
+	}
+	return 0;
 }
 
 static int kl_stop(struct lm_dirty_source *s)
@@ -330,6 +390,7 @@ static const struct lm_dirty_source_ops kvm_log_ops = {
     .sync = kl_sync,
     .clear = kl_clear,
     .present = kl_present,
+    .present_runs = kl_present_runs,
     .stop = kl_stop,
     .free = kl_free,
 };

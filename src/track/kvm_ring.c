@@ -178,28 +178,38 @@ static int kr_clear(struct lm_dirty_source *s, uint64_t first, uint64_t n)
 }
 
 /* Populated pages: the ones that may hold data (pagemap, like kvm_log). */
-static int kr_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_bitmap *present)
+struct runs_to {
+	uint64_t first;
+	void (*run)(void *arg, uint64_t first_page, uint64_t npages);
+	void *arg;
+};
+
+static void shift_run(void *arg, uint64_t off, uint64_t n)
+{
+	struct runs_to *t = arg;
+	t->run(t->arg, t->first + off, n);
+}
+
+static int kr_present_runs(struct lm_dirty_source *s, uint64_t first, uint64_t n,
+			   void (*run)(void *arg, uint64_t first_page, uint64_t npages), void *arg)
 {
 	struct kvm_ring *k = to_ring(s);
 	const struct lm_mem_region *r = lm__track_find(s, first, n);
-	if (!r || k->pagemap < 0 || ((first - r->first_page) & 63))
+	if (!r || k->pagemap < 0)
 		return -EINVAL;
 	uint8_t *host = (uint8_t *)r->host + (first - r->first_page) * LM_PAGE_SIZE;
-	/* In pieces, so the word buffer stays small on a huge region. */
-	const uint64_t step = 1ull << 24; /* pages: 2 MiB of words */
-	uint64_t *w = malloc((size_t)(step / 64) * sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	int err = 0;
-	for (uint64_t p = 0; p < n && !err; p += step) {
-		uint64_t len = n - p < step ? n - p : step;
-		memset(w, 0, (size_t)((len + 63) / 64) * sizeof(*w));
-		err = lm__pagemap_populated(k->pagemap, host + p * LM_PAGE_SIZE, len, w);
-		if (!err)
-			lm_bitmap_sync_from(present, first + p, w, len);
-	}
-	free(w);
-	return err;
+	struct runs_to t = {first, run, arg};
+	return lm__pagemap_populated_runs(k->pagemap, host, n, shift_run, &t);
+}
+
+static void bitmap_run(void *arg, uint64_t first, uint64_t n)
+{
+	lm_bitmap_set_range(arg, first, n);
+}
+
+static int kr_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_bitmap *present)
+{
+	return kr_present_runs(s, first, n, bitmap_run, present);
 }
 
 static int kr_stop(struct lm_dirty_source *s)
@@ -234,6 +244,7 @@ static const struct lm_dirty_source_ops kvm_ring_ops = {
     .sync = kr_sync,
     .clear = kr_clear,
     .present = kr_present,
+    .present_runs = kr_present_runs,
     .stop = kr_stop,
     .free = kr_free,
 };

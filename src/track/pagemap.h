@@ -58,5 +58,9 @@ struct pm_scan_arg {
 /* Whether this kernel has PAGEMAP_SCAN. */
 bool lm__pagemap_supported(int pagemap_fd);
 int lm__pagemap_populated(int pagemap_fd, void *host, uint64_t npages, uint64_t *words);
+/* The same as runs: run(arg, off, n) for pages [off, off + n) of the range,
+ * in ascending order, without a bitmap: O(populated page tables). */
+int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages,
+			       void (*run)(void *arg, uint64_t off, uint64_t n), void *arg);
 
 #endif

@@ -294,6 +294,8 @@ struct incoming {
 	uint64_t ram_size;
 	lm_stream_layout layout;
 	struct lm_vm *vm;
+	bool have_setup; /* the "vm-setup" blob arrived */
+	bool prebuilt;	 /* vm came built from the config (lm_vm_incoming_config.vm) */
 	bool have_state; /* the "vm" blob was loaded */
 	bool committed;
 	lm_skip_map *skip; /* received before the VM exists; the VM adopts it */
@@ -405,6 +407,20 @@ static int in_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region *
 	int err = check_layout(in, l, &size);
 	if (err < 0)
 		return err;
+	if (in->prebuilt) {
+		char b[32];
+		if (size != lm_vm_mem_size(in->vm))
+			return refuse(in, -EPROTO, "this destination holds a VM of %s (incoming --mem), the stream "
+				      "brings %s", size_str(a, lm_vm_mem_size(in->vm)), size_str(b, size));
+		uint8_t *base = lm_vm_gpa_to_host(in->vm, 0, LM_PAGE_SIZE);
+		in->layout = *l;
+		uint64_t off = 0;
+		for (uint32_t i = 0; i < l->nregions; i++) {
+			out[i].host = base + off;
+			off += l->regions[i].npages << LM_PAGE_SHIFT;
+		}
+		return 0;
+	}
 	void *ram = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (ram == MAP_FAILED) {
@@ -427,6 +443,8 @@ static int in_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region *
 static lm_skip_map *in_skip_map(void *ctx)
 {
 	struct incoming *in = ctx;
+	if (in->prebuilt)
+		return lm_vm_skip_map(in->vm);
 	if (!in->skip && lm_skip_map_new(in->layout.end_page, &in->skip) < 0)
 		return NULL;
 	return in->skip;
@@ -501,10 +519,17 @@ static int in_load_state(void *ctx, const char *name, const void *blob, size_t l
 		/* Early, while the source still runs: build the VM now so that
 		 * creating it is not part of the downtime. (building first: while
 		 * the builder runs, vm and ram are its own.) */
-		if (in->building || in->vm || !in->ram)
+		if (in->building || (in->vm && !in->prebuilt) || (!in->ram && !in->prebuilt) || in->have_setup)
 			return refuse(in, -EPROTO, "a second vm-setup blob");
+		in->have_setup = true;
 		if ((err = setup_blob_parse(blob, len, &ncpus, &mem_size, in->why, sizeof(in->why))) < 0)
 			return err;
+		if (in->prebuilt) {
+			if (ncpus != lm_vm_vcpu_count(in->vm))
+				return refuse(in, -EPROTO, "this destination holds a VM with %u vCPUs (incoming --cpus), "
+					      "the stream brings %u", lm_vm_vcpu_count(in->vm), ncpus);
+			return 0;
+		}
 		if (mem_size && mem_size != in->ram_size)
 			return refuse(in, -EPROTO, "the vm-setup blob announces a VM of %s, the layout has %s",
 				      size_str(a, mem_size), size_str(b, in->ram_size));
@@ -584,7 +609,7 @@ static const struct lm_workload_ops vm_dest_ops = {
 int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm **out,
 		   struct lm_receive_stats *st)
 {
-	struct incoming in = {.cfg = cfg};
+	struct incoming in = {.cfg = cfg, .vm = cfg->vm, .prebuilt = cfg->vm != NULL};
 	struct lm_receive_stats local;
 	if (!st)
 		st = &local;
