@@ -48,7 +48,28 @@ static void test_bad_config(void **state)
 	c.ncpus = 1;
 	c.dirty_ring_entries = 1000;
 	assert_int_equal(lm_vm_new(&c, &vm), -EINVAL);
+	c.dirty_ring_entries = 512; /* a power of two, but below KVM's floor */
+	assert_int_equal(lm_vm_new(&c, &vm), -EINVAL);
 	c.dirty_ring_entries = 0;
+	c.dirty_mode = (enum lm_vm_dirty_mode)7;
+	assert_int_equal(lm_vm_new(&c, &vm), -EINVAL);
+	c.dirty_mode = LM_VM_DIRTY_AUTO;
+	/* A VM whose KVM metadata alone exceeds any host here (16 TiB needs ~40 GiB). */
+	c.mem_size = 1ull << 52;
+	assert_int_equal(lm_vm_new(&c, &vm), -ENOMEM);
+	c.mem_size = 64ull << 20;
+	uint64_t need = 0, avail = 0;
+	assert_int_equal(lm_vm_host_check(64ull << 20, &need, &avail), 0);
+	assert_int_equal(need, (64ull << 20) / 4096 * LM_VM_KVM_BYTES_PER_PAGE);
+	enum lm_vm_dirty_mode m;
+	assert_int_equal(lm_vm_dirty_mode_parse("ring", &m), 0);
+	assert_int_equal(m, LM_VM_DIRTY_RING);
+	assert_int_equal(lm_vm_dirty_mode_parse("bitmap", &m), -EINVAL);
+	/* Slots: 1 GiB up to 256 of them, then doubling. */
+	assert_int_equal(lm_vm_auto_slot_size(256ull << 30, 0), 1ull << 30);
+	assert_int_equal(lm_vm_auto_slot_size(257ull << 30, 0), 2ull << 30);
+	assert_int_equal(lm_vm_auto_slot_size(16ull << 40, 0), 64ull << 30);
+	assert_int_equal(lm_vm_auto_slot_size(16ull << 40, 2ull << 20), 2ull << 20);
 	c.kernel = "/nonexistent/guest.elf";
 	assert_int_equal(lm_vm_new(&c, &vm), -ENOENT);
 	c.kernel = "/etc/hostname";
@@ -79,7 +100,8 @@ static void test_slots(void **state)
 		assert_int_equal(s->index, i);
 		assert_int_equal(s->gpa, expect_gpa[i]);
 		assert_int_equal(s->size, 1ull << 30);
-		assert_int_equal(s->flags, 0);
+		/* Logged from creation (ring or log alike). */
+		assert_int_equal(s->flags, 1u /* KVM_MEM_LOG_DIRTY_PAGES */);
 		assert_ptr_equal(lm_vm_gpa_to_host(vm, s->gpa, 4096), s->host);
 	}
 	assert_null(lm_vm_slot(vm, 5));
@@ -108,12 +130,14 @@ static void test_slots(void **state)
 	uint8_t *c = lm_vm_gpa_to_host(vm, (3ull << 30) - 4096, 4096);
 	assert_int_equal(c[0], 0);
 
-	/* Dirty logging per slot, as the migration engine turns it on. */
+	/* Dirty logging per slot, on from creation: the log reads in log
+	 * mode (a ring VM refuses KVM_GET_DIRTY_LOG: its writes go to rings). */
 	assert_int_equal(lm_vm_slot_set_flags(vm, 3, KVM_MEM_LOG_DIRTY_PAGES), 0);
 	assert_int_equal(lm_vm_slot(vm, 3)->flags, KVM_MEM_LOG_DIRTY_PAGES);
 	uint64_t *bits = calloc((1ull << 30) / 4096 / 64, 8);
 	struct kvm_dirty_log log = {.slot = lm_vm_slot(vm, 3)->kvm_slot, .dirty_bitmap = bits};
-	assert_int_equal(ioctl(lm_vm_fd(vm), KVM_GET_DIRTY_LOG, &log), 0);
+	if (lm_vm_dirty_mode(vm) == LM_VM_DIRTY_LOG)
+		assert_int_equal(ioctl(lm_vm_fd(vm), KVM_GET_DIRTY_LOG, &log), 0);
 	free(bits);
 	assert_int_equal(lm_vm_slot_set_flags(vm, 3, 0), 0);
 	assert_int_equal(lm_vm_slot_set_flags(vm, 9, 0), -EINVAL);
@@ -127,16 +151,23 @@ static void test_slots(void **state)
 	assert_int_equal(lm_vm_vcpu_count(vm), 2);
 	assert_true(lm_vm_vcpu_fd(vm, 1) >= 0);
 	assert_int_equal(lm_vm_vcpu_fd(vm, 2), -EINVAL);
-	assert_null(lm_vm_vcpu_dirty_ring(vm, 0, NULL));
+	if (lm_vm_dirty_mode(vm) == LM_VM_DIRTY_RING)
+		assert_non_null(lm_vm_vcpu_dirty_ring(vm, 0, NULL));
+	else
+		assert_null(lm_vm_vcpu_dirty_ring(vm, 0, NULL));
 	lm_vm_free(vm);
 }
 
 static void test_big_sparse(void **state)
 {
-	/* 1 TiB costs nothing until touched. */
+	/* 1 TiB costs nothing until touched. Default slots: 4 GiB, so that
+	 * there are at most LM_VM_AUTO_SLOTS above the hole (3 GiB below it
+	 * fit in one). */
 	struct lm_vm *vm = vm_with(1ull << 40, 0, 1);
-	assert_int_equal(lm_vm_slot_count(vm), 1024);
-	const struct lm_vm_slot *last = lm_vm_slot(vm, 1023);
+	assert_int_equal(lm_vm_auto_slot_size(1ull << 40, 0), 4ull << 30);
+	assert_int_equal(lm_vm_slot_count(vm), 1 + 256);
+	assert_int_equal(lm_vm_slot(vm, 0)->size, 3ull << 30);
+	const struct lm_vm_slot *last = lm_vm_slot(vm, 256);
 	assert_int_equal(last->gpa + last->size, (1ull << 40) + (1ull << 30));
 	uint8_t *p = lm_vm_gpa_to_host(vm, last->gpa + last->size - 4096, 4096);
 	assert_non_null(p);
