@@ -46,9 +46,16 @@
 /* The largest slot this VMM makes: KVM takes at most 2^31 - 1 pages. */
 #define LM_VM_MAX_SLOT_SIZE (4ull << 40)
 /* Default dirty ring entries per vCPU, and the memory all rings may take
- * together (16 bytes an entry): 64 vCPUs get 16384 entries each. */
+ * together (16 bytes an entry), above LM_VM_RING_MIN. */
 #define LM_VM_RING_ENTRIES_DEFAULT 65536u
 #define LM_VM_RING_BUDGET (16ull << 20)
+/* The smallest ring this VMM makes. Measured here (kernel 6.18, PVM
+ * flavour, 2026-12): with 4096 or 16384 entries a vCPU stops making
+ * progress once its ring first fills (KVM keeps reporting it full with
+ * no entry left to collect: its reserved margin apparently exceeds such
+ * a ring), with 65536 it runs on. So no smaller ring until that is
+ * understood. */
+#define LM_VM_RING_MIN 65536u
 /*
  * KVM's own memory per page of guest RAM (reverse maps, large-page info,
  * dirty bitmaps), allocated when a slot is registered even if the page is

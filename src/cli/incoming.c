@@ -429,7 +429,7 @@ int lm_cli_incoming(int argc, char **argv)
 			break;
 		case O_RING:
 			if (lm_cli_parse_ring_size(optarg, &cfg.dirty_ring_entries) < 0)
-				return bad("bad --dirty-ring-size '%s' (a power of two, 1024..1048576)", optarg);
+				return bad("bad --dirty-ring-size '%s' (a power of two, 65536..1048576)", optarg);
 			break;
 		case O_REQDIGEST: cfg.recv.caps_disabled |= LM_CAP_NO_DIGEST; break;
 		case O_JSON: json = true; break;

@@ -51,7 +51,7 @@ int lm_cli_parse_ring_size(const char *s, uint32_t *out)
 	if (!s || *s < '0' || *s > '9')
 		return -EINVAL;
 	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end || v < 1024 || v > (1u << 20) || (v & (v - 1)))
+	if (errno || *end || v < LM_VM_RING_MIN || v > (1u << 20) || (v & (v - 1)))
 		return -EINVAL;
 	*out = (uint32_t)v;
 	return 0;

@@ -46,7 +46,7 @@ static void usage(FILE *f)
 		"                    size); fixed when the VM is created (default auto: the\n"
 		"                    ring when the kernel has it)\n"
 		"  --dirty-ring-size N\n"
-		"                    ring entries per vCPU, a power of two >= 1024 (default\n"
+		"                    ring entries per vCPU, a power of two >= 65536 (default\n"
 		"                    %u within %llu MiB for all vCPUs; QEMU: dirty-ring-size)\n"
 		"  --paused          create the VM but do not run it until `cont` (like QEMU -S)\n"
 		"  -h, --help        this text\n",
@@ -148,7 +148,7 @@ int lm_cli_run(int argc, char **argv)
 			break;
 		case OPT_RING:
 			if (lm_cli_parse_ring_size(optarg, &cfg.dirty_ring_entries) < 0)
-				return bad("bad --dirty-ring-size '%s' (a power of two, 1024..1048576)", optarg);
+				return bad("bad --dirty-ring-size '%s' (a power of two, 65536..1048576)", optarg);
 			break;
 		case 'h':
 			usage(stdout);

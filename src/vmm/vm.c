@@ -245,10 +245,10 @@ static uint32_t ring_entries(const struct lm_vm *vm, uint64_t max_bytes)
 	uint64_t e = vm->cfg.dirty_ring_entries;
 	if (!e) {
 		e = LM_VM_RING_ENTRIES_DEFAULT;
-		while (e > 1024 && e * sizeof(struct kvm_dirty_gfn) * vm->ncpus > LM_VM_RING_BUDGET)
+		while (e > LM_VM_RING_MIN && e * sizeof(struct kvm_dirty_gfn) * vm->ncpus > LM_VM_RING_BUDGET)
 			e >>= 1;
 	}
-	while (e > 1024 && e * sizeof(struct kvm_dirty_gfn) > max_bytes)
+	while (e > LM_VM_RING_MIN && e * sizeof(struct kvm_dirty_gfn) > max_bytes)
 		e >>= 1;
 	return (uint32_t)e;
 }
@@ -381,7 +381,7 @@ static int check_config(const struct lm_vm_config *cfg)
 	    cfg->dirty_mode != LM_VM_DIRTY_RING)
 		return -EINVAL;
 	uint32_t e = cfg->dirty_ring_entries;
-	if (e && ((e & (e - 1)) || e < 1024))
+	if (e && ((e & (e - 1)) || e < LM_VM_RING_MIN))
 		return -EINVAL;
 	uint64_t slot = lm_vm_auto_slot_size(cfg->mem_size, cfg->slot_size);
 	if (slot > LM_VM_MAX_SLOT_SIZE)

@@ -12,8 +12,8 @@
  * migration time with "Invalid argument" (one stream region per 1 GiB
  * slot, 256 at most).
  *
- * The ring-full case: a guest with a ring of 1024 entries per vCPU
- * rewriting a 64 MiB working set (16 times the ring) as fast as it can: the
+ * The ring-full case: a guest with the smallest ring (65536 entries per
+ * vCPU) rewriting a 512 MiB working set (twice the ring) as fast as it can: the
  * vCPU leaves KVM_RUN with KVM_EXIT_DIRTY_RING_FULL over and over while the
  * migration runs, and not one write may be lost (digest, completeness
  * check and the guest's self-check).
@@ -119,10 +119,10 @@ static void test_ring_full_loses_nothing(void **state)
 {
 	if (!lm_live_ready())
 		skip();
-	const char *extra[] = {"--dirty-source", "ring", "--dirty-ring-size", "1024", NULL};
+	const char *extra[] = {"--dirty-source", "ring", "--dirty-ring-size", "65536", NULL};
 	struct lm_live_vm a, b;
 	/* rate=0: as fast as the vCPU can write (see docs/guest.md). */
-	lm_live_expect_running(&a, "A", "512M", "workload=hotset wss=64M rate=0 verify=1 progress=250", extra, 1);
+	lm_live_expect_running(&a, "A", "1G", "workload=hotset wss=512M rate=0 verify=1 progress=250", extra, 1);
 	assert_int_equal(lm_live_incoming(&b, "B", "tcp", extra), 0);
 	hop(&a, &b, "kvm-ring");
 	assert_true(lm_live_vm_wait_progress(&b, 2));

@@ -48,7 +48,7 @@ static void test_bad_config(void **state)
 	c.ncpus = 1;
 	c.dirty_ring_entries = 1000;
 	assert_int_equal(lm_vm_new(&c, &vm), -EINVAL);
-	c.dirty_ring_entries = 512; /* a power of two, but below KVM's floor */
+	c.dirty_ring_entries = 4096; /* a power of two, but below LM_VM_RING_MIN */
 	assert_int_equal(lm_vm_new(&c, &vm), -EINVAL);
 	c.dirty_ring_entries = 0;
 	c.dirty_mode = (enum lm_vm_dirty_mode)7;
@@ -178,7 +178,7 @@ static void test_big_sparse(void **state)
 static void test_dirty_ring(void **state)
 {
 	struct lm_vm_config cfg = {
-	    .mem_size = 16ull << 20, .ncpus = 2, .console_fd = -1, .dirty_ring_entries = 4096};
+	    .mem_size = 16ull << 20, .ncpus = 2, .console_fd = -1, .dirty_ring_entries = 65536};
 	struct lm_vm *vm = NULL;
 	int r = lm_vm_new(&cfg, &vm);
 	if (r == -EOPNOTSUPP) {
@@ -188,7 +188,7 @@ static void test_dirty_ring(void **state)
 	assert_int_equal(r, 0);
 	uint32_t n = 0;
 	assert_non_null(lm_vm_vcpu_dirty_ring(vm, 1, &n));
-	assert_int_equal(n, 4096);
+	assert_int_equal(n, 65536);
 	lm_vm_free(vm);
 }
 
