@@ -77,6 +77,7 @@ static void start_vm(struct fixture *f, bool manual)
 	    .cmdline = "workload=hotset wss=32M rate=40M seed=3 verify=0",
 	    .console_fd = -1,
 	    .console_fn = on_console,
+	    .dirty_mode = LM_VM_DIRTY_LOG, /* this test drives the log source itself */
 	};
 	assert_int_equal(lm_vm_new(&cfg, &f->vm), 0);
 	f->n = lm_vm_slot_count(f->vm);
