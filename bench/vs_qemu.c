@@ -31,23 +31,17 @@
  * Only one pair of processes runs at a time, and every process started is
  * stopped on every path (and dies with the benchmark: PR_SET_PDEATHSIG).
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/utsname.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,11 +49,11 @@
 
 #include "bench.h"
 #include "cli/cli.h"
-#include "cli/qmp_client.h"
+#include "peer.h"
 
 #define MAX_REPEAT 25
-#define GIB (1ull << 30)
-#define MIB (1ull << 20)
+#define GIB LM_BENCH_GIB
+#define MIB LM_BENCH_MIB
 
 /* ------------------------------------------------------------------ */
 /* Cases                                                               */
@@ -162,12 +156,6 @@ enum { S_TOTAL, S_DOWNTIME, S_DTMEAS, S_BYTES, S_ROUNDS, N_STAT };
 
 static struct run results[N_CASES][N_PEERS][MAX_REPEAT];
 
-static void sleep_s(double s)
-{
-	struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
-	nanosleep(&ts, NULL);
-}
-
 static void run_error(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void run_error(struct run *r, const char *fmt, ...)
 {
@@ -180,544 +168,48 @@ static void run_error(struct run *r, const char *fmt, ...)
 }
 
 /* ------------------------------------------------------------------ */
-/* Child processes                                                     */
+/* One migration                                                        */
 
-/*
- * Starts argv with stdin from /dev/null and stdout+stderr into out_path.
- * The child gets SIGKILL if the benchmark dies, so an interrupted run
- * leaves no 16 GiB guest behind.
- */
-static pid_t spawn(char *const argv[], const char *out_path)
+static void peer_argv(struct lm_bench_argv *a, const struct opts *o, const struct vcase *c, enum peer p,
+		      const char *dir, bool dst, int port)
 {
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	if (pid != 0)
-		return pid;
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent)
-		_exit(127);
-	int null = open("/dev/null", O_RDONLY);
-	int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	if (null < 0 || out < 0)
-		_exit(127);
-	dup2(null, 0);
-	dup2(out, 1);
-	dup2(out, 2);
-	execvp(argv[0], argv);
-	_exit(127);
-}
-
-/* Waits up to timeout_s for pid to exit; true if it did (and was reaped). */
-static bool wait_exit(pid_t pid, double timeout_s, int *wstatus)
-{
-	double end = bench_now() + timeout_s;
-	int st = 0;
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid || (r < 0 && errno == ECHILD)) {
-			if (wstatus)
-				*wstatus = st;
-			return true;
-		}
-		if (bench_now() >= end)
-			return false;
-		sleep_s(0.02);
-	}
-}
-
-/* How the last child that alive() found gone ended (a wait status). */
-static int gone_status = -1;
-
-static bool alive(pid_t pid)
-{
-	int st = 0;
-	pid_t r = pid > 0 ? waitpid(pid, &st, WNOHANG) : -1;
-	if (r == pid)
-		gone_status = st;
-	return r == 0;
-}
-
-/* "exit status N" or "killed by signal S" for gone_status. */
-static const char *gone_desc(char *buf, size_t cap)
-{
-	if (gone_status < 0)
-		snprintf(buf, cap, "status unknown");
-	else if (WIFSIGNALED(gone_status))
-		snprintf(buf, cap, "killed by signal %d", WTERMSIG(gone_status));
+	const struct lm_bench_guest g = { .image = o->guest, .mem = c->mem, .append = c->append, .paused = c->paused };
+	if (p == P_QEMU)
+		lm_bench_qemu_argv(a, o->qemu, o->qemu_cpu, &g, false, dir, dst, port);
 	else
-		snprintf(buf, cap, "exit status %d", WEXITSTATUS(gone_status));
-	return buf;
+		lm_bench_livemig_argv(a, o->livemig, &g, dir, dst, NULL);
 }
 
-/* Stops a child for good: it had grace_s to exit by itself, then SIGTERM, then SIGKILL. */
-static void reap(pid_t *pid, double grace_s)
+static int start_side(struct lm_bench_side *s, const struct opts *o, const struct vcase *c, enum peer p,
+		      const char *dir, bool dst, int port, struct run *r)
 {
-	if (*pid <= 0)
-		return;
-	if (!wait_exit(*pid, grace_s, NULL)) {
-		kill(*pid, SIGTERM);
-		if (!wait_exit(*pid, 3.0, NULL)) {
-			kill(*pid, SIGKILL);
-			waitpid(*pid, NULL, 0);
-		}
-	}
-	*pid = -1;
-}
-
-/* ------------------------------------------------------------------ */
-/* Files                                                               */
-
-char *lm_bench_slurp(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	size_t cap = 1 << 14, len = 0, n;
-	char *buf = malloc(cap);
-	while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-		len += n;
-		if (len + 1 == cap) {
-			char *nb = realloc(buf, cap * 2);
-			if (!nb) {
-				free(buf);
-				buf = NULL;
-				break;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-	}
-	fclose(f);
-	if (buf)
-		buf[len] = 0;
-	return buf;
-}
-
-static void remove_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	char p[4096];
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
-}
-
-/* The largest t of the guest's "progress t=..." lines, or -1. */
-static double last_progress(const char *text)
-{
-	double best = -1;
-	for (const char *p = text; p && (p = strstr(p, "progress t=")); p += 11) {
-		if (p != text && p[-1] != '\n')
-			continue;
-		double t = strtod(p + 11, NULL);
-		if (t > best)
-			best = t;
-	}
-	return best;
-}
-
-/*
- * The destination guest's verdict, from its console output. done is set
- * once a check that started on the destination has finished, or the guest
- * crashed.
- */
-static void classify_verify(const char *text, char *out, size_t outlen, bool *done)
-{
-	bool mem_fail = false, reg_fail = false;
-	*done = false;
-	for (const char *line = text; line && *line;) {
-		const char *end = strchr(line, '\n');
-		if (!strncmp(line, "verify FAIL reg=", 16))
-			reg_fail = true;
-		else if (!strncmp(line, "verify FAIL", 11) && strncmp(line, "verify FAIL bad=", 16))
-			mem_fail = true;
-		else if (!strncmp(line, "progress ", 9)) {
-			const char *f = strstr(line, " fpu=FAIL");
-			if (f && (!end || f < end))
-				reg_fail = true;
-		}
-		line = end ? end + 1 : NULL;
-	}
-	if (strstr(text, "livemig-guest: exception")) {
-		snprintf(out, outlen, "crash");
-		*done = true;
-		return;
-	}
-	const char *start = strstr(text, "verify start");
-	if (start) {
-		const char *ok = strstr(start, "verify ok");
-		const char *bad = strstr(start, "verify FAIL bad=");
-		if (ok || bad)
-			*done = true;
-	}
-	if (mem_fail || reg_fail)
-		snprintf(out, outlen, "FAIL(%s)", mem_fail && reg_fail ? "mem+reg" : mem_fail ? "mem" : "reg");
-	else if (*done)
-		snprintf(out, outlen, "ok");
-	else
-		snprintf(out, outlen, "none");
-}
-
-/* ------------------------------------------------------------------ */
-/* QMP: both peers through livemig's one client (src/cli/qmp_client.h)  */
-
-struct qmp {
-	struct lm_qmp *c;              /* NULL until connected */
-	pid_t pid;                     /* the peer's process, while connecting */
-	double stop_ts, resume_ts;     /* first STOP, last RESUME (host wall clock), 0 if none */
-	struct json_object *mig_event; /* final stats from a MIGRATION event (livemig), or NULL */
-	bool verbose;
-	const char *tag;
-};
-
-static void qmp_init(struct qmp *q, const char *tag, bool verbose)
-{
-	memset(q, 0, sizeof(*q));
-	q->tag = tag;
-	q->verbose = verbose;
-}
-
-static void qmp_close(struct qmp *q)
-{
-	lm_qmp_free(q->c);
-	q->c = NULL;
-	if (q->mig_event)
-		json_object_put(q->mig_event);
-	q->mig_event = NULL;
-}
-
-static void qmp_event(struct lm_qmp *c, const char *name, struct json_object *o, void *arg)
-{
-	struct qmp *q = arg;
-	if (!strcmp(name, "STOP")) {
-		if (q->stop_ts == 0)
-			q->stop_ts = lm_qmp_event_time(o);
-	} else if (!strcmp(name, "RESUME")) {
-		q->resume_ts = lm_qmp_event_time(o);
-	} else if (!strcmp(name, "MIGRATION")) {
-		/* livemig's last word before the source exits: the final stats. QEMU's
-		 * MIGRATION event (only with the events capability) has no "ram". */
-		struct json_object *data, *ram;
-		if (json_object_object_get_ex(o, "data", &data) && json_object_object_get_ex(data, "ram", &ram)) {
-			if (q->mig_event)
-				json_object_put(q->mig_event);
-			q->mig_event = json_object_get(data);
-		}
-	}
-}
-
-/* Gives up connecting once the peer's process has ended. */
-static int qmp_peer_gone(void *arg)
-{
-	const struct qmp *q = arg;
-	return alive(q->pid) ? 0 : -ECHILD;
-}
-
-/* Connects to path, retrying while the peer starts up (and while pid lives),
- * and reads the greeting. On failure *msg says why. */
-static int qmp_connect(struct qmp *q, const char *path, pid_t pid, double timeout_s, char *msg, size_t msglen)
-{
-	q->pid = pid;
-	q->c = lm_qmp_new();
-	if (!q->c) {
-		snprintf(msg, msglen, "out of memory");
-		return -ENOMEM;
-	}
-	lm_qmp_set_event_cb(q->c, qmp_event, q);
-	lm_qmp_set_give_up(q->c, qmp_peer_gone, q);
-	if (q->verbose)
-		lm_qmp_set_trace(q->c, stderr, q->tag);
-	int err = lm_qmp_connect(q->c, path, timeout_s, 15.0);
+	struct lm_bench_argv a = { .n = 0 };
+	peer_argv(&a, o, c, p, dir, dst, port);
+	int err = lm_bench_side_spawn(s, a.v, o->verbose);
 	if (err) {
-		snprintf(msg, msglen, "%s", lm_qmp_error(q->c));
-		lm_qmp_free(q->c);
-		q->c = NULL;
+		run_error(r, "fork: %s", strerror(-err));
+		return err;
 	}
+	/* `livemig incoming` serves its control socket only once the VM has
+	 * arrived: the harness connects after the migration. */
+	if (p == P_LIVEMIG && dst)
+		return 0;
+	char msg[512];
+	err = lm_bench_side_connect(s, peer_name[p], 20.0, msg, sizeof(msg));
+	if (err)
+		run_error(r, "%s", msg);
 	return err;
 }
 
-/* Records the events that arrive within timeout_s (until the peer closes). */
-static void qmp_drain_for(struct qmp *q, double timeout_s)
-{
-	if (q->c)
-		lm_qmp_poll(q->c, timeout_s);
-}
-
-/* Records the events that have already arrived. */
-static void qmp_drain(struct qmp *q)
-{
-	qmp_drain_for(q, 0);
-}
-
-/*
- * Sends {"execute":cmd,"arguments":args} (args is consumed, may be NULL) and
- * returns the "return" member (a new reference), or NULL with *msg set.
- */
-static struct json_object *qmp_exec(struct qmp *q, const char *cmd, struct json_object *args, double timeout_s,
-				    char *msg, size_t msglen)
-{
-	struct json_object *ret = NULL;
-	if (!q->c) {
-		json_object_put(args);
-		snprintf(msg, msglen, "%s: not connected", cmd);
-		return NULL;
-	}
-	if (lm_qmp_exec(q->c, cmd, args, timeout_s, &ret) < 0) {
-		snprintf(msg, msglen, "%s: %s", cmd, lm_qmp_error(q->c));
-		return NULL;
-	}
-	return ret ? ret : json_object_new_object();
-}
-
-static double jnum(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-	if (!o || !json_object_object_get_ex(o, key, &v))
-		return NAN;
-	if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
-		return NAN;
-	return json_object_get_double(v);
-}
-
-static const char *jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-	if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
-/* ------------------------------------------------------------------ */
-/* One migration                                                        */
-
-struct argvb {
-	char *v[64];
-	int n;
-	char store[8192];
-	size_t used;
-};
-
-static void push(struct argvb *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void push(struct argvb *a, const char *fmt, ...)
-{
-	va_list ap;
-	size_t room = sizeof(a->store) - a->used;
-	va_start(ap, fmt);
-	int n = vsnprintf(a->store + a->used, room, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= room || a->n >= 62)
-		return; /* cannot happen with the arguments built here */
-	a->v[a->n++] = a->store + a->used;
-	a->v[a->n] = NULL;
-	a->used += (size_t)n + 1;
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t sl = sizeof(sa);
-	int port = -EADDRNOTAVAIL;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-		port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
-static void mem_arg(char *buf, size_t len, uint64_t bytes)
-{
-	if (bytes % GIB == 0)
-		snprintf(buf, len, "%lluG", (unsigned long long)(bytes / GIB));
-	else
-		snprintf(buf, len, "%lluM", (unsigned long long)(bytes / MIB));
-}
-
-static void qemu_argv(struct argvb *a, const struct opts *o, const struct vcase *c, const char *dir, bool dst,
-		      int port)
-{
-	char mem[32];
-	mem_arg(mem, sizeof(mem), c->mem);
-	push(a, "%s", o->qemu);
-	push(a, "-enable-kvm");
-	if (strcmp(o->qemu_cpu, LM_QEMU_CPU_DEFAULT)) {
-		push(a, "-cpu");
-		push(a, "%s", o->qemu_cpu);
-	}
-	push(a, "-m");
-	push(a, "%s", mem);
-	/* No default NIC, VGA (16 MiB of video RAM to migrate), floppy or CD:
-	 * the QEMU guest has what livemig's has, RAM and a serial port. */
-	push(a, "-nodefaults");
-	push(a, "-display");
-	push(a, "none");
-	push(a, "-no-reboot");
-	push(a, "-device");
-	push(a, "isa-debug-exit,iobase=0xf4,iosize=0x04");
-	push(a, "-kernel");
-	push(a, "%s", o->guest);
-	push(a, "-append");
-	push(a, "%s", c->append);
-	push(a, "-serial");
-	push(a, "file:%s/%s.console", dir, dst ? "dst" : "src");
-	push(a, "-qmp");
-	push(a, "unix:%s/%s.sock,server=on,wait=off", dir, dst ? "dst" : "src");
-	if (dst) {
-		push(a, "-incoming");
-		push(a, "tcp:127.0.0.1:%d", port);
-	} else if (c->paused) {
-		push(a, "-S");
-	}
-}
-
-static void livemig_argv(struct argvb *a, const struct opts *o, const struct vcase *c, const char *dir, bool dst)
-{
-	char mem[32];
-	mem_arg(mem, sizeof(mem), c->mem);
-	push(a, "%s", o->livemig);
-	if (dst) {
-		push(a, "incoming");
-		push(a, "--listen");
-		push(a, "tcp:127.0.0.1:0");
-		push(a, "--once");
-	} else {
-		push(a, "run");
-		push(a, "%s", o->guest);
-		push(a, "--mem");
-		push(a, "%s", mem);
-		push(a, "--append");
-		push(a, "%s", c->append);
-		if (c->paused)
-			push(a, "--paused");
-	}
-	push(a, "--console");
-	push(a, "%s/%s.console", dir, dst ? "dst" : "src");
-	push(a, "--control");
-	push(a, "%s/%s.sock", dir, dst ? "dst" : "src");
-}
-
-/* `livemig incoming` says where it listens on stderr. */
-static int livemig_port(const char *log_path, pid_t pid, double timeout_s)
-{
-	double end = bench_now() + timeout_s;
-	for (;;) {
-		char *t = lm_bench_slurp(log_path);
-		const char *p = t ? strstr(t, "listening on tcp:") : NULL;
-		if (p) {
-			p = strstr(p, "tcp:");
-			const char *colon = strchr(p + 4, ':');
-			int port = colon ? atoi(colon + 1) : 0;
-			free(t);
-			return port > 0 ? port : -EPROTO;
-		}
-		free(t);
-		if (!alive(pid))
-			return -ECHILD;
-		if (bench_now() >= end)
-			return -ETIMEDOUT;
-		sleep_s(0.02);
-	}
-}
-
-struct side {
-	pid_t pid;
-	struct qmp q;
-	char console[4200], sock[4200], log[4200];
-};
-
-/* The tail of a log file, for an error message. */
-static void log_tail(const char *path, char *out, size_t outlen)
-{
-	char *t = lm_bench_slurp(path);
-	out[0] = 0;
-	if (!t)
-		return;
-	size_t len = strlen(t);
-	while (len && (t[len - 1] == '\n' || t[len - 1] == ' '))
-		t[--len] = 0;
-	const char *s = t + (len > 120 ? len - 120 : 0);
-	snprintf(out, outlen, "%s", s);
-	for (char *p = out; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
-	free(t);
-}
-
-static int connect_side(struct side *s, enum peer p, bool dst, double timeout_s, struct run *r);
-
-static int start_side(struct side *s, const struct opts *o, const struct vcase *c, enum peer p, const char *dir,
-		      bool dst, int port, struct run *r)
-{
-	struct argvb a = { .n = 0 };
-	snprintf(s->console, sizeof(s->console), "%s/%s.console", dir, dst ? "dst" : "src");
-	snprintf(s->sock, sizeof(s->sock), "%s/%s.sock", dir, dst ? "dst" : "src");
-	snprintf(s->log, sizeof(s->log), "%s/%s.log", dir, dst ? "dst" : "src");
-	if (p == P_QEMU)
-		qemu_argv(&a, o, c, dir, dst, port);
-	else
-		livemig_argv(&a, o, c, dir, dst);
-	if (o->verbose) {
-		fprintf(stderr, "  %s %s:", peer_name[p], dst ? "dst" : "src");
-		for (int i = 0; i < a.n; i++)
-			fprintf(stderr, " %s", a.v[i]);
-		fprintf(stderr, "\n");
-	}
-	s->pid = spawn(a.v, s->log);
-	if (s->pid < 0) {
-		run_error(r, "fork: %s", strerror(errno));
-		return -errno;
-	}
-	/* `livemig incoming` serves its control socket only once the VM has
-	 * arrived: the harness connects after the migration (connect_side). */
-	if (p == P_LIVEMIG && dst)
-		return 0;
-	return connect_side(s, p, dst, 20.0, r);
-}
-
-static int connect_side(struct side *s, enum peer p, bool dst, double timeout_s, struct run *r)
-{
-	char msg[200];
-	int err = qmp_connect(&s->q, s->sock, s->pid, timeout_s, msg, sizeof(msg));
-	if (err) {
-		char tail[160];
-		log_tail(s->log, tail, sizeof(tail));
-		char how[256];
-		if (err == -ECHILD)
-			snprintf(how, sizeof(how), "the process ended (%s)", gone_desc((char[40]){0}, 40));
-		else
-			snprintf(how, sizeof(how), "%s", msg);
-		run_error(r, "%s %s did not start: %s [%s]", peer_name[p], dst ? "destination" : "source", how,
-			  tail);
-		return err;
-	}
-	/* QEMU leaves capabilities negotiation mode; livemig accepts it too. */
-	struct json_object *ret = qmp_exec(&s->q, "qmp_capabilities", NULL, 10.0, msg, sizeof(msg));
-	if (!ret) {
-		run_error(r, "%s %s: %s", peer_name[p], dst ? "destination" : "source", msg);
-		return -EPROTO;
-	}
-	json_object_put(ret);
-	return 0;
-}
-
 /* Lets the source's workload run for warmup_s (guest time), and memtouch finish. */
-static int warm_up(const struct side *src, const struct opts *o, const struct vcase *c, struct run *r)
+static int warm_up(const struct lm_bench_side *src, const struct opts *o, const struct vcase *c, struct run *r)
 {
 	if (c->paused)
 		return 0;
 	double end = bench_now() + 90.0;
 	for (;;) {
 		char *t = lm_bench_slurp(src->console);
-		bool ready = t && last_progress(t) >= o->warmup_s && (!c->memtouch || strstr(t, "memtouch done"));
+		bool ready = t && lm_bench_last_progress(t) >= o->warmup_s && (!c->memtouch || strstr(t, "memtouch done"));
 		bool crashed = t && strstr(t, "livemig-guest: exception");
 		free(t);
 		if (ready)
@@ -726,7 +218,7 @@ static int warm_up(const struct side *src, const struct opts *o, const struct vc
 			run_error(r, "source guest crashed before migrating");
 			return -EIO;
 		}
-		if (!alive(src->pid)) {
+		if (!lm_bench_alive(src->pid)) {
 			run_error(r, "source exited before migrating");
 			return -ECHILD;
 		}
@@ -734,7 +226,7 @@ static int warm_up(const struct side *src, const struct opts *o, const struct vc
 			run_error(r, "source guest did not reach t=%.1f s", o->warmup_s);
 			return -ETIMEDOUT;
 		}
-		sleep_s(0.1);
+		lm_bench_sleep(0.1);
 	}
 }
 
@@ -742,19 +234,19 @@ static void take_stats(struct run *r, struct json_object *st)
 {
 	struct json_object *ram = NULL;
 	json_object_object_get_ex(st, "ram", &ram);
-	r->total_ms = jnum(st, "total-time");
-	r->downtime_ms = jnum(st, "downtime");
-	r->setup_ms = jnum(st, "setup-time");
-	r->bytes = jnum(ram, "transferred");
-	r->rounds = jnum(ram, "dirty-sync-count");
-	r->downtime_us = jnum(st, "downtime-us");
+	r->total_ms = lm_bench_jnum(st, "total-time");
+	r->downtime_ms = lm_bench_jnum(st, "downtime");
+	r->setup_ms = lm_bench_jnum(st, "setup-time");
+	r->bytes = lm_bench_jnum(ram, "transferred");
+	r->rounds = lm_bench_jnum(ram, "dirty-sync-count");
+	r->downtime_us = lm_bench_jnum(st, "downtime-us");
 }
 
 /*
  * Runs the migration: set the parameters, migrate, poll until a final
  * status. Returns 0 when it completed.
  */
-static int migrate(struct side *src, const struct opts *o, const struct vcase *c, enum peer p, int port,
+static int migrate(struct lm_bench_side *src, const struct opts *o, const struct vcase *c, enum peer p, int port,
 		   struct run *r)
 {
 	char msg[200];
@@ -766,7 +258,7 @@ static int migrate(struct side *src, const struct opts *o, const struct vcase *c
 		json_object_object_add(params, "max-bandwidth", json_object_new_int64((int64_t)o->cap_bps));
 	else if (p == P_QEMU)
 		json_object_object_add(params, "max-bandwidth", json_object_new_int64(INT64_C(1) << 40));
-	struct json_object *ret = qmp_exec(&src->q, "migrate-set-parameters", params, 10.0, msg, sizeof(msg));
+	struct json_object *ret = lm_bench_qmp_exec(&src->q, "migrate-set-parameters", params, 10.0, msg, sizeof(msg));
 	if (!ret) {
 		run_error(r, "%s", msg);
 		snprintf(r->status, sizeof(r->status), "error");
@@ -779,7 +271,7 @@ static int migrate(struct side *src, const struct opts *o, const struct vcase *c
 	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", port);
 	json_object_object_add(args, "uri", json_object_new_string(uri));
 	double t0 = bench_now();
-	ret = qmp_exec(&src->q, "migrate", args, 10.0, msg, sizeof(msg));
+	ret = lm_bench_qmp_exec(&src->q, "migrate", args, 10.0, msg, sizeof(msg));
 	if (!ret) {
 		run_error(r, "%s", msg);
 		snprintf(r->status, sizeof(r->status), "error");
@@ -787,58 +279,28 @@ static int migrate(struct side *src, const struct opts *o, const struct vcase *c
 	}
 	json_object_put(ret);
 
-	double deadline = t0 + o->timeout_s;
-	for (;;) {
-		struct json_object *st = NULL;
-		const char *status = NULL;
-		if (!src->q.mig_event) {
-			st = qmp_exec(&src->q, "query-migrate", NULL, 10.0, msg, sizeof(msg));
-			status = jstr(st, "status");
-			if (!st) {
-				/* The source may have exited after its last word: read
-				 * what it sent before it closed. */
-				qmp_drain_for(&src->q, 2.0);
-			}
-		}
-		/* livemig's source sends the final stats as an event and exits,
-		 * which may beat the answer to a query. */
-		if (src->q.mig_event && (!status || (strcmp(status, "completed") && strcmp(status, "failed")))) {
-			if (st)
-				json_object_put(st);
-			st = json_object_get(src->q.mig_event);
-			status = jstr(st, "status");
-		}
-		if (!st) {
-			r->wall_ms = (bench_now() - t0) * 1e3;
+	struct json_object *st = NULL;
+	int err = lm_bench_migrate_poll(src, t0 + o->timeout_s, 0.025, NULL, NULL, &st, msg, sizeof(msg));
+	r->wall_ms = (bench_now() - t0) * 1e3;
+	if (err == -EPROTO) {
+		run_error(r, "%s", msg);
+		snprintf(r->status, sizeof(r->status), "error");
+	} else if (err == -ETIMEDOUT) {
+		snprintf(r->status, sizeof(r->status), "timeout");
+		run_error(r, "not completed after %.0f s (no convergence?)", o->timeout_s);
+		ret = lm_bench_qmp_exec(&src->q, p == P_QEMU ? "migrate_cancel" : "migrate-cancel", NULL, 10.0, msg,
+					sizeof(msg));
+		if (ret)
+			json_object_put(ret);
+	} else {
+		take_stats(r, st);
+		snprintf(r->status, sizeof(r->status), "%s", lm_bench_jstr(st, "status"));
+		if (err)
 			run_error(r, "%s", msg);
-			snprintf(r->status, sizeof(r->status), "error");
-			return -EPROTO;
-		}
-		if (status && (!strcmp(status, "completed") || !strcmp(status, "failed") ||
-			       !strcmp(status, "cancelled"))) {
-			r->wall_ms = (bench_now() - t0) * 1e3;
-			take_stats(r, st);
-			snprintf(r->status, sizeof(r->status), "%s", status);
-			if (strcmp(status, "completed")) {
-				const char *desc = jstr(st, "error-desc");
-				run_error(r, "migration %s%s%s", status, desc ? ": " : "", desc ? desc : "");
-			}
-			json_object_put(st);
-			return strcmp(status, "completed") ? -EIO : 0;
-		}
-		json_object_put(st);
-		if (bench_now() >= deadline) {
-			r->wall_ms = (bench_now() - t0) * 1e3;
-			snprintf(r->status, sizeof(r->status), "timeout");
-			run_error(r, "not completed after %.0f s (no convergence?)", o->timeout_s);
-			ret = qmp_exec(&src->q, p == P_QEMU ? "migrate_cancel" : "migrate-cancel", NULL, 10.0, msg,
-				       sizeof(msg));
-			if (ret)
-				json_object_put(ret);
-			return -ETIMEDOUT;
-		}
-		sleep_s(0.025);
 	}
+	if (st)
+		json_object_put(st);
+	return err;
 }
 
 /*
@@ -846,45 +308,18 @@ static int migrate(struct side *src, const struct opts *o, const struct vcase *c
  * guest is resumed here, as QEMU leaves it paused), and a check that
  * started on the destination must have passed.
  */
-static void after_migration(struct side *src, struct side *dst, const struct opts *o, const struct vcase *c,
-			    enum peer p, struct run *r)
+static void after_migration(struct lm_bench_side *src, struct lm_bench_side *dst, const struct opts *o,
+			    const struct vcase *c, enum peer p, struct run *r)
 {
-	char msg[200];
-	if (!dst->q.c && connect_side(dst, p, true, 15.0, r)) {
+	char msg[512];
+	if ((!dst->q.c && lm_bench_side_connect(dst, peer_name[p], 15.0, msg, sizeof(msg))) ||
+	    lm_bench_dest_running(dst, 15.0, msg, sizeof(msg))) {
+		run_error(r, "%s", msg);
 		snprintf(r->verify, sizeof(r->verify), "n/a");
 		return;
 	}
-	double end = bench_now() + 15.0;
-	bool cont_sent = false;
-	for (;;) {
-		struct json_object *st = qmp_exec(&dst->q, "query-status", NULL, 10.0, msg, sizeof(msg));
-		const char *s = jstr(st, "status");
-		bool running = s && !strcmp(s, "running");
-		bool paused = s && (!strcmp(s, "paused") || !strcmp(s, "prelaunch"));
-		if (st)
-			json_object_put(st);
-		if (!s) {
-			run_error(r, "destination: %s", msg);
-			snprintf(r->verify, sizeof(r->verify), "n/a");
-			return;
-		}
-		if (running)
-			break;
-		if (paused && !cont_sent) {
-			struct json_object *ret = qmp_exec(&dst->q, "cont", NULL, 10.0, msg, sizeof(msg));
-			if (ret)
-				json_object_put(ret);
-			cont_sent = true;
-		}
-		if (bench_now() >= end) {
-			run_error(r, "destination not running (status %s)", s);
-			snprintf(r->verify, sizeof(r->verify), "n/a");
-			return;
-		}
-		sleep_s(0.05);
-	}
-	qmp_drain(&src->q);
-	qmp_drain(&dst->q);
+	lm_bench_qmp_drain(&src->q, 0);
+	lm_bench_qmp_drain(&dst->q, 0);
 	/* A paused guest never stopped: its pause is not a downtime. */
 	if (!c->paused && src->q.stop_ts > 0 && dst->q.resume_ts > 0) {
 		r->dt_meas_ms = (dst->q.resume_ts - src->q.stop_ts) * 1e3;
@@ -894,35 +329,8 @@ static void after_migration(struct side *src, struct side *dst, const struct opt
 		 * the guest: fall back to the peer's own measured pause. */
 		r->dt_meas_ms = r->downtime_us / 1e3;
 	}
-
-	end = bench_now() + o->verify_timeout_s;
-	for (;;) {
-		char *t = lm_bench_slurp(dst->console);
-		bool done = false;
-		classify_verify(t ? t : "", r->verify, sizeof(r->verify), &done);
-		free(t);
-		if (done || bench_now() >= end)
-			break;
-		if (!alive(dst->pid)) {
-			snprintf(r->verify, sizeof(r->verify), "crash");
-			run_error(r, "destination exited");
-			break;
-		}
-		sleep_s(0.1);
-	}
-}
-
-/* Asks a side to quit, then makes sure it is gone. */
-static void stop_side(struct side *s, bool ask)
-{
-	if (s->pid > 0 && ask && s->q.c && alive(s->pid)) {
-		char msg[200];
-		struct json_object *ret = qmp_exec(&s->q, "quit", NULL, 5.0, msg, sizeof(msg));
-		if (ret)
-			json_object_put(ret);
-	}
-	reap(&s->pid, ask ? 5.0 : 0.0);
-	qmp_close(&s->q);
+	if (lm_bench_guest_verdict(dst, o->verify_timeout_s, r->verify, sizeof(r->verify)) == -ECHILD)
+		run_error(r, "destination exited");
 }
 
 static void run_one(const struct opts *o, const struct vcase *c, enum peer p, struct run *r)
@@ -934,21 +342,17 @@ static void run_one(const struct opts *o, const struct vcase *c, enum peer p, st
 	snprintf(r->status, sizeof(r->status), "error");
 	snprintf(r->verify, sizeof(r->verify), "n/a");
 
-	struct side src, dst;
-	memset(&src, 0, sizeof(src));
-	memset(&dst, 0, sizeof(dst));
-	src.pid = dst.pid = -1;
-	qmp_init(&src.q, "src", o->verbose);
-	qmp_init(&dst.q, "dst", o->verbose);
-
 	char dir[] = "/tmp/livemig-vsqemu-XXXXXX";
 	if (!mkdtemp(dir)) {
 		run_error(r, "mkdtemp: %s", strerror(errno));
 		return;
 	}
+	struct lm_bench_side src, dst;
+	lm_bench_side_init(&src, dir, false, o->verbose);
+	lm_bench_side_init(&dst, dir, true, o->verbose);
 	int port = 0;
 	if (p == P_QEMU) {
-		port = free_port();
+		port = lm_bench_free_port();
 		if (port < 0) {
 			run_error(r, "no free port: %s", strerror(-port));
 			goto out;
@@ -957,7 +361,7 @@ static void run_one(const struct opts *o, const struct vcase *c, enum peer p, st
 	if (start_side(&dst, o, c, p, dir, true, port, r))
 		goto out;
 	if (p == P_LIVEMIG) {
-		port = livemig_port(dst.log, dst.pid, 10.0);
+		port = lm_bench_livemig_port(dst.log, dst.pid, 10.0);
 		if (port < 0) {
 			run_error(r, "livemig incoming: no listening port: %s", strerror(-port));
 			goto out;
@@ -976,22 +380,15 @@ out:
 	if (o->verbose && r->err[0])
 		fprintf(stderr, "  error: %s\n", r->err);
 	/* livemig's source exits on its own after a completed migration. */
-	stop_side(&src, !(p == P_LIVEMIG && !strcmp(r->status, "completed")) || alive(src.pid));
-	stop_side(&dst, true);
+	lm_bench_side_stop(&src, !(p == P_LIVEMIG && !strcmp(r->status, "completed")) || lm_bench_alive(src.pid));
+	lm_bench_side_stop(&dst, true);
 	if (o->keep)
 		fprintf(stderr, "  kept %s\n", dir);
 	else
-		remove_tree(dir);
+		lm_bench_remove_tree(dir);
 }
-
 /* ------------------------------------------------------------------ */
 /* Statistics and output                                                */
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
 static double run_stat(const struct run *r, int k)
 {
@@ -1026,7 +423,7 @@ static void summarize(const struct run *runs, int n, struct summary *s)
 			s->med[k] = s->min[k] = s->max[k] = NAN;
 			continue;
 		}
-		qsort(v, (size_t)m, sizeof(double), cmp_double);
+		qsort(v, (size_t)m, sizeof(double), lm_bench_cmp_double);
 		s->med[k] = m % 2 ? v[m / 2] : (v[m / 2 - 1] + v[m / 2]) / 2;
 		s->min[k] = v[0];
 		s->max[k] = v[m - 1];
@@ -1048,61 +445,11 @@ static void cell(char *out, size_t len, const struct summary *s, int k, double s
 }
 
 /* A number scaled and printed, or "-" when there is none. */
-static const char *fmt(char *out, size_t len, double v, double scale, int prec)
-{
-	if (isnan(v))
-		snprintf(out, len, "-");
-	else
-		snprintf(out, len, "%.*f", prec, v / scale);
-	return out;
-}
-
 static double ratio(const struct summary *a, const struct summary *b, int k)
 {
 	if (isnan(a->med[k]) || isnan(b->med[k]) || b->med[k] <= 0)
 		return NAN;
 	return a->med[k] / b->med[k];
-}
-
-static void machine_info(char *cpu, size_t cpulen, long *ncpu, double *mem_gib)
-{
-	snprintf(cpu, cpulen, "unknown");
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	char line[512];
-	while (f && fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, "model name", 10)) {
-			char *v = strchr(line, ':');
-			if (v) {
-				v++;
-				while (*v == ' ')
-					v++;
-				v[strcspn(v, "\n")] = 0;
-				snprintf(cpu, cpulen, "%s", v);
-			}
-			break;
-		}
-	}
-	if (f)
-		fclose(f);
-	*ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	*mem_gib = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / (double)GIB;
-}
-
-static void qemu_version(const char *qemu, char *out, size_t len)
-{
-	char cmd[4200];
-	snprintf(out, len, "unknown");
-	snprintf(cmd, sizeof(cmd), "'%s' --version 2>/dev/null", qemu);
-	FILE *p = popen(cmd, "r");
-	if (!p)
-		return;
-	char line[200];
-	if (fgets(line, sizeof(line), p)) {
-		line[strcspn(line, "\n")] = 0;
-		const char *v = strstr(line, "version ");
-		snprintf(out, len, "%s", v ? v + 8 : line);
-	}
-	pclose(p);
 }
 
 static void print_table(const struct opts *o, FILE *f)
@@ -1181,7 +528,7 @@ static int write_json(const struct opts *o, const char *path, const char *date, 
 	char cpu[256];
 	long ncpu;
 	double mem;
-	machine_info(cpu, sizeof(cpu), &ncpu, &mem);
+	lm_bench_machine_info(cpu, sizeof(cpu), &ncpu, &mem);
 	struct json_object *root = json_object_new_object();
 	json_object_object_add(root, "benchmark", json_object_new_string("vs-qemu"));
 	json_object_object_add(root, "date", json_object_new_string(date));
@@ -1403,33 +750,6 @@ static int parse_cases(struct opts *o, const char *list)
 	return rc;
 }
 
-static bool in_path(const char *name)
-{
-	if (strchr(name, '/'))
-		return access(name, X_OK) == 0;
-	const char *path = getenv("PATH");
-	char p[4200];
-	char *dup = strdup(path ? path : "/usr/bin:/bin");
-	bool found = false;
-	for (char *save = NULL, *d = strtok_r(dup, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
-		snprintf(p, sizeof(p), "%s/%s", d, name);
-		found = access(p, X_OK) == 0;
-	}
-	free(dup);
-	return found;
-}
-
-static int parse_double(const char *s, double *out, double min)
-{
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno || end == s || *end || v < min)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 int lm_bench_vs_qemu(int argc, char **argv)
 {
 	struct opts o = {
@@ -1494,20 +814,20 @@ int lm_bench_vs_qemu(int argc, char **argv)
 		} else if (!strcmp(a, "--downtime-limit")) {
 			NEEDS_VALUE();
 			double d = 0;
-			bad = parse_double(v, &d, 1) != 0;
+			bad = lm_bench_parse_double(v, &d, 1) != 0;
 			o.downtime_limit_ms = (uint64_t)d;
 		} else if (!strcmp(a, "--cap")) {
 			NEEDS_VALUE();
 			bad = lm_cli_parse_rate(v, &o.cap_bps) != 0 || o.cap_bps == 0;
 		} else if (!strcmp(a, "--timeout")) {
 			NEEDS_VALUE();
-			bad = parse_double(v, &o.timeout_s, 1) != 0;
+			bad = lm_bench_parse_double(v, &o.timeout_s, 1) != 0;
 		} else if (!strcmp(a, "--warmup")) {
 			NEEDS_VALUE();
-			bad = parse_double(v, &o.warmup_s, 0) != 0;
+			bad = lm_bench_parse_double(v, &o.warmup_s, 0) != 0;
 		} else if (!strcmp(a, "--verify-timeout")) {
 			NEEDS_VALUE();
-			bad = parse_double(v, &o.verify_timeout_s, 1) != 0;
+			bad = lm_bench_parse_double(v, &o.verify_timeout_s, 1) != 0;
 		} else if (!strcmp(a, "--guest")) {
 			NEEDS_VALUE();
 			o.guest = v;
@@ -1551,7 +871,7 @@ int lm_bench_vs_qemu(int argc, char **argv)
 	char guest_abs[4096];
 	if (realpath(o.guest, guest_abs))
 		o.guest = guest_abs;
-	if (o.peer_on[P_QEMU] && !in_path(o.qemu)) {
+	if (o.peer_on[P_QEMU] && !lm_bench_in_path(o.qemu)) {
 		fprintf(stderr, "livemig bench vs-qemu: %s not found (make bench-qemu installs it)\n", o.qemu);
 		return 2;
 	}
@@ -1576,8 +896,8 @@ int lm_bench_vs_qemu(int argc, char **argv)
 	struct tm tm;
 	strftime(date, sizeof(date), "%Y-%m-%d %H:%M %Z", localtime_r(&tnow, &tm));
 	if (o.peer_on[P_QEMU])
-		qemu_version(o.qemu, qver, sizeof(qver));
-	machine_info(cpu, sizeof(cpu), &ncpu, &mem);
+		lm_bench_qemu_version(o.qemu, qver, sizeof(qver));
+	lm_bench_machine_info(cpu, sizeof(cpu), &ncpu, &mem);
 	printf("bench vs-qemu: %s; %ld cpus (%s), %.0f GiB; QEMU %s -cpu %s (%s); %d run(s) per case and peer\n",
 	       date, ncpu, cpu, mem, qver, o.qemu_cpu, qemu_cpu_source(&o), o.repeat);
 	if (o.qemu_cpu_probed)
@@ -1606,9 +926,9 @@ int lm_bench_vs_qemu(int argc, char **argv)
 				char t1[24], t2[24], t3[24], t4[24], t5[24];
 				printf("  %-16s %-8s #%d: %-9s total %s ms, downtime %s ms (measured %s), %s MB, "
 				       "%s rounds, verify %s  [%.1f s]\n",
-				       cases[ci].name, peer_name[p], rep + 1, r->status, fmt(t1, sizeof(t1), r->total_ms, 1, 0),
-				       fmt(t2, sizeof(t2), r->downtime_ms, 1, 0), fmt(t3, sizeof(t3), r->dt_meas_ms, 1, 0),
-				       fmt(t4, sizeof(t4), r->bytes, 1e6, 1), fmt(t5, sizeof(t5), r->rounds, 1, 0), r->verify,
+				       cases[ci].name, peer_name[p], rep + 1, r->status, lm_bench_fmt(t1, sizeof(t1), r->total_ms, 1, 0),
+				       lm_bench_fmt(t2, sizeof(t2), r->downtime_ms, 1, 0), lm_bench_fmt(t3, sizeof(t3), r->dt_meas_ms, 1, 0),
+				       lm_bench_fmt(t4, sizeof(t4), r->bytes, 1e6, 1), lm_bench_fmt(t5, sizeof(t5), r->rounds, 1, 0), r->verify,
 				       bench_now() - t);
 				fflush(stdout);
 				if (!strcmp(r->status, "error"))
