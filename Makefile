@@ -332,6 +332,7 @@ _bench: all
 	$(Q)$(LIVEMIG_BENCH) migrate
 	$(Q)$(LIVEMIG_BENCH) stream
 	$(Q)$(LIVEMIG_BENCH) table
+	$(Q)$(LIVEMIG_BENCH) sizes --quick
 
 # Side by side with QEMU on the same guests (issue 6); a benchmark, not a test.
 _bench-qemu: all

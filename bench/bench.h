@@ -21,6 +21,7 @@ int lm_bench_stream(int argc, char **argv);
 int lm_bench_vs_qemu(int argc, char **argv);
 int lm_bench_migrate(int argc, char **argv);
 int lm_bench_qemu_cpu(int argc, char **argv);
+int lm_bench_sizes(int argc, char **argv);
 
 /* The livemig command a benchmark starts (bench/bench_main.c): LIVEMIG_EXE
  * (set by `livemig bench`), else the livemig next to this program (the
