@@ -461,6 +461,66 @@ int lm_bench_guest_verdict(struct lm_bench_side *dst, double timeout_s, char *ou
 	}
 }
 
+int lm_bench_warm_up(const struct lm_bench_side *src, double guest_s, const char *also, double timeout_s, char *msg,
+		     size_t msglen)
+{
+	double end = bench_now() + timeout_s;
+	for (;;) {
+		char *t = lm_bench_slurp(src->console);
+		bool ready = t && lm_bench_last_progress(t) >= guest_s && (!also || strstr(t, also));
+		bool crashed = t && strstr(t, "livemig-guest: exception");
+		free(t);
+		if (ready)
+			return 0;
+		if (crashed) {
+			snprintf(msg, msglen, "source guest crashed before migrating");
+			return -EIO;
+		}
+		if (!lm_bench_alive(src->pid)) {
+			char tail[160];
+			lm_bench_log_tail(src->log, tail, sizeof(tail));
+			snprintf(msg, msglen, "source exited before migrating [%s]", tail);
+			return -ECHILD;
+		}
+		if (bench_now() >= end) {
+			snprintf(msg, msglen, "source guest did not reach t=%.1f s in %.0f s", guest_s, timeout_s);
+			return -ETIMEDOUT;
+		}
+		lm_bench_sleep(0.1);
+	}
+}
+
+int lm_bench_migrate_start(struct lm_bench_side *src, struct json_object *params, int port, double *t0, char *msg,
+			   size_t msglen)
+{
+	struct json_object *ret;
+	if (params) {
+		ret = lm_bench_qmp_exec(&src->q, "migrate-set-parameters", params, 10.0, msg, msglen);
+		if (!ret)
+			return -EPROTO;
+		json_object_put(ret);
+	}
+	struct json_object *args = json_object_new_object();
+	char uri[64];
+	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", port);
+	json_object_object_add(args, "uri", json_object_new_string(uri));
+	*t0 = bench_now();
+	ret = lm_bench_qmp_exec(&src->q, "migrate", args, 10.0, msg, msglen);
+	if (!ret)
+		return -EPROTO;
+	json_object_put(ret);
+	return 0;
+}
+
+void lm_bench_migrate_cancel(struct lm_bench_side *src, bool qemu)
+{
+	char msg[200];
+	struct json_object *ret =
+		lm_bench_qmp_exec(&src->q, qemu ? "migrate_cancel" : "migrate-cancel", NULL, 10.0, msg, sizeof(msg));
+	if (ret)
+		json_object_put(ret);
+}
+
 static bool final_status(const char *s)
 {
 	return s && (!strcmp(s, "completed") || !strcmp(s, "failed") || !strcmp(s, "cancelled"));
@@ -653,6 +713,23 @@ void lm_bench_machine_info(char *cpu, size_t cpulen, long *ncpu, double *mem_gib
 		fclose(f);
 	*ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	*mem_gib = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / (double)LM_BENCH_GIB;
+}
+
+struct json_object *lm_bench_json_root(const char *benchmark, const char *date)
+{
+	char cpu[256];
+	long ncpu;
+	double mem;
+	lm_bench_machine_info(cpu, sizeof(cpu), &ncpu, &mem);
+	struct json_object *root = json_object_new_object();
+	json_object_object_add(root, "benchmark", json_object_new_string(benchmark));
+	json_object_object_add(root, "date", json_object_new_string(date));
+	struct json_object *m = json_object_new_object();
+	json_object_object_add(m, "nproc", json_object_new_int64(ncpu));
+	json_object_object_add(m, "cpu", json_object_new_string(cpu));
+	json_object_object_add(m, "mem-gib", json_object_new_double(mem));
+	json_object_object_add(root, "machine", m);
+	return root;
 }
 
 void lm_bench_qemu_version(const char *qemu, char *out, size_t len)

@@ -131,6 +131,22 @@ int lm_bench_dest_running(struct lm_bench_side *dst, double timeout_s, char *msg
  * -ECHILD when the process exited first. */
 int lm_bench_guest_verdict(struct lm_bench_side *dst, double timeout_s, char *out, size_t outlen);
 
+/* Until the source guest's progress lines reach guest_s seconds of guest
+ * time (and a line containing also, if not NULL, appeared), at most
+ * timeout_s; -EIO when it crashed, -ECHILD when the process ended,
+ * -ETIMEDOUT, each with *msg. */
+int lm_bench_warm_up(const struct lm_bench_side *src, double guest_s, const char *also, double timeout_s, char *msg,
+		     size_t msglen);
+
+/* migrate-set-parameters with params (consumed; NULL: none), then migrate
+ * to tcp:127.0.0.1:port; *t0 is when migrate was sent. -EPROTO with *msg
+ * when a command failed. */
+int lm_bench_migrate_start(struct lm_bench_side *src, struct json_object *params, int port, double *t0, char *msg,
+			   size_t msglen);
+/* Cancels the source's migration (QEMU's migrate_cancel or livemig's
+ * migrate-cancel), ignoring the answer. */
+void lm_bench_migrate_cancel(struct lm_bench_side *src, bool qemu);
+
 /* The stats of each query-migrate answer while a migration is polled. */
 typedef void lm_bench_poll_fn(struct json_object *st, void *arg);
 
@@ -183,6 +199,9 @@ int lm_bench_livemig_port(const char *log_path, pid_t pid, double timeout_s);
 /* ---- the machine ---------------------------------------------------------- */
 
 void lm_bench_machine_info(char *cpu, size_t cpulen, long *ncpu, double *mem_gib);
+/* A benchmark's JSON report: {"benchmark", "date", "machine": {"nproc",
+ * "cpu", "mem-gib"}}, for the caller to add to and put. */
+struct json_object *lm_bench_json_root(const char *benchmark, const char *date);
 /* QEMU's version ("7.2.22 (Debian ...)"), or "unknown". */
 void lm_bench_qemu_version(const char *qemu, char *out, size_t len);
 /* Whether name (a path, or found through PATH) is executable. */

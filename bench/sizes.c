@@ -441,35 +441,6 @@ static void guest_check(struct lm_bench_side *dst, double timeout_s, struct run 
 		run_error(r, "the destination guest's check did not finish within %.0f s", timeout_s);
 }
 
-/* Lets a running source's workload run warmup_s of guest time. */
-static int warm_up(const struct lm_bench_side *src, const struct opts *o, struct run *r)
-{
-	double end = bench_now() + o->start_timeout_s;
-	for (;;) {
-		char *t = lm_bench_slurp(src->console);
-		bool ready = t && lm_bench_last_progress(t) >= o->warmup_s;
-		bool crashed = t && strstr(t, "livemig-guest: exception");
-		free(t);
-		if (ready)
-			return 0;
-		if (crashed) {
-			run_error(r, "source guest crashed before migrating");
-			return -EIO;
-		}
-		if (!lm_bench_alive(src->pid)) {
-			char tail[160];
-			lm_bench_log_tail(src->log, tail, sizeof(tail));
-			run_error(r, "source exited before migrating [%s]", tail);
-			return -ECHILD;
-		}
-		if (bench_now() >= end) {
-			run_error(r, "source guest did not reach t=%.1f s in %.0f s", o->warmup_s, o->start_timeout_s);
-			return -ETIMEDOUT;
-		}
-		lm_bench_sleep(0.1);
-	}
-}
-
 static void source_args(const struct opts *o, enum src s, bool dst, uint64_t size, char *mem, size_t memlen,
 			const char **extra)
 {
@@ -494,30 +465,18 @@ static int migrate(struct lm_bench_side *src, const struct opts *o, bool qemu, i
 {
 	struct run *r = ps->r;
 	char msg[400];
+	/* QEMU's default cap is 32 MiB/s; livemig's default is no cap. The
+	 * same "unlimited" for both: a rate no loopback reaches. */
+	struct json_object *params = NULL;
 	if (qemu) {
-		/* QEMU's default cap is 32 MiB/s; livemig's default is no cap. The
-		 * same "unlimited" for both: a rate no loopback reaches. */
-		struct json_object *params = json_object_new_object();
+		params = json_object_new_object();
 		json_object_object_add(params, "max-bandwidth", json_object_new_int64(INT64_C(1) << 40));
-		struct json_object *ret =
-			lm_bench_qmp_exec(&src->q, "migrate-set-parameters", params, 10.0, msg, sizeof(msg));
-		if (!ret) {
-			run_error(r, "%s", msg);
-			return -EPROTO;
-		}
-		json_object_put(ret);
 	}
-	struct json_object *args = json_object_new_object();
-	char uri[64];
-	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", port);
-	json_object_object_add(args, "uri", json_object_new_string(uri));
-	double t0 = bench_now();
-	struct json_object *ret = lm_bench_qmp_exec(&src->q, "migrate", args, 10.0, msg, sizeof(msg));
-	if (!ret) {
+	double t0;
+	if (lm_bench_migrate_start(src, params, port, &t0, msg, sizeof(msg))) {
 		run_error(r, "%s", msg);
 		return -EPROTO;
 	}
-	json_object_put(ret);
 	struct json_object *st = NULL;
 	int err = lm_bench_migrate_poll(src, t0 + o->timeout_s, 0.01, on_poll, ps, &st, msg, sizeof(msg));
 	if (st && err != -ETIMEDOUT)
@@ -526,12 +485,8 @@ static int migrate(struct lm_bench_side *src, const struct opts *o, bool qemu, i
 		snprintf(r->status, sizeof(r->status), "%s", err == -ETIMEDOUT ? "timeout" : lm_bench_jstr(st, "status"));
 	if (err)
 		run_error(r, "%s", msg);
-	if (err == -ETIMEDOUT) {
-		ret = lm_bench_qmp_exec(&src->q, qemu ? "migrate_cancel" : "migrate-cancel", NULL, 10.0, msg,
-					sizeof(msg));
-		if (ret)
-			json_object_put(ret);
-	}
+	if (err == -ETIMEDOUT)
+		lm_bench_migrate_cancel(src, qemu);
 	if (st)
 		json_object_put(st);
 	return err;
@@ -547,6 +502,28 @@ static void run_init(struct run *r)
 	snprintf(r->src_verify, sizeof(r->src_verify), "-");
 	snprintf(r->digest, sizeof(r->digest), "-");
 	snprintf(r->guest, sizeof(r->guest), "-");
+}
+
+/* Starts one side of the row's peer in dir (QEMU's destination on port). */
+static int start_peer(const struct opts *o, const struct row *row, const struct lm_bench_guest *g, const char *dir,
+		      struct lm_bench_side *s, int port, struct run *r)
+{
+	bool dst = !strcmp(s->name, "dst");
+	struct lm_bench_argv a = { .n = 0 };
+	char mem[32];
+	const char *extra[8];
+	if (row->qemu) {
+		lm_bench_qemu_argv(&a, o->qemu, o->qemu_cpu, g, true, dir, dst, port);
+	} else {
+		source_args(o, row->s, dst, row->size, mem, sizeof(mem), extra);
+		lm_bench_livemig_argv(&a, o->livemig, g, dir, dst, extra);
+	}
+	int err = lm_bench_side_spawn(s, a.v, o->verbose);
+	if (err)
+		run_error(r, "fork: %s", strerror(-err));
+	else
+		track(dst, s->pid);
+	return err;
 }
 
 static void run_one(const struct opts *o, const struct row *row, struct run *r)
@@ -570,28 +547,16 @@ static void run_one(const struct opts *o, const struct row *row, struct run *r)
 	struct lm_bench_side src, dst;
 	lm_bench_side_init(&src, dir, false, o->verbose);
 	lm_bench_side_init(&dst, dir, true, o->verbose);
-	char msg[512], mem[32];
-	const char *extra[8];
+	char msg[512];
 	int port = 0, err;
 
 	/* The destination first: with --mem it builds the VM before it listens. */
-	struct lm_bench_argv a = { .n = 0 };
-	if (qemu) {
-		port = lm_bench_free_port();
-		if (port < 0) {
-			run_error(r, "no free port: %s", strerror(-port));
-			goto out;
-		}
-		lm_bench_qemu_argv(&a, o->qemu, o->qemu_cpu, &g, true, dir, true, port);
-	} else {
-		source_args(o, row->s, true, row->size, mem, sizeof(mem), extra);
-		lm_bench_livemig_argv(&a, o->livemig, &g, dir, true, extra);
-	}
-	if ((err = lm_bench_side_spawn(&dst, a.v, o->verbose))) {
-		run_error(r, "fork: %s", strerror(-err));
+	if (qemu && (port = lm_bench_free_port()) < 0) {
+		run_error(r, "no free port: %s", strerror(-port));
 		goto out;
 	}
-	track(1, dst.pid);
+	if (start_peer(o, row, &g, dir, &dst, port, r))
+		goto out;
 	if (qemu) {
 		if (lm_bench_side_connect(&dst, peer, o->start_timeout_s, msg, sizeof(msg))) {
 			run_error(r, "%s", msg);
@@ -604,25 +569,16 @@ static void run_one(const struct opts *o, const struct row *row, struct run *r)
 		goto out;
 	}
 	sample_vmalloc(&ps);
-
-	a = (struct lm_bench_argv){ .n = 0 };
-	if (qemu) {
-		lm_bench_qemu_argv(&a, o->qemu, o->qemu_cpu, &g, true, dir, false, 0);
-	} else {
-		source_args(o, row->s, false, row->size, mem, sizeof(mem), extra);
-		lm_bench_livemig_argv(&a, o->livemig, &g, dir, false, extra);
-	}
-	if ((err = lm_bench_side_spawn(&src, a.v, o->verbose))) {
-		run_error(r, "fork: %s", strerror(-err));
+	if (start_peer(o, row, &g, dir, &src, port, r))
 		goto out;
-	}
-	track(0, src.pid);
 	if (lm_bench_side_connect(&src, peer, o->start_timeout_s, msg, sizeof(msg))) {
 		run_error(r, "%s", msg);
 		goto out;
 	}
-	if (row->w == W_HOTSET && warm_up(&src, o, r))
+	if (row->w == W_HOTSET && lm_bench_warm_up(&src, o->warmup_s, NULL, o->start_timeout_s, msg, sizeof(msg))) {
+		run_error(r, "%s", msg);
 		goto out;
+	}
 	sample_vmalloc(&ps);
 	if (migrate(&src, o, qemu, port, &ps))
 		goto out;
@@ -1118,18 +1074,7 @@ static struct json_object *run_json(const struct run *r)
 
 static int write_json(const struct opts *o, const char *date, const char *qver)
 {
-	char cpu[256];
-	long ncpu;
-	double mem;
-	lm_bench_machine_info(cpu, sizeof(cpu), &ncpu, &mem);
-	struct json_object *root = json_object_new_object();
-	json_object_object_add(root, "benchmark", json_object_new_string("sizes"));
-	json_object_object_add(root, "date", json_object_new_string(date));
-	struct json_object *m = json_object_new_object();
-	json_object_object_add(m, "nproc", json_object_new_int64(ncpu));
-	json_object_object_add(m, "cpu", json_object_new_string(cpu));
-	json_object_object_add(m, "mem-gib", json_object_new_double(mem));
-	json_object_object_add(root, "machine", m);
+	struct json_object *root = lm_bench_json_root("sizes", date);
 	struct json_object *p = json_object_new_object();
 	json_object_object_add(p, "repeat", json_object_new_int(o->repeat));
 	json_object_object_add(p, "margin-gib", json_object_new_double(gib(o->margin)));

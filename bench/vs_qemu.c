@@ -204,30 +204,12 @@ static int start_side(struct lm_bench_side *s, const struct opts *o, const struc
 /* Lets the source's workload run for warmup_s (guest time), and memtouch finish. */
 static int warm_up(const struct lm_bench_side *src, const struct opts *o, const struct vcase *c, struct run *r)
 {
-	if (c->paused)
-		return 0;
-	double end = bench_now() + 90.0;
-	for (;;) {
-		char *t = lm_bench_slurp(src->console);
-		bool ready = t && lm_bench_last_progress(t) >= o->warmup_s && (!c->memtouch || strstr(t, "memtouch done"));
-		bool crashed = t && strstr(t, "livemig-guest: exception");
-		free(t);
-		if (ready)
-			return 0;
-		if (crashed) {
-			run_error(r, "source guest crashed before migrating");
-			return -EIO;
-		}
-		if (!lm_bench_alive(src->pid)) {
-			run_error(r, "source exited before migrating");
-			return -ECHILD;
-		}
-		if (bench_now() >= end) {
-			run_error(r, "source guest did not reach t=%.1f s", o->warmup_s);
-			return -ETIMEDOUT;
-		}
-		lm_bench_sleep(0.1);
-	}
+	char msg[300];
+	int err = c->paused ? 0 : lm_bench_warm_up(src, o->warmup_s, c->memtouch ? "memtouch done" : NULL, 90.0, msg,
+						   sizeof(msg));
+	if (err)
+		run_error(r, "%s", msg);
+	return err;
 }
 
 static void take_stats(struct run *r, struct json_object *st)
@@ -258,26 +240,12 @@ static int migrate(struct lm_bench_side *src, const struct opts *o, const struct
 		json_object_object_add(params, "max-bandwidth", json_object_new_int64((int64_t)o->cap_bps));
 	else if (p == P_QEMU)
 		json_object_object_add(params, "max-bandwidth", json_object_new_int64(INT64_C(1) << 40));
-	struct json_object *ret = lm_bench_qmp_exec(&src->q, "migrate-set-parameters", params, 10.0, msg, sizeof(msg));
-	if (!ret) {
+	double t0;
+	if (lm_bench_migrate_start(src, params, port, &t0, msg, sizeof(msg))) {
 		run_error(r, "%s", msg);
 		snprintf(r->status, sizeof(r->status), "error");
 		return -EPROTO;
 	}
-	json_object_put(ret);
-
-	struct json_object *args = json_object_new_object();
-	char uri[64];
-	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", port);
-	json_object_object_add(args, "uri", json_object_new_string(uri));
-	double t0 = bench_now();
-	ret = lm_bench_qmp_exec(&src->q, "migrate", args, 10.0, msg, sizeof(msg));
-	if (!ret) {
-		run_error(r, "%s", msg);
-		snprintf(r->status, sizeof(r->status), "error");
-		return -EPROTO;
-	}
-	json_object_put(ret);
 
 	struct json_object *st = NULL;
 	int err = lm_bench_migrate_poll(src, t0 + o->timeout_s, 0.025, NULL, NULL, &st, msg, sizeof(msg));
@@ -288,10 +256,7 @@ static int migrate(struct lm_bench_side *src, const struct opts *o, const struct
 	} else if (err == -ETIMEDOUT) {
 		snprintf(r->status, sizeof(r->status), "timeout");
 		run_error(r, "not completed after %.0f s (no convergence?)", o->timeout_s);
-		ret = lm_bench_qmp_exec(&src->q, p == P_QEMU ? "migrate_cancel" : "migrate-cancel", NULL, 10.0, msg,
-					sizeof(msg));
-		if (ret)
-			json_object_put(ret);
+		lm_bench_migrate_cancel(src, p == P_QEMU);
 	} else {
 		take_stats(r, st);
 		snprintf(r->status, sizeof(r->status), "%s", lm_bench_jstr(st, "status"));
@@ -525,18 +490,7 @@ static const char *qemu_cpu_source(const struct opts *o)
 
 static int write_json(const struct opts *o, const char *path, const char *date, const char *qver)
 {
-	char cpu[256];
-	long ncpu;
-	double mem;
-	lm_bench_machine_info(cpu, sizeof(cpu), &ncpu, &mem);
-	struct json_object *root = json_object_new_object();
-	json_object_object_add(root, "benchmark", json_object_new_string("vs-qemu"));
-	json_object_object_add(root, "date", json_object_new_string(date));
-	struct json_object *m = json_object_new_object();
-	json_object_object_add(m, "nproc", json_object_new_int64(ncpu));
-	json_object_object_add(m, "cpu", json_object_new_string(cpu));
-	json_object_object_add(m, "mem-gib", json_object_new_double(mem));
-	json_object_object_add(root, "machine", m);
+	struct json_object *root = lm_bench_json_root("vs-qemu", date);
 	json_object_object_add(root, "qemu-version", json_object_new_string(qver));
 	struct json_object *par = json_object_new_object();
 	json_object_object_add(par, "repeat", json_object_new_int(o->repeat));
