@@ -985,7 +985,7 @@ static void print_goals(const struct opts *o, FILE *f)
 		fprintf(f, "\ngoals (issue 12) from this run, dirty source %s:\n", src_name[s]);
 		for (int i = 0; i < n_goals; i++)
 			if ((int)goals[i].s == s)
-				fprintf(f, "  %d. %-52s %-13s %s\n", goals[i].id, goals[i].what, met_word(goals[i].met),
+				fprintf(f, "  %d. %-56s %-13s %s\n", goals[i].id, goals[i].what, met_word(goals[i].met),
 					goals[i].figures);
 	}
 }
