@@ -389,7 +389,9 @@ static int check_layout(struct incoming *in, const lm_stream_layout *l, uint64_t
 		return refuse(in, -EPROTO, "the layout has %s of RAM, the VM needs at least 2 MiB", size_str(a, size));
 	uint64_t need = 0, avail = 0;
 	char c[32];
-	if (lm_vm_host_check(size, &need, &avail) < 0)
+	/* A VM built ahead (incoming --mem) holds its KVM memory already:
+	 * counting it again against what is left would refuse its own stream. */
+	if (!in->prebuilt && lm_vm_host_check(size, &need, &avail) < 0)
 		return refuse(in, -ENOMEM,
 			      "a VM of %s needs about %s of kernel memory for KVM's page metadata, this host has "
 			      "%s available",
