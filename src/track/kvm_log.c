@@ -286,12 +286,14 @@ static int present_in_slot(struct kvm_log *k, uint64_t first, uint64_t n, lm_bit
 	return err;
 }
 
-/* A range may span several slots (a region is one or more of them). */
-static int kl_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_bitmap *present)
+/*
+ * fn(k, ks, first, len, ctx) for each slot piece of [first, first + n): a
+ * region, which present() and present_runs() are asked about, is one slot
+ * or several.
+ */
+static int each_slot(struct kvm_log *k, uint64_t first, uint64_t n,
+		     int (*fn)(struct kvm_log *, struct kslot *, uint64_t, uint64_t, void *), void *ctx)
 {
-	struct kvm_log *k = (struct kvm_log *)s;
-	if (!k->started || k->pagemap < 0)
-		return -EINVAL;
 	while (n) {
 		struct kslot *ks = slot_for(k, first, 1);
 		if (!ks)
@@ -299,7 +301,7 @@ static int kl_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_
 		uint64_t len = ks->s.first_page + ks->s.npages - first;
 		if (len > n)
 			len = n;
-		int err = present_in_slot(k, first, len, present);
+		int err = fn(k, ks, first, len, ctx);
 		if (err)
 			return err;
 		first += len;
@@ -308,16 +310,30 @@ static int kl_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_
 	return 0;
 }
 
+static int present_piece(struct kvm_log *k, struct kslot *ks, uint64_t first, uint64_t n, void *present)
+{
+	(void)ks;
+	return present_in_slot(k, first, n, present);
+}
+
+static int kl_present(struct lm_dirty_source *s, uint64_t first, uint64_t n, lm_bitmap *present)
+{
+	struct kvm_log *k = (struct kvm_log *)s;
+	if (!k->started || k->pagemap < 0)
+		return -EINVAL;
+	return each_slot(k, first, n, present_piece, present);
+}
+
 struct runs_to {
-	uint64_t first;
 	void (*run)(void *arg, uint64_t first_page, uint64_t npages);
 	void *arg;
 };
 
-static void shift_run(void *arg, uint64_t off, uint64_t n)
+static int runs_piece(struct kvm_log *k, struct kslot *ks, uint64_t first, uint64_t n, void *ctx)
 {
-	struct runs_to *t = arg;
-	t->run(t->arg, t->first + off, n);
+	const struct runs_to *t = ctx;
+	uint8_t *host = (uint8_t *)ks->s.host + (first - ks->s.first_page) * LM_PAGE_SIZE;
+	return lm__pagemap_populated_runs(k->pagemap, host, n, first, t->run, t->arg);
 }
 
 /* Without initially-set the log holds every write since start(), so the
@@ -330,23 +346,8 @@ static int kl_present_runs(struct lm_dirty_source *s, uint64_t first, uint64_t n
 		return -EINVAL;
 	if (k->initially_set)
 		return -EOPNOTSUPP;
-	while (n) {
-		struct kslot *ks = slot_for(k, first, 1);
-		if (!ks)
-			return -EINVAL;
-		uint64_t len = ks->s.first_page + ks->s.npages - first;
-		if (len > n)
-			len = n;
-		struct runs_to t = {first, run, arg};
-		int err = lm__pagemap_populated_runs(k->pagemap,
-						     (uint8_t *)ks->s.host + (first - ks->s.first_page) * LM_PAGE_SIZE,
-						     len, shift_run, &t);
-		if (err)
-			return err;
-		first += len;
-		n -= len;
-	}
-	return 0;
+	struct runs_to t = {run, arg};
+	return each_slot(k, first, n, runs_piece, &t);
 }
 
 static int kl_stop(struct lm_dirty_source *s)

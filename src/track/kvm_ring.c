@@ -178,18 +178,6 @@ static int kr_clear(struct lm_dirty_source *s, uint64_t first, uint64_t n)
 }
 
 /* Populated pages: the ones that may hold data (pagemap, like kvm_log). */
-struct runs_to {
-	uint64_t first;
-	void (*run)(void *arg, uint64_t first_page, uint64_t npages);
-	void *arg;
-};
-
-static void shift_run(void *arg, uint64_t off, uint64_t n)
-{
-	struct runs_to *t = arg;
-	t->run(t->arg, t->first + off, n);
-}
-
 static int kr_present_runs(struct lm_dirty_source *s, uint64_t first, uint64_t n,
 			   void (*run)(void *arg, uint64_t first_page, uint64_t npages), void *arg)
 {
@@ -198,8 +186,7 @@ static int kr_present_runs(struct lm_dirty_source *s, uint64_t first, uint64_t n
 	if (!r || k->pagemap < 0)
 		return -EINVAL;
 	uint8_t *host = (uint8_t *)r->host + (first - r->first_page) * LM_PAGE_SIZE;
-	struct runs_to t = {first, run, arg};
-	return lm__pagemap_populated_runs(k->pagemap, host, n, shift_run, &t);
+	return lm__pagemap_populated_runs(k->pagemap, host, n, first, run, arg);
 }
 
 static void bitmap_run(void *arg, uint64_t first, uint64_t n)

@@ -29,8 +29,8 @@ bool lm__pagemap_supported(int pagemap_fd)
 	return ioctl(pagemap_fd, PAGEMAP_SCAN, &arg) >= 0;
 }
 
-int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages,
-				void (*run)(void *arg, uint64_t off, uint64_t n), void *arg_)
+int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages, uint64_t first_page,
+				void (*run)(void *arg, uint64_t page, uint64_t n), void *arg_)
 {
 	struct page_region vec[VEC_LEN];
 	uint64_t base = (uint64_t)(uintptr_t)host;
@@ -55,7 +55,8 @@ int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages,
 		for (int i = 0; i < n; i++) {
 			if (vec[i].start < base || vec[i].end > end || vec[i].start >= vec[i].end)
 				return -EIO;
-			run(arg_, (vec[i].start - base) / LM_PAGE_SIZE, (vec[i].end - vec[i].start) / LM_PAGE_SIZE);
+			run(arg_, first_page + (vec[i].start - base) / LM_PAGE_SIZE,
+			    (vec[i].end - vec[i].start) / LM_PAGE_SIZE);
 		}
 		if (arg.walk_end <= start || arg.walk_end > end)
 			return -EIO;
@@ -71,5 +72,5 @@ static void words_run(void *arg, uint64_t off, uint64_t n)
 
 int lm__pagemap_populated(int pagemap_fd, void *host, uint64_t npages, uint64_t *words)
 {
-	return lm__pagemap_populated_runs(pagemap_fd, host, npages, words_run, words);
+	return lm__pagemap_populated_runs(pagemap_fd, host, npages, 0, words_run, words);
 }

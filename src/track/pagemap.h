@@ -58,9 +58,10 @@ struct pm_scan_arg {
 /* Whether this kernel has PAGEMAP_SCAN. */
 bool lm__pagemap_supported(int pagemap_fd);
 int lm__pagemap_populated(int pagemap_fd, void *host, uint64_t npages, uint64_t *words);
-/* The same as runs: run(arg, off, n) for pages [off, off + n) of the range,
- * in ascending order, without a bitmap: O(populated page tables). */
-int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages,
-			       void (*run)(void *arg, uint64_t off, uint64_t n), void *arg);
+/* The same as runs: run(arg, first_page + k, n) for the populated pages
+ * [k, k + n) of the range, in ascending order, without a bitmap: O(populated
+ * page tables). first_page numbers the range's first page for run. */
+int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages, uint64_t first_page,
+			       void (*run)(void *arg, uint64_t page, uint64_t n), void *arg);
 
 #endif
