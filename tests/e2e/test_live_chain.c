@@ -33,20 +33,7 @@ static int group_setup(void **state)
 static void hop(struct lm_live_vm *from, struct lm_live_vm *to, const char *const *opts)
 {
 	struct lm_live_mig m;
-	int rc = lm_live_migrate(&m, from, to->uri, opts);
-	struct lm_live_figures f;
-	lm_live_mig_figures(&m, &f);
-	print_message(
-	    "      %s -> %s: exit %d, total %.0f ms, downtime %.0f ms, %.0f rounds, %.1f MiB\n",
-	    from->name, to->name, rc, f.total_ms, f.downtime_ms, f.rounds,
-	    f.transferred / 1048576.0);
-	if (rc != 0) {
-		fprintf(stderr, "%s%s", m.json, m.errtext);
-		lm_live_dump(from->out, 4096);
-		lm_live_dump(to->out, 4096);
-	}
-	assert_int_equal(rc, 0);
-	assert_non_null(strstr(m.json, "\"completed\""));
+	lm_live_expect_hop(&m, from, to, opts, NULL);
 	lm_live_mig_free(&m);
 	lm_live_expect_switchover(from, to, "writes=");
 }

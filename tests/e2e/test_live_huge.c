@@ -56,19 +56,9 @@ static bool host_holds_two(uint64_t bytes)
 static void hop(struct lm_live_vm *from, struct lm_live_vm *to, const char *source)
 {
 	struct lm_live_mig m;
-	int rc = lm_live_migrate(&m, from, to->uri, NULL);
-	struct lm_live_figures f;
-	lm_live_mig_figures(&m, &f);
-	print_message("      %s -> %s (%s): exit %d, total %.0f ms, downtime %.1f ms, %.0f rounds, %.1f MiB\n",
-		      from->name, to->name, source, rc, f.total_ms, f.downtime_ms, f.rounds,
-		      f.transferred / 1048576.0);
-	if (rc != 0) {
-		fprintf(stderr, "%s%s", m.json ? m.json : "", m.errtext ? m.errtext : "");
-		lm_live_dump(from->out, 4096);
-		lm_live_dump(to->out, 4096);
-	}
-	assert_int_equal(rc, 0);
-	assert_non_null(strstr(m.json, "\"completed\""));
+	char label[32];
+	snprintf(label, sizeof(label), " (%s)", source);
+	lm_live_expect_hop(&m, from, to, NULL, label);
 	char want[64];
 	snprintf(want, sizeof(want), "\"dirty-source\":\"%s\"", source);
 	/* The report is pretty-printed: look for the value, spaces aside. */

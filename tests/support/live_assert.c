@@ -162,6 +162,24 @@ void lm_live_expect_switchover(struct lm_live_vm *src, struct lm_live_vm *dst, c
 	assert_null(why);
 }
 
+void lm_live_expect_hop(struct lm_live_mig *m, struct lm_live_vm *from, struct lm_live_vm *to,
+			const char *const *opts, const char *label)
+{
+	int rc = lm_live_migrate(m, from, to->uri, opts);
+	struct lm_live_figures f;
+	lm_live_mig_figures(m, &f);
+	print_message("      %s -> %s%s: exit %d, total %.0f ms, downtime %.1f ms, %.0f rounds, %.1f MiB\n",
+		      from->name, to->name, label ? label : "", rc, f.total_ms, f.downtime_ms, f.rounds,
+		      f.transferred / 1048576.0);
+	if (rc != 0) {
+		fprintf(stderr, "%s%s", m->json ? m->json : "", m->errtext ? m->errtext : "");
+		lm_live_dump(from->out, 4096);
+		lm_live_dump(to->out, 4096);
+	}
+	assert_int_equal(rc, 0);
+	assert_non_null(strstr(m->json, "\"completed\""));
+}
+
 void lm_live_expect_survived(struct lm_live_vm *src, const char *key)
 {
 	const char *why = lm_live_check_survived(src, key);

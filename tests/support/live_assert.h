@@ -67,6 +67,12 @@ void lm_live_expect_running(struct lm_live_vm *vm, const char *name, const char 
 			    const char *append, const char *const *extra, int have);
 /* lm_live_check_switchover() must find nothing wrong. */
 void lm_live_expect_switchover(struct lm_live_vm *src, struct lm_live_vm *dst, const char *key);
+/* Migrates from -> to (livemig migrate with opts, may be NULL), prints the
+ * figures (label after the names, may be NULL), dumps both sides' output if
+ * it failed, and asserts it completed. m stays open for the caller's own
+ * checks of m->json; free it with lm_live_mig_free. */
+void lm_live_expect_hop(struct lm_live_mig *m, struct lm_live_vm *from, struct lm_live_vm *to,
+			const char *const *opts, const char *label);
 /* lm_live_check_survived() must find nothing wrong. */
 void lm_live_expect_survived(struct lm_live_vm *src, const char *key);
 /* An incoming side fed a migration that did not complete: its guest never
