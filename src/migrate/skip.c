@@ -144,6 +144,14 @@ int lm_skip_map_clear(lm_skip_map *m, uint64_t first, uint64_t n)
 		return 0;
 	pthread_mutex_lock(&m->lock);
 	refresh_count(m);
+	/* An empty map stays as it is: no bit and no entry changes, and the
+	 * untouched words of a huge map are never read or written (a
+	 * receiver clears a fresh 1 TiB map at every HELLO: 32 MiB, ~40 ms
+	 * of first touches here). */
+	if (m->count == 0) {
+		pthread_mutex_unlock(&m->lock);
+		return 0;
+	}
 	uint64_t before = lm_bitmap_count_range(&m->bits, first, n);
 	lm_bitmap_clear_range(&m->bits, first, n);
 	m->count -= before;
