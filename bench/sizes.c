@@ -14,9 +14,9 @@
  * or a running `workload=hotset wss=256M rate=50M verify=1`) times the KVM
  * dirty source (the bitmap log or the dirty ring, `--dirty-source`).
  *
- * Per run: total time, the measured pause (downtime-us), the last
- * expected-downtime seen while the migration was active (the estimate
- * that decided the switchover), rounds, the last and the longest harvest
+ * Per run: total time, the measured pause (downtime-us), the
+ * expected-downtime that decided the switchover (livemig's final report
+ * keeps it; for QEMU the last one seen while active), rounds, the last and the longest harvest
  * of the dirty log (ram.dirty-sync-us, -max-us), bytes on the wire, and
  * three checks: the source's completeness check (verify.status), the
  * destination's digest of all guest RAM (its receive report), and the
@@ -357,8 +357,11 @@ static void take_stats(struct run *r, struct json_object *st, bool qemu)
 	r->total_ms = lm_bench_jnum(st, "total-time");
 	double us = lm_bench_jnum(st, "downtime-us");
 	r->pause_ms = isnan(us) ? lm_bench_jnum(st, "downtime") : us / 1e3;
-	if (!r->exp_polled)
-		r->exp_ms = expected_ms(st);
+	/* livemig's final report keeps the estimate that decided the
+	 * switchover (the last poll may predate it); QEMU's has none. */
+	double fin = expected_ms(st);
+	if ((!qemu && !isnan(fin)) || !r->exp_polled)
+		r->exp_ms = fin;
 	r->syncs = lm_bench_jnum(ram, "dirty-sync-count");
 	r->rounds = qemu ? r->syncs : lm_bench_jnum(ram, "rounds");
 	r->sync_us = lm_bench_jnum(ram, "dirty-sync-us");
@@ -770,8 +773,9 @@ static void print_table(const struct opts *o, FILE *f)
 	for (int i = 0; i < n_rows; i++)
 		if (!rows[i].qemu)
 			print_row(f, &rows[i], o->repeat);
-	fprintf(f, "\ntotal: total-time; pause: the measured downtime (downtime-us); exp: the last expected-downtime "
-		   "seen while active\n(* = never seen active: the final report's estimate); rounds: pre-copy rounds; "
+	fprintf(f, "\ntotal: total-time; pause: the measured downtime (downtime-us); exp: the expected-downtime that "
+		   "decided the switchover\n(livemig's final report; QEMU's last seen while active, * = never seen "
+		   "active); rounds: pre-copy rounds; "
 		   "harvest: ram.dirty-sync-us\n(last) and -max-us (longest), '-' where the command does not report "
 		   "them; wire: ram.transferred;\ncheck: the source's completeness check / the destination's RAM "
 		   "digest / the guest's own check on the\ndestination; kvm: VmallocUsed's peak growth during the run "

@@ -65,6 +65,13 @@ struct lm_workload_ops {
 	 * what the destination needs to prepare early (a VMM: the machine's
 	 * shape, so the VM is built before the pause, not during it). */
 	int (*save_setup)(void *ctx, lm_state_writer *w);
+	/* Optional, called once after save_setup while the workload runs:
+	 * how long its own part of a switchover takes, in microseconds, as
+	 * measured on it (stopping its writers, saving its device state and
+	 * loading that state on the destination), or 0 if unknown. The
+	 * downtime estimate adds it to the harvest, the pages and a round
+	 * trip (src/migrate/converge.c). */
+	uint64_t (*switchover_cost_us)(void *ctx);
 
 	/* ---- destination side ---- */
 	/*
@@ -199,8 +206,18 @@ struct lm_migrate_stats {
 	uint64_t setup_time_ms;        /* start until the first round */
 	uint64_t downtime_ms;          /* measured: pause() until RESULT ok */
 	uint64_t downtime_us;
-	uint64_t expected_downtime_ms; /* remaining at the measured bandwidth */
+	uint64_t expected_downtime_ms; /* the last estimate: harvest + remaining at the measured
+					  bandwidth + a round trip (src/migrate/converge.c) */
 	uint64_t expected_downtime_us;
+	/* The measured downtime, part by part (us; they add up to downtime_us):
+	 * stopping the workload, saving its device state, the final harvest
+	 * and the last pages up to END, then waiting for RESULT ok (the
+	 * destination's last placement, digest check and state load, and the
+	 * round trip). */
+	uint64_t downtime_stop_us;
+	uint64_t downtime_state_us;
+	uint64_t downtime_ram_us;
+	uint64_t downtime_result_us;
 	uint64_t transferred;          /* bytes written to the connection */
 	uint64_t remaining;            /* bytes of guest pages still dirty */
 	uint64_t total;                /* bytes of guest RAM */

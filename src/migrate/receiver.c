@@ -587,9 +587,6 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 	 * still lets the sender resume its copy. */
 	if (!err && ops && ops->end && (err = ops->end(ctx)) < 0)
 		rfail(&r, err, "the destination cannot take over: %s", why_failed(&r, err));
-	/* Every page is in place: the memory behaves as ordinary memory again
-	 * before anyone else (the workload) touches it. */
-	lm__filler_destroy(&r.fill);
 	/* Only now: after a failure the workload may have dropped the map. */
 	if (!err && r.skip)
 		r.st->ballooned = lm_skip_map_count(r.skip);
@@ -600,6 +597,11 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 	}
 	lm__test_point("receiver-before-result");
 	err = send_status(&r, LM_REC_RESULT, 0, "ok");
+	/* Every page is in place: the memory behaves as ordinary memory again
+	 * before anyone else (the workload, after COMMIT) touches it. After
+	 * RESULT, so that unregistering is not part of the sender's pause
+	 * (0.1 ms for a 2 GiB guest here). */
+	lm__filler_destroy(&r.fill);
 	lm__test_point("receiver-after-result");
 	if (err)
 		rfail(&r, err, "verified, but could not send RESULT ok (%s), so no commit can come",

@@ -57,6 +57,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "migrate/converge.h"
 #include "migrate/internal.h"
 
 /* Flush the output buffer to the connection beyond this many bytes. */
@@ -109,6 +110,9 @@ struct lm_migration {
 	uint64_t initial_marked; /* pages round 1 set out to send */
 	bool dirty_ok, digest_ok, sent_ok, tracking, paused, io_ok;
 	bool committed; /* COMMIT written: the workload is never resumed from here on */
+	bool prepared;	/* PREPARE answered (or not negotiated): the destination can take over */
+	double rtt;	/* the shortest round trip seen, s (note_rtt) */
+	double workload_s; /* the workload's part of a switchover (ops->switchover_cost_us) */
 	bool use_digest; /* not no-digest (docs/stream.md 5.3) */
 	bool use_zstd;
 	uint8_t *scratch;
@@ -522,9 +526,6 @@ static int send_table(struct lm_migration *m)
  * stop-and-copy runs unlimited (as in QEMU): the prediction errs on the
  * long side, which costs at most an extra round.
  */
-/* Few enough dirty pages left that another round cannot shorten the pause
- * noticeably: its fixed costs (a harvest of every slot) dominate. */
-#define CONVERGED_PAGES 64
 
 static void estimate(struct lm_migration *m, double round_s)
 {
@@ -533,6 +534,31 @@ static void estimate(struct lm_migration *m, double round_s)
 	else if (m->bw == 0 && m->round_pages)
 		m->bw = (double)m->round_pages * LM_PAGE_SIZE / round_s;
 	m->st.mbps = m->bw * 8 / 1e6;
+}
+
+/* Ask the policy (converge.c) what next, and publish its estimate. */
+static void decide(struct lm_migration *m, unsigned round, uint64_t left, struct lm__conv_out *d)
+{
+	struct lm__conv_in in = {
+		.bw = m->bw,
+		.dirty_rate = (double)m->st.dirty_pages_rate,
+		.remaining = left,
+		.sync_s = m->sync_time,
+		.rtt_s = m->rtt,
+		.workload_s = m->workload_s,
+		.round = round,
+		.max_rounds = m->p.max_rounds,
+		.elapsed_s = lm__now() - m->t_start,
+		.max_time_s = (double)m->p.max_time_ms / 1000,
+		.limit_s = (double)m->p.downtime_limit_ms / 1000,
+		.prepared = m->prepared,
+		.cancel = m->p.on_nonconverge == LM_NONCONVERGE_CANCEL,
+	};
+	lm__converge(&in, d);
+	m->st.remaining = left * LM_PAGE_SIZE;
+	m->st.expected_downtime_ms = (uint64_t)(d->expected_s * 1000);
+	m->st.expected_downtime_us = (uint64_t)(d->expected_s * 1e6);
+	publish(m);
 }
 
 static void dirty_run(void *arg, uint64_t first, uint64_t n)
@@ -591,6 +617,18 @@ static int mark_initial(struct lm_migration *m)
 	return 0;
 }
 
+/*
+ * A round trip the sender waited for: HELLO to ACCEPT, PREPARE to READY.
+ * Both include some work of the receiver's, so the shortest one is the
+ * closest to the link's own round trip, which every pause pays once (END
+ * to RESULT).
+ */
+static void note_rtt(struct lm_migration *m, double s)
+{
+	if (m->rtt == 0 || s < m->rtt)
+		m->rtt = s;
+}
+
 static int handshake(struct lm_migration *m)
 {
 	lm_stream_hello h = { .version = LM_STREAM_VERSION, .page_size = LM_PAGE_SIZE };
@@ -625,9 +663,11 @@ static int handshake(struct lm_migration *m)
 	lm_frame f;
 	lm_record rec;
 	m->io.timeout_ms = m->p.result_timeout_ms;
+	double t0 = lm__now();
 	err = lm__io_read(&m->io, hdr, sizeof(hdr));
 	if (err)
 		return io_fail(m, err);
+	note_rtt(m, lm__now() - t0);
 	err = lm_stream_frame_parse(&m->s, hdr, sizeof(hdr), &f, &e);
 	if (err)
 		return fail(m, err, "bad answer to HELLO: %s", e.msg);
@@ -716,6 +756,7 @@ static int wait_result(struct lm_migration *m)
  */
 static int prepare_destination(struct lm_migration *m)
 {
+	m->prepared = true;
 	if (!(m->s.caps & LM_CAP_PREPARE))
 		return 0;
 	set_phase(m, "waiting for the destination to get ready");
@@ -725,7 +766,10 @@ static int prepare_destination(struct lm_migration *m)
 	err = flush(m);
 	if (err)
 		return err;
-	return wait_reply(m, LM_REC_READY);
+	double t0 = lm__now();
+	err = wait_reply(m, LM_REC_READY);
+	note_rtt(m, lm__now() - t0);
+	return err;
 }
 
 static int wait_committed(struct lm_migration *m);
@@ -734,8 +778,7 @@ static int wait_committed(struct lm_migration *m);
 static int switchover(struct lm_migration *m)
 {
 	int err;
-	err = prepare_destination(m);
-	if (err)
+	if (!m->prepared && (err = prepare_destination(m)))
 		return err;
 	m->st.status = LM_MIG_DEVICE;
 	set_phase(m, "the stop-and-copy");
@@ -749,6 +792,7 @@ static int switchover(struct lm_migration *m)
 	}
 	m->paused = true;
 	m->pause_bytes_out = m->io.bytes_out;
+	double t_stopped = lm__now();
 	publish(m);
 	/*
 	 * Device state before the final harvest, not after: reading vCPU
@@ -766,6 +810,7 @@ static int switchover(struct lm_migration *m)
 			return fail(m, err, "saving device state failed: %s", lm_strerror(err));
 	}
 	set_phase(m, "the stop-and-copy");
+	double t_state = lm__now();
 	m->round_pages = 0;
 	err = send_pass(m);
 	if (!err)
@@ -787,6 +832,7 @@ static int switchover(struct lm_migration *m)
 	if (err)
 		return err;
 	m->st.stop_copy_bytes = m->io.bytes_out - m->pause_bytes_out;
+	double t_end = lm__now();
 	err = wait_result(m);
 	if (err)
 		return err;
@@ -794,6 +840,11 @@ static int switchover(struct lm_migration *m)
 	double t = lm__now();
 	m->st.downtime_us = (uint64_t)((t - m->t_pause) * 1e6);
 	m->st.downtime_ms = m->st.downtime_us / 1000;
+	m->st.downtime_stop_us = (uint64_t)((t_stopped - m->t_pause) * 1e6);
+	m->st.downtime_state_us = (uint64_t)((t_state - t_stopped) * 1e6);
+	m->st.downtime_ram_us = (uint64_t)((t_end - t_state) * 1e6);
+	m->st.downtime_result_us = m->st.downtime_us - m->st.downtime_stop_us - m->st.downtime_state_us -
+				   m->st.downtime_ram_us;
 
 	/*
 	 * COMMIT: the receiver runs the guest only once it has read this, so a
@@ -956,11 +1007,12 @@ static int run(struct lm_migration *m)
 		if (err)
 			return fail(m, err, "saving the setup state failed: %s", lm_strerror(err));
 	}
+	if (m->ops && m->ops->switchover_cost_us)
+		m->workload_s = (double)m->ops->switchover_cost_us(m->ctx) / 1e6;
 	m->st.setup_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
 	m->st.status = LM_MIG_ACTIVE;
 	lm__io_set_rate(&m->io, m->p.max_bandwidth);
 
-	uint64_t downtime_limit_us = m->p.downtime_limit_ms * 1000;
 	for (unsigned round = 1;; round++) {
 		set_phase(m, "round %u", round);
 		m->st.rounds = round;
@@ -1001,42 +1053,27 @@ static int run(struct lm_migration *m)
 			m->rate_time /= 2;
 		}
 		m->st.pages_per_round_last = m->round_pages;
-		m->st.remaining = left * LM_PAGE_SIZE;
-		double expect_s = m->sync_time + (m->bw > 0 ? (double)m->st.remaining / m->bw : 0);
-		m->st.expected_downtime_ms = (uint64_t)(expect_s * 1000);
-		m->st.expected_downtime_us = (uint64_t)(expect_s * 1e6);
-		publish(m);
-		if (expect_s * 1e6 <= (double)downtime_limit_us) {
-			/*
-			 * It fits. Another round still pays when it would leave
-			 * clearly less behind: copying the `left` pages takes
-			 * about left/bw seconds, during which the guest dirties
-			 * rate * that many. While that is under half of `left`
-			 * the rounds shrink geometrically and each costs less than
-			 * the last, so the pause gets shorter for little extra
-			 * total time.
-			 */
-			double next_s = m->bw > 0 ? (double)m->st.remaining / m->bw : 0;
-			double next_left = (double)m->st.dirty_pages_rate * next_s;
-			bool more = left > CONVERGED_PAGES && next_left < (double)left / 2 &&
-				    !(m->p.max_rounds && round >= m->p.max_rounds);
-			if (!more)
+		struct lm__conv_out d;
+		for (;;) {
+			decide(m, round, left, &d);
+			if (d.act != LM__CONV_PREPARE)
 				break;
+			err = prepare_destination(m);
+			if (!err)
+				err = count_remaining(m, &left);
+			if (err)
+				return err;
+		}
+		if (d.act == LM__CONV_ROUND)
 			continue;
-		}
-		bool out_of_rounds = m->p.max_rounds && round >= m->p.max_rounds;
-		bool out_of_time = m->p.max_time_ms && (lm__now() - m->t_start) * 1000 >= (double)m->p.max_time_ms;
-		if (out_of_rounds || out_of_time) {
-			if (m->p.on_nonconverge == LM_NONCONVERGE_CANCEL)
-				return fail(m, -ETIMEDOUT,
-					    "did not converge after %u rounds (%.1f s): %llu MiB still dirty, "
-					    "expected downtime %llu ms > limit %llu ms",
-					    round, lm__now() - m->t_start,
-					    (unsigned long long)(m->st.remaining >> 20),
-					    (unsigned long long)m->st.expected_downtime_ms,
-					    (unsigned long long)m->p.downtime_limit_ms);
-			break;
-		}
+		if (d.act == LM__CONV_CANCEL)
+			return fail(m, -ETIMEDOUT,
+				    "did not converge after %u rounds (%.1f s): %llu MiB still dirty, "
+				    "expected downtime %llu ms > limit %llu ms",
+				    round, lm__now() - m->t_start, (unsigned long long)(m->st.remaining >> 20),
+				    (unsigned long long)m->st.expected_downtime_ms,
+				    (unsigned long long)m->p.downtime_limit_ms);
+		break;
 	}
 	return switchover(m);
 }

@@ -63,6 +63,12 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	if (downtime_known(st)) {
 		add_u64(o, "downtime", st->downtime_ms);
 		add_u64(o, "downtime-us", st->downtime_us);
+		json_object *b = json_object_new_object();
+		add_u64(b, "stop-us", st->downtime_stop_us);
+		add_u64(b, "device-state-us", st->downtime_state_us);
+		add_u64(b, "ram-us", st->downtime_ram_us);
+		add_u64(b, "result-us", st->downtime_result_us);
+		json_object_object_add(o, "downtime-breakdown", b);
 		json_object_object_add(o, "commit-acknowledged", json_object_new_boolean(st->commit_acked));
 	}
 	json_object *v = json_object_new_object();
@@ -126,7 +132,10 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 	fprintf(f, "%-20s %llu ms\n", "total time", (unsigned long long)st->total_time_ms);
 	fprintf(f, "%-20s %llu ms\n", "setup time", (unsigned long long)st->setup_time_ms);
 	if (downtime_known(st))
-		fprintf(f, "%-20s %.3f ms (measured: pause to RESULT ok)\n", "downtime", st->downtime_us / 1000.0);
+		fprintf(f, "%-20s %.3f ms (measured: pause to RESULT ok): stop %.3f + device state %.3f + ram %.3f + "
+			   "result %.3f\n",
+			"downtime", st->downtime_us / 1000.0, st->downtime_stop_us / 1000.0,
+			st->downtime_state_us / 1000.0, st->downtime_ram_us / 1000.0, st->downtime_result_us / 1000.0);
 	if (st->status == LM_MIG_UNCONFIRMED)
 		fprintf(f, "%-20s sent, NOT acknowledged: the destination may run the guest; this copy stays paused\n",
 			"commit");
@@ -143,7 +152,7 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 	} else if (st->verify == LM_VERIFY_INCOMPLETE)
 		fprintf(f, "%-20s incomplete: interrupted after %llu pages\n", "verify",
 			(unsigned long long)st->verify_pages);
-	fprintf(f, "%-20s %llu ms\n", "expected downtime", (unsigned long long)st->expected_downtime_ms);
+	fprintf(f, "%-20s %.3f ms\n", "expected downtime", st->expected_downtime_us / 1000.0);
 	fprintf(f, "%-20s %llu\n", "rounds", (unsigned long long)st->rounds);
 	mib(a, sizeof(a), st->transferred);
 	mib(b, sizeof(b), st->total);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <linux/kvm.h>
 
 #include "livemig/balloon.h"
@@ -92,6 +93,7 @@ struct lm_vm_migration {
 	struct lm_kvm_log_slot *slots;
 	size_t n;
 	bool was_paused; /* paused by the user before the switchover */
+	uint64_t switchover_us; /* the rehearsal's measure (rehearse), 0: none */
 	void (*on_pause)(void *);
 	void *on_pause_opaque;
 };
@@ -141,12 +143,59 @@ static int src_save_state(void *ctx, lm_state_writer *w)
 	return err;
 }
 
+static double mono_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/*
+ * The VM's part of a switchover, measured on this VM once per migration
+ * (at setup, after tracking started, so that whatever KVM writes into
+ * guest memory meanwhile is logged): stop the vCPUs, read their state,
+ * let them run again. The guest loses a few hundred microseconds once.
+ * The destination's load is the mirror of the save (the same registers,
+ * set instead of read), so it counts as the save's time again. A VM the
+ * user paused stays paused and costs only the save. Nothing is measured
+ * (0) if the rehearsal cannot run; the estimate then leaves it out.
+ */
+static void rehearse(struct lm_vm_migration *m)
+{
+	bool was = lm_vm_is_paused(m->vm);
+	double t0 = mono_s();
+	if (!was && lm_vm_pause(m->vm))
+		return;
+	bool held = lm_vm_hold_paused(m->vm, true) == 0;
+	double t1 = mono_s();
+	uint8_t *blob = NULL;
+	size_t len = 0;
+	int err = held ? lm_vm_state_save(m->vm, &blob, &len) : -EBUSY;
+	double t2 = mono_s();
+	free(blob);
+	if (held)
+		lm_vm_hold_paused(m->vm, false);
+	if (!was)
+		lm_vm_resume(m->vm);
+	if (!err)
+		m->switchover_us = (uint64_t)(((t1 - t0) + 2 * (t2 - t1)) * 1e6);
+}
+
 static int src_save_setup(void *ctx, lm_state_writer *w)
 {
 	struct lm_vm_migration *m = ctx;
 	uint8_t blob[SETUP_LEN_V2];
 	setup_blob(blob, lm_vm_vcpu_count(m->vm), lm_vm_mem_size(m->vm));
-	return lm_state_put(w, SETUP_DEVICE, blob, sizeof(blob));
+	int err = lm_state_put(w, SETUP_DEVICE, blob, sizeof(blob));
+	if (!err)
+		rehearse(m);
+	return err;
+}
+
+static uint64_t src_switchover_cost_us(void *ctx)
+{
+	struct lm_vm_migration *m = ctx;
+	return m->switchover_us;
 }
 
 static const struct lm_workload_ops vm_source_ops = {
@@ -154,6 +203,7 @@ static const struct lm_workload_ops vm_source_ops = {
     .resume = src_resume,
     .save_state = src_save_state,
     .save_setup = src_save_setup,
+    .switchover_cost_us = src_switchover_cost_us,
 };
 
 int lm_vm_migration_new(struct lm_vm *vm, const struct lm_migrate_params *p,

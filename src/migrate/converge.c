@@ -1,0 +1,74 @@
+/*
+ * The convergence policy: after each round, another round, get the
+ * destination ready, switch over, or give up. A pure function of what the
+ * sender measured, so that every decision can be tested from a table.
+ *
+ * The pause it predicts is what a switchover now would cost, each part as
+ * measured on this migration:
+ *   - one more harvest (the last count's cost, sync_s);
+ *   - the pages dirty now, at the stop-and-copy's measured bandwidth;
+ *   - one round trip: the pause ends when the destination's RESULT is
+ *     back (the shortest round trip seen on this connection, rtt_s);
+ *   - the workload's own part, as it measured it (workload_s): a VMM
+ *     stopping its vCPUs, saving their state and loading it on the other
+ *     side, a few hundred microseconds here.
+ * What it leaves out (the destination's digest check, threads waking up)
+ * shows in the report's downtime breakdown.
+ *
+ * The destination must be ready before the pause (a VMM that builds its VM
+ * on PREPARE can take tens of milliseconds, seconds for a huge guest),
+ * and the guest keeps dirtying memory meanwhile. So the first time a
+ * switchover would be chosen the answer is PREPARE instead; the sender
+ * waits for READY, counts again and asks again, and the pages dirtied
+ * while the destination got ready are judged like any others.
+ */
+#include "migrate/converge.h"
+
+#include "livemig/migrate.h"
+
+const char *lm__conv_act_name(enum lm__conv_act a)
+{
+	switch (a) {
+	case LM__CONV_ROUND:
+		return "round";
+	case LM__CONV_PREPARE:
+		return "prepare";
+	case LM__CONV_SWITCHOVER:
+		return "switchover";
+	case LM__CONV_CANCEL:
+		return "cancel";
+	}
+	return "?";
+}
+
+void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out)
+{
+	double copy_s = in->bw > 0 ? (double)in->remaining * LM_PAGE_SIZE / in->bw : 0;
+	out->expected_s = in->sync_s + in->rtt_s + in->workload_s + copy_s;
+	out->forced = false;
+	bool last_round = in->max_rounds && in->round >= in->max_rounds;
+	enum lm__conv_act go = in->prepared ? LM__CONV_SWITCHOVER : LM__CONV_PREPARE;
+
+	if (out->expected_s <= in->limit_s) {
+		/*
+		 * It fits. Another round still pays when it would leave clearly
+		 * less behind: copying the remaining pages takes copy_s, during
+		 * which the guest dirties rate * copy_s pages. While that is
+		 * under half of what remains the rounds shrink geometrically
+		 * and each costs less than the last, so the pause gets shorter
+		 * for little extra total time.
+		 */
+		double next_left = in->dirty_rate * copy_s;
+		bool more = in->remaining > LM__CONV_CONVERGED_PAGES && next_left < (double)in->remaining / 2 &&
+			    !last_round;
+		out->act = more ? LM__CONV_ROUND : go;
+		return;
+	}
+	bool out_of_time = in->max_time_s > 0 && in->elapsed_s >= in->max_time_s;
+	if (last_round || out_of_time) {
+		out->forced = true;
+		out->act = in->cancel ? LM__CONV_CANCEL : go;
+		return;
+	}
+	out->act = LM__CONV_ROUND;
+}

@@ -1,0 +1,44 @@
+/* Internal to src/migrate: the convergence policy (converge.c). */
+#ifndef LIVEMIG_MIGRATE_CONVERGE_H
+#define LIVEMIG_MIGRATE_CONVERGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* What the sender measured at the end of a round (or after PREPARE). */
+struct lm__conv_in {
+	double bw;	     /* bytes/s the stop-and-copy's data pages move at; 0: unknown */
+	double dirty_rate;   /* pages/s the workload dirties */
+	uint64_t remaining;  /* pages dirty now */
+	double sync_s;	     /* the last harvest's cost: the pause harvests once more */
+	double rtt_s;	     /* the shortest round trip seen on this connection */
+	double workload_s;   /* the workload's own part (ops->switchover_cost_us) */
+	unsigned round;	     /* rounds done, >= 1 */
+	unsigned max_rounds; /* 0: no limit */
+	double elapsed_s;    /* since the migration started */
+	double max_time_s;   /* 0: no limit */
+	double limit_s;	     /* the downtime limit */
+	bool prepared;	     /* the destination said READY (or needs no PREPARE) */
+	bool cancel;	     /* out of rounds or time: cancel rather than switch over */
+};
+
+enum lm__conv_act {
+	LM__CONV_ROUND,	     /* send another round */
+	LM__CONV_PREPARE,    /* tell the destination, wait for READY, then ask again */
+	LM__CONV_SWITCHOVER, /* pause and send the rest */
+	LM__CONV_CANCEL,     /* give up: out of rounds or time with cancel set */
+};
+
+struct lm__conv_out {
+	enum lm__conv_act act;
+	double expected_s; /* the pause a switchover now would take */
+	bool forced;	   /* switching over (or cancelling) because out of rounds or time */
+};
+
+/* Pages left below which another round cannot shorten the pause noticeably. */
+#define LM__CONV_CONVERGED_PAGES 64
+
+void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out);
+const char *lm__conv_act_name(enum lm__conv_act a);
+
+#endif

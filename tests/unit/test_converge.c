@@ -1,0 +1,138 @@
+/*
+ * Unit tests for the convergence policy (src/migrate/converge.c): tables of
+ * what the sender measured -> the decision and the predicted pause.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "migrate/converge.h"
+
+#define MB 1e6
+#define MS 1e-3
+
+struct row {
+	const char *what;
+	struct lm__conv_in in;
+	enum lm__conv_act act;
+	bool forced;
+	double expected_ms; /* < 0: not checked */
+};
+
+/* 1 GB/s, 300 ms limit, round 3 of at most 30, ready destination unless
+ * a row says otherwise. */
+#define BASE(r) .bw = 1000 * MB, .limit_s = 300 * MS, .round = (r), .max_rounds = 30
+
+static const struct row rows[] = {
+	{ "nothing left, ready: switch over",
+	  { BASE(3), .remaining = 0, .prepared = true }, LM__CONV_SWITCHOVER, false, 0 },
+	{ "nothing left, destination not told yet: prepare first",
+	  { BASE(3), .remaining = 0 }, LM__CONV_PREPARE, false, 0 },
+	{ "the estimate adds harvest, round trip, workload and pages",
+	  { BASE(3), .remaining = 50, .sync_s = 0.2 * MS, .rtt_s = 0.1 * MS, .workload_s = 0.5 * MS, .prepared = true },
+	  LM__CONV_SWITCHOVER, false, 0.2 + 0.1 + 0.5 + 50 * 4096 / 1e6 },
+	{ "fits, a slow writer: another round halves what is left",
+	  { BASE(3), .remaining = 10000, .dirty_rate = 1000, .prepared = true }, LM__CONV_ROUND, false,
+	  10000 * 4096 / 1e6 },
+	{ "fits, a fast writer: a round would not leave half as much",
+	  { BASE(3), .remaining = 10000, .dirty_rate = 200000, .prepared = true }, LM__CONV_SWITCHOVER, false, -1 },
+	{ "fits, a fast writer, not told yet: prepare",
+	  { BASE(3), .remaining = 10000, .dirty_rate = 200000 }, LM__CONV_PREPARE, false, -1 },
+	{ "fits, but the last round allowed: switch over",
+	  { BASE(30), .remaining = 10000, .dirty_rate = 1000, .prepared = true }, LM__CONV_SWITCHOVER,
+	  false, -1 },
+	{ "fits, few pages left (converged): no more rounds",
+	  { BASE(3), .remaining = LM__CONV_CONVERGED_PAGES, .prepared = true }, LM__CONV_SWITCHOVER, false, -1 },
+	{ "does not fit: another round",
+	  { BASE(3), .remaining = 1000000, .dirty_rate = 50000, .prepared = true }, LM__CONV_ROUND, false, 4096 },
+	{ "does not fit, out of rounds: switch over anyway",
+	  { BASE(30), .remaining = 1000000, .prepared = true }, LM__CONV_SWITCHOVER, true, 4096 },
+	{ "does not fit, out of rounds, not told yet: prepare, forced",
+	  { BASE(30), .remaining = 1000000 }, LM__CONV_PREPARE, true, -1 },
+	{ "does not fit, out of rounds, cancel set: cancel",
+	  { BASE(30), .remaining = 1000000, .cancel = true, .prepared = true }, LM__CONV_CANCEL, true,
+	  -1 },
+	{ "does not fit, out of time: switch over anyway",
+	  { BASE(3), .remaining = 1000000, .elapsed_s = 10, .max_time_s = 5, .prepared = true },
+	  LM__CONV_SWITCHOVER, true, -1 },
+	{ "does not fit, time left: another round",
+	  { BASE(3), .remaining = 1000000, .elapsed_s = 4, .max_time_s = 5, .prepared = true }, LM__CONV_ROUND,
+	  false, -1 },
+	{ "no round limit: round 1000 still goes on",
+	  { .bw = 1000 * MB, .limit_s = 300 * MS, .round = 1000, .remaining = 1000000, .prepared = true },
+	  LM__CONV_ROUND, false, -1 },
+	{ "the workload's part alone breaks a 1 ms limit",
+	  { .bw = 1000 * MB, .limit_s = 1 * MS, .round = 2, .workload_s = 2 * MS, .prepared = true },
+	  LM__CONV_ROUND, false, 2 },
+	{ "unknown bandwidth: pages cost nothing yet",
+	  { .limit_s = 300 * MS, .round = 1, .remaining = 10, .sync_s = 1 * MS, .prepared = true },
+	  LM__CONV_SWITCHOVER, false, 1 },
+	{ "exactly at the limit fits",
+	  { .bw = 4096 * 1000.0, .limit_s = 0.01, .round = 2, .remaining = 10, .prepared = true },
+	  LM__CONV_SWITCHOVER, false, 10 },
+};
+
+static void test_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const struct row *r = &rows[i];
+		struct lm__conv_out out;
+		lm__converge(&r->in, &out);
+		if (out.act != r->act || out.forced != r->forced ||
+		    (r->expected_ms >= 0 && fabs(out.expected_s * 1e3 - r->expected_ms) > 1e-6))
+			fail_msg("row %zu (%s): got %s%s expected %.6f ms, want %s%s %.6f ms", i, r->what,
+				 lm__conv_act_name(out.act), out.forced ? " (forced)" : "", out.expected_s * 1e3,
+				 lm__conv_act_name(r->act), r->forced ? " (forced)" : "", r->expected_ms);
+	}
+}
+
+/* The first switchover decision is always PREPARE, and once prepared the
+ * same inputs give SWITCHOVER: the sender's loop cannot spin on PREPARE. */
+static void test_prepare_then_switch(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct lm__conv_in in = rows[i].in;
+		struct lm__conv_out a, b;
+		in.prepared = false;
+		lm__converge(&in, &a);
+		in.prepared = true;
+		lm__converge(&in, &b);
+		if (a.act == LM__CONV_PREPARE)
+			assert_int_equal(b.act, LM__CONV_SWITCHOVER);
+		else
+			assert_int_equal(a.act, b.act);
+		assert_true(b.act != LM__CONV_PREPARE);
+		assert_true(fabs(a.expected_s - b.expected_s) < 1e-12);
+	}
+}
+
+/* More remaining never predicts a shorter pause. */
+static void test_monotone(void **state)
+{
+	(void)state;
+	struct lm__conv_in in = { BASE(3), .sync_s = 0.1 * MS, .rtt_s = 0.05 * MS, .prepared = true };
+	double last = -1;
+	for (uint64_t rem = 0; rem < (1u << 22); rem = rem * 2 + 1) {
+		struct lm__conv_out out;
+		in.remaining = rem;
+		lm__converge(&in, &out);
+		assert_true(out.expected_s >= last);
+		last = out.expected_s;
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_prepare_then_switch),
+		cmocka_unit_test(test_monotone),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
