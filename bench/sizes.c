@@ -91,6 +91,7 @@ struct run {
 	char status[16];                /* completed, failed, timeout, error */
 	double total_ms, pause_ms;      /* total-time; downtime-us / 1000 (QEMU: downtime) */
 	double exp_ms;                  /* last expected-downtime while active */
+	double part_ms[4];              /* livemig's downtime-breakdown: stop, device state, ram, result */
 	bool exp_polled;                /* else from the final report (never seen active) */
 	double rounds, syncs;           /* ram.rounds, ram.dirty-sync-count */
 	double sync_us, sync_max_us;    /* ram.dirty-sync-us, -max-us: NAN if absent */
@@ -362,6 +363,11 @@ static void take_stats(struct run *r, struct json_object *st, bool qemu)
 	double fin = expected_ms(st);
 	if ((!qemu && !isnan(fin)) || !r->exp_polled)
 		r->exp_ms = fin;
+	struct json_object *bd = NULL;
+	json_object_object_get_ex(st, "downtime-breakdown", &bd);
+	static const char *const part[4] = { "stop-us", "device-state-us", "ram-us", "result-us" };
+	for (int i = 0; i < 4; i++)
+		r->part_ms[i] = lm_bench_jnum(bd, part[i]) / 1e3;
 	r->syncs = lm_bench_jnum(ram, "dirty-sync-count");
 	r->rounds = qemu ? r->syncs : lm_bench_jnum(ram, "rounds");
 	r->sync_us = lm_bench_jnum(ram, "dirty-sync-us");
@@ -501,6 +507,7 @@ static void run_init(struct run *r)
 	r->done = true;
 	r->total_ms = r->pause_ms = r->exp_ms = r->rounds = r->syncs = NAN;
 	r->sync_us = r->sync_max_us = r->bytes = r->kvm_gib = NAN;
+	r->part_ms[0] = r->part_ms[1] = r->part_ms[2] = r->part_ms[3] = NAN;
 	snprintf(r->status, sizeof(r->status), "error");
 	snprintf(r->src_verify, sizeof(r->src_verify), "-");
 	snprintf(r->digest, sizeof(r->digest), "-");
@@ -1058,6 +1065,12 @@ static struct json_object *run_json(const struct run *r)
 	json_object_object_add(j, "status", json_object_new_string(r->status));
 	json_object_object_add(j, "total-time", jd(r->total_ms));
 	json_object_object_add(j, "pause-ms", jd(r->pause_ms));
+	json_object *bd = json_object_new_object();
+	json_object_object_add(bd, "stop-ms", jd(r->part_ms[0]));
+	json_object_object_add(bd, "device-state-ms", jd(r->part_ms[1]));
+	json_object_object_add(bd, "ram-ms", jd(r->part_ms[2]));
+	json_object_object_add(bd, "result-ms", jd(r->part_ms[3]));
+	json_object_object_add(j, "downtime-breakdown", bd);
 	json_object_object_add(j, "expected-downtime-ms", jd(r->exp_ms));
 	json_object_object_add(j, "expected-downtime-polled", json_object_new_boolean(r->exp_polled));
 	json_object_object_add(j, "rounds", jd(r->rounds));
@@ -1518,6 +1531,9 @@ int lm_bench_sizes(int argc, char **argv)
 			       lm_bench_fmt(n, sizeof(n), r->rounds, 1, 0), lm_bench_fmt(h, sizeof(h), r->sync_us, 1e3, 3),
 			       lm_bench_fmt(b, sizeof(b), r->bytes, 1e6, 1), r->src_verify, r->digest, r->guest,
 			       lm_bench_fmt(kv, sizeof(kv), r->kvm_gib, 1, 2), r->wall_s);
+			if (!isnan(r->part_ms[0]))
+				printf("      pause: stop %.2f + device state %.2f + ram %.2f + result %.2f ms\n",
+				       r->part_ms[0], r->part_ms[1], r->part_ms[2], r->part_ms[3]);
 			if (r->err[0])
 				printf("      %s\n", r->err);
 			fflush(stdout);
