@@ -156,6 +156,11 @@ struct lm_migrate_params {
 	 * 3". 0: LM_IDLE_TIMEOUT_DEFAULT_MS; LM_TIMEOUT_NEVER: never. */
 	uint64_t idle_timeout_ms;
 	enum lm_verify_mode verify; /* default (0) LM_VERIFY_FULL */
+	/* The downtime limit as a promise: a switchover whose pause would
+	 * break it (found after the final harvest, or while the last pages go
+	 * out) resumes the workload and pre-copy goes on; out of rounds or
+	 * time, the migration is cancelled instead of switching over late. */
+	bool downtime_guard;
 };
 
 /* The idle timeout of both sides when none is set (10 s without a byte). */
@@ -218,6 +223,7 @@ struct lm_migrate_stats {
 	uint64_t downtime_state_us;
 	uint64_t downtime_ram_us;
 	uint64_t downtime_result_us;
+	uint64_t guard_resumes;	       /* switchovers the downtime guard undid (the workload resumed) */
 	uint64_t transferred;          /* bytes written to the connection */
 	uint64_t remaining;            /* bytes of guest pages still dirty */
 	uint64_t total;                /* bytes of guest RAM */

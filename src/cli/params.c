@@ -2,7 +2,7 @@
  * The migration parameters' table (see params.h): read by the control
  * socket on every migrate-set-parameters / query-migrate-parameters, by
  * `livemig migrate` once per run to build its options, and by
- * `--list-parameters` for the docs. Eleven rows, looked up by name: a flat
+ * `--list-parameters` for the docs. Twelve rows, looked up by name: a flat
  * array is all it takes.
  */
 #include <errno.h>
@@ -34,6 +34,7 @@ FIELD(nonconv, mig.on_nonconverge)
 FIELD(compress, mig.compress)
 FIELD(chunk, mig.chunk_pages)
 FIELD(verify, mig.verify)
+FIELD(guard, mig.downtime_guard)
 FIELD(connect, connect_timeout_ms)
 
 /* idle-timeout: 0 on the interface, LM_TIMEOUT_NEVER in the engine. */
@@ -100,6 +101,10 @@ const struct lm_cli_param lm_cli_params[] = {
 	 "full: RAM digest, then the paused source compared page by page; digest: the digest only; "
 	 "none: frame checksums only, if the destination allows",
 	 get_verify, set_verify},
+	{"downtime-guard", LM_PARAM_BOOL, "", 0, 1, 0, NULL, NULL,
+	 "keep downtime-limit as a promise: a pause found to break it resumes the guest and pre-copy goes on; "
+	 "out of rounds or time, cancel instead of a late switchover",
+	 get_guard, set_guard},
 	{"connect-timeout", LM_PARAM_INT, "ms", 0, INT32_MAX, 0, NULL, "MS",
 	 "how long `migrate` may take to connect before the migration fails; 0 = the kernel's bound (~2 min)",
 	 get_connect, set_connect},

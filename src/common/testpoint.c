@@ -24,6 +24,19 @@ void lm__test_point(const char *name)
 		fn(name, __atomic_load_n(&point_arg, __ATOMIC_ACQUIRE));
 		return;
 	}
+	/* LIVEMIG_TEST_STALL_AT=NAME:MS: sleep MS ms there, the first time. */
+	const char *st = getenv("LIVEMIG_TEST_STALL_AT");
+	size_t nl = strlen(name);
+	static int stalled;
+	if (st && !strncmp(st, name, nl) && st[nl] == ':' && !__atomic_exchange_n(&stalled, 1, __ATOMIC_SEQ_CST)) {
+		long ms = strtol(st + nl + 1, NULL, 10);
+		char line[128];
+		int n = snprintf(line, sizeof(line), "livemig test point: stalled %ld ms at %s\n", ms, name);
+		if (n > 0)
+			(void)!write(STDERR_FILENO, line, (size_t)n);
+		if (ms > 0)
+			usleep((useconds_t)ms * 1000);
+	}
 	const char *at = getenv("LIVEMIG_TEST_KILL_AT");
 	if (!at || strcmp(at, name) != 0)
 		return;

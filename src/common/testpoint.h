@@ -1,8 +1,10 @@
 /*
  * Test points: named places in the switchover where the e2e tests kill the
  * process (`LIVEMIG_TEST_KILL_AT=NAME`), to prove what each side does when
- * the other dies there, and in-process tests cut the connection. The points:
- * receiver-before-result, receiver-after-result, receiver-after-commit,
+ * the other dies there, or stall it once (`LIVEMIG_TEST_STALL_AT=NAME:MS`),
+ * and in-process tests cut the connection (or stall:
+ * sender-in-pause, right after the workload stopped). The points:
+ * sender-in-pause, receiver-before-result, receiver-after-result, receiver-after-commit,
  * receiver-after-committed, sender-after-result, sender-after-commit,
  * sender-after-committed. Compiled in only with -DLM_TEST_HOOKS, which the
  * test builds set (build/hooks/livemig, the ASan unit-test library); in the

@@ -47,6 +47,8 @@ void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out)
 	out->expected_s = in->sync_s + in->rtt_s + in->workload_s + copy_s;
 	out->forced = false;
 	bool last_round = in->max_rounds && in->round >= in->max_rounds;
+	bool out_of_time = in->max_time_s > 0 && in->elapsed_s >= in->max_time_s;
+	out->last = last_round || out_of_time;
 	enum lm__conv_act go = in->prepared ? LM__CONV_SWITCHOVER : LM__CONV_PREPARE;
 
 	if (out->expected_s <= in->limit_s) {
@@ -64,11 +66,27 @@ void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out)
 		out->act = more ? LM__CONV_ROUND : go;
 		return;
 	}
-	bool out_of_time = in->max_time_s > 0 && in->elapsed_s >= in->max_time_s;
-	if (last_round || out_of_time) {
+	if (out->last) {
+		/* With the guard, a pause predicted over the limit is never
+		 * taken: the migration is cancelled and the guest runs on. */
 		out->forced = true;
-		out->act = in->cancel ? LM__CONV_CANCEL : go;
+		out->act = in->cancel || in->guard ? LM__CONV_CANCEL : go;
 		return;
 	}
 	out->act = LM__CONV_ROUND;
+}
+
+/*
+ * The guard's check inside the pause, after the final harvest and again
+ * while the last pages go out: the pause so far plus what finishing still
+ * costs (the pages left at the measured bandwidth, the RESULT round trip,
+ * the rest of the workload's part) must fit the limit. If not, the sender
+ * resumes the guest before anything of the pause is final (its device
+ * state is held back until the pages are out) and goes on with rounds.
+ */
+bool lm__converge_guard_ok(const struct lm__guard_in *in)
+{
+	double copy_s = in->bw > 0 ? (double)in->remaining * LM_PAGE_SIZE / in->bw : 0;
+	double left = in->workload_left_s > 0 ? in->workload_left_s : 0;
+	return in->elapsed_s + copy_s + in->rtt_s + left <= in->limit_s;
 }

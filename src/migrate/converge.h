@@ -20,6 +20,7 @@ struct lm__conv_in {
 	double limit_s;	     /* the downtime limit */
 	bool prepared;	     /* the destination said READY (or needs no PREPARE) */
 	bool cancel;	     /* out of rounds or time: cancel rather than switch over */
+	bool guard;	     /* downtime-guard: never a pause known to break the limit */
 };
 
 enum lm__conv_act {
@@ -33,12 +34,24 @@ struct lm__conv_out {
 	enum lm__conv_act act;
 	double expected_s; /* the pause a switchover now would take */
 	bool forced;	   /* switching over (or cancelling) because out of rounds or time */
+	bool last;	   /* no rounds or time left, whatever the decision */
 };
 
 /* Pages left below which another round cannot shorten the pause noticeably. */
 #define LM__CONV_CONVERGED_PAGES 64
 
 void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out);
+
+/* During a guarded pause (downtime-guard): may it go on? */
+struct lm__guard_in {
+	double elapsed_s;	/* the pause so far */
+	uint64_t remaining;	/* pages still to send */
+	double bw;		/* bytes/s, as in lm__conv_in; 0: unknown */
+	double rtt_s;		/* the round trip RESULT still costs */
+	double workload_left_s; /* what is left of the workload's part (its state load) */
+	double limit_s;
+};
+bool lm__converge_guard_ok(const struct lm__guard_in *in);
 const char *lm__conv_act_name(enum lm__conv_act a);
 
 #endif

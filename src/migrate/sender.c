@@ -113,6 +113,12 @@ struct lm_migration {
 	bool prepared;	/* PREPARE answered (or not negotiated): the destination can take over */
 	double rtt;	/* the shortest round trip seen, s (note_rtt) */
 	double workload_s; /* the workload's part of a switchover (ops->switchover_cost_us) */
+	/* downtime-guard: checking the pause as it goes (guard_ok); the
+	 * device state held back until the last pages are out; when the
+	 * workload was stopped and its state read. */
+	bool guarding;
+	lm_buf held;
+	double t_state;
 	bool use_digest; /* not no-digest (docs/stream.md 5.3) */
 	bool use_zstd;
 	uint8_t *scratch;
@@ -393,6 +399,24 @@ static int sync_unit(struct lm_migration *m, uint64_t first, uint64_t n)
  * skip map removed after a harvest without a re-arm, stay reported by the
  * source (never re-armed), which errs on the side of sending.
  */
+/* send_pass() in a guarded pause: the pause would break the limit. */
+#define GUARD_TRIPPED 1
+
+/* A guarded pause may go on (converge.c: lm__converge_guard_ok). */
+static bool guard_ok(struct lm_migration *m)
+{
+	double now = lm__now();
+	struct lm__guard_in g = {
+		.elapsed_s = now - m->t_pause,
+		.remaining = lm_sbitmap_count(&m->dirty),
+		.bw = m->bw,
+		.rtt_s = m->rtt,
+		.workload_left_s = m->workload_s - (m->t_state - m->t_pause),
+		.limit_s = (double)m->p.downtime_limit_ms / 1000,
+	};
+	return lm__converge_guard_ok(&g);
+}
+
 static int send_pass(struct lm_migration *m)
 {
 	for (size_t i = 0; i < m->nregions; i++) {
@@ -424,6 +448,8 @@ static int send_pass(struct lm_migration *m)
 				err = send_chunk(m, r, c, cn);
 				if (err)
 					return err;
+				if (m->guarding && !guard_ok(m))
+					return GUARD_TRIPPED;
 				next = c + cn;
 				if (lm__now() - m->last_publish > 0.05) {
 					m->st.remaining = lm_sbitmap_count(&m->dirty) * LM_PAGE_SIZE;
@@ -553,6 +579,7 @@ static void decide(struct lm_migration *m, unsigned round, uint64_t left, struct
 		.limit_s = (double)m->p.downtime_limit_ms / 1000,
 		.prepared = m->prepared,
 		.cancel = m->p.on_nonconverge == LM_NONCONVERGE_CANCEL,
+		.guard = m->p.downtime_guard,
 	};
 	lm__converge(&in, d);
 	m->st.remaining = left * LM_PAGE_SIZE;
@@ -775,7 +802,40 @@ static int prepare_destination(struct lm_migration *m)
 static int wait_committed(struct lm_migration *m);
 
 /* Stop the workload, send the rest, device state, digest, END; wait for RESULT. */
-static int switchover(struct lm_migration *m)
+/* switchover(): the downtime guard resumed the workload; go on. */
+#define GUARD_RESUMED 1
+
+/*
+ * The guard stops a pause that would break the limit: nothing of it is
+ * final yet (the device state was held back, the pages sent so far are
+ * ordinary pre-copy pages), so the workload runs on and pre-copy goes on.
+ * Out of rounds or time there is nothing to go on with: cancelled.
+ */
+static int guard_resume(struct lm_migration *m, bool last)
+{
+	double pause_ms = (lm__now() - m->t_pause) * 1000;
+	m->guarding = false;
+	lm_buf_reset(&m->held);
+	if (m->ops && m->ops->resume) {
+		int err = m->ops->resume(m->ctx);
+		if (err)
+			return fail(m, err, "the downtime guard could not resume the workload: %s", lm_strerror(err));
+	}
+	m->paused = false;
+	m->st.guard_resumes++;
+	m->st.status = LM_MIG_ACTIVE;
+	lm__io_set_rate(&m->io, m->p.max_bandwidth);
+	publish(m);
+	if (last)
+		return fail(m, -ETIMEDOUT,
+			    "downtime guard: the pause would have broken the %llu ms limit (%.1f ms when it was "
+			    "stopped, %llu MiB still dirty), and no rounds or time are left; the workload runs on",
+			    (unsigned long long)m->p.downtime_limit_ms, pause_ms,
+			    (unsigned long long)(lm_sbitmap_count(&m->dirty) * LM_PAGE_SIZE >> 20));
+	return GUARD_RESUMED;
+}
+
+static int switchover(struct lm_migration *m, bool last)
 {
 	int err;
 	if (!m->prepared && (err = prepare_destination(m)))
@@ -794,25 +854,52 @@ static int switchover(struct lm_migration *m)
 	m->pause_bytes_out = m->io.bytes_out;
 	double t_stopped = lm__now();
 	publish(m);
+	lm__test_point("sender-in-pause");
 	/*
 	 * Device state before the final harvest, not after: reading vCPU
 	 * state can make the kernel write guest memory (KVM updates a
 	 * paravirtual steal-time area when it puts a vCPU), and such a write
 	 * must still be harvested and sent, or the completeness check would
 	 * rightly find the page stale. The DEVICE records simply precede the
-	 * last RAM runs on the wire (any order is valid before DIGEST).
+	 * last RAM runs on the wire (any order is valid before DIGEST); with
+	 * the downtime guard they follow them, held back until the pause is
+	 * sure to fit (a receiver takes one VM state only).
 	 */
 	set_phase(m, "sending device state");
+	bool guard = m->p.downtime_guard;
+	lm_buf_reset(&m->held);
 	if (m->ops && m->ops->save_state) {
-		lm_state_writer w = { .out = &m->out };
+		lm_state_writer w = { .out = guard ? &m->held : &m->out };
 		err = m->ops->save_state(m->ctx, &w);
 		if (err)
 			return fail(m, err, "saving device state failed: %s", lm_strerror(err));
 	}
 	set_phase(m, "the stop-and-copy");
 	double t_state = lm__now();
+	m->t_state = t_state;
 	m->round_pages = 0;
+	if (guard) {
+		/* What the pause has to carry, before any of it is sent. */
+		uint64_t left;
+		if ((err = count_remaining(m, &left)))
+			return err;
+		m->guarding = true;
+		if (!guard_ok(m))
+			return guard_resume(m, last);
+	}
 	err = send_pass(m);
+	if (err == GUARD_TRIPPED)
+		return guard_resume(m, last);
+	m->guarding = false;
+	if (!err && guard && m->held.len) {
+		err = lm_buf_reserve(&m->out, m->held.len);
+		if (!err) {
+			memcpy(m->out.data + m->out.len, m->held.data, m->held.len);
+			m->out.len += m->held.len;
+		}
+		if (err)
+			return fail(m, err, "out of memory during %s", m->phase);
+	}
 	if (!err)
 		err = send_table(m);
 	if (err)
@@ -1068,14 +1155,18 @@ static int run(struct lm_migration *m)
 			continue;
 		if (d.act == LM__CONV_CANCEL)
 			return fail(m, -ETIMEDOUT,
-				    "did not converge after %u rounds (%.1f s): %llu MiB still dirty, "
+				    "%s after %u rounds (%.1f s): %llu MiB still dirty, "
 				    "expected downtime %llu ms > limit %llu ms",
+				    m->p.on_nonconverge == LM_NONCONVERGE_CANCEL
+					? "did not converge"
+					: "downtime guard: did not converge, and a late switchover would break the limit",
 				    round, lm__now() - m->t_start, (unsigned long long)(m->st.remaining >> 20),
 				    (unsigned long long)m->st.expected_downtime_ms,
 				    (unsigned long long)m->p.downtime_limit_ms);
-		break;
+		err = switchover(m, d.last);
+		if (err != GUARD_RESUMED)
+			return err;
 	}
-	return switchover(m);
 }
 
 static void *thread_main(void *arg)
@@ -1177,6 +1268,7 @@ int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, si
 	pthread_mutex_init(&m->lock, NULL);
 	lm_stream_init(&m->s);
 	lm_buf_init(&m->out);
+	lm_buf_init(&m->held);
 	m->st.total = m->total_pages * LM_PAGE_SIZE;
 	snprintf(m->st.dirty_source, sizeof(m->st.dirty_source), "%s", src->ops->name);
 	m->pub = m->st;
@@ -1275,6 +1367,7 @@ void lm_migration_free(lm_migration *m)
 		lm_sbitmap_destroy(&m->sent);
 	lm_stream_destroy(&m->s);
 	lm_buf_destroy(&m->out);
+	lm_buf_destroy(&m->held);
 	free(m->scratch);
 	free(m->tbuf);
 	close(m->cancel_fd);

@@ -83,6 +83,7 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	json_object_object_add(o, "verify", v);
 	add_u64(o, "expected-downtime", st->expected_downtime_ms);
 	add_u64(o, "expected-downtime-us", st->expected_downtime_us);
+	add_u64(o, "downtime-guard-resumes", st->guard_resumes);
 	if (st->dirty_source[0])
 		json_object_object_add(o, "dirty-source", json_object_new_string(st->dirty_source));
 	json_object_object_add(o, "skip-balloon", json_object_new_boolean(st->skip_balloon));
@@ -153,6 +154,9 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 		fprintf(f, "%-20s incomplete: interrupted after %llu pages\n", "verify",
 			(unsigned long long)st->verify_pages);
 	fprintf(f, "%-20s %.3f ms\n", "expected downtime", st->expected_downtime_us / 1000.0);
+	if (st->guard_resumes)
+		fprintf(f, "%-20s resumed the guest %llu time%s: the pause would have broken the limit\n",
+			"downtime guard", (unsigned long long)st->guard_resumes, st->guard_resumes == 1 ? "" : "s");
 	fprintf(f, "%-20s %llu\n", "rounds", (unsigned long long)st->rounds);
 	mib(a, sizeof(a), st->transferred);
 	mib(b, sizeof(b), st->total);

@@ -97,6 +97,62 @@ static void test_nonconverge_cancel_then_switchover(void **state)
 	assert_int_equal(lm_live_vm_quit(&dst), 0);
 }
 
+/*
+ * --downtime-guard keeps the limit a promise. A guest that cannot converge
+ * over the capped link is not switched over late at --max-rounds: the
+ * migration is cancelled and the guest runs on. A pause that stalls past
+ * the limit (the test build of livemig sleeps 400 ms in it once,
+ * LIVEMIG_TEST_STALL_AT) is undone: the guest resumes, pre-copy goes on,
+ * the next switchover completes, the report counts one resume and the
+ * guest verifies every page on the destination.
+ */
+static void test_downtime_guard(void **state)
+{
+	if (!lm_live_ready())
+		skip();
+	const char *hooks = getenv("LIVEMIG_HOOKS");
+	if (!hooks || !*hooks)
+		fail_msg("needs LIVEMIG_HOOKS (build/hooks/livemig, make check sets it)");
+	struct lm_live_vm src, dst;
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
+
+	const char *once[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&dst, "dst1", "tcp", once), 0);
+	struct lm_live_mig m;
+	const char *late[] = {"--max-bandwidth", "20M", "--max-rounds", "3", "--downtime-guard", NULL};
+	int rc = lm_live_migrate(&m, &src, dst.uri, late);
+	report_mig("guard, not converging", &m);
+	assert_int_equal(rc, 1);
+	expect_status(&m, "failed", "cancelled");
+	assert_non_null(strstr(m.json, "downtime guard"));
+	lm_live_mig_free(&m);
+	assert_int_equal(lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S), 1);
+	lm_live_expect_never_ran(&dst);
+	lm_live_expect_survived(&src, "writes=");
+	assert_int_equal(lm_live_vm_quit(&src), 0);
+
+	/* The stalled pause: a source from the test build. */
+	const char *plain = lm_live_set_livemig(hooks);
+	setenv("LIVEMIG_TEST_STALL_AT", "sender-in-pause:400", 1);
+	lm_live_expect_running(&src, "src2", "256M", "workload=hotset wss=32M rate=20M verify=1 progress=250",
+			       NULL, 1);
+	unsetenv("LIVEMIG_TEST_STALL_AT");
+	lm_live_set_livemig(plain);
+	assert_int_equal(lm_live_incoming(&dst, "dst2", "tcp", once), 0);
+	const char *guard[] = {"--downtime-limit", "100", "--downtime-guard", NULL};
+	rc = lm_live_migrate(&m, &src, dst.uri, guard);
+	report_mig("guard, stalled pause", &m);
+	assert_int_equal(rc, 0);
+	expect_status(&m, "completed", NULL);
+	double resumes = -1;
+	assert_true(lm_live_num(m.json, "\"downtime-guard-resumes\":", &resumes));
+	assert_true(resumes == 1);
+	assert_true(lm_live_count_file(src.out, "stalled 400 ms at sender-in-pause", NULL, 0) == 1);
+	lm_live_mig_free(&m);
+	lm_live_expect_switchover(&src, &dst, "writes=");
+	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
 static void test_cancel_midway(void **state)
 {
 	if (!lm_live_ready())
@@ -189,6 +245,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_nonconverge_cancel_then_switchover,
 				      lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_downtime_guard, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_cancel_midway, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_timeout_cancels, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_unix_uri, lm_live_test_teardown),

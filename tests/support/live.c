@@ -93,6 +93,13 @@ const char *lm_live_livemig(void)
 	return livemig_path;
 }
 
+const char *lm_live_set_livemig(const char *path)
+{
+	const char *old = livemig_path;
+	livemig_path = path;
+	return old;
+}
+
 const char *lm_live_guest(void)
 {
 	return guest_path;

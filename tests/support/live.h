@@ -48,6 +48,9 @@ void lm_live_cleanup(void);
 /* lm_live_cleanup(), then removes the temporary directory and its files. */
 void lm_live_finish(void);
 const char *lm_live_livemig(void);
+/* The livemig the next processes run (e.g. the test build, LIVEMIG_HOOKS);
+ * returns the one before. The string must outlive its use. */
+const char *lm_live_set_livemig(const char *path);
 const char *lm_live_guest(void);
 /* A path in the temporary directory, from a printf format. The result lives
  * in one of 32 rotating static buffers: copy it if it must live long. */

@@ -71,6 +71,15 @@ static const struct row rows[] = {
 	{ "unknown bandwidth: pages cost nothing yet",
 	  { .limit_s = 300 * MS, .round = 1, .remaining = 10, .sync_s = 1 * MS, .prepared = true },
 	  LM__CONV_SWITCHOVER, false, 1 },
+	{ "guard: out of rounds and over the limit: cancel, never a late pause",
+	  { BASE(30), .remaining = 1000000, .guard = true, .prepared = true }, LM__CONV_CANCEL, true, 4096 },
+	{ "guard: out of time and over the limit: cancel",
+	  { BASE(3), .remaining = 1000000, .elapsed_s = 10, .max_time_s = 5, .guard = true, .prepared = true },
+	  LM__CONV_CANCEL, true, -1 },
+	{ "guard: fits on the last round: switch over",
+	  { BASE(30), .remaining = 10, .guard = true, .prepared = true }, LM__CONV_SWITCHOVER, false, -1 },
+	{ "guard: over the limit with rounds left: another round",
+	  { BASE(3), .remaining = 1000000, .guard = true, .prepared = true }, LM__CONV_ROUND, false, -1 },
 	{ "exactly at the limit fits",
 	  { .bw = 4096 * 1000.0, .limit_s = 0.01, .round = 2, .remaining = 10, .prepared = true },
 	  LM__CONV_SWITCHOVER, false, 10 },
@@ -112,6 +121,26 @@ static void test_prepare_then_switch(void **state)
 	}
 }
 
+/* `last` says no rounds or time are left, whatever the decision (the
+ * guard cancels a pause it undoes then). */
+static void test_last(void **state)
+{
+	(void)state;
+	struct lm__conv_out out;
+	struct lm__conv_in fits = { BASE(30), .remaining = 10, .prepared = true };
+	lm__converge(&fits, &out);
+	assert_int_equal(out.act, LM__CONV_SWITCHOVER);
+	assert_false(out.forced);
+	assert_true(out.last);
+	fits.round = 29;
+	lm__converge(&fits, &out);
+	assert_false(out.last);
+	struct lm__conv_in late = { BASE(3), .remaining = 10, .elapsed_s = 6, .max_time_s = 5, .prepared = true };
+	lm__converge(&late, &out);
+	assert_true(out.last);
+	assert_false(out.forced);
+}
+
 /* More remaining never predicts a shorter pause. */
 static void test_monotone(void **state)
 {
@@ -127,12 +156,41 @@ static void test_monotone(void **state)
 	}
 }
 
+/* The guard inside the pause: elapsed + pages + round trip + the rest of
+ * the workload's part against the limit. */
+static void test_guard(void **state)
+{
+	(void)state;
+	static const struct {
+		struct lm__guard_in in;
+		bool ok;
+	} g[] = {
+		{ { .elapsed_s = 1 * MS, .limit_s = 300 * MS }, true },
+		{ { .elapsed_s = 301 * MS, .limit_s = 300 * MS }, false },
+		{ { .elapsed_s = 300 * MS, .limit_s = 300 * MS }, true },
+		/* 1000 pages at 4.096 MB/s: 1 s */
+		{ { .elapsed_s = 1 * MS, .remaining = 1000, .bw = 4096000, .limit_s = 300 * MS }, false },
+		{ { .elapsed_s = 1 * MS, .remaining = 10, .bw = 4096000, .limit_s = 300 * MS }, true },
+		{ { .elapsed_s = 1 * MS, .rtt_s = 299.5 * MS, .limit_s = 300 * MS }, false },
+		{ { .elapsed_s = 1 * MS, .workload_left_s = 299.5 * MS, .limit_s = 300 * MS }, false },
+		/* more time spent than the workload predicted counts as nothing left */
+		{ { .elapsed_s = 1 * MS, .workload_left_s = -5 * MS, .limit_s = 2 * MS }, true },
+		/* unknown bandwidth: the pages cannot be judged, the clock can */
+		{ { .elapsed_s = 1 * MS, .remaining = 1000000, .limit_s = 2 * MS }, true },
+	};
+	for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++)
+		if (lm__converge_guard_ok(&g[i].in) != g[i].ok)
+			fail_msg("guard row %zu: got %d, want %d", i, !g[i].ok, g[i].ok);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_prepare_then_switch),
 		cmocka_unit_test(test_monotone),
+		cmocka_unit_test(test_guard),
+		cmocka_unit_test(test_last),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "common/testpoint.h"
 #include "livemig/migrate.h"
 #include "support/dirty_check.h"
 #include "support/mig_helpers.h"
@@ -183,6 +184,101 @@ static void test_nonconverge(void **state)
 	}
 }
 
+/*
+ * downtime-guard: a pause that stalls past the limit (a test point sleeping
+ * 60 ms right after the writer stopped, against a 20 ms limit) is undone:
+ * the writer runs again, pre-copy goes on and the next switchover
+ * completes with memory identical. A pause that stalls every time ends in
+ * a cancel once the rounds run out, the writer running. Without the guard
+ * the stalled pause simply completes late.
+ */
+static int stalls_left; /* < 0: every time */
+static void stall_in_pause(const char *name, void *arg)
+{
+	(void)arg;
+	if (strcmp(name, "sender-in-pause") || stalls_left == 0)
+		return;
+	if (stalls_left > 0)
+		stalls_left--;
+	usleep(60000);
+}
+
+static void guard_case(bool guard, int stalls)
+{
+	struct fixture f;
+	fx_init(&f, true, 20u << 20);
+	cmp_fx = &f;
+	cmp_mismatch = ~0ull;
+	f.rx.dest.on_finish = compare_on_finish;
+	assert_int_equal(lm_test_writer_start(&f.w), 0);
+	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	struct lm_migrate_params p;
+	lm_migrate_params_default(&p);
+	p.downtime_limit_ms = 20;
+	p.downtime_guard = guard;
+	if (stalls < 0)
+		p.max_rounds = 4;
+	stalls_left = stalls;
+	lm__test_point_set(stall_in_pause, NULL);
+	struct lm_migrate_stats st;
+	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
+	lm__test_point_set(NULL, NULL);
+	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+	uint64_t c = lm_test_writer_count(&f.w);
+	usleep(20000);
+	uint64_t c2 = lm_test_writer_count(&f.w);
+	lm_test_writer_stop(&f.w);
+	if (stalls < 0) {
+		assert_int_equal(err, -ETIMEDOUT);
+		assert_non_null(strstr(st.error, "downtime guard"));
+		assert_int_equal(st.status, LM_MIG_FAILED);
+		assert_true(st.guard_resumes >= 1);
+		assert_int_equal(f.w.pauses, f.w.resumes);
+		assert_true(c2 > c); /* still running */
+		assert_true(rerr < 0);
+		assert_int_not_equal(f.rx.dest.finish_err, 0);
+		assert_int_equal(f.rx.st.devices, 0); /* no state ever sent */
+		fx_fini(&f);
+		return;
+	}
+	if (err || rerr)
+		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
+	assert_int_equal(err, 0);
+	assert_int_equal(rerr, 0);
+	assert_true(f.rx.st.digest_ok);
+	assert_int_equal(cmp_mismatch, 0);
+	assert_int_equal(f.rx.st.devices, 1); /* the held-back state of the stalled pause never went out */
+	assert_int_equal(st.guard_resumes, guard ? 1 : 0);
+	assert_int_equal(f.w.pauses, guard ? 2 : 1);
+	assert_int_equal(f.w.resumes, guard ? 1 : 0);
+	assert_int_equal(f.w.save_state_calls, guard ? 2 : 1);
+	if (!guard)
+		assert_true(st.downtime_us >= 60000); /* the stall itself, not a timing threshold */
+	char *js = lm_migrate_stats_json(&st), *tb = lm_migrate_stats_table(&st);
+	assert_non_null(js);
+	assert_non_null(tb);
+	assert_non_null(strstr(js, "\"downtime-guard-resumes\""));
+	assert_true((strstr(tb, "downtime guard") != NULL) == guard);
+	free(js);
+	free(tb);
+	fx_fini(&f);
+}
+
+static void test_guard_resumes(void **state)
+{
+	guard_case(true, 1);
+}
+
+static void test_guard_cancels(void **state)
+{
+	guard_case(true, -1);
+}
+
+static void test_no_guard_late(void **state)
+{
+	guard_case(false, 1);
+}
+
 /* A destination that cannot get ready fails the migration before the
  * pause: the workload never stops. */
 static void test_destination_not_ready(void **state)
@@ -344,6 +440,9 @@ int main(void)
 		cmocka_unit_test(test_nonconverge),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_destination_not_ready),
+		cmocka_unit_test(test_guard_resumes),
+		cmocka_unit_test(test_guard_cancels),
+		cmocka_unit_test(test_no_guard_late),
 		cmocka_unit_test(test_bandwidth_estimate),
 		cmocka_unit_test(test_uri),
 	};
