@@ -72,6 +72,9 @@ struct lm_workload_ops {
 	 * downtime estimate adds it to the harvest, the pages and a round
 	 * trip (src/migrate/converge.c). */
 	uint64_t (*switchover_cost_us)(void *ctx);
+	/* Optional (auto-converge): slow the writers so that they run only
+	 * (100 - pct) percent of the time; 0 lets them run freely again. */
+	int (*throttle)(void *ctx, unsigned pct);
 
 	/* ---- destination side ---- */
 	/*
@@ -161,6 +164,13 @@ struct lm_migrate_params {
 	 * out) resumes the workload and pre-copy goes on; out of rounds or
 	 * time, the migration is cancelled instead of switching over late. */
 	bool downtime_guard;
+	/* QEMU's auto-converge: slow the workload (ops->throttle) while it
+	 * dirties more than half of what the link carries; first to
+	 * throttle_initial percent (0: 20), then throttle_increment (0: 10)
+	 * more per round, at most 99. */
+	bool auto_converge;
+	unsigned throttle_initial;
+	unsigned throttle_increment;
 };
 
 /* The idle timeout of both sides when none is set (10 s without a byte). */
@@ -224,6 +234,7 @@ struct lm_migrate_stats {
 	uint64_t downtime_ram_us;
 	uint64_t downtime_result_us;
 	uint64_t guard_resumes;	       /* switchovers the downtime guard undid (the workload resumed) */
+	unsigned cpu_throttle_pct;     /* auto-converge's throttle now (the highest it reached, once ended) */
 	uint64_t transferred;          /* bytes written to the connection */
 	uint64_t remaining;            /* bytes of guest pages still dirty */
 	uint64_t total;                /* bytes of guest RAM */

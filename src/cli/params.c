@@ -2,7 +2,7 @@
  * The migration parameters' table (see params.h): read by the control
  * socket on every migrate-set-parameters / query-migrate-parameters, by
  * `livemig migrate` once per run to build its options, and by
- * `--list-parameters` for the docs. Twelve rows, looked up by name: a flat
+ * `--list-parameters` for the docs. Fifteen rows, looked up by name: a flat
  * array is all it takes.
  */
 #include <errno.h>
@@ -35,6 +35,9 @@ FIELD(compress, mig.compress)
 FIELD(chunk, mig.chunk_pages)
 FIELD(verify, mig.verify)
 FIELD(guard, mig.downtime_guard)
+FIELD(autoconv, mig.auto_converge)
+FIELD(thr_init, mig.throttle_initial)
+FIELD(thr_inc, mig.throttle_increment)
 FIELD(connect, connect_timeout_ms)
 
 /* idle-timeout: 0 on the interface, LM_TIMEOUT_NEVER in the engine. */
@@ -105,6 +108,14 @@ const struct lm_cli_param lm_cli_params[] = {
 	 "keep downtime-limit as a promise: a pause found to break it resumes the guest and pre-copy goes on; "
 	 "out of rounds or time, cancel instead of a late switchover",
 	 get_guard, set_guard},
+	{"auto-converge", LM_PARAM_BOOL, "", 0, 1, 0, NULL, NULL,
+	 "slow the vCPUs while the guest dirties more than half of what the link carries "
+	 "(cpu-throttle-initial, then cpu-throttle-increment more per round, at most 99%)",
+	 get_autoconv, set_autoconv},
+	{"cpu-throttle-initial", LM_PARAM_INT, "%", 1, 99, 0, NULL, "PCT",
+	 "auto-converge's first throttle: the share of time the vCPUs sleep", get_thr_init, set_thr_init},
+	{"cpu-throttle-increment", LM_PARAM_INT, "%", 1, 99, 0, NULL, "PCT",
+	 "auto-converge's step per round that still does not converge", get_thr_inc, set_thr_inc},
 	{"connect-timeout", LM_PARAM_INT, "ms", 0, INT32_MAX, 0, NULL, "MS",
 	 "how long `migrate` may take to connect before the migration fails; 0 = the kernel's bound (~2 min)",
 	 get_connect, set_connect},

@@ -15,6 +15,10 @@
  * What it leaves out (the destination's digest check, threads waking up)
  * shows in the report's downtime breakdown.
  *
+ * A guest that dirties faster than the link carries never fits; with
+ * auto-converge the answer is then another round with the vCPUs slowed
+ * further (throttle_pct), until the dirty rate fits.
+ *
  * The destination must be ready before the pause (a VMM that builds its VM
  * on PREPARE can take tens of milliseconds, seconds for a huge guest),
  * and the guest keeps dirtying memory meanwhile. So the first time a
@@ -46,6 +50,7 @@ void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out)
 	double copy_s = in->bw > 0 ? (double)in->remaining * LM_PAGE_SIZE / in->bw : 0;
 	out->expected_s = in->sync_s + in->rtt_s + in->workload_s + copy_s;
 	out->forced = false;
+	out->throttle_pct = in->throttle_pct;
 	bool last_round = in->max_rounds && in->round >= in->max_rounds;
 	bool out_of_time = in->max_time_s > 0 && in->elapsed_s >= in->max_time_s;
 	out->last = last_round || out_of_time;
@@ -74,6 +79,18 @@ void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out)
 		return;
 	}
 	out->act = LM__CONV_ROUND;
+	/*
+	 * Not converging, rounds left. With auto-converge the vCPUs are slowed
+	 * when the guest dirties more than half of what the link carries (as
+	 * QEMU decides; from the second round on, once both rates were
+	 * measured): first to cpu-throttle-initial, then by
+	 * cpu-throttle-increment per round, up to 99%.
+	 */
+	if (in->auto_converge && in->round >= 2 && in->bw > 0 &&
+	    in->dirty_rate * LM_PAGE_SIZE > in->bw / 2) {
+		unsigned t = in->throttle_pct ? in->throttle_pct + in->throttle_increment : in->throttle_initial;
+		out->throttle_pct = t > LM__CONV_THROTTLE_MAX ? LM__CONV_THROTTLE_MAX : t;
+	}
 }
 
 /*

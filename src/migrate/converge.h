@@ -21,6 +21,10 @@ struct lm__conv_in {
 	bool prepared;	     /* the destination said READY (or needs no PREPARE) */
 	bool cancel;	     /* out of rounds or time: cancel rather than switch over */
 	bool guard;	     /* downtime-guard: never a pause known to break the limit */
+	/* auto-converge: the throttle now and its steps (QEMU's
+	 * cpu-throttle-initial and -increment), percent */
+	bool auto_converge;
+	unsigned throttle_pct, throttle_initial, throttle_increment;
 };
 
 enum lm__conv_act {
@@ -35,7 +39,11 @@ struct lm__conv_out {
 	double expected_s; /* the pause a switchover now would take */
 	bool forced;	   /* switching over (or cancelling) because out of rounds or time */
 	bool last;	   /* no rounds or time left, whatever the decision */
+	unsigned throttle_pct; /* the throttle to apply from now on */
 };
+
+/* The highest throttle: the vCPUs still run 1% of the time. */
+#define LM__CONV_THROTTLE_MAX 99
 
 /* Pages left below which another round cannot shorten the pause noticeably. */
 #define LM__CONV_CONVERGED_PAGES 64

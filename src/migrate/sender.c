@@ -117,6 +117,7 @@ struct lm_migration {
 	 * device state held back until the last pages are out; when the
 	 * workload was stopped and its state read. */
 	bool guarding;
+	bool throttled; /* ops->throttle was called: undone when the migration ends */
 	lm_buf held;
 	double t_state;
 	bool use_digest; /* not no-digest (docs/stream.md 5.3) */
@@ -159,6 +160,8 @@ void lm_migrate_params_default(struct lm_migrate_params *p)
 		.chunk_pages = 512,
 		.result_timeout_ms = 60000,
 		.idle_timeout_ms = LM_IDLE_TIMEOUT_DEFAULT_MS,
+		.throttle_initial = 20,
+		.throttle_increment = 10,
 	};
 }
 
@@ -580,8 +583,18 @@ static void decide(struct lm_migration *m, unsigned round, uint64_t left, struct
 		.prepared = m->prepared,
 		.cancel = m->p.on_nonconverge == LM_NONCONVERGE_CANCEL,
 		.guard = m->p.downtime_guard,
+		.auto_converge = m->p.auto_converge && m->ops && m->ops->throttle,
+		.throttle_pct = m->st.cpu_throttle_pct,
+		.throttle_initial = m->p.throttle_initial,
+		.throttle_increment = m->p.throttle_increment,
 	};
 	lm__converge(&in, d);
+	if (d->throttle_pct != m->st.cpu_throttle_pct && in.auto_converge) {
+		/* A workload that cannot be slowed is simply not slowed. */
+		if (m->ops->throttle(m->ctx, d->throttle_pct) == 0)
+			m->st.cpu_throttle_pct = d->throttle_pct;
+		m->throttled = true;
+	}
 	m->st.remaining = left * LM_PAGE_SIZE;
 	m->st.expected_downtime_ms = (uint64_t)(d->expected_s * 1000);
 	m->st.expected_downtime_us = (uint64_t)(d->expected_s * 1e6);
@@ -1182,6 +1195,10 @@ static void *thread_main(void *arg)
 		lm_dirty_source_stop(m->src);
 		m->tracking = false;
 	}
+	/* The throttle ends with the migration, whatever its outcome (the
+	 * stats keep the share it reached). */
+	if (m->throttled)
+		(void)m->ops->throttle(m->ctx, 0);
 	if (err && m->committed) {
 		/* COMMIT is out: the destination may run the guest, so ours
 		 * stays paused whatever went wrong after it. */
@@ -1235,6 +1252,14 @@ int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, si
 			m->p.result_timeout_ms = 60000;
 		if (!m->p.idle_timeout_ms)
 			m->p.idle_timeout_ms = LM_IDLE_TIMEOUT_DEFAULT_MS;
+		if (!m->p.throttle_initial)
+			m->p.throttle_initial = 20;
+		if (!m->p.throttle_increment)
+			m->p.throttle_increment = 10;
+	}
+	if (m->p.throttle_initial > 99 || m->p.throttle_increment > 99) {
+		free(m);
+		return -EINVAL;
 	}
 	if (m->p.chunk_pages & 63) {
 		free(m);

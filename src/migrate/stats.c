@@ -84,6 +84,7 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	add_u64(o, "expected-downtime", st->expected_downtime_ms);
 	add_u64(o, "expected-downtime-us", st->expected_downtime_us);
 	add_u64(o, "downtime-guard-resumes", st->guard_resumes);
+	add_u64(o, "cpu-throttle-percentage", st->cpu_throttle_pct);
 	if (st->dirty_source[0])
 		json_object_object_add(o, "dirty-source", json_object_new_string(st->dirty_source));
 	json_object_object_add(o, "skip-balloon", json_object_new_boolean(st->skip_balloon));
@@ -154,6 +155,9 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 		fprintf(f, "%-20s incomplete: interrupted after %llu pages\n", "verify",
 			(unsigned long long)st->verify_pages);
 	fprintf(f, "%-20s %.3f ms\n", "expected downtime", st->expected_downtime_us / 1000.0);
+	if (st->cpu_throttle_pct)
+		fprintf(f, "%-20s %u%% (auto-converge: the vCPUs slept that share of the time)\n", "cpu throttle",
+			st->cpu_throttle_pct);
 	if (st->guard_resumes)
 		fprintf(f, "%-20s resumed the guest %llu time%s: the pause would have broken the limit\n",
 			"downtime guard", (unsigned long long)st->guard_resumes, st->guard_resumes == 1 ? "" : "s");

@@ -198,12 +198,19 @@ static uint64_t src_switchover_cost_us(void *ctx)
 	return m->switchover_us;
 }
 
+static int src_throttle(void *ctx, unsigned pct)
+{
+	struct lm_vm_migration *m = ctx;
+	return lm_vm_set_throttle(m->vm, pct);
+}
+
 static const struct lm_workload_ops vm_source_ops = {
     .pause = src_pause,
     .resume = src_resume,
     .save_state = src_save_state,
     .save_setup = src_save_setup,
     .switchover_cost_us = src_switchover_cost_us,
+    .throttle = src_throttle,
 };
 
 int lm_vm_migration_new(struct lm_vm *vm, const struct lm_migrate_params *p,

@@ -528,6 +528,94 @@ static bool must_park(const struct lm_vm *vm)
 	return !vm->stopped && (!vm->started || vm->pause_req);
 }
 
+/* The throttle's slice: every vCPU runs this long between sleeps (QEMU's
+ * CPU_THROTTLE_TIMESLICE). */
+#define THROTTLE_SLICE_NS 10000000L
+
+static void add_ns(struct timespec *t, long ns)
+{
+	t->tv_sec += ns / 1000000000L;
+	t->tv_nsec += ns % 1000000000L;
+	if (t->tv_nsec >= 1000000000L) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000L;
+	}
+}
+
+/* The sleep after each slice at pct percent: pct / (100 - pct) slices. */
+static long throttle_sleep_ns(unsigned pct)
+{
+	return THROTTLE_SLICE_NS / (long)(100 - pct) * (long)pct;
+}
+
+/* Kicks every vCPU once per slice plus its sleep, so that each runs one
+ * slice, then sleeps (vcpu_main), then runs the next. */
+static void *throttle_main(void *arg)
+{
+	struct lm_vm *vm = arg;
+	pthread_mutex_lock(&vm->lock);
+	while (!vm->throttle_stop && !vm->stopped) {
+		struct timespec dl;
+		clock_gettime(CLOCK_MONOTONIC, &dl);
+		add_ns(&dl, THROTTLE_SLICE_NS + throttle_sleep_ns(vm->throttle_pct));
+		while (!vm->throttle_stop && !vm->stopped &&
+		       pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) != ETIMEDOUT)
+			;
+		if (vm->throttle_stop || vm->stopped || !vm->throttle_pct || !vm->started || vm->pause_req)
+			continue;
+		for (unsigned i = 0; i < vm->ncpus; i++)
+			vm->vcpus[i].throttle_due = true;
+		kick_all(vm);
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return NULL;
+}
+
+int lm_vm_set_throttle(struct lm_vm *vm, unsigned pct)
+{
+	if (pct > 99)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->lock);
+	vm->throttle_pct = pct;
+	int r = 0;
+	bool join = false;
+	if (pct && !vm->throttle_on && !vm->stopped) {
+		vm->throttle_stop = false;
+		r = -pthread_create(&vm->throttle_thread, NULL, throttle_main, vm);
+		vm->throttle_on = r == 0;
+	} else if (!pct && vm->throttle_on) {
+		vm->throttle_stop = true;
+		join = true;
+	}
+	pthread_cond_broadcast(&vm->cond); /* sleeping vCPUs see the new share */
+	pthread_mutex_unlock(&vm->lock);
+	if (join) {
+		pthread_join(vm->throttle_thread, NULL);
+		pthread_mutex_lock(&vm->lock);
+		vm->throttle_on = false;
+		vm->throttle_stop = false;
+		pthread_mutex_unlock(&vm->lock);
+	}
+	return r;
+}
+
+unsigned lm_vm_throttle(const struct lm_vm *vm)
+{
+	return __atomic_load_n(&vm->throttle_pct, __ATOMIC_SEQ_CST);
+}
+
+/* A vCPU the throttle kicked sleeps its share before KVM_RUN; a pause, a
+ * quit or a lower share ends the sleep early. Under vm->lock. */
+static void throttle_sleep(struct lm_vm *vm)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	add_ns(&dl, throttle_sleep_ns(vm->throttle_pct));
+	while (vm->throttle_pct && !must_park(vm) && !vm->stopped &&
+	       pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) != ETIMEDOUT)
+		;
+}
+
 static void *vcpu_main(void *arg)
 {
 	struct lm__vcpu *c = arg;
@@ -547,6 +635,11 @@ static void *vcpu_main(void *arg)
 		c->parked = false;
 		if (vm->stopped)
 			break;
+		if (c->throttle_due) {
+			c->throttle_due = false;
+			throttle_sleep(vm);
+			continue; /* a pause may have come meanwhile */
+		}
 		/* Under the lock, so a kick cannot slip in between. */
 		c->run->immediate_exit = 0;
 		pthread_mutex_unlock(&vm->lock);
@@ -653,6 +746,7 @@ int lm_vm_pause(struct lm_vm *vm)
 	__atomic_store_n(&vm->pause_req, true, __ATOMIC_SEQ_CST);
 	if (vm->started && !vm->stopped) {
 		kick_all(vm);
+		pthread_cond_broadcast(&vm->cond); /* throttled vCPUs sleep on it */
 		for (;;) {
 			bool all = true;
 			for (unsigned i = 0; i < vm->ncpus; i++) {
@@ -750,6 +844,7 @@ void lm_vm_free(struct lm_vm *vm)
 {
 	if (!vm)
 		return;
+	lm_vm_set_throttle(vm, 0);
 	pthread_mutex_lock(&vm->lock);
 	if (!vm->stopped) {
 		vm->stopped = true;

@@ -28,6 +28,7 @@ struct lm__vcpu {
 	bool thread_started;
 	bool parked; /* under vm->lock: waiting, state consistent */
 	bool exited; /* under vm->lock: thread has left its loop */
+	bool throttle_due; /* under vm->lock: kicked by the throttle, sleep before KVM_RUN */
 };
 
 /* COM1: just enough of a 16550A for output and for a guest that probes it. */
@@ -104,6 +105,11 @@ struct lm_vm {
 	bool pause_req;
 	bool pause_held; /* lm_vm_hold_paused: resume refused */
 	bool stopped; /* poweroff, quit or crash: never runs again */
+	/* lm_vm_set_throttle, under lock: the share of time (percent) the
+	 * vCPUs sleep, and the thread that kicks them into it. */
+	unsigned throttle_pct;
+	bool throttle_on, throttle_stop;
+	pthread_t throttle_thread;
 	bool crashed;
 	int exit_status;
 	const char *stop_reason;

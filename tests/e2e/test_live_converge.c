@@ -12,6 +12,8 @@
  * side. migrate-cancel on the control socket in the middle of a migration
  * leaves the source running too, and the incoming side (without --once)
  * goes back to waiting and then accepts a complete migration.
+ * --downtime-guard cancels instead of a late switchover and undoes a
+ * stalled pause; --auto-converge slows the same guest until it converges.
  *
  * No assertion depends on timing; the link caps only make the migrations
  * last long enough (a few seconds) for the rounds and the cancel to happen.
@@ -153,6 +155,39 @@ static void test_downtime_guard(void **state)
 	assert_int_equal(lm_live_vm_quit(&dst), 0);
 }
 
+/*
+ * --auto-converge: the guest that outruns the 20 MB/s link is slowed
+ * (cpu-throttle-initial 20%, +10% per round) until what it dirties fits;
+ * the migration then completes before --max-rounds without a forced
+ * switchover, the report names the throttle reached, and the guest
+ * verifies every page on the destination, running at full speed there.
+ */
+static void test_auto_converge(void **state)
+{
+	if (!lm_live_ready())
+		skip();
+	struct lm_live_vm src, dst;
+	lm_live_expect_running(&src, "src", "256M", FAST_DIRTIER, NULL, 1);
+	const char *once[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", once), 0);
+	struct lm_live_mig m;
+	const char *ac[] = {"--max-bandwidth", "20M", "--max-rounds", "30", "--on-nonconverge", "cancel",
+			    "--auto-converge", NULL};
+	int rc = lm_live_migrate(&m, &src, dst.uri, ac);
+	report_mig("auto-converge", &m);
+	assert_int_equal(rc, 0);
+	expect_status(&m, "completed", NULL);
+	double pct = 0, rounds = 0;
+	assert_true(lm_live_num(m.json, "\"cpu-throttle-percentage\":", &pct));
+	print_message("      cpu-throttle-percentage %.0f\n", pct);
+	assert_true(pct >= 20 && pct <= 99);
+	assert_true(lm_live_num(m.json, "\"rounds\":", &rounds));
+	assert_true(rounds < 30);
+	lm_live_mig_free(&m);
+	lm_live_expect_switchover(&src, &dst, "writes=");
+	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
 static void test_cancel_midway(void **state)
 {
 	if (!lm_live_ready())
@@ -246,6 +281,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_nonconverge_cancel_then_switchover,
 				      lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_downtime_guard, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_auto_converge, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_cancel_midway, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_timeout_cancels, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_unix_uri, lm_live_test_teardown),

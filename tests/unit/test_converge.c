@@ -141,6 +141,40 @@ static void test_last(void **state)
 	assert_false(out.forced);
 }
 
+/* auto-converge: from round 2, while the guest dirties more than half the
+ * link, the throttle starts at cpu-throttle-initial and grows by the
+ * increment per round, at most 99; otherwise it stays where it is. */
+static void test_throttle(void **state)
+{
+	(void)state;
+	static const struct {
+		unsigned round, pct;
+		double rate; /* pages/s; the link is 1 GB/s = 244140 pages/s */
+		uint64_t remaining;
+		bool on;
+		unsigned want;
+	} t[] = {
+		{ 2, 0, 200000, 1000000, true, 20 },  /* 819 MB/s dirty > half of 1 GB/s */
+		{ 3, 20, 200000, 1000000, true, 30 },
+		{ 9, 90, 200000, 1000000, true, 99 }, /* 100 capped */
+		{ 10, 99, 200000, 1000000, true, 99 },
+		{ 1, 0, 200000, 1000000, true, 0 },   /* round 1: the rates are not known yet */
+		{ 3, 20, 100000, 1000000, true, 20 }, /* 410 MB/s: under half, stays */
+		{ 3, 0, 200000, 1000000, false, 0 },  /* off */
+		{ 3, 30, 200000, 10, true, 30 },      /* fits: no change */
+		{ 30, 40, 200000, 1000000, true, 40 }, /* last round: switch over, no change */
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct lm__conv_in in = { BASE(t[i].round), .remaining = t[i].remaining, .dirty_rate = t[i].rate,
+					  .prepared = true, .auto_converge = t[i].on, .throttle_pct = t[i].pct,
+					  .throttle_initial = 20, .throttle_increment = 10 };
+		struct lm__conv_out out;
+		lm__converge(&in, &out);
+		if (out.throttle_pct != t[i].want)
+			fail_msg("throttle row %zu: got %u, want %u", i, out.throttle_pct, t[i].want);
+	}
+}
+
 /* More remaining never predicts a shorter pause. */
 static void test_monotone(void **state)
 {
@@ -191,6 +225,7 @@ int main(void)
 		cmocka_unit_test(test_monotone),
 		cmocka_unit_test(test_guard),
 		cmocka_unit_test(test_last),
+		cmocka_unit_test(test_throttle),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
