@@ -73,7 +73,8 @@ struct lm_workload_ops {
 	 * trip (src/migrate/converge.c). */
 	uint64_t (*switchover_cost_us)(void *ctx);
 	/* Optional (auto-converge): slow the writers so that they run only
-	 * (100 - pct) percent of the time; 0 lets them run freely again. */
+	 * (100 - pct) percent of the time; 0 lets them run freely again (the
+	 * engine calls it with 0 when the migration ends, however it ends). */
 	int (*throttle)(void *ctx, unsigned pct);
 
 	/* ---- destination side ---- */
@@ -222,7 +223,8 @@ struct lm_migrate_stats {
 	uint64_t downtime_ms;          /* measured: pause() until RESULT ok */
 	uint64_t downtime_us;
 	uint64_t expected_downtime_ms; /* the last estimate: harvest + remaining at the measured
-					  bandwidth + a round trip (src/migrate/converge.c) */
+					  bandwidth + a round trip + the workload's part
+					  (ops->switchover_cost_us; src/migrate/converge.c) */
 	uint64_t expected_downtime_us;
 	/* The measured downtime, part by part (us; they add up to downtime_us):
 	 * stopping the workload, saving its device state, the final harvest
@@ -234,6 +236,7 @@ struct lm_migrate_stats {
 	uint64_t downtime_ram_us;
 	uint64_t downtime_result_us;
 	uint64_t guard_resumes;	       /* switchovers the downtime guard undid (the workload resumed) */
+	uint64_t guard_paused_us;      /* the workload's time stopped in those undone pauses, us */
 	unsigned cpu_throttle_pct;     /* auto-converge's throttle now (the highest it reached, once ended) */
 	uint64_t transferred;          /* bytes written to the connection */
 	uint64_t remaining;            /* bytes of guest pages still dirty */

@@ -206,8 +206,8 @@ int lm_vm_hold_paused(struct lm_vm *vm, bool hold);
  * Throttling (QEMU's auto-converge): the vCPUs sleep pct percent of the
  * time (0..99; 0: not at all). Every vCPU runs a 10 ms slice, is kicked
  * out of KVM_RUN, and sleeps pct / (100 - pct) slices before it runs again,
- * as QEMU's cpu-throttle does; a pause or quit wakes it at once. One
- * caller at a time (a migration). -EINVAL above 99.
+ * as QEMU's cpu-throttle does; a pause or quit wakes it at once.
+ * -EINVAL above 99.
  */
 int lm_vm_set_throttle(struct lm_vm *vm, unsigned pct);
 unsigned lm_vm_throttle(const struct lm_vm *vm);

@@ -31,7 +31,8 @@ enum lm__conv_act {
 	LM__CONV_ROUND,	     /* send another round */
 	LM__CONV_PREPARE,    /* tell the destination, wait for READY, then ask again */
 	LM__CONV_SWITCHOVER, /* pause and send the rest */
-	LM__CONV_CANCEL,     /* give up: out of rounds or time with cancel set */
+	LM__CONV_CANCEL,     /* give up: out of rounds or time with cancel set, or with
+				the guard and a pause predicted over the limit */
 };
 
 struct lm__conv_out {

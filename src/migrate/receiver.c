@@ -599,8 +599,9 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 	err = send_status(&r, LM_REC_RESULT, 0, "ok");
 	/* Every page is in place: the memory behaves as ordinary memory again
 	 * before anyone else (the workload, after COMMIT) touches it. After
-	 * RESULT, so that unregistering is not part of the sender's pause
-	 * (0.1 ms for a 2 GiB guest here). */
+	 * RESULT, so that unregistering (0.1 ms for a 2 GiB guest here)
+	 * overlaps the COMMIT round trip instead of delaying RESULT: the guest
+	 * still runs here only after both. */
 	lm__filler_destroy(&r.fill);
 	lm__test_point("receiver-after-result");
 	if (err)

@@ -15,8 +15,13 @@
  * no bytes, data runs are copied once from guest memory straight into the
  * output buffer, and the digest hashes that copy, so the digest describes
  * exactly what was sent. After the round one more harvest of everything
- * counts what is left; that, the bandwidth measured on the round's data pages
- * (estimate()) and the downtime limit decide whether to stop the workload.
+ * counts what is left; the convergence policy (converge.c, called by
+ * decide()) weighs that with the bandwidth measured on the round's data
+ * pages (estimate()), the round trip, the workload's own switchover cost
+ * and the downtime limit: another round (with auto-converge, a slower
+ * workload), getting the destination ready, the switchover, or giving up.
+ * With downtime-guard the pause itself is watched and undone if it would
+ * break the limit (guard_ok, guard_resume).
  *
  * Ballooned pages (lm_migration_set_skip_map): when skip-balloon and the
  * table stream are negotiated, each chunk's skipped pages are removed from
@@ -391,6 +396,29 @@ static int sync_unit(struct lm_migration *m, uint64_t first, uint64_t n)
 	return 0;
 }
 
+/* send_pass() in a guarded pause: the pause would break the limit. */
+#define GUARD_TRIPPED 1
+
+/*
+ * A guarded pause may go on (converge.c: lm__converge_guard_ok). harvest_s:
+ * harvests still to come in this pause (the pass's own, before it starts).
+ * Bytes already encoded but not yet written count as pages to send.
+ */
+static bool guard_ok(struct lm_migration *m, double harvest_s)
+{
+	double now = lm__now();
+	uint64_t pending = (m->out.len + m->held.len + LM_PAGE_SIZE - 1) / LM_PAGE_SIZE;
+	struct lm__guard_in g = {
+		.elapsed_s = now - m->t_pause + harvest_s,
+		.remaining = lm_sbitmap_count(&m->dirty) + pending,
+		.bw = m->bw,
+		.rtt_s = m->rtt,
+		.workload_left_s = m->workload_s - (m->t_state - m->t_pause),
+		.limit_s = (double)m->p.downtime_limit_ms / 1000,
+	};
+	return lm__converge_guard_ok(&g);
+}
+
 /*
  * One pass over all memory: harvest each unit, then re-arm and copy each
  * chunk that holds a dirty page. Clean chunks are skipped through the
@@ -402,24 +430,6 @@ static int sync_unit(struct lm_migration *m, uint64_t first, uint64_t n)
  * skip map removed after a harvest without a re-arm, stay reported by the
  * source (never re-armed), which errs on the side of sending.
  */
-/* send_pass() in a guarded pause: the pause would break the limit. */
-#define GUARD_TRIPPED 1
-
-/* A guarded pause may go on (converge.c: lm__converge_guard_ok). */
-static bool guard_ok(struct lm_migration *m)
-{
-	double now = lm__now();
-	struct lm__guard_in g = {
-		.elapsed_s = now - m->t_pause,
-		.remaining = lm_sbitmap_count(&m->dirty),
-		.bw = m->bw,
-		.rtt_s = m->rtt,
-		.workload_left_s = m->workload_s - (m->t_state - m->t_pause),
-		.limit_s = (double)m->p.downtime_limit_ms / 1000,
-	};
-	return lm__converge_guard_ok(&g);
-}
-
 static int send_pass(struct lm_migration *m)
 {
 	for (size_t i = 0; i < m->nregions; i++) {
@@ -451,7 +461,7 @@ static int send_pass(struct lm_migration *m)
 				err = send_chunk(m, r, c, cn);
 				if (err)
 					return err;
-				if (m->guarding && !guard_ok(m))
+				if (m->guarding && !guard_ok(m, 0))
 					return GUARD_TRIPPED;
 				next = c + cn;
 				if (lm__now() - m->last_publish > 0.05) {
@@ -814,8 +824,8 @@ static int prepare_destination(struct lm_migration *m)
 
 static int wait_committed(struct lm_migration *m);
 
-/* Stop the workload, send the rest, device state, digest, END; wait for RESULT. */
-/* switchover(): the downtime guard resumed the workload; go on. */
+/* switchover(): the downtime guard resumed the workload; go on (not an
+ * error: the one positive return of this file's steps, with GUARD_TRIPPED). */
 #define GUARD_RESUMED 1
 
 /*
@@ -836,6 +846,7 @@ static int guard_resume(struct lm_migration *m, bool last)
 	}
 	m->paused = false;
 	m->st.guard_resumes++;
+	m->st.guard_paused_us += (uint64_t)(pause_ms * 1000);
 	m->st.status = LM_MIG_ACTIVE;
 	lm__io_set_rate(&m->io, m->p.max_bandwidth);
 	publish(m);
@@ -848,6 +859,8 @@ static int guard_resume(struct lm_migration *m, bool last)
 	return GUARD_RESUMED;
 }
 
+/* Stop the workload, send the rest, device state, digest, END; wait for
+ * RESULT. last: no rounds or time left (the guard then cancels). */
 static int switchover(struct lm_migration *m, bool last)
 {
 	int err;
@@ -897,7 +910,7 @@ static int switchover(struct lm_migration *m, bool last)
 		if ((err = count_remaining(m, &left)))
 			return err;
 		m->guarding = true;
-		if (!guard_ok(m))
+		if (!guard_ok(m, m->sync_time))
 			return guard_resume(m, last);
 	}
 	err = send_pass(m);
@@ -1158,8 +1171,10 @@ static int run(struct lm_migration *m)
 			decide(m, round, left, &d);
 			if (d.act != LM__CONV_PREPARE)
 				break;
+			bool asked = m->s.caps & LM_CAP_PREPARE;
 			err = prepare_destination(m);
-			if (!err)
+			/* The guest ran on while the destination got ready. */
+			if (!err && asked)
 				err = count_remaining(m, &left);
 			if (err)
 				return err;

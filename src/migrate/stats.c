@@ -84,6 +84,7 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	add_u64(o, "expected-downtime", st->expected_downtime_ms);
 	add_u64(o, "expected-downtime-us", st->expected_downtime_us);
 	add_u64(o, "downtime-guard-resumes", st->guard_resumes);
+	add_u64(o, "downtime-guard-paused-us", st->guard_paused_us);
 	add_u64(o, "cpu-throttle-percentage", st->cpu_throttle_pct);
 	if (st->dirty_source[0])
 		json_object_object_add(o, "dirty-source", json_object_new_string(st->dirty_source));
@@ -159,8 +160,10 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 		fprintf(f, "%-20s %u%% (auto-converge: the vCPUs slept that share of the time)\n", "cpu throttle",
 			st->cpu_throttle_pct);
 	if (st->guard_resumes)
-		fprintf(f, "%-20s resumed the guest %llu time%s: the pause would have broken the limit\n",
-			"downtime guard", (unsigned long long)st->guard_resumes, st->guard_resumes == 1 ? "" : "s");
+		fprintf(f, "%-20s resumed the guest %llu time%s (after %.3f ms stopped in all): the pause would "
+			   "have broken the limit\n",
+			"downtime guard", (unsigned long long)st->guard_resumes, st->guard_resumes == 1 ? "" : "s",
+			st->guard_paused_us / 1000.0);
 	fprintf(f, "%-20s %llu\n", "rounds", (unsigned long long)st->rounds);
 	mib(a, sizeof(a), st->transferred);
 	mib(b, sizeof(b), st->total);

@@ -158,25 +158,20 @@ static double mono_s(void)
  * The destination's load is the mirror of the save (the same registers,
  * set instead of read), so it counts as the save's time again. A VM the
  * user paused stays paused and costs only the save. Nothing is measured
- * (0) if the rehearsal cannot run; the estimate then leaves it out.
+ * (0) if the state cannot be read; the estimate then leaves it out.
  */
 static void rehearse(struct lm_vm_migration *m)
 {
-	bool was = lm_vm_is_paused(m->vm);
 	double t0 = mono_s();
-	if (!was && lm_vm_pause(m->vm))
-		return;
-	bool held = lm_vm_hold_paused(m->vm, true) == 0;
+	/* Not a pause: a user's stop or cont meanwhile is not undone. */
+	lm__vm_quiesce(m->vm, true);
 	double t1 = mono_s();
 	uint8_t *blob = NULL;
 	size_t len = 0;
-	int err = held ? lm_vm_state_save(m->vm, &blob, &len) : -EBUSY;
+	int err = lm_vm_state_save(m->vm, &blob, &len);
 	double t2 = mono_s();
+	lm__vm_quiesce(m->vm, false);
 	free(blob);
-	if (held)
-		lm_vm_hold_paused(m->vm, false);
-	if (!was)
-		lm_vm_resume(m->vm);
 	if (!err)
 		m->switchover_us = (uint64_t)(((t1 - t0) + 2 * (t2 - t1)) * 1e6);
 }

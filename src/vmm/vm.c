@@ -416,6 +416,7 @@ int lm_vm_new(const struct lm_vm_config *cfg, struct lm_vm **out)
 	vm->stop_reason = "running";
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_mutex_init(&vm->dev_lock, NULL);
+	pthread_mutex_init(&vm->throttle_lock, NULL);
 	pthread_mutex_init(&vm->hook_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -525,7 +526,7 @@ void lm__vm_stop(struct lm_vm *vm, int status, bool crashed, const char *reason)
 
 static bool must_park(const struct lm_vm *vm)
 {
-	return !vm->stopped && (!vm->started || vm->pause_req);
+	return !vm->stopped && (!vm->started || vm->pause_req || vm->quiesce);
 }
 
 /* The throttle's slice: every vCPU runs this long between sleeps (QEMU's
@@ -575,8 +576,11 @@ int lm_vm_set_throttle(struct lm_vm *vm, unsigned pct)
 {
 	if (pct > 99)
 		return -EINVAL;
+	/* One change at a time (a migration's and lm_vm_free's): the thread
+	 * is started or joined by exactly one of them. */
+	pthread_mutex_lock(&vm->throttle_lock);
 	pthread_mutex_lock(&vm->lock);
-	vm->throttle_pct = pct;
+	__atomic_store_n(&vm->throttle_pct, pct, __ATOMIC_SEQ_CST);
 	int r = 0;
 	bool join = false;
 	if (pct && !vm->throttle_on && !vm->stopped) {
@@ -596,6 +600,7 @@ int lm_vm_set_throttle(struct lm_vm *vm, unsigned pct)
 		vm->throttle_stop = false;
 		pthread_mutex_unlock(&vm->lock);
 	}
+	pthread_mutex_unlock(&vm->throttle_lock);
 	return r;
 }
 
@@ -629,6 +634,7 @@ static void *vcpu_main(void *arg)
 	for (;;) {
 		while (must_park(vm)) {
 			c->parked = true;
+			c->throttle_due = false; /* a parked vCPU has slept enough */
 			pthread_cond_broadcast(&vm->cond);
 			pthread_cond_wait(&vm->cond, &vm->lock);
 		}
@@ -691,8 +697,9 @@ static void *vcpu_main(void *arg)
 			}
 		}
 		pthread_mutex_lock(&vm->lock);
-		if (complete && must_park(vm)) {
-			/* Finish the I/O instruction inside KVM before parking. */
+		if (complete && (must_park(vm) || c->throttle_due)) {
+			/* Finish the I/O instruction inside KVM before parking
+			 * or sleeping (the state must be consistent then). */
 			c->run->immediate_exit = 1;
 			pthread_mutex_unlock(&vm->lock);
 			while (ioctl(c->fd, KVM_RUN, 0) == 0)
@@ -738,29 +745,49 @@ out:
 	return r;
 }
 
+/* Kick the vCPUs (must_park() holds) and wait until all are parked. Under
+ * vm->lock. */
+static void wait_parked(struct lm_vm *vm)
+{
+	if (!vm->started || vm->stopped)
+		return;
+	kick_all(vm);
+	pthread_cond_broadcast(&vm->cond); /* throttled vCPUs sleep on it */
+	for (;;) {
+		bool all = true;
+		for (unsigned i = 0; i < vm->ncpus; i++) {
+			struct lm__vcpu *c = &vm->vcpus[i];
+			if (c->thread_started && !c->parked && !c->exited)
+				all = false;
+		}
+		if (all || vm->stopped)
+			break;
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	}
+}
+
 int lm_vm_pause(struct lm_vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
 	/* Atomic (as in lm_vm_resume): lm_vm_is_paused reads it without the
 	 * lock, from the control path while the migration thread pauses. */
 	__atomic_store_n(&vm->pause_req, true, __ATOMIC_SEQ_CST);
-	if (vm->started && !vm->stopped) {
-		kick_all(vm);
-		pthread_cond_broadcast(&vm->cond); /* throttled vCPUs sleep on it */
-		for (;;) {
-			bool all = true;
-			for (unsigned i = 0; i < vm->ncpus; i++) {
-				struct lm__vcpu *c = &vm->vcpus[i];
-				if (c->thread_started && !c->parked && !c->exited)
-					all = false;
-			}
-			if (all || vm->stopped)
-				break;
-			pthread_cond_wait(&vm->cond, &vm->lock);
-		}
-	}
+	wait_parked(vm);
 	pthread_mutex_unlock(&vm->lock);
 	return 0;
+}
+
+void lm__vm_quiesce(struct lm_vm *vm, bool on)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (on) {
+		vm->quiesce++;
+		wait_parked(vm);
+	} else if (vm->quiesce) {
+		vm->quiesce--;
+		pthread_cond_broadcast(&vm->cond);
+	}
+	pthread_mutex_unlock(&vm->lock);
 }
 
 int lm_vm_resume(struct lm_vm *vm)
@@ -793,7 +820,7 @@ bool lm_vm_is_paused(const struct lm_vm *vm)
 bool lm__vm_running(struct lm_vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
-	bool r = vm->started && !vm->stopped && !vm->pause_req;
+	bool r = vm->started && !vm->stopped && !vm->pause_req && !vm->quiesce;
 	pthread_mutex_unlock(&vm->lock);
 	return r;
 }
@@ -881,6 +908,7 @@ void lm_vm_free(struct lm_vm *vm)
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->dev_lock);
+	pthread_mutex_destroy(&vm->throttle_lock);
 	pthread_mutex_destroy(&vm->hook_lock);
 	free(vm);
 }

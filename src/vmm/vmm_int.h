@@ -104,12 +104,14 @@ struct lm_vm {
 	bool started;
 	bool pause_req;
 	bool pause_held; /* lm_vm_hold_paused: resume refused */
+	unsigned quiesce; /* lm__vm_quiesce: parked without a pause, the user's run state untouched */
 	bool stopped; /* poweroff, quit or crash: never runs again */
 	/* lm_vm_set_throttle, under lock: the share of time (percent) the
 	 * vCPUs sleep, and the thread that kicks them into it. */
-	unsigned throttle_pct;
+	unsigned throttle_pct; /* written atomically: lm_vm_throttle reads it without the lock */
 	bool throttle_on, throttle_stop;
 	pthread_t throttle_thread;
+	pthread_mutex_t throttle_lock; /* serializes lm_vm_set_throttle */
 	bool crashed;
 	int exit_status;
 	const char *stop_reason;
@@ -151,6 +153,13 @@ void lm__vm_stop(struct lm_vm *vm, int status, bool crashed, const char *reason)
 /* vm.c: started, not stopped and not paused (read under vm->lock: a vCPU
  * thread may stop the VM at any time). */
 bool lm__vm_running(struct lm_vm *vm);
+/*
+ * Park the vCPUs for a moment (on) and let them go (off), without touching
+ * the run state a user sees: a `stop` or `cont` meanwhile takes effect as
+ * usual once the vCPUs are let go. State may be saved while quiesced.
+ * Nests.
+ */
+void lm__vm_quiesce(struct lm_vm *vm, bool on);
 /* vm.c: lm_vm_free, but cfg.ram and cfg.skip_map stay the caller's. */
 void lm__vm_free_keep_memory(struct lm_vm *vm);
 /*
