@@ -86,12 +86,23 @@ static const char *const src_name[N_SRC] = { "log", "ring", "default" };
 /* ------------------------------------------------------------------ */
 /* Results                                                             */
 
+/* The parts of livemig's downtime-breakdown: the report's key (us), and
+ * this benchmark's JSON key (ms). */
+static const struct {
+	const char *report, *json;
+} part_name[4] = {
+	{ "stop-us", "stop-ms" },
+	{ "device-state-us", "device-state-ms" },
+	{ "ram-us", "ram-ms" },
+	{ "result-us", "result-ms" },
+};
+
 struct run {
 	bool done;
 	char status[16];                /* completed, failed, timeout, error */
 	double total_ms, pause_ms;      /* total-time; downtime-us / 1000 (QEMU: downtime) */
 	double exp_ms;                  /* last expected-downtime while active */
-	double part_ms[4];              /* livemig's downtime-breakdown: stop, device state, ram, result */
+	double part_ms[4];              /* livemig's downtime-breakdown, in the order of part_name */
 	bool exp_polled;                /* else from the final report (never seen active) */
 	double rounds, syncs;           /* ram.rounds, ram.dirty-sync-count */
 	double sync_us, sync_max_us;    /* ram.dirty-sync-us, -max-us: NAN if absent */
@@ -365,9 +376,8 @@ static void take_stats(struct run *r, struct json_object *st, bool qemu)
 		r->exp_ms = fin;
 	struct json_object *bd = NULL;
 	json_object_object_get_ex(st, "downtime-breakdown", &bd);
-	static const char *const part[4] = { "stop-us", "device-state-us", "ram-us", "result-us" };
 	for (int i = 0; i < 4; i++)
-		r->part_ms[i] = lm_bench_jnum(bd, part[i]) / 1e3;
+		r->part_ms[i] = lm_bench_jnum(bd, part_name[i].report) / 1e3;
 	r->syncs = lm_bench_jnum(ram, "dirty-sync-count");
 	r->rounds = qemu ? r->syncs : lm_bench_jnum(ram, "rounds");
 	r->sync_us = lm_bench_jnum(ram, "dirty-sync-us");
@@ -507,7 +517,8 @@ static void run_init(struct run *r)
 	r->done = true;
 	r->total_ms = r->pause_ms = r->exp_ms = r->rounds = r->syncs = NAN;
 	r->sync_us = r->sync_max_us = r->bytes = r->kvm_gib = NAN;
-	r->part_ms[0] = r->part_ms[1] = r->part_ms[2] = r->part_ms[3] = NAN;
+	for (int i = 0; i < 4; i++)
+		r->part_ms[i] = NAN;
 	snprintf(r->status, sizeof(r->status), "error");
 	snprintf(r->src_verify, sizeof(r->src_verify), "-");
 	snprintf(r->digest, sizeof(r->digest), "-");
@@ -1066,10 +1077,8 @@ static struct json_object *run_json(const struct run *r)
 	json_object_object_add(j, "total-time", jd(r->total_ms));
 	json_object_object_add(j, "pause-ms", jd(r->pause_ms));
 	json_object *bd = json_object_new_object();
-	json_object_object_add(bd, "stop-ms", jd(r->part_ms[0]));
-	json_object_object_add(bd, "device-state-ms", jd(r->part_ms[1]));
-	json_object_object_add(bd, "ram-ms", jd(r->part_ms[2]));
-	json_object_object_add(bd, "result-ms", jd(r->part_ms[3]));
+	for (int i = 0; i < 4; i++)
+		json_object_object_add(bd, part_name[i].json, jd(r->part_ms[i]));
 	json_object_object_add(j, "downtime-breakdown", bd);
 	json_object_object_add(j, "expected-downtime-ms", jd(r->exp_ms));
 	json_object_object_add(j, "expected-downtime-polled", json_object_new_boolean(r->exp_polled));

@@ -834,14 +834,8 @@ int lm_vm_wait(struct lm_vm *vm, int timeout_ms, int *status)
 {
 	struct timespec dl;
 	clock_gettime(CLOCK_MONOTONIC, &dl);
-	if (timeout_ms > 0) {
-		dl.tv_sec += timeout_ms / 1000;
-		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
-	}
+	if (timeout_ms > 0)
+		add_ns(&dl, (long)timeout_ms * 1000000L);
 	int r = 0;
 	pthread_mutex_lock(&vm->lock);
 	while (!vm->stopped) {

@@ -78,15 +78,22 @@ static void compare_on_finish(struct lm_test_dest *d, int err)
 				cmp_mismatch++;
 }
 
+/* A fixture with the writer at 20 MB/s and the receiver running, whose
+ * destination compares memory at the switchover (cmp_mismatch). */
+static void start_compared(struct fixture *f, bool sim)
+{
+	fx_init(f, sim, 20u << 20);
+	cmp_fx = f;
+	cmp_mismatch = ~0ull;
+	f->rx.dest.on_finish = compare_on_finish;
+	assert_int_equal(lm_test_writer_start(&f->w), 0);
+	assert_int_equal(lm_test_receiver_start(&f->rx, f->fds[1]), 0);
+}
+
 static void migrate_live(bool sim)
 {
 	struct fixture f;
-	fx_init(&f, sim, 20u << 20);
-	cmp_fx = &f;
-	cmp_mismatch = ~0ull;
-	f.rx.dest.on_finish = compare_on_finish;
-	assert_int_equal(lm_test_writer_start(&f.w), 0);
-	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	start_compared(&f, sim);
 	struct lm_migrate_params p;
 	lm_migrate_params_default(&p);
 	p.downtime_limit_ms = 5; /* several rounds before it converges */
@@ -206,12 +213,7 @@ static void stall_in_pause(const char *name, void *arg)
 static void guard_case(bool guard, int stalls)
 {
 	struct fixture f;
-	fx_init(&f, true, 20u << 20);
-	cmp_fx = &f;
-	cmp_mismatch = ~0ull;
-	f.rx.dest.on_finish = compare_on_finish;
-	assert_int_equal(lm_test_writer_start(&f.w), 0);
-	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	start_compared(&f, true);
 	struct lm_migrate_params p;
 	lm_migrate_params_default(&p);
 	p.downtime_limit_ms = 20;
