@@ -123,6 +123,15 @@ struct lm_workload_ops {
 	 * resumes; explain() may say why. May be NULL.
 	 */
 	int (*end)(void *ctx);
+	/*
+	 * Post-copy (docs/stream.md 3.14): the sender committed to a switch
+	 * with pages still missing here: run the guest now. Its accesses to a
+	 * missing page wait (userfaultfd) until the page arrives; the
+	 * receive call goes on placing pages and returns when all arrived.
+	 * end() was called before. NULL: this workload cannot run before its
+	 * memory is complete, and the receiver refuses postcopy-ram.
+	 */
+	int (*postcopy_start)(void *ctx);
 };
 
 /* ---- parameters ------------------------------------------------------------ */
@@ -172,6 +181,15 @@ struct lm_migrate_params {
 	bool auto_converge;
 	unsigned throttle_initial;
 	unsigned throttle_increment;
+	/* QEMU's postcopy-ram: allow the switch to post-copy (docs/stream.md
+	 * 3.14) when pre-copy does not converge (src/migrate/converge.c), or
+	 * after postcopy_after rounds (0: the policy decides), or when
+	 * lm_migration_start_postcopy() asks. The receiver must accept it
+	 * (offered as mandatory). From the switch on the guest's memory is
+	 * split between both sides until the last page has arrived: if this
+	 * process dies meanwhile, the guest is lost. */
+	bool postcopy;
+	unsigned postcopy_after;
 };
 
 /* The idle timeout of both sides when none is set (10 s without a byte). */
@@ -197,6 +215,14 @@ enum lm_migrate_status {
 	 * paused (never resumed by the engine); lm_migration_wait returns
 	 * -ENOLINK. The operator decides (docs/stream.md 3.13). */
 	LM_MIG_UNCONFIRMED,
+	/* Post-copy: the guest runs on the destination, the pages dirty at
+	 * the switch follow (on request first, the rest in order). */
+	LM_MIG_POSTCOPY_ACTIVE,
+	/* Post-copy broke off (the connection, the destination): pages were
+	 * still here. The workload stays paused, never resumed by the engine
+	 * (it is the guest as it was at the switch); lm_migration_wait
+	 * returns -ENOLINK and the error says what is where. */
+	LM_MIG_POSTCOPY_PAUSED,
 };
 
 /* The completeness check's outcome (docs/stream.md 5.2). */
@@ -261,6 +287,16 @@ struct lm_migrate_stats {
 	uint64_t rounds;               /* pre-copy rounds begun (the final pass not counted) */
 	uint64_t pages_per_round_last; /* pages sent in the last round */
 	bool commit_acked;             /* the receiver answered COMMIT with COMMITTED */
+	/* Post-copy (docs/stream.md 3.14): whether it switched, the pages
+	 * dirty at the switch, how they went out, the bytes written and the
+	 * time from COMMIT to the destination's last RESULT. */
+	bool postcopy;
+	uint64_t postcopy_pending;
+	uint64_t postcopy_requests;        /* PAGE_REQ records received */
+	uint64_t postcopy_pages_requested; /* pending pages sent because they were asked for */
+	uint64_t postcopy_pages_pushed;    /* pending pages sent by the background push */
+	uint64_t postcopy_bytes;
+	uint64_t postcopy_time_ms;
 	/* The completeness check, run after the switchover (not in the pause). */
 	enum lm_verify_state verify;
 	uint64_t verify_pages;         /* pages compared */
@@ -313,8 +349,13 @@ int lm_migration_start(lm_migration *m, int fd);
  * lm_migration_error() (e.g. "receiver closed the connection during round 3").
  */
 int lm_migration_wait(lm_migration *m);
+/* migrate-start-postcopy: switch to post-copy at the next decision (the
+ * end of the round in progress). 0, -EINVAL (post-copy not allowed by the
+ * params), -EALREADY (switched, or the migration is over). Any thread. */
+int lm_migration_start_postcopy(lm_migration *m);
 /* Ask the migration to stop (any thread, any time). It ends with -ECANCELED
- * unless it already completed. */
+ * unless it already completed. In post-copy it cannot stop (the guest runs
+ * on the destination, its pages are here): the cancel is ignored. */
 void lm_migration_cancel(lm_migration *m);
 /* A consistent snapshot of the stats (any thread, any time). */
 void lm_migration_query(lm_migration *m, struct lm_migrate_stats *out);
@@ -364,6 +405,19 @@ struct lm_receive_stats {
 	/* How pages were placed: "uffdio-copy" (fresh memory filled without
 	 * zeroing or faults), or "write (why UFFDIO_COPY was off)". */
 	char fill[96];
+	/* Post-copy (docs/stream.md 3.14): switched, the guest started here
+	 * with pages missing (ops->postcopy_start), and all of them arrived. */
+	bool postcopy;
+	bool postcopy_started;
+	bool postcopy_complete;
+	uint64_t postcopy_pending;	/* pages that were missing at the switch */
+	uint64_t postcopy_requests;	/* PAGE_REQ records sent (pages asked for) */
+	uint64_t postcopy_faults;	/* faults on pending pages (a page waited on twice counts twice) */
+	uint64_t postcopy_zero_faults;	/* faults on never-written pages, filled with zeros */
+	uint64_t postcopy_blocktime_us; /* time faulting threads waited, summed over them */
+	/* request to placement: the time a vCPU waits for a page */
+	uint64_t postcopy_latency_p50_us, postcopy_latency_p99_us, postcopy_latency_max_us;
+	uint64_t postcopy_time_ms;	/* the guest started here until the last page arrived */
 	char error[256];       /* the cause when the receive failed */
 };
 

@@ -48,6 +48,8 @@
  *   - LM_CAP_COMMIT_ACK with LM_REC_COMMITTED and lm_stream_put_committed()
  *     (the sender learns that the destination took over, 3.13).
  *   - LM_CAP_NO_DIGEST (a stream without DIGEST, 5.3).
+ *   - LM_CAP_POSTCOPY with LM_REC_PENDING / LM_REC_POSTCOPY /
+ *     LM_REC_PAGE_REQ and their encoders (post-copy, 3.14).
  */
 #ifndef LIVEMIG_STREAM_H
 #define LIVEMIG_STREAM_H
@@ -84,6 +86,10 @@ enum lm_rec_type {
 	LM_REC_END = 0x0014,	/* end of the sender's stream */
 	LM_REC_COMMIT = 0x0015, /* sender -> receiver after RESULT ok: the destination may run */
 	LM_REC_PREPARE = 0x0016, /* sender -> receiver: about to pause, get ready (LM_CAP_PREPARE) */
+	/* Post-copy (LM_CAP_POSTCOPY, docs/stream.md 3.14). */
+	LM_REC_PENDING = 0x0017,  /* sender -> receiver: pages still to come after the switch */
+	LM_REC_POSTCOPY = 0x0018, /* sender -> receiver: the switch to post-copy */
+	LM_REC_PAGE_REQ = 0x0023, /* receiver -> sender: something waits for these pages */
 	LM_REC_READY = 0x0021,	 /* receiver -> sender: ready to take over (answers PREPARE) */
 	LM_REC_COMMITTED = 0x0022, /* receiver -> sender: COMMIT read, the guest runs here (LM_CAP_COMMIT_ACK) */
 	LM_REC_RESULT = 0x0020, /* receiver -> sender after END */
@@ -99,10 +105,13 @@ enum lm_rec_type {
 #define LM_CAP_PREPARE (1ull << 4)	/* PREPARE / READY before the switchover */
 #define LM_CAP_COMMIT_ACK (1ull << 5)	/* COMMITTED answers COMMIT */
 #define LM_CAP_NO_DIGEST (1ull << 6)	/* no DIGEST: per-frame checksums only (docs/stream.md 5.3) */
+#define LM_CAP_POSTCOPY (1ull << 7)	/* "postcopy-ram": the switch to post-copy (docs/stream.md 3.14) */
 /* Every capability this build understands. */
 #define LM_CAP_KNOWN                                                                               \
 	(LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM |            \
-	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | LM_CAP_NO_DIGEST)
+	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | LM_CAP_NO_DIGEST | LM_CAP_POSTCOPY)
+/* Runs in one PENDING record at most (65536 payload bytes). */
+#define LM_STREAM_MAX_PENDING_RUNS 4096u
 
 /* RAM run kinds and encodings (bytes of the run header). */
 enum lm_run_kind {
@@ -293,6 +302,16 @@ typedef struct lm_record {
 			const uint8_t *payload; /* opaque to this layer, points into the input */
 			size_t len;
 		} table;
+		struct {
+			const uint8_t *runs; /* nruns validated runs, points into the input:
+						read them with lm_stream_pending_run() */
+			uint32_t nruns;
+		} pending;
+		uint64_t npending; /* POSTCOPY */
+		struct {
+			uint64_t first_page;
+			uint32_t npages;
+		} page_req;
 	} u;
 } lm_record;
 
@@ -354,6 +373,15 @@ int lm_stream_put_ready(lm_buf *b);
 /* COMMITTED (empty, receiver): COMMIT was read, the guest runs here. Needs
  * LM_CAP_COMMIT_ACK. */
 int lm_stream_put_committed(lm_buf *b);
+/* Post-copy (docs/stream.md 3.14; LM_CAP_POSTCOPY). PENDING: n runs
+ * (1 .. LM_STREAM_MAX_PENDING_RUNS) of pages still to come; POSTCOPY: the
+ * switch, with the number of distinct pages PENDING named; PAGE_REQ
+ * (receiver): npages 1 .. LM_STREAM_MAX_RUN_PAGES from first_page. */
+int lm_stream_put_pending(lm_buf *b, const lm_stream_region *runs, uint32_t n);
+int lm_stream_put_postcopy(lm_buf *b, uint64_t npending);
+int lm_stream_put_page_req(lm_buf *b, uint64_t first_page, uint32_t npages);
+/* Run i of a decoded PENDING record (i < rec->u.pending.nruns). */
+lm_stream_region lm_stream_pending_run(const lm_record *rec, uint32_t i);
 /* Opaque table payload (needs LM_CAP_TABLE_STREAM on the connection). */
 int lm_stream_put_table(lm_buf *b, const void *payload, size_t len);
 

@@ -46,6 +46,8 @@ int lm_vm_migration_start(struct lm_vm_migration *m, int fd);
  * -errno: failed or cancelled; the VM runs as before, dirty logging off. */
 int lm_vm_migration_wait(struct lm_vm_migration *m);
 void lm_vm_migration_cancel(struct lm_vm_migration *m);
+/* migrate-start-postcopy (lm_migration_start_postcopy). */
+int lm_vm_migration_start_postcopy(struct lm_vm_migration *m);
 void lm_vm_migration_query(struct lm_vm_migration *m, struct lm_migrate_stats *out);
 const char *lm_vm_migration_error(struct lm_vm_migration *m);
 void lm_vm_migration_free(struct lm_vm_migration *m);
@@ -76,8 +78,11 @@ struct lm_vm_incoming_config {
  * Receive one migration from fd and build the VM. On success *out is a
  * paused VM (lm_vm_start() then lm_vm_resume() to run it: the vCPUs start
  * paused). -ENOLINK (st->wait_commit): verified but uncommitted, *out is
- * the paused VM all the same, to be kept until an operator decides. On
- * other failures -errno, *out untouched, the cause in st->error.
+ * the paused VM all the same, to be kept until an operator decides. After
+ * a post-copy (st->postcopy_started) the VM is running already; if every
+ * page arrived but the check at the end failed (st->postcopy_complete),
+ * -errno and *out is that running VM. On other failures -errno, *out
+ * untouched, the cause in st->error.
  */
 int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm **out,
 		   struct lm_receive_stats *st);

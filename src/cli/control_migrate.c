@@ -271,6 +271,26 @@ static int cmd_migrate_cancel(void *ctx, struct json_object *args, struct json_o
 	return 0;
 }
 
+/* QEMU's migrate-start-postcopy: switch at the end of the round in progress. */
+static int cmd_start_postcopy(void *ctx, struct json_object *args, struct json_object **ret, char *err,
+			      size_t errlen)
+{
+	struct lm_control_migrate *cm = ctx;
+	if (lm_control_only_arg(args, NULL, err, errlen) < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&cm->lock);
+	int r = cm->cur ? lm_vm_migration_start_postcopy(cm->cur) : -ENOENT;
+	pthread_mutex_unlock(&cm->lock);
+	if (r == -ENOENT)
+		snprintf(err, errlen, "No migration is in progress");
+	else if (r == -EINVAL)
+		snprintf(err, errlen, "Post-copy is not allowed for this migration: set postcopy-ram "
+				      "(migrate-set-parameters) before migrate");
+	else if (r == -EALREADY)
+		snprintf(err, errlen, "The migration is already in post-copy or ending");
+	return r;
+}
+
 static int cmd_query_migrate(void *ctx, struct json_object *args, struct json_object **ret,
 			     char *err, size_t errlen)
 {
@@ -368,6 +388,7 @@ int lm_control_migrate_new(struct lm_control *c, struct lm_control_migrate **out
 	int r;
 	if ((r = lm_control_register_vm(c, "migrate", cmd_migrate, cm)) < 0 ||
 	    (r = lm_control_register_vm(c, "migrate-cancel", cmd_migrate_cancel, cm)) < 0 ||
+	    (r = lm_control_register_vm(c, "migrate-start-postcopy", cmd_start_postcopy, cm)) < 0 ||
 	    (r = lm_control_register(c, "query-migrate", cmd_query_migrate, cm)) < 0 ||
 	    (r = lm_control_register(c, "migrate-set-parameters", cmd_set_parameters, cm)) < 0 ||
 	    (r = lm_control_register(c, "query-migrate-parameters", cmd_query_parameters, cm)) < 0) {

@@ -161,11 +161,20 @@ static void report(const struct lm_receive_stats *st, bool json)
 		fprintf(stderr,
 			"{\"status\":\"completed\",\"total-time\":%llu,\"received\":%llu,"
 			"\"pages-data\":%llu,\"pages-zero\":%llu,\"rounds\":%llu,\"devices\":%llu,"
-			"\"capabilities\":%llu,\"digest\":\"%s\",\"fill\":\"%s\"}\n",
+			"\"capabilities\":%llu,\"digest\":\"%s\",\"fill\":\"%s\",\"postcopy\":%s,"
+			"\"postcopy-pending\":%llu,\"postcopy-requests\":%llu,\"postcopy-faults\":%llu,"
+			"\"postcopy-zero-faults\":%llu,\"postcopy-blocktime\":%llu,"
+			"\"postcopy-latency-p50-us\":%llu,\"postcopy-latency-p99-us\":%llu,"
+			"\"postcopy-latency-max-us\":%llu,\"postcopy-time\":%llu}\n",
 			(unsigned long long)st->total_time_ms, (unsigned long long)st->received,
 			(unsigned long long)st->pages_data, (unsigned long long)st->pages_zero,
 			(unsigned long long)st->rounds, (unsigned long long)st->devices,
-			(unsigned long long)st->caps, st->digest_ok ? "ok" : "none", st->fill);
+			(unsigned long long)st->caps, st->digest_ok ? "ok" : "none", st->fill,
+			st->postcopy ? "true" : "false", (unsigned long long)st->postcopy_pending,
+			(unsigned long long)st->postcopy_requests, (unsigned long long)st->postcopy_faults,
+			(unsigned long long)st->postcopy_zero_faults, (unsigned long long)st->postcopy_blocktime_us / 1000,
+			(unsigned long long)st->postcopy_latency_p50_us, (unsigned long long)st->postcopy_latency_p99_us,
+			(unsigned long long)st->postcopy_latency_max_us, (unsigned long long)st->postcopy_time_ms);
 		return;
 	}
 	fprintf(stderr,
@@ -175,6 +184,16 @@ static void report(const struct lm_receive_stats *st, bool json)
 		(unsigned long long)st->pages_data, (unsigned long long)st->pages_zero,
 		(unsigned long long)st->rounds,
 		st->digest_ok ? "digest ok" : "no digest (the sender asked for none)", st->fill);
+	if (st->postcopy)
+		fprintf(stderr,
+			"livemig incoming: post-copy: the guest ran here %llu ms before its last page; %llu pages "
+			"followed it, %llu asked for (%llu faults on them, %llu on never-written pages), page "
+			"wait p50 %llu us, p99 %llu us, max %llu us, blocktime %llu us\n",
+			(unsigned long long)st->postcopy_time_ms, (unsigned long long)st->postcopy_pending,
+			(unsigned long long)st->postcopy_requests, (unsigned long long)st->postcopy_faults,
+			(unsigned long long)st->postcopy_zero_faults, (unsigned long long)st->postcopy_latency_p50_us,
+			(unsigned long long)st->postcopy_latency_p99_us, (unsigned long long)st->postcopy_latency_max_us,
+			(unsigned long long)st->postcopy_blocktime_us);
 }
 
 static bool readable(int fd)
@@ -550,6 +569,14 @@ int lm_cli_incoming(int argc, char **argv)
 			int r = rx.r;
 			vm = rx.vm;
 			if (r == 0) {
+				report(&rx.st, json);
+				break;
+			}
+			if (r < 0 && vm && rx.st.postcopy_complete) {
+				fprintf(stderr,
+					"livemig incoming: POST-COPY CHECK FAILED: %s. The guest runs here on "
+					"what arrived; the source's copy is paused at the switch\n",
+					rx.st.error);
 				report(&rx.st, json);
 				break;
 			}

@@ -54,6 +54,9 @@ static void usage(FILE *f)
 		"  --control PATH              the source VM's control socket (required)\n"
 		"  --to URI                    the destination (required)\n"
 		"  --timeout SEC               cancel the migration if it has not ended by then\n"
+		"  --postcopy                  the same as --postcopy-ram: allow post-copy. From the\n"
+		"                              switch until its last page the guest's memory is on\n"
+		"                              both hosts: if the source dies then, the guest is lost\n"
 		"  --json                      print the final report as JSON\n"
 		"  -q, --quiet                 no progress line\n"
 		"  --list-parameters[=man]     the parameters as a Markdown table (docs/cli.md),\n"
@@ -228,7 +231,7 @@ static void restore_params(struct lm_qmp *cl, struct json_object **saved)
 /* ---- the command ------------------------------------------------------------ */
 
 #define MAX_PARAMS 32
-enum { O_CONTROL = 256, O_TO, O_JSON, O_TIMEOUT, O_LIST, O_PARAM = 512, O_NO_PARAM = 768 };
+enum { O_CONTROL = 256, O_TO, O_JSON, O_TIMEOUT, O_LIST, O_POSTCOPY, O_PARAM = 512, O_NO_PARAM = 768 };
 
 int lm_cli_migrate(int argc, char **argv)
 {
@@ -238,6 +241,7 @@ int lm_cli_migrate(int argc, char **argv)
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
 	    {"json", no_argument, NULL, O_JSON},
 	    {"list-parameters", optional_argument, NULL, O_LIST},
+	    {"postcopy", no_argument, NULL, O_POSTCOPY},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	};
@@ -286,6 +290,9 @@ int lm_cli_migrate(int argc, char **argv)
 		}
 		switch (c) {
 		case O_CONTROL: control = optarg; break;
+		case O_POSTCOPY:
+			json_object_object_add(params, "postcopy-ram", json_object_new_boolean(1));
+			break;
 		case O_TO: to = optarg; break;
 		case O_TIMEOUT:
 			timeout = strtod(optarg, &end);
@@ -368,6 +375,11 @@ int lm_cli_migrate(int argc, char **argv)
 		fprintf(stderr, "livemig migrate: interrupted before the migration started; nothing changed\n");
 		goto out_fd;
 	}
+	struct json_object *pc;
+	if (!quiet && json_object_object_get_ex(params, "postcopy-ram", &pc) && json_object_get_boolean(pc))
+		fprintf(stderr, "livemig migrate: post-copy allowed: once it switches, the guest runs on the "
+				"destination while its last pages are still here; if this source dies before they "
+				"are all sent, THE GUEST IS LOST\n");
 	struct json_object *margs = json_object_new_object();
 	json_object_object_add(margs, "uri", json_object_new_string(to));
 	r = lm_qmp_exec(cl, "migrate", margs, CALL_TIMEOUT_S, NULL);

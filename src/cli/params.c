@@ -39,6 +39,8 @@ FIELD(autoconv, mig.auto_converge)
 FIELD(thr_init, mig.throttle_initial)
 FIELD(thr_inc, mig.throttle_increment)
 FIELD(connect, connect_timeout_ms)
+FIELD(postcopy, mig.postcopy)
+FIELD(pc_after, mig.postcopy_after)
 
 /* idle-timeout: 0 on the interface, LM_TIMEOUT_NEVER in the engine. */
 static int64_t get_idle(const struct lm_cli_params *p)
@@ -116,6 +118,13 @@ const struct lm_cli_param lm_cli_params[] = {
 	 "auto-converge's first throttle: the share of time the vCPUs sleep", get_thr_init, set_thr_init},
 	{"cpu-throttle-increment", LM_PARAM_INT, "%", 1, 99, 0, NULL, "PCT",
 	 "auto-converge's step per round that still does not converge", get_thr_inc, set_thr_inc},
+	{"postcopy-ram", LM_PARAM_BOOL, "", 0, 1, 0, NULL, NULL,
+	 "allow post-copy (`livemig migrate --postcopy`): when pre-copy does not converge the guest moves and "
+	 "its dirty pages follow; if the source dies before the last one, the guest is lost",
+	 get_postcopy, set_postcopy},
+	{"postcopy-after", LM_PARAM_INT, "rounds", 0, 100000, 0, NULL, "N",
+	 "with postcopy-ram: switch after this many rounds; 0 = when pre-copy is seen not to converge",
+	 get_pc_after, set_pc_after},
 	{"connect-timeout", LM_PARAM_INT, "ms", 0, INT32_MAX, 0, NULL, "MS",
 	 "how long `migrate` may take to connect before the migration fails; 0 = the kernel's bound (~2 min)",
 	 get_connect, set_connect},

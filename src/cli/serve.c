@@ -135,7 +135,8 @@ int lm_cli_serve_vm(const char *prog, struct lm_vm *vm, struct lm_cli_ctl *c, en
 		lm_control_attach_vm(ctl, vm);
 	if (pthread_create(&sigthread, NULL, signal_main, &sc) == 0)
 		sigthread_started = true;
-	if ((r = lm_vm_start(vm)) < 0) {
+	/* A post-copy started it already, in the middle of the receive. */
+	if ((r = lm_vm_start(vm)) < 0 && r != -EALREADY) {
 		fprintf(stderr, "livemig %s: cannot start the vCPUs: %s\n", prog, lm_strerror(r));
 		goto out;
 	}

@@ -25,6 +25,15 @@
  * switchover would be chosen the answer is PREPARE instead; the sender
  * waits for READY, counts again and asks again, and the pages dirtied
  * while the destination got ready are judged like any others.
+ *
+ * With post-copy allowed, a guest that does not fit moves to the
+ * destination with its dirty pages still here (they follow on demand and
+ * in the background) as soon as pre-copy is seen not to converge: the
+ * guest dirties more than half of what the link carries (so rounds cannot
+ * shrink what is left), or the rounds or the time ran out; or after
+ * postcopy_after rounds if the user said so; or when the user asks. It
+ * comes before throttling: post-copy costs the guest page waits for a few
+ * seconds, a throttle costs it most of its CPU for as long as it takes.
  */
 #include "migrate/converge.h"
 
@@ -41,6 +50,8 @@ const char *lm__conv_act_name(enum lm__conv_act a)
 		return "switchover";
 	case LM__CONV_CANCEL:
 		return "cancel";
+	case LM__CONV_POSTCOPY:
+		return "postcopy";
 	}
 	return "?";
 }
@@ -56,6 +67,20 @@ void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out)
 	out->last = last_round || out_of_time;
 	enum lm__conv_act go = in->prepared ? LM__CONV_SWITCHOVER : LM__CONV_PREPARE;
 
+	bool pc_due = in->postcopy &&
+		      (in->postcopy_now || (in->postcopy_after && in->round >= in->postcopy_after) ||
+		       (!in->postcopy_after &&
+			(out->last || (in->bw > 0 && in->dirty_rate * LM_PAGE_SIZE > in->bw / 2))));
+	if (out->expected_s > in->limit_s && pc_due) {
+		/* The post-copy pause carries no pages: the harvest, the list
+		 * of dirty pages, the destination dropping its stale copies of
+		 * them, a round trip and the workload's part. */
+		out->expected_s = in->sync_s + in->rtt_s + in->workload_s +
+				  (double)in->remaining * LM__CONV_PC_PAGE_S;
+		out->forced = out->last;
+		out->act = in->prepared ? LM__CONV_POSTCOPY : LM__CONV_PREPARE;
+		return;
+	}
 	if (out->expected_s <= in->limit_s) {
 		/*
 		 * It fits. Another round still pays when it would leave clearly

@@ -25,6 +25,12 @@ struct lm__conv_in {
 	 * cpu-throttle-initial and -increment), percent */
 	bool auto_converge;
 	unsigned throttle_pct, throttle_initial, throttle_increment;
+	/* post-copy allowed (and negotiated); switch after postcopy_after
+	 * rounds (0: once pre-copy is seen not to converge); postcopy_now:
+	 * the user asked for it (migrate-start-postcopy) */
+	bool postcopy;
+	unsigned postcopy_after;
+	bool postcopy_now;
 };
 
 enum lm__conv_act {
@@ -33,6 +39,8 @@ enum lm__conv_act {
 	LM__CONV_SWITCHOVER, /* pause and send the rest */
 	LM__CONV_CANCEL,     /* give up: out of rounds or time with cancel set, or with
 				the guard and a pause predicted over the limit */
+	LM__CONV_POSTCOPY,   /* pause, send the state and the list of dirty pages, let the
+				destination run while they follow (docs/stream.md 3.14) */
 };
 
 struct lm__conv_out {
@@ -45,6 +53,11 @@ struct lm__conv_out {
 
 /* The highest throttle: the vCPUs still run 1% of the time. */
 #define LM__CONV_THROTTLE_MAX 99
+
+/* A post-copy switch's cost per pending page: listing it, and the
+ * destination dropping its stale copy (process_madvise, 0.39 us a run of
+ * one page here) */
+#define LM__CONV_PC_PAGE_S 0.5e-6
 
 /* Pages left below which another round cannot shorten the pause noticeably. */
 #define LM__CONV_CONVERGED_PAGES 64

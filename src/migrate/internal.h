@@ -76,4 +76,57 @@ static inline bool lm__filler_on(const struct lm__filler *f)
 int lm__filler_place(struct lm__filler *f, uint64_t first, uint8_t *dst, const uint8_t *src,
 		     uint32_t npages);
 
+/*
+ * Post-copy on the destination (src/migrate/postcopy_dst.c): the pending
+ * pages, the userfaultfd over guest RAM and the fault thread that asks
+ * the source for pending pages and zero-fills the rest.
+ */
+struct lm__pc_dst;
+/* Can this process take kernel faults through userfaultfd? why if not. */
+bool lm__pc_dst_possible(char *why, size_t cap);
+int lm__pc_dst_new(struct lm__pc_dst **out, const struct lm_mem_region *mem, uint32_t n, uint64_t end_page);
+/* A PENDING run (receiver thread, before arm). 0 or -ENOMEM. */
+int lm__pc_dst_add(struct lm__pc_dst *d, uint64_t first, uint64_t n);
+uint64_t lm__pc_dst_pending(const struct lm__pc_dst *d); /* distinct pages marked */
+uint64_t lm__pc_dst_left(const struct lm__pc_dst *d);	  /* of them not placed yet */
+/* Drop the stale copies of the pending pages, register guest RAM for
+ * missing-page faults and start the fault thread, which writes PAGE_REQ
+ * records on io's connection (a copy of io; the caller only reads from
+ * then on). 0 or -errno with why. */
+int lm__pc_dst_arm(struct lm__pc_dst *d, const struct lm__io *io, char *why, size_t cap);
+/* Place n pending pages from src (NULL: zeros) at dst, guest pages first..;
+ * digest them into dg (may be NULL) before anything can write them; wake
+ * their waiters. -EPROTO if one is not pending (why), else 0 or -errno. */
+int lm__pc_dst_place(struct lm__pc_dst *d, uint64_t first, uint8_t *dst, const uint8_t *src, uint32_t n,
+		     lm_digest *dg, char *why, size_t cap);
+/* Stop the fault thread: its error (-errno, why) if it failed, else 0. */
+int lm__pc_dst_stop(struct lm__pc_dst *d, char *why, size_t cap);
+void lm__pc_dst_stats(struct lm__pc_dst *d, struct lm_receive_stats *st);
+/* Frees. With pages still missing the userfaultfd stays open (its faults
+ * never answered) for the life of the process: they must never read as
+ * zeros. */
+void lm__pc_dst_free(struct lm__pc_dst *d);
+
+/*
+ * Post-copy on the source (src/migrate/postcopy_src.c): what goes out next
+ * after COMMIT, requested pages first, the rest in order. The caller owns
+ * the pending set and the encoding.
+ */
+struct lm__pc_src {
+	struct lm__io *io;
+	lm_stream *s;
+	lm_sbitmap *pending; /* pages still to send; send() takes them out */
+	const struct lm_mem_region *regions;
+	size_t nregions;
+	/* Send the pending pages of [first, first + n) (inside region r) and
+	 * write them to the connection: how many were pending (>= 0), or
+	 * -errno (the caller's own error message is set). */
+	int64_t (*send)(void *arg, const struct lm_mem_region *r, uint64_t first, uint64_t n);
+	void *arg;
+	uint64_t requests, pages_requested, pages_pushed;
+	char why[200]; /* the cause of a failure of this file's own */
+};
+/* Until no page is pending: 0, or -errno with why set (unless send failed). */
+int lm__pc_src_run(struct lm__pc_src *p);
+
 #endif

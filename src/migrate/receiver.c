@@ -58,6 +58,13 @@ struct recv {
 	uint64_t dig_lo, dig_hi, dig_npages;
 	lm_skip_map *skip; /* the workload's, when skip-balloon was accepted */
 	struct lm__filler fill; /* UFFDIO_COPY into fresh destination memory */
+	/* Post-copy (postcopy-ram): the pending pages from PENDING records,
+	 * then, after the switch, the fault thread. in_postcopy: COMMIT of the
+	 * switch was read, the guest may run here. */
+	struct lm__pc_dst *pc;
+	bool switched; /* POSTCOPY read */
+	bool in_postcopy;
+	uint8_t *pc_stage; /* the post-copy staging buffer */
 };
 
 static int rfail(struct recv *r, int err, const char *fmt, ...)
@@ -203,6 +210,16 @@ static int handshake(struct recv *r, uint64_t allowed)
 	if (rec.u.hello.page_size != LM_PAGE_SIZE)
 		return rfail(r, -EPROTO, "bad HELLO: page size %u, this side uses %llu", rec.u.hello.page_size,
 			     (unsigned long long)LM_PAGE_SIZE);
+	/* Post-copy needs a workload that can run before its memory is
+	 * complete, and kernel faults through userfaultfd. */
+	if (rec.u.hello.offered & LM_CAP_POSTCOPY & allowed) {
+		char why[200] = "this destination cannot run a guest before its memory is complete";
+		if (!r->ops || !r->ops->postcopy_start || !lm__pc_dst_possible(why, sizeof(why))) {
+			if (rec.u.hello.mandatory & LM_CAP_POSTCOPY)
+				return rfail(r, -ENOTSUP, "refused HELLO: the sender wants postcopy-ram, and %s", why);
+			allowed &= ~LM_CAP_POSTCOPY;
+		}
+	}
 	uint64_t accepted;
 	err = lm_stream_negotiate(&r->s, &rec.u.hello, allowed, &accepted, &e);
 	if (err)
@@ -253,6 +270,8 @@ static int handshake(struct recv *r, uint64_t allowed)
 		}
 	}
 	r->use_digest = (accepted & LM_CAP_NO_DIGEST) == 0;
+	if ((accepted & LM_CAP_POSTCOPY) && lm__pc_dst_new(&r->pc, r->mem, l->nregions, l->end_page) < 0)
+		return rfail(r, -ENOMEM, "out of memory for the post-copy page map");
 	err = lm_digest_init(&r->digest, l->end_page);
 	if (err)
 		return rfail(r, err, "out of memory for the digest");
@@ -413,6 +432,71 @@ static int table(struct recv *r, const lm_record *rec)
 	return 0;
 }
 
+/*
+ * A RAM run in post-copy: pending pages only, each once, placed whole
+ * (never half-written where the running guest could see them) and hashed
+ * before their waiters wake.
+ */
+static int pc_ram(struct recv *r, const lm_frame *f)
+{
+	uint8_t rh[LM_RUN_HDR];
+	lm_run run;
+	lm_stream_err e = { 0 };
+	char w[80], why[200];
+	if (f->payload_len < LM_RUN_HDR)
+		return rfail(r, -EBADMSG, "RAM record of %u bytes is shorter than its run header (post-copy)",
+			     f->payload_len);
+	int err = lm__io_read(&r->io, rh, sizeof(rh));
+	if (err)
+		return io_rfail(r, err);
+	err = lm_stream_run_parse(&r->s, f, rh, sizeof(rh), &run, &e);
+	if (err)
+		return rfail(r, err, "%s (post-copy)", e.msg);
+	if (run.kind == LM_RUN_SKIPPED)
+		return rfail(r, -EPROTO, "SKIPPED run in post-copy (pages [%llu, %llu))",
+			     (unsigned long long)run.first_page, (unsigned long long)(run.first_page + run.npages));
+	uint8_t *dst = (uint8_t *)r->mem[run.region].host + run.region_off * LM_PAGE_SIZE;
+	size_t len = (size_t)run.npages * LM_PAGE_SIZE;
+	lm_stream_csum c;
+	lm_stream_csum_begin(&c, f);
+	lm_stream_csum_update(&c, rh, sizeof(rh));
+	const uint8_t *src = NULL;
+	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW) {
+		err = lm__io_read(&r->io, r->pc_stage, len);
+		if (err)
+			return io_rfail(r, err);
+		lm_stream_csum_update(&c, r->pc_stage, len);
+		src = r->pc_stage;
+	} else if (run.kind == LM_RUN_DATA) {
+		err = read_payload(r, &(lm_frame){ .type = f->type, .payload_len = (uint32_t)run.data_len });
+		if (err)
+			return err;
+		lm_stream_csum_update(&c, r->payload, run.data_len);
+	}
+	err = lm_stream_csum_check(&c, f, &e);
+	if (!err && run.kind == LM_RUN_DATA && run.enc != LM_ENC_RAW) {
+		err = lm_stream_run_apply(&r->s, &run, r->payload, run.data_len, r->pc_stage, len, &e);
+		src = r->pc_stage;
+	}
+	if (err)
+		return rfail(r, err, "%s (pages [%llu, %llu), post-copy, %s)", e.msg, (unsigned long long)run.first_page,
+			     (unsigned long long)(run.first_page + run.npages), where(r, w, sizeof(w)));
+	err = lm__pc_dst_place(r->pc, run.first_page, dst, src, run.npages, r->use_digest ? &r->digest : NULL, why,
+			       sizeof(why));
+	if (err)
+		return rfail(r, err, "%s", why);
+	if (src) {
+		lm_bitmap_set_range(&r->written, run.first_page, run.npages);
+		r->st->pages_data += run.npages;
+	} else {
+		r->st->pages_zero += run.npages;
+	}
+	return 0;
+}
+
+/* records() read POSTCOPY: the switch (docs/stream.md 3.14). */
+#define SWITCHED 1
+
 /* Records until END; returns 0 at a complete, verified stream. */
 static int records(struct recv *r)
 {
@@ -428,7 +512,16 @@ static int records(struct recv *r)
 		err = lm_stream_frame_parse(&r->s, hdr, sizeof(hdr), &f, &e);
 		if (err)
 			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+		if (f.type == LM_REC_RAM && r->in_postcopy) {
+			err = pc_ram(r, &f);
+			if (err)
+				return err;
+			r->records++;
+			continue;
+		}
 		if (f.type == LM_REC_RAM) {
+			if (r->switched)
+				return rfail(r, -EPROTO, "RAM record after POSTCOPY, before COMMIT");
 			err = ram(r, &f, hdr);
 			if (err)
 				return err;
@@ -436,9 +529,13 @@ static int records(struct recv *r)
 			continue;
 		}
 		if (f.type != LM_REC_ROUND && f.type != LM_REC_DEVICE && f.type != LM_REC_DIGEST && f.type != LM_REC_END &&
-		    f.type != LM_REC_TABLE && f.type != LM_REC_PREPARE)
+		    f.type != LM_REC_TABLE && f.type != LM_REC_PREPARE && f.type != LM_REC_PENDING &&
+		    f.type != LM_REC_POSTCOPY)
 			return rfail(r, -EPROTO, "unexpected %s record in the stream (%s)", lm_stream_type_name(f.type),
 				     where(r, w, sizeof(w)));
+		/* After the switch only the pending pages, DIGEST and END. */
+		if (r->in_postcopy && f.type != LM_REC_DIGEST && f.type != LM_REC_END)
+			return rfail(r, -EPROTO, "%s record in post-copy", lm_stream_type_name(f.type));
 		err = read_payload(r, &f);
 		if (err)
 			return err;
@@ -457,6 +554,8 @@ static int records(struct recv *r)
 		case LM_REC_DEVICE:
 			if (r->have_digest)
 				return rfail(r, -EPROTO, "DEVICE record after DIGEST");
+			if (r->pc && lm__pc_dst_pending(r->pc))
+				return rfail(r, -EPROTO, "DEVICE record after PENDING");
 			if (r->ops && r->ops->load_state) {
 				err = r->ops->load_state(r->ctx, rec.u.device.name, rec.u.device.blob, rec.u.device.len);
 				if (err)
@@ -470,6 +569,24 @@ static int records(struct recv *r)
 			if (err)
 				return err;
 			break;
+		case LM_REC_PENDING:
+			if (r->have_digest)
+				return rfail(r, -EPROTO, "PENDING record after DIGEST");
+			for (uint32_t i = 0; i < rec.u.pending.nruns; i++) {
+				lm_stream_region run = lm_stream_pending_run(&rec, i);
+				if (lm__pc_dst_add(r->pc, run.first_page, run.npages) < 0)
+					return rfail(r, -ENOMEM, "out of memory for the pending pages");
+			}
+			break;
+		case LM_REC_POSTCOPY:
+			if (r->have_digest)
+				return rfail(r, -EPROTO, "POSTCOPY record after DIGEST");
+			if (rec.u.npending != lm__pc_dst_pending(r->pc))
+				return rfail(r, -EBADMSG, "POSTCOPY announces %llu pending pages, PENDING named %llu",
+					     (unsigned long long)rec.u.npending,
+					     (unsigned long long)lm__pc_dst_pending(r->pc));
+			r->switched = true;
+			return SWITCHED;
 		case LM_REC_PREPARE:
 			if (r->have_digest || r->prepared)
 				return rfail(r, -EPROTO, "%s", r->prepared ? "second PREPARE record"
@@ -494,6 +611,9 @@ static int records(struct recv *r)
 			r->dig_npages = rec.u.digest.npages;
 			break;
 		case LM_REC_END: {
+			if (r->in_postcopy && lm__pc_dst_left(r->pc))
+				return rfail(r, -EPROTO, "END with %llu pending pages never sent",
+					     (unsigned long long)lm__pc_dst_left(r->pc));
 			if (!r->use_digest) {
 				/* no-digest: every frame's checksum held, nothing
 				 * more can be checked. */
@@ -552,6 +672,63 @@ static int wait_commit(struct recv *r, uint64_t timeout_ms)
 	return 0;
 }
 
+/*
+ * POSTCOPY was read and the workload can take over: the pending pages'
+ * stale copies go, missing-page faults are armed over all guest RAM and
+ * the fault thread starts, all before RESULT ok (a failure here still lets
+ * the sender resume). The pre-copy filler's userfaultfd goes first: a range
+ * takes one userfaultfd at a time.
+ */
+static int pc_arm(struct recv *r)
+{
+	char why[200];
+	lm__filler_destroy(&r->fill);
+	r->pc_stage = aligned_alloc(LM_PAGE_SIZE, (size_t)LM_STREAM_MAX_RUN_PAGES * LM_PAGE_SIZE);
+	if (!r->pc_stage)
+		return rfail(r, -ENOMEM, "out of memory for post-copy");
+	int err = lm__pc_dst_arm(r->pc, &r->io, why, sizeof(why));
+	if (err)
+		return rfail(r, err, "cannot take over in post-copy: %s", why);
+	r->st->postcopy = true;
+	r->st->postcopy_pending = lm__pc_dst_pending(r->pc);
+	return 0;
+}
+
+/*
+ * COMMIT of the switch was read: the guest runs here from now on, the
+ * pending pages arrive as RAM runs (some because the fault thread asked),
+ * then DIGEST and END; the answer is the last RESULT: the digest's verdict
+ * over the whole run. Whatever happens the guest is not run anywhere else.
+ */
+static int postcopy(struct recv *r)
+{
+	char why[200];
+	r->in_postcopy = true;
+	r->records = 0;
+	int err = r->ops->postcopy_start(r->ctx);
+	if (err)
+		return rfail(r, err, "could not start the guest in post-copy: %s", why_failed(r, err));
+	r->st->postcopy_started = true;
+	double t0 = lm__now();
+	lm__test_point("receiver-postcopy-running");
+	err = records(r);
+	int ferr = lm__pc_dst_stop(r->pc, why, sizeof(why));
+	if (!err && ferr)
+		err = rfail(r, ferr, "post-copy: %s", why);
+	r->st->postcopy_complete = lm__pc_dst_left(r->pc) == 0;
+	r->st->postcopy_time_ms = (uint64_t)((lm__now() - t0) * 1000);
+	lm__pc_dst_stats(r->pc, r->st);
+	if (err != -ECONNABORTED && !(err == -ETIMEDOUT && !r->io.stall_ms))
+		(void)send_status(r, LM_REC_RESULT, -err, err ? r->st->error : "ok");
+	if (err && !r->st->postcopy_complete) {
+		size_t k = strlen(r->st->error);
+		snprintf(r->st->error + k, sizeof(r->st->error) - k,
+			 "; post-copy broke off with %llu of %llu pages still at the source",
+			 (unsigned long long)lm__pc_dst_left(r->pc), (unsigned long long)lm__pc_dst_pending(r->pc));
+	}
+	return err;
+}
+
 int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct lm_workload_ops *ops, void *ctx,
 		       struct lm_receive_stats *stats)
 {
@@ -583,10 +760,15 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		goto out;
 	}
 	err = records(&r);
+	bool switched = err == SWITCHED;
+	if (switched)
+		err = 0;
 	/* Before RESULT ok: can the workload take over at all? A failure here
 	 * still lets the sender resume its copy. */
 	if (!err && ops && ops->end && (err = ops->end(ctx)) < 0)
 		rfail(&r, err, "the destination cannot take over: %s", why_failed(&r, err));
+	if (!err && switched)
+		err = pc_arm(&r);
 	/* Only now: after a failure the workload may have dropped the map. */
 	if (!err && r.skip)
 		r.st->ballooned = lm_skip_map_count(r.skip);
@@ -609,6 +791,14 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		      lm_strerror(err));
 	else
 		err = wait_commit(&r, idle ? idle : COMMIT_TIMEOUT_MS);
+	if (err && switched) {
+		/* Not a complete copy: nothing to keep. The sender either resumes
+		 * (it missed RESULT ok) or waits in post-copy with every page. */
+		size_t k = strlen(r.st->error);
+		snprintf(r.st->error + k, sizeof(r.st->error) - k,
+			 "; the switch to post-copy did not happen: this incomplete copy is dropped");
+		goto out;
+	}
 	if (err == -ECANCELED) {
 		/* Our own side gave up (a signal, --timeout): no copy is kept.
 		 * The sender either never read RESULT ok and resumes, or its
@@ -641,9 +831,13 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		lm_buf_destroy(&b);
 		lm__test_point("receiver-after-committed");
 	}
+	if (switched)
+		err = postcopy(&r);
 
 out:
 	lm__filler_destroy(&r.fill);
+	lm__pc_dst_free(r.pc);
+	free(r.pc_stage);
 	r.st->received = r.io.bytes_in;
 	r.st->total_time_ms = (uint64_t)((lm__now() - t0) * 1000);
 	if (set_up && ops && ops->finish)

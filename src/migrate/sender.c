@@ -154,6 +154,12 @@ struct lm_migration {
 	double sync_time;
 	double bw; /* bytes/s of guest data pages, last estimate (0: none yet) */
 	double last_publish;
+	/* Post-copy: asked for by lm_migration_start_postcopy (any thread);
+	 * in_postcopy from COMMIT of the switch on (the workload is never
+	 * resumed here again, the pending pages are in `dirty`). */
+	int postcopy_now;
+	bool in_postcopy;
+	uint64_t pc_bytes0; /* bytes_out at COMMIT of the switch */
 };
 
 void lm_migrate_params_default(struct lm_migrate_params *p)
@@ -597,6 +603,9 @@ static void decide(struct lm_migration *m, unsigned round, uint64_t left, struct
 		.throttle_pct = m->st.cpu_throttle_pct,
 		.throttle_initial = m->p.throttle_initial,
 		.throttle_increment = m->p.throttle_increment,
+		.postcopy = (m->s.caps & LM_CAP_POSTCOPY) != 0,
+		.postcopy_after = m->p.postcopy_after,
+		.postcopy_now = __atomic_load_n(&m->postcopy_now, __ATOMIC_ACQUIRE) != 0,
 	};
 	lm__converge(&in, d);
 	if (d->throttle_pct != m->st.cpu_throttle_pct && in.auto_converge) {
@@ -694,6 +703,12 @@ static int handshake(struct lm_migration *m)
 	h.mandatory = LM_CAP_RECORD_CSUM;
 	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | (m->p.compress ? LM_CAP_ZSTD : 0) |
 		    (m->p.verify == LM_VERIFY_NONE ? LM_CAP_NO_DIGEST : 0);
+	/* Asked for, so required: a destination that cannot do it says so
+	 * now, not when pre-copy turns out not to converge. */
+	if (m->p.postcopy && !(m->p.caps_disabled & LM_CAP_POSTCOPY)) {
+		h.offered |= LM_CAP_POSTCOPY;
+		h.mandatory |= LM_CAP_POSTCOPY;
+	}
 	/* Ballooned pages are skipped only with the map on the wire too: the
 	 * destination must learn which pages to zero and keep the map. */
 	if (m->skip && m->skip_trusted)
@@ -769,11 +784,24 @@ static int wait_reply(struct lm_migration *m, uint16_t want)
 	const char *wname = lm_stream_type_name(want);
 	uint64_t saved_timeout = m->io.timeout_ms;
 	m->io.timeout_ms = m->p.result_timeout_ms;
+again:;
 	int err = lm__io_read(&m->io, hdr, sizeof(hdr));
 	if (!err) {
 		err = lm_stream_frame_parse(&m->s, hdr, sizeof(hdr), &f, &e);
 		if (err)
 			return fail(m, err, "bad %s from the receiver: %s", wname, e.msg);
+		/* Post-copy: requests sent before the receiver had read the
+		 * pages (docs/stream.md 3.14); they are on their way. */
+		if (f.type == LM_REC_PAGE_REQ && m->in_postcopy) {
+			err = lm__io_read(&m->io, pl, f.payload_len);
+			if (err) {
+				m->io.timeout_ms = saved_timeout;
+				return io_fail(m, err);
+			}
+			if ((err = lm_stream_decode_payload(&m->s, &f, pl, f.payload_len, &rec, &e)))
+				return fail(m, err, "bad PAGE_REQ from the receiver: %s", e.msg);
+			goto again;
+		}
 		if ((f.type != want && f.type != LM_REC_RESULT) || f.payload_len > sizeof(pl))
 			return fail(m, -EPROTO, "receiver sent %s instead of %s", lm_stream_type_name(f.type),
 				    wname);
@@ -1085,6 +1113,168 @@ out:
 	m->st.verify_time_ms = (uint64_t)((lm__now() - t0) * 1000);
 }
 
+/* lm__pc_src's send: the pending pages of [first, first + n), written out. */
+static int64_t pc_send(void *arg, const struct lm_mem_region *r, uint64_t first, uint64_t n)
+{
+	struct lm_migration *m = arg;
+	uint64_t before = m->round_pages;
+	int err = send_chunk(m, r, first, n);
+	if (!err)
+		err = flush(m);
+	if (err)
+		return err;
+	if (lm__now() - m->last_publish > 0.05) {
+		m->st.remaining = lm_sbitmap_count(&m->dirty) * LM_PAGE_SIZE;
+		m->st.postcopy_bytes = m->io.bytes_out - m->pc_bytes0;
+		publish(m);
+	}
+	return (int64_t)(m->round_pages - before);
+}
+
+/* The pending set (the dirty pages after the final harvest) as PENDING
+ * records, and POSTCOPY with their number. */
+static int send_pending(struct lm_migration *m, uint64_t *npending)
+{
+	lm_stream_region runs[256];
+	uint32_t n = 0;
+	int err = 0;
+	*npending = 0;
+	for (uint64_t i = lm_sbitmap_find_next_set(&m->dirty, 0); i < m->end_page && !err;) {
+		/* A run ends where the pages do, or at a region's end. */
+		uint64_t e = i + 1;
+		while (e < m->end_page && lm_bitmap_test(&m->dirty.bits, e) &&
+		       lm_stream_layout_find(&m->s.layout, i, e + 1 - i, NULL) >= 0)
+			e++;
+		runs[n++] = (lm_stream_region){ i, e - i };
+		*npending += e - i;
+		if (n == sizeof(runs) / sizeof(runs[0])) {
+			err = lm_stream_put_pending(&m->out, runs, n);
+			n = 0;
+			if (!err)
+				err = maybe_flush(m);
+		}
+		i = lm_sbitmap_find_next_set(&m->dirty, e);
+	}
+	if (!err && n)
+		err = lm_stream_put_pending(&m->out, runs, n);
+	if (!err)
+		err = lm_stream_put_postcopy(&m->out, *npending);
+	return err < 0 && !m->st.error[0] ? put_fail(m, err, "PENDING") : err;
+}
+
+/*
+ * Post-copy (docs/stream.md 3.14): stop the workload, send its state and
+ * the list of pages still dirty, and once the destination said it can run
+ * with them missing (RESULT ok) and COMMIT is out, send them, asked-for
+ * pages first (postcopy_src.c), then DIGEST and END. From COMMIT on the
+ * workload is never resumed here and the migration cannot be cancelled:
+ * the guest runs on the destination.
+ */
+static int switchover_postcopy(struct lm_migration *m)
+{
+	int err;
+	if (!m->prepared && (err = prepare_destination(m)))
+		return err;
+	m->st.status = LM_MIG_DEVICE;
+	set_phase(m, "the switch to post-copy");
+	lm__io_set_rate(&m->io, 0);
+	m->t_pause = lm__now();
+	if (m->ops && m->ops->pause) {
+		err = m->ops->pause(m->ctx);
+		if (err)
+			return fail(m, err, "could not pause the workload: %s", lm_strerror(err));
+	}
+	m->paused = true;
+	m->pause_bytes_out = m->io.bytes_out;
+	double t_stopped = lm__now();
+	publish(m);
+	lm__test_point("sender-in-pause");
+	/* The state first, then the final harvest (see switchover()). */
+	if (m->ops && m->ops->save_state) {
+		lm_state_writer w = { .out = &m->out };
+		err = m->ops->save_state(m->ctx, &w);
+		if (err)
+			return fail(m, err, "saving device state failed: %s", lm_strerror(err));
+	}
+	double t_state = lm__now();
+	uint64_t left, npending;
+	if ((err = count_remaining(m, &left)))
+		return err;
+	/* Ballooned pages are zero on both sides: never pending. */
+	if (m->use_skip)
+		for (size_t i = 0; i < m->nregions; i++)
+			lm_skip_map_remove_from(m->skip, &m->dirty, m->regions[i].first_page, m->regions[i].npages);
+	if ((err = send_table(m)) || (err = send_pending(m, &npending)) || (err = flush(m)))
+		return err;
+	m->st.dirty_sync_count++;
+	m->st.stop_copy_bytes = m->io.bytes_out - m->pause_bytes_out;
+	m->st.postcopy_pending = npending;
+	double t_end = lm__now();
+	set_phase(m, "waiting for the destination to take over");
+	err = wait_reply(m, LM_REC_RESULT);
+	if (err)
+		return err;
+	double t = lm__now();
+	m->st.downtime_us = (uint64_t)((t - m->t_pause) * 1e6);
+	m->st.downtime_ms = m->st.downtime_us / 1000;
+	m->st.downtime_stop_us = (uint64_t)((t_stopped - m->t_pause) * 1e6);
+	m->st.downtime_state_us = (uint64_t)((t_state - t_stopped) * 1e6);
+	m->st.downtime_ram_us = (uint64_t)((t_end - t_state) * 1e6);
+	m->st.downtime_result_us = m->st.downtime_us - m->st.downtime_stop_us - m->st.downtime_state_us -
+				   m->st.downtime_ram_us;
+	set_phase(m, "the commit");
+	if ((err = lm_stream_put_commit(&m->out)))
+		return put_fail(m, err, "COMMIT");
+	if ((err = flush(m)))
+		return err;
+	m->committed = true;
+	m->in_postcopy = true;
+	/* The guest runs there now: nothing may stop this side any more. */
+	m->io.cancel_fd = -1;
+	m->st.postcopy = true;
+	m->st.status = LM_MIG_POSTCOPY_ACTIVE;
+	m->pc_bytes0 = m->io.bytes_out;
+	double t_commit = lm__now();
+	publish(m);
+	lm__test_point("sender-postcopy-commit");
+	if ((m->s.caps & LM_CAP_COMMIT_ACK) && (err = wait_committed(m)))
+		return err;
+	m->st.commit_acked = (m->s.caps & LM_CAP_COMMIT_ACK) != 0;
+	set_phase(m, "post-copy");
+	lm__io_set_rate(&m->io, m->p.max_bandwidth);
+	struct lm__pc_src pc = {
+		.io = &m->io,
+		.s = &m->s,
+		.pending = &m->dirty,
+		.regions = m->regions,
+		.nregions = m->nregions,
+		.send = pc_send,
+		.arg = m,
+	};
+	err = lm__pc_src_run(&pc);
+	m->st.postcopy_requests = pc.requests;
+	m->st.postcopy_pages_requested = pc.pages_requested;
+	m->st.postcopy_pages_pushed = pc.pages_pushed;
+	if (err)
+		return fail(m, err, "%s", pc.why);
+	m->st.remaining = 0;
+	if (m->use_digest) {
+		lm_hash128 d = lm_digest_value(&m->digest);
+		err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);
+	}
+	if (!err)
+		err = lm_stream_put_end(&m->out);
+	if (err)
+		return put_fail(m, err, "END");
+	if ((err = flush(m)))
+		return err;
+	m->st.postcopy_bytes = m->io.bytes_out - m->pc_bytes0;
+	set_phase(m, "waiting for the post-copy result");
+	err = wait_reply(m, LM_REC_RESULT);
+	m->st.postcopy_time_ms = (uint64_t)((lm__now() - t_commit) * 1000);
+	return err;
+}
+
 static int run(struct lm_migration *m)
 {
 	int err;
@@ -1191,6 +1381,8 @@ static int run(struct lm_migration *m)
 				    round, lm__now() - m->t_start, (unsigned long long)(m->st.remaining >> 20),
 				    (unsigned long long)m->st.expected_downtime_ms,
 				    (unsigned long long)m->p.downtime_limit_ms);
+		if (d.act == LM__CONV_POSTCOPY)
+			return switchover_postcopy(m);
 		err = switchover(m, d.last);
 		if (err != GUARD_RESUMED)
 			return err;
@@ -1214,7 +1406,24 @@ static void *thread_main(void *arg)
 	 * stats keep the share it reached). */
 	if (m->throttled)
 		(void)m->ops->throttle(m->ctx, 0);
-	if (err && m->committed) {
+	if (err && m->in_postcopy) {
+		/* The guest runs on the destination: ours stays paused, and
+		 * the pages that did not go out are here only. */
+		char why[sizeof(m->st.error)];
+		uint64_t left = lm_sbitmap_count(&m->dirty);
+		snprintf(why, sizeof(why), "%s", m->st.error[0] ? m->st.error : lm_strerror(err));
+		m->st.error[0] = 0;
+		if (left)
+			fail(m, -ENOLINK, "post-copy broke off with %llu of %llu pages not sent (%s): the guest "
+					  "ran on the destination since the switch and cannot go on without them; "
+					  "this copy stays paused as the guest was at the switch",
+			     (unsigned long long)left, (unsigned long long)m->st.postcopy_pending, why);
+		else
+			fail(m, -ENOLINK, "post-copy sent every page, then: %s; the guest runs on the "
+					  "destination, this copy stays paused", why);
+		m->st.status = left ? LM_MIG_POSTCOPY_PAUSED : LM_MIG_FAILED;
+		err = -ENOLINK;
+	} else if (err && m->committed) {
 		/* COMMIT is out: the destination may run the guest, so ours
 		 * stays paused whatever went wrong after it. */
 		char why[sizeof(m->st.error)];
@@ -1366,6 +1575,18 @@ int lm_migration_wait(lm_migration *m)
 	return m->result;
 }
 
+int lm_migration_start_postcopy(lm_migration *m)
+{
+	if (!m->p.postcopy)
+		return -EINVAL;
+	struct lm_migrate_stats st;
+	lm_migration_query(m, &st);
+	if (st.postcopy || (st.status != LM_MIG_NONE && st.status != LM_MIG_SETUP && st.status != LM_MIG_ACTIVE))
+		return -EALREADY;
+	__atomic_store_n(&m->postcopy_now, 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
 void lm_migration_cancel(lm_migration *m)
 {
 	__atomic_store_n(&m->cancel_flag, 1, __ATOMIC_RELEASE);
@@ -1379,7 +1600,8 @@ void lm_migration_query(lm_migration *m, struct lm_migrate_stats *out)
 	pthread_mutex_lock(&m->lock);
 	*out = m->pub;
 	pthread_mutex_unlock(&m->lock);
-	if (out->status == LM_MIG_SETUP || out->status == LM_MIG_ACTIVE || out->status == LM_MIG_DEVICE)
+	if (out->status == LM_MIG_SETUP || out->status == LM_MIG_ACTIVE || out->status == LM_MIG_DEVICE ||
+	    out->status == LM_MIG_POSTCOPY_ACTIVE)
 		out->total_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
 }
 

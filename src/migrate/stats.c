@@ -22,6 +22,8 @@ const char *lm_migrate_status_name(enum lm_migrate_status st)
 	case LM_MIG_FAILED: return "failed";
 	case LM_MIG_CANCELLED: return "cancelled";
 	case LM_MIG_UNCONFIRMED: return "unconfirmed";
+	case LM_MIG_POSTCOPY_ACTIVE: return "postcopy-active";
+	case LM_MIG_POSTCOPY_PAUSED: return "postcopy-paused";
 	}
 	return "unknown";
 }
@@ -40,7 +42,7 @@ const char *lm_verify_state_name(enum lm_verify_state v)
 /* The downtime was measured: the switchover reached RESULT ok. */
 static bool downtime_known(const struct lm_migrate_stats *st)
 {
-	return st->status == LM_MIG_COMPLETED || st->status == LM_MIG_UNCONFIRMED;
+	return st->status == LM_MIG_COMPLETED || st->status == LM_MIG_UNCONFIRMED || st->postcopy;
 }
 
 static void add_u64(json_object *o, const char *k, uint64_t v)
@@ -86,6 +88,15 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	add_u64(o, "downtime-guard-resumes", st->guard_resumes);
 	add_u64(o, "downtime-guard-paused-us", st->guard_paused_us);
 	add_u64(o, "cpu-throttle-percentage", st->cpu_throttle_pct);
+	json_object_object_add(o, "postcopy", json_object_new_boolean(st->postcopy));
+	if (st->postcopy) {
+		add_u64(o, "postcopy-pending", st->postcopy_pending);
+		add_u64(o, "postcopy-requests", st->postcopy_requests);
+		add_u64(o, "postcopy-pages-requested", st->postcopy_pages_requested);
+		add_u64(o, "postcopy-pages-pushed", st->postcopy_pages_pushed);
+		add_u64(o, "postcopy-bytes", st->postcopy_bytes);
+		add_u64(o, "postcopy-time", st->postcopy_time_ms);
+	}
 	if (st->dirty_source[0])
 		json_object_object_add(o, "dirty-source", json_object_new_string(st->dirty_source));
 	json_object_object_add(o, "skip-balloon", json_object_new_boolean(st->skip_balloon));
@@ -159,6 +170,14 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 	if (st->cpu_throttle_pct)
 		fprintf(f, "%-20s %u%% (auto-converge: the vCPUs slept that share of the time)\n", "cpu throttle",
 			st->cpu_throttle_pct);
+	if (st->postcopy) {
+		mib(a, sizeof(a), st->postcopy_bytes);
+		fprintf(f, "%-20s %llu pages followed the guest in %llu ms (%s): %llu asked for in %llu requests, "
+			   "%llu pushed\n",
+			"post-copy", (unsigned long long)st->postcopy_pending, (unsigned long long)st->postcopy_time_ms,
+			a, (unsigned long long)st->postcopy_pages_requested, (unsigned long long)st->postcopy_requests,
+			(unsigned long long)st->postcopy_pages_pushed);
+	}
 	if (st->guard_resumes)
 		fprintf(f, "%-20s resumed the guest %llu time%s (after %.3f ms stopped in all): the pause would "
 			   "have broken the limit\n",

@@ -119,6 +119,9 @@ static const struct type_info types[] = {
     {LM_REC_PREPARE, "PREPARE", 0, 0},
     {LM_REC_READY, "READY", 0, 0},
     {LM_REC_COMMITTED, "COMMITTED", 0, 0},
+    {LM_REC_PENDING, "PENDING", 16, 16 * LM_STREAM_MAX_PENDING_RUNS},
+    {LM_REC_POSTCOPY, "POSTCOPY", 8, 8},
+    {LM_REC_PAGE_REQ, "PAGE_REQ", 16, 16},
     {LM_REC_RESULT, "RESULT", 4, 4 + LM_STREAM_MAX_TEXT},
     {LM_REC_TABLE, "TABLE", 0, LM_STREAM_MAX_TABLE_PAYLOAD},
 };
@@ -160,6 +163,10 @@ int lm_stream_frame_parse(const lm_stream *s, const void *hdr, size_t len, lm_fr
 	if (f->type == LM_REC_TABLE && !(s->caps & LM_CAP_TABLE_STREAM))
 		return lm__stream_fail(err, -ENOTSUP,
 				       "TABLE record but table-stream was not negotiated");
+	if ((f->type == LM_REC_PENDING || f->type == LM_REC_POSTCOPY || f->type == LM_REC_PAGE_REQ) &&
+	    !(s->caps & LM_CAP_POSTCOPY))
+		return lm__stream_fail(err, -ENOTSUP, "%s record but postcopy-ram was not negotiated",
+				       t->name);
 	/* v1 defines no flags for any type: a newer sender must not set one
 	 * unless a capability says the receiver understands it. */
 	if (f->flags)
@@ -318,6 +325,7 @@ static const struct {
     {LM_CAP_PREPARE, "prepare"},
     {LM_CAP_COMMIT_ACK, "commit-ack"},
     {LM_CAP_NO_DIGEST, "no-digest"},
+    {LM_CAP_POSTCOPY, "postcopy-ram"},
 };
 
 const char *lm_stream_cap_name(uint64_t bit)

@@ -179,6 +179,47 @@ int lm_stream_put_committed(lm_buf *b)
 	return put_simple(b, LM_REC_COMMITTED, NULL, 0);
 }
 
+int lm_stream_put_pending(lm_buf *b, const lm_stream_region *runs, uint32_t n)
+{
+	if (n == 0 || n > LM_STREAM_MAX_PENDING_RUNS)
+		return -EINVAL;
+	size_t off;
+	int r = lm__frame_start(b, LM_REC_PENDING, (size_t)n * 16, &off);
+	if (r)
+		return r;
+	for (uint32_t i = 0; i < n; i++) {
+		st64(b->data + b->len, runs[i].first_page);
+		st64(b->data + b->len + 8, runs[i].npages);
+		b->len += 16;
+	}
+	lm__frame_finish(b, off);
+	return 0;
+}
+
+int lm_stream_put_postcopy(lm_buf *b, uint64_t npending)
+{
+	uint8_t p[8];
+	st64(p, npending);
+	return put_simple(b, LM_REC_POSTCOPY, p, sizeof(p));
+}
+
+int lm_stream_put_page_req(lm_buf *b, uint64_t first_page, uint32_t npages)
+{
+	if (npages == 0 || npages > LM_STREAM_MAX_RUN_PAGES)
+		return -EINVAL;
+	uint8_t p[16];
+	st64(p, first_page);
+	st32(p + 8, npages);
+	st32(p + 12, 0);
+	return put_simple(b, LM_REC_PAGE_REQ, p, sizeof(p));
+}
+
+lm_stream_region lm_stream_pending_run(const lm_record *rec, uint32_t i)
+{
+	const uint8_t *p = rec->u.pending.runs + (size_t)i * 16;
+	return (lm_stream_region){ ld64(p), ld64(p + 8) };
+}
+
 int lm_stream_put_table(lm_buf *b, const void *payload, size_t len)
 {
 	if (len > LM_STREAM_MAX_TABLE_PAYLOAD)
@@ -510,6 +551,49 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 		if (!(s->caps & LM_CAP_COMMIT_ACK))
 			return lm__stream_fail(err, -ENOTSUP,
 					       "COMMITTED record but commit-ack was not negotiated");
+		return 0;
+	case LM_REC_PENDING:
+		if (len % 16)
+			return lm__stream_fail(err, -EBADMSG,
+					       "PENDING record: %zu bytes, not a whole number of runs", len);
+		for (size_t i = 0; i < len; i += 16) {
+			uint64_t first = ld64(p + i), n = ld64(p + i + 8);
+			if (n == 0)
+				return lm__stream_fail(err, -EBADMSG, "PENDING record: run %zu is empty",
+						       i / 16);
+			if (n > LM_STREAM_PAGE_LIMIT || first >= LM_STREAM_PAGE_LIMIT ||
+			    lm_stream_layout_find(&s->layout, first, n, NULL) < 0)
+				return lm__stream_fail(err, -ERANGE,
+						       "PENDING run pages [%llu, %llu) outside the layout",
+						       (unsigned long long)first,
+						       (unsigned long long)(first + n));
+		}
+		rec->u.pending.runs = p;
+		rec->u.pending.nruns = (uint32_t)(len / 16);
+		return 0;
+	case LM_REC_POSTCOPY:
+		rec->u.npending = ld64(p);
+		if (rec->u.npending > s->layout.total_pages)
+			return lm__stream_fail(err, -EBADMSG,
+					       "POSTCOPY announces %llu pending pages, the layout has %llu",
+					       (unsigned long long)rec->u.npending,
+					       (unsigned long long)s->layout.total_pages);
+		return 0;
+	case LM_REC_PAGE_REQ:
+		rec->u.page_req.first_page = ld64(p);
+		rec->u.page_req.npages = ld32(p + 8);
+		if (ld32(p + 12))
+			return lm__stream_fail(err, -EBADMSG, "PAGE_REQ record: reserved field is not zero");
+		if (rec->u.page_req.npages == 0 || rec->u.page_req.npages > LM_STREAM_MAX_RUN_PAGES)
+			return lm__stream_fail(err, -EBADMSG, "PAGE_REQ record: %u pages (must be 1..%u)",
+					       rec->u.page_req.npages, LM_STREAM_MAX_RUN_PAGES);
+		if (rec->u.page_req.first_page >= LM_STREAM_PAGE_LIMIT ||
+		    lm_stream_layout_find(&s->layout, rec->u.page_req.first_page, rec->u.page_req.npages,
+					  NULL) < 0)
+			return lm__stream_fail(err, -ERANGE, "PAGE_REQ pages [%llu, %llu) outside the layout",
+					       (unsigned long long)rec->u.page_req.first_page,
+					       (unsigned long long)(rec->u.page_req.first_page +
+								    rec->u.page_req.npages));
 		return 0;
 	case LM_REC_TABLE:
 		if (!(s->caps & LM_CAP_TABLE_STREAM))

@@ -83,6 +83,44 @@ static const struct row rows[] = {
 	{ "exactly at the limit fits",
 	  { .bw = 4096 * 1000.0, .limit_s = 0.01, .round = 2, .remaining = 10, .prepared = true },
 	  LM__CONV_SWITCHOVER, false, 10 },
+	/* post-copy: 1 GB/s is 244k pages/s, half of it 122k pages/s */
+	{ "postcopy: a writer above half the link after round 1: post-copy",
+	  { BASE(1), .remaining = 1000000, .dirty_rate = 150000, .postcopy = true, .prepared = true },
+	  LM__CONV_POSTCOPY, false, 1000000 * LM__CONV_PC_PAGE_S * 1e3 },
+	{ "postcopy: its pause is harvest, round trip, workload and the list",
+	  { .bw = 1000 * MB, .round = 1, .max_rounds = 30, .remaining = 10000, .dirty_rate = 150000, .sync_s = 1 * MS, .rtt_s = 0.1 * MS,
+	    .workload_s = 0.5 * MS, .limit_s = 10 * MS, .postcopy = true, .prepared = true },
+	  LM__CONV_POSTCOPY, false, 1 + 0.1 + 0.5 + 10000 * LM__CONV_PC_PAGE_S * 1e3 },
+	{ "postcopy: not told yet: prepare first",
+	  { BASE(1), .remaining = 1000000, .dirty_rate = 150000, .postcopy = true }, LM__CONV_PREPARE, false, -1 },
+	{ "postcopy: a writer below half the link: another round",
+	  { BASE(1), .remaining = 1000000, .dirty_rate = 100000, .postcopy = true, .prepared = true },
+	  LM__CONV_ROUND, false, -1 },
+	{ "postcopy: it fits: an ordinary switchover",
+	  { BASE(3), .remaining = 100, .dirty_rate = 150000, .postcopy = true, .prepared = true },
+	  LM__CONV_SWITCHOVER, false, -1 },
+	{ "postcopy: out of rounds and over the limit: post-copy, not a late pause",
+	  { BASE(30), .remaining = 1000000, .postcopy = true, .prepared = true }, LM__CONV_POSTCOPY, true, -1 },
+	{ "postcopy with cancel set, out of rounds: post-copy still finishes it",
+	  { BASE(30), .remaining = 1000000, .postcopy = true, .cancel = true, .prepared = true },
+	  LM__CONV_POSTCOPY, true, -1 },
+	{ "postcopy-after 3, round 2, a fast writer: waits for round 3",
+	  { BASE(2), .remaining = 1000000, .dirty_rate = 150000, .postcopy = true, .postcopy_after = 3,
+	    .prepared = true },
+	  LM__CONV_ROUND, false, -1 },
+	{ "postcopy-after 3, round 3: post-copy",
+	  { BASE(3), .remaining = 1000000, .postcopy = true, .postcopy_after = 3, .prepared = true },
+	  LM__CONV_POSTCOPY, false, -1 },
+	{ "migrate-start-postcopy: now, whatever the rates",
+	  { BASE(2), .remaining = 1000000, .postcopy = true, .postcopy_now = true, .prepared = true },
+	  LM__CONV_POSTCOPY, false, -1 },
+	{ "postcopy before the throttle: auto-converge does not step up",
+	  { BASE(2), .remaining = 1000000, .dirty_rate = 150000, .postcopy = true, .auto_converge = true,
+	    .throttle_initial = 20, .throttle_increment = 10, .prepared = true },
+	  LM__CONV_POSTCOPY, false, -1 },
+	{ "postcopy not allowed: a fast writer gets another round",
+	  { BASE(1), .remaining = 1000000, .dirty_rate = 150000, .postcopy_now = true, .prepared = true },
+	  LM__CONV_ROUND, false, -1 },
 };
 
 static void test_table(void **state)
@@ -113,7 +151,7 @@ static void test_prepare_then_switch(void **state)
 		in.prepared = true;
 		lm__converge(&in, &b);
 		if (a.act == LM__CONV_PREPARE)
-			assert_int_equal(b.act, LM__CONV_SWITCHOVER);
+			assert_true(b.act == LM__CONV_SWITCHOVER || b.act == LM__CONV_POSTCOPY);
 		else
 			assert_int_equal(a.act, b.act);
 		assert_true(b.act != LM__CONV_PREPARE);
