@@ -46,7 +46,8 @@ static void usage(FILE *f)
 		"Exits 0 when the migration completed and verified, 1 when it failed or was\n"
 		"cancelled (the VM then keeps running at the source), 2 for bad usage, 3 when\n"
 		"the commit is unconfirmed (the destination may run the guest; the source keeps\n"
-		"its copy paused), 4 when the completeness check found pages that differ (the\n"
+		"its copy paused) or post-copy broke off (the source keeps its copy paused, as\n"
+		"the guest was at the switch), 4 when the completeness check found pages that differ (the\n"
 		"source keeps its paused copy, the right one). The source process (livemig run\n"
 		"or incoming) then exits %d after a completed migration.\n"
 		"\n"
@@ -150,7 +151,7 @@ static void progress(struct json_object *st, struct rate *r)
 static bool final_status(const char *s)
 {
 	return !strcmp(s, "completed") || !strcmp(s, "failed") || !strcmp(s, "cancelled") ||
-	       !strcmp(s, "unconfirmed");
+	       !strcmp(s, "unconfirmed") || !strcmp(s, "postcopy-paused");
 }
 
 /* ---- Ctrl-C --------------------------------------------------------------- */
@@ -484,7 +485,7 @@ int lm_cli_migrate(int argc, char **argv)
 		ret = 4;
 	} else if (!strcmp(status, "completed")) {
 		ret = 0;
-	} else if (!strcmp(status, "unconfirmed")) {
+	} else if (!strcmp(status, "unconfirmed") || !strcmp(status, "postcopy-paused")) {
 		fprintf(stderr, "livemig migrate: %s\n", get_s(final, "error-desc"));
 		ret = 3;
 	} else {

@@ -71,7 +71,8 @@ struct lm__pc_dst {
 	bool thread_on;
 	int thread_err;
 	char thread_why[160];
-	lm_bitmap asked; /* pages asked for (fault thread only) */
+	lm_bitmap asked;  /* pages asked for (fault thread only) */
+	lm_bitmap placed; /* pending pages placed (receiver thread only) */
 	bool asked_ok;
 	double t_start;
 	/* under lock */
@@ -345,6 +346,11 @@ int lm__pc_dst_arm(struct lm__pc_dst *d, const struct lm__io *io, char *why, siz
 		snprintf(why, cap, "out of memory");
 		return err;
 	}
+	if ((err = lm_bitmap_init(&d->placed, d->end_page)) < 0) {
+		lm_bitmap_destroy(&d->asked);
+		snprintf(why, cap, "out of memory");
+		return err;
+	}
 	d->asked_ok = true;
 	d->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	struct uffdio_api api = {.api = UFFD_API};
@@ -399,8 +405,7 @@ int lm__pc_dst_place(struct lm__pc_dst *d, uint64_t first, uint8_t *dst, const u
 	for (uint32_t i = 0; i < n; i++) {
 		if (!is_pending(d, first + i)) {
 			snprintf(why, cap, "page %llu %s in post-copy", (unsigned long long)(first + i),
-				 first + i < d->end_page && lm_bitmap_test(&d->asked, first + i) ? "arrived twice"
-												  : "is not pending");
+				 lm_bitmap_test(&d->placed, first + i) ? "arrived twice" : "is not pending");
 			return -EPROTO;
 		}
 	}
@@ -431,6 +436,7 @@ int lm__pc_dst_place(struct lm__pc_dst *d, uint64_t first, uint8_t *dst, const u
 			 (unsigned long long)first, (unsigned long long)(first + n), lm_strerror(err));
 		return err;
 	}
+	lm_bitmap_set_range(&d->placed, first, n);
 	if (dg) {
 		if (src)
 			lm_digest_pages(dg, first, n, dst);
@@ -512,8 +518,10 @@ void lm__pc_dst_free(struct lm__pc_dst *d)
 		close(d->uffd);
 	if (d->stop_fd >= 0)
 		close(d->stop_fd);
-	if (d->asked_ok)
+	if (d->asked_ok) {
 		lm_bitmap_destroy(&d->asked);
+		lm_bitmap_destroy(&d->placed);
+	}
 	munmap(d->pending, d->pending_len);
 	free(d->runs);
 	free(d->lat_us);

@@ -34,6 +34,7 @@
 
 #include "livemig/migrate.h"
 #include "livemig/vmm_migrate.h"
+#include "migrate/internal.h"
 #include "support/dirty_check.h"
 
 /* The layout every stream announces: two regions far apart. */
@@ -90,10 +91,18 @@ static void gd_finish(void *ctx, int err, const char *msg)
 	snprintf(d->finish_msg, sizeof(d->finish_msg), "%s", msg);
 }
 
+/* Post-copy: the "guest" runs from here on (it touches nothing). */
+static int gd_postcopy_start(void *ctx)
+{
+	(void)ctx;
+	return 0;
+}
+
 static const struct lm_workload_ops gd_ops = {
 	.setup = gd_setup,
 	.load_state = gd_load,
 	.finish = gd_finish,
+	.postcopy_start = gd_postcopy_start,
 };
 
 static void gd_free(struct gdest *d)
@@ -911,6 +920,166 @@ static void b_device_rejected(struct sb *x)
 	assert_int_equal(lm_stream_put_device(&x->b, "bad", "x", 1), 0);
 }
 
+/* ---- post-copy streams (docs/stream.md 3.14) ---- */
+
+/* The pending set of every post-copy stream below: pages 5-6 of R0 and
+ * the first 4 of R1, re-sent after COMMIT with their final contents. */
+static const lm_stream_region pending_runs[] = { { 5, 2 }, { R1_FIRST, 4 } };
+#define NPENDING 6
+
+static void pc_hello(struct sb *x)
+{
+	struct hello_opts h = { .offered = LM_CAP_POSTCOPY, .mandatory = LM_CAP_RECORD_CSUM | LM_CAP_POSTCOPY };
+	hello(x, &h);
+	x->s.caps |= LM_CAP_POSTCOPY;
+}
+
+/* Up to COMMIT: the pre-copy body, PENDING, POSTCOPY, COMMIT. */
+static void pc_switch(struct sb *x, uint64_t npending)
+{
+	pc_hello(x);
+	body(x);
+	mark(x);
+	assert_int_equal(lm_stream_put_pending(&x->b, pending_runs, 2), 0);
+	mark(x);
+	assert_int_equal(lm_stream_put_postcopy(&x->b, npending), 0);
+	commit_rec(x);
+}
+
+static void pc_page(struct sb *x, uint64_t first, uint32_t n)
+{
+	uint8_t used;
+	mark(x);
+	assert_int_equal(lm_stream_put_run_data(&x->s, &x->b, first, n, src_page(first), LM_ENC_RAW, &used), 0);
+}
+
+static void pc_valid(struct sb *x)
+{
+	pc_switch(x, NPENDING);
+	pc_page(x, R1_FIRST, 4);
+	pc_page(x, 5, 2);
+	digest_rec(x);
+	end_rec(x);
+}
+
+static void b_pc_not_pending(struct sb *x)
+{
+	pc_switch(x, NPENDING);
+	pc_page(x, 0, 1);
+}
+static void b_pc_twice(struct sb *x)
+{
+	pc_switch(x, NPENDING);
+	pc_page(x, 5, 2);
+	pc_page(x, 6, 1);
+}
+static void b_pc_end_early(struct sb *x)
+{
+	pc_switch(x, NPENDING);
+	pc_page(x, 5, 2);
+	digest_rec(x);
+	end_rec(x);
+}
+static void b_pc_count(struct sb *x)
+{
+	pc_switch(x, NPENDING + 1);
+}
+static void b_pc_device_after_pending(struct sb *x)
+{
+	pc_hello(x);
+	body(x);
+	mark(x);
+	assert_int_equal(lm_stream_put_pending(&x->b, pending_runs, 2), 0);
+	uint64_t blob[1] = { 9 };
+	mark(x);
+	assert_int_equal(lm_stream_put_device(&x->b, "dev1", blob, sizeof(blob)), 0);
+}
+static void b_pc_outside(struct sb *x)
+{
+	pc_hello(x);
+	body(x);
+	lm_stream_region bad[1] = { { R0_PAGES - 1, 2 } };
+	mark(x);
+	assert_int_equal(lm_stream_put_pending(&x->b, bad, 1), 0);
+}
+static void b_pc_not_negotiated(struct sb *x)
+{
+	hello(x, NULL);
+	body(x);
+	mark(x);
+	assert_int_equal(lm_stream_put_pending(&x->b, pending_runs, 2), 0);
+}
+static void b_pc_round_after_commit(struct sb *x)
+{
+	pc_switch(x, NPENDING);
+	round_rec(x, 3);
+}
+static void b_pc_wrong_data(struct sb *x)
+{
+	pc_switch(x, NPENDING);
+	pc_page(x, R1_FIRST, 4);
+	uint8_t used;
+	mark(x);
+	/* Pages 5-6 with page 0's contents: placed, but not what the digest says. */
+	assert_int_equal(lm_stream_put_run_data(&x->s, &x->b, 5, 2, src_page(0), LM_ENC_RAW, &used), 0);
+	digest_rec(x);
+	end_rec(x);
+}
+static void b_pc_no_commit(struct sb *x)
+{
+	pc_hello(x);
+	body(x);
+	mark(x);
+	assert_int_equal(lm_stream_put_pending(&x->b, pending_runs, 2), 0);
+	mark(x);
+	assert_int_equal(lm_stream_put_postcopy(&x->b, NPENDING), 0);
+}
+
+/*
+ * Post-copy streams: a valid one is applied (the pending pages dropped
+ * after pre-copy and placed again after COMMIT, the guest started, the
+ * digest checked at the end) and leaves exactly the source memory; each
+ * broken one is rejected by name. A wrong page after the switch cannot be
+ * undone (the guest ran on it) but is reported: the final RESULT carries
+ * the digest mismatch.
+ */
+static void test_postcopy(void **state)
+{
+	(void)state;
+	char why[200];
+	if (!lm__pc_dst_possible(why, sizeof(why)))
+		skip();
+	struct sb x;
+	struct outcome o;
+	sb_init(&x);
+	pc_valid(&x);
+	feed_one(x.b.data, x.b.len, 0, &o, true);
+	if (o.err)
+		fail_msg("valid post-copy stream rejected: %s", o.msg);
+	assert_true(o.st.postcopy && o.st.postcopy_started && o.st.postcopy_complete);
+	assert_int_equal(o.st.postcopy_pending, NPENDING);
+	assert_true(o.st.digest_ok);
+	assert_int_equal(o.finish_err, 0);
+	assert_int_equal(o.last_type, LM_REC_RESULT);
+	assert_int_equal(o.last_code, 0);
+	sb_fini(&x);
+
+	const uint16_t RS = LM_REC_RESULT;
+	crafted("post-copy: a page not pending", b_pc_not_pending, 0, "page 0 is not pending in post-copy", RS);
+	crafted("post-copy: a page twice", b_pc_twice, 0, "page 6 arrived twice in post-copy", RS);
+	crafted("post-copy: END too early", b_pc_end_early, 0, "END with 4 pending pages never sent", RS);
+	crafted("post-copy: POSTCOPY count", b_pc_count, 0, "POSTCOPY announces 7 pending pages, PENDING named 6", RS);
+	crafted("post-copy: DEVICE after PENDING", b_pc_device_after_pending, 0, "DEVICE record after PENDING", RS);
+	crafted("post-copy: PENDING outside the layout", b_pc_outside, 0, "PENDING run pages [63, 65) outside", RS);
+	crafted("post-copy: PENDING not negotiated", b_pc_not_negotiated, 0, "postcopy-ram was not negotiated", RS);
+	crafted("post-copy: ROUND after COMMIT", b_pc_round_after_commit, 0, "ROUND record in post-copy", RS);
+	crafted("post-copy: a wrong page", b_pc_wrong_data, 0, "RAM digest mismatch", RS);
+	crafted("post-copy: no COMMIT", b_pc_no_commit, 0, "the switch to post-copy did not happen", 0);
+	/* A destination that switched post-copy off refuses such a sender by name. */
+	crafted("post-copy: switched off here", pc_valid, LM_CAP_POSTCOPY,
+		"mandatory capability postcopy-ram is switched off here", LM_REC_REFUSE);
+}
+
 static void test_crafted(void **state)
 {
 	const uint16_t RF = LM_REC_REFUSE, RS = LM_REC_RESULT;
@@ -1285,6 +1454,7 @@ int main(void)
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_bitflips),
 		cmocka_unit_test(test_crafted),
+		cmocka_unit_test(test_postcopy),
 		cmocka_unit_test(test_vm_incoming),
 		cmocka_unit_test(test_vm_layouts),
 		cmocka_unit_test(test_vm_blobs),

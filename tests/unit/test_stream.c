@@ -1232,6 +1232,88 @@ static void test_prepare_ready(void **state)
 	lm_stream_destroy(&s);
 }
 
+/* Post-copy's records (docs/stream.md 3.14): round trips, and every field
+ * checked against the layout and its bounds. */
+static void test_postcopy_records(void **state)
+{
+	(void)state;
+	lm_stream s;
+	setup_stream(&s, ALL_CAPS | LM_CAP_POSTCOPY);
+	lm_buf b;
+	lm_buf_init(&b);
+	uint64_t r0 = regions[0].first_page, r1 = regions[1].first_page;
+	lm_stream_region runs[3] = { { r0, 1 }, { r0 + 10, 5 }, { r1, regions[1].npages } };
+	assert_int_equal(lm_stream_put_pending(&b, runs, 3), 0);
+	size_t a = b.len;
+	assert_int_equal(a, LM_FRAME_HDR + 48);
+	assert_int_equal(lm_stream_put_postcopy(&b, 7), 0);
+	size_t c = b.len;
+	assert_int_equal(lm_stream_put_page_req(&b, r1 + 3, 2), 0);
+	lm_record rec;
+	lm_stream_err err = {0};
+	assert_int_equal(lm_stream_decode(&s, b.data, a, &rec, &err), (int64_t)a);
+	assert_int_equal(rec.frame.type, LM_REC_PENDING);
+	assert_int_equal(rec.u.pending.nruns, 3);
+	for (uint32_t i = 0; i < 3; i++) {
+		lm_stream_region g = lm_stream_pending_run(&rec, i);
+		assert_int_equal(g.first_page, runs[i].first_page);
+		assert_int_equal(g.npages, runs[i].npages);
+	}
+	assert_int_equal(lm_stream_decode(&s, b.data + a, c - a, &rec, &err), (int64_t)(c - a));
+	assert_int_equal(rec.frame.type, LM_REC_POSTCOPY);
+	assert_int_equal(rec.u.npending, 7);
+	assert_int_equal(lm_stream_decode(&s, b.data + c, b.len - c, &rec, &err), (int64_t)(b.len - c));
+	assert_int_equal(rec.frame.type, LM_REC_PAGE_REQ);
+	assert_int_equal(rec.u.page_req.first_page, r1 + 3);
+	assert_int_equal(rec.u.page_req.npages, 2);
+	assert_string_equal(lm_stream_type_name(LM_REC_PAGE_REQ), "PAGE_REQ");
+
+	/* Encoders refuse what the format cannot carry. */
+	lm_buf_reset(&b);
+	assert_int_equal(lm_stream_put_pending(&b, runs, 0), -EINVAL);
+	assert_int_equal(lm_stream_put_page_req(&b, r0, 0), -EINVAL);
+	assert_int_equal(lm_stream_put_page_req(&b, r0, LM_STREAM_MAX_RUN_PAGES + 1), -EINVAL);
+
+	/* Without the capability: refused by name. */
+	assert_int_equal(lm_stream_put_pending(&b, runs, 1), 0);
+	s.caps = ALL_CAPS;
+	expect_fail(&s, b.data, b.len, -ENOTSUP, "PENDING record but postcopy-ram was not negotiated");
+	s.caps = ALL_CAPS | LM_CAP_POSTCOPY;
+
+	/* Hostile contents with right checksums. */
+	uint8_t p[LM_FRAME_HDR + 32];
+	struct {
+		uint16_t type;
+		uint32_t len;
+		uint64_t a, b2; /* PENDING: first, n; PAGE_REQ: first, n | reserved << 32 */
+		int code;
+		const char *needle;
+	} bad[] = {
+		{ LM_REC_PENDING, 16, r0, 0, -EBADMSG, "run 0 is empty" },
+		{ LM_REC_PENDING, 16, r0 + regions[0].npages - 1, 2, -ERANGE, "outside the layout" },
+		{ LM_REC_PENDING, 16, r1, UINT64_MAX, -ERANGE, "outside the layout" },
+		{ LM_REC_PENDING, 16, UINT64_MAX, 1, -ERANGE, "outside the layout" },
+		{ LM_REC_PENDING, 24, r0, 1, -EBADMSG, "not a whole number of runs" },
+		{ LM_REC_PAGE_REQ, 16, r0, 0, -EBADMSG, "0 pages" },
+		{ LM_REC_PAGE_REQ, 16, r0, 1ull << 32 | 1, -EBADMSG, "reserved field" },
+		{ LM_REC_PAGE_REQ, 16, r0, 257, -EBADMSG, "257 pages" },
+		{ LM_REC_PAGE_REQ, 16, r1 + regions[1].npages, 1, -ERANGE, "outside the layout" },
+		{ LM_REC_POSTCOPY, 8, UINT64_MAX, 0, -EBADMSG, "pending pages, the layout has" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(p, 0, sizeof(p));
+		le16(p, bad[i].type);
+		le32(p + 4, bad[i].len);
+		le64(p + 12, bad[i].a);
+		if (bad[i].len >= 16)
+			le64(p + 20, bad[i].b2);
+		fix_csum(p);
+		expect_fail(&s, p, LM_FRAME_HDR + bad[i].len, bad[i].code, bad[i].needle);
+	}
+	lm_buf_destroy(&b);
+	lm_stream_destroy(&s);
+}
+
 static void test_cap_names(void **state)
 {
 	(void)state;
@@ -1244,7 +1326,10 @@ static void test_cap_names(void **state)
 	assert_int_equal(lm_stream_caps_parse("zstd,", &m), -EINVAL);
 	char out[128];
 	lm_stream_caps_format(LM_CAP_KNOWN | (1ull << 63), out, sizeof(out));
-	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,commit-ack,no-digest,0x8000000000000000");
+	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,commit-ack,no-digest,postcopy-ram,"
+				 "0x8000000000000000");
+	assert_int_equal(lm_stream_caps_parse("postcopy-ram", &m), 0);
+	assert_int_equal(m, LM_CAP_POSTCOPY);
 	lm_stream_caps_format(0, out, sizeof(out));
 	assert_string_equal(out, "none");
 	assert_string_equal(lm_stream_type_name(LM_REC_DIGEST), "DIGEST");
@@ -1382,6 +1467,7 @@ int main(void)
 	    cmocka_unit_test(test_apply_checks_destination),
 	    cmocka_unit_test(test_random_mutations),
 	    cmocka_unit_test(test_cap_names),
+	    cmocka_unit_test(test_postcopy_records),
 	    cmocka_unit_test(test_write_seeds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
