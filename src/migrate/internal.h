@@ -118,6 +118,7 @@ struct lm__pc_src {
 	lm_sbitmap *pending; /* pages still to send; send() takes them out */
 	const struct lm_mem_region *regions;
 	size_t nregions;
+	uint64_t rate; /* the link's rate limit, bytes/s (0: none) */
 	/* Send the pending pages of [first, first + n) (inside region r) and
 	 * write them to the connection: how many were pending (>= 0), or
 	 * -errno (the caller's own error message is set). */

@@ -8,8 +8,9 @@
  * a vCPU on the destination waits for (PAGE_REQ). A requested page must
  * not queue behind seconds of background data, so the push keeps at most
  * QUEUE_MAX bytes unsent in the socket (SIOCOUTQ) and writes 64 pages at
- * a time: a request waits behind at most about QUEUE_MAX + 256 KiB, well
- * under a millisecond on loopback. Requests are read whenever input is
+ * a time (less on a rate-limited link: about 2 ms of it): a request waits
+ * behind at most about QUEUE_MAX + 256 KiB, well under a millisecond on
+ * loopback. Requests are read whenever input is
  * waiting, between two pushes, and served first. Measured figures are in
  * docs/bench.md (page-request latency).
  *
@@ -27,8 +28,11 @@
 
 /* Bytes the background push leaves unsent in the socket at most. */
 #define QUEUE_MAX (256u << 10)
-/* Pages per background step. */
+/* Pages per background step; with a rate limit, at most what the link
+ * carries in PUSH_STEP_S, since a request waits for the step in progress
+ * (64 pages at 8 MB/s would be 32 ms). */
 #define PUSH_PAGES 64u
+#define PUSH_STEP_S 0.002
 
 static int pfail(struct lm__pc_src *p, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int pfail(struct lm__pc_src *p, int err, const char *fmt, ...)
@@ -97,6 +101,11 @@ int lm__pc_src_run(struct lm__pc_src *p)
 {
 	uint64_t cursor = p->nregions ? p->regions[0].first_page : 0;
 	uint64_t end = p->nregions ? p->regions[p->nregions - 1].first_page + p->regions[p->nregions - 1].npages : 0;
+	uint64_t step = PUSH_PAGES;
+	if (p->rate) {
+		double fit = (double)p->rate * PUSH_STEP_S / LM_PAGE_SIZE;
+		step = fit < 1 ? 1 : fit < PUSH_PAGES ? (uint64_t)fit : PUSH_PAGES;
+	}
 	while (lm_sbitmap_count(p->pending)) {
 		int w;
 		while ((w = lm__io_wait_input(p->io, 0)) == 1) {
@@ -122,7 +131,7 @@ int lm__pc_src_run(struct lm__pc_src *p)
 		if (!r)
 			return pfail(p, -EINVAL, "a pending page outside guest RAM");
 		uint64_t rend = r->first_page + r->npages;
-		uint64_t n = rend - next < PUSH_PAGES ? rend - next : PUSH_PAGES;
+		uint64_t n = rend - next < step ? rend - next : step;
 		int64_t k = p->send(p->arg, r, next, n);
 		if (k < 0)
 			return (int)k;

@@ -80,7 +80,9 @@ static int rfail(struct recv *r, int err, const char *fmt, ...)
 
 static const char *where(struct recv *r, char *buf, size_t cap)
 {
-	if (r->round)
+	if (r->in_postcopy)
+		snprintf(buf, cap, "post-copy, after %llu records", (unsigned long long)r->records);
+	else if (r->round)
 		snprintf(buf, cap, "round %llu, after %llu records", (unsigned long long)r->round,
 			 (unsigned long long)r->records);
 	else
@@ -91,7 +93,9 @@ static const char *where(struct recv *r, char *buf, size_t cap)
 /* Where a stall or cancel struck: "during round 3 (after 57 records)". */
 static const char *phase(struct recv *r, char *buf, size_t cap)
 {
-	if (!r->accept_sent)
+	if (r->in_postcopy)
+		snprintf(buf, cap, "in post-copy (after %llu records)", (unsigned long long)r->records);
+	else if (!r->accept_sent)
 		snprintf(buf, cap, "during the handshake");
 	else if (r->round)
 		snprintf(buf, cap, "during round %llu (after %llu records)", (unsigned long long)r->round,

@@ -1248,6 +1248,7 @@ static int switchover_postcopy(struct lm_migration *m)
 		.pending = &m->dirty,
 		.regions = m->regions,
 		.nregions = m->nregions,
+		.rate = m->p.max_bandwidth,
 		.send = pc_send,
 		.arg = m,
 	};

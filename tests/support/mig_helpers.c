@@ -160,11 +160,19 @@ static int dest_prepare(void *ctx)
 	return d->prepare_err;
 }
 
+static int dest_postcopy_start(void *ctx)
+{
+	struct lm_test_dest *d = ctx;
+	d->postcopy_starts++;
+	return d->on_postcopy ? d->on_postcopy(d) : 0;
+}
+
 const struct lm_workload_ops lm_test_dest_ops = {
 	.setup = dest_setup,
 	.prepare = dest_prepare,
 	.load_state = dest_load,
 	.finish = dest_finish,
+	.postcopy_start = dest_postcopy_start,
 };
 
 void lm_test_dest_free(struct lm_test_dest *d)

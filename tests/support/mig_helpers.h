@@ -47,6 +47,10 @@ struct lm_test_dest {
 	/* What the prepare op returns (0: ready); prepares counts its calls. */
 	int prepare_err;
 	int prepares;
+	/* Post-copy: called when the guest would start running here, with
+	 * pages still missing (postcopy_start); NULL: nothing runs. */
+	int (*on_postcopy)(struct lm_test_dest *d);
+	int postcopy_starts;
 };
 extern const struct lm_workload_ops lm_test_dest_ops;
 void lm_test_dest_free(struct lm_test_dest *d);
