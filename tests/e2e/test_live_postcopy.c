@@ -1,0 +1,199 @@
+/*
+ * End-to-end: post-copy between two livemig processes (docs/stream.md
+ * 3.14), with real KVM guests.
+ *
+ * Each workload is migrated with --postcopy over a capped link with a
+ * downtime limit it cannot meet, switched after round 1: the destination
+ * runs the guest at once with the pages dirty at the switch still at the
+ * source. The guest checks all of its memory as soon as it runs there
+ * (the incoming side asks it to), so its vCPU touches missing pages while
+ * the push runs; the check must pass, the digest too (status completed),
+ * and the guest's progress must go on. With --postcopy alone the policy
+ * switches by itself when the guest outruns the link. A destination
+ * killed in post-copy leaves the source paused (postcopy-paused, exit 3)
+ * with its copy intact: `cont` runs it and it verifies.
+ *
+ * No assertion depends on timing; the link caps make the post-copy last
+ * long enough for the guest to wait on pages and for the kill to land.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "support/live.h"
+#include "support/live_assert.h"
+
+/* Without LIVEMIG, GUEST_ELF or KVM every test skips (lm_live_ready()). */
+static int group_setup(void **state)
+{
+	lm_live_setup("live-pc");
+	return 0;
+}
+
+static void report_mig(const char *what, struct lm_live_mig *m)
+{
+	struct lm_live_figures f;
+	lm_live_mig_figures(m, &f);
+	double pending = 0, requests = 0;
+	lm_live_num(m->json, "\"postcopy-pending\":", &pending);
+	lm_live_num(m->json, "\"postcopy-requests\":", &requests);
+	print_message("      %s: exit %d, total %.0f ms, downtime %.1f ms, %.0f rounds, %.1f MiB, %.0f pages "
+		      "after the switch, %.0f asked for\n",
+		      what, m->rc, f.total_ms, f.downtime_ms, f.rounds, f.transferred / 1048576.0, pending, requests);
+}
+
+static void expect_postcopy_done(struct lm_live_mig *m, struct lm_live_vm *src, struct lm_live_vm *dst)
+{
+	char status[32] = "";
+	lm_live_str(m->json, "status", status, sizeof(status));
+	if (m->rc != 0 || strcmp(status, "completed") || !strstr(m->json, "\"postcopy\":true")) {
+		fprintf(stderr, "migrate exited %d, status '%s'\n%s%s", m->rc, status, m->json, m->errtext);
+		lm_live_dump(src->out, 4096);
+		lm_live_dump(dst->out, 4096);
+	}
+	assert_int_equal(m->rc, 0);
+	assert_string_equal(status, "completed");
+	assert_non_null(strstr(m->json, "\"postcopy\":true"));
+	double pending = 0;
+	assert_true(lm_live_num(m->json, "\"postcopy-pending\":", &pending));
+	assert_true(pending > 0);
+}
+
+static void postcopy_workload(const char *append, const char *key)
+{
+	if (!lm_live_ready())
+		skip();
+	struct lm_live_vm src, dst;
+	lm_live_expect_running(&src, "src", "256M", append, NULL, 3);
+	const char *once[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", once), 0);
+	struct lm_live_mig m;
+	const char *opts[] = {"--max-bandwidth", "20M", "--downtime-limit", "1", "--postcopy", "--postcopy-after",
+			      "1", NULL};
+	lm_live_migrate(&m, &src, dst.uri, opts);
+	report_mig(append, &m);
+	expect_postcopy_done(&m, &src, &dst);
+	lm_live_mig_free(&m);
+	/* The destination said what post-copy did. */
+	assert_true(lm_live_count_file(dst.out, "livemig incoming: post-copy:", NULL, 0) == 1);
+	lm_live_expect_switchover(&src, &dst, key);
+	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
+static void test_hotset(void **state)
+{
+	postcopy_workload("workload=hotset wss=64M rate=100M verify=1 progress=250", "writes=");
+}
+
+static void test_stream(void **state)
+{
+	postcopy_workload("workload=stream mem=128M rate=50M verify=1 progress=250", "writes=");
+}
+
+static void test_mixed(void **state)
+{
+	postcopy_workload("workload=mixed mem=128M rate=50M wpct=50 verify=1 progress=250", "writes=");
+}
+
+static void test_contig(void **state)
+{
+	postcopy_workload("workload=contig wss=32M period=300 verify=1 progress=250", "writes=");
+}
+
+/* --postcopy alone: the guest outruns the link, the policy switches by
+ * itself after a round or two instead of going on for 30. */
+static void test_policy_switches(void **state)
+{
+	if (!lm_live_ready())
+		skip();
+	struct lm_live_vm src, dst;
+	lm_live_expect_running(&src, "src", "256M", "workload=hotset wss=16M rate=100M verify=1 progress=250", NULL,
+			       3);
+	const char *once[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", once), 0);
+	struct lm_live_mig m;
+	const char *opts[] = {"--max-bandwidth", "20M", "--postcopy", NULL};
+	lm_live_migrate(&m, &src, dst.uri, opts);
+	report_mig("--postcopy, the policy decides", &m);
+	expect_postcopy_done(&m, &src, &dst);
+	double rounds = 0;
+	assert_true(lm_live_num(m.json, "\"rounds\":", &rounds));
+	assert_true(rounds <= 3);
+	lm_live_mig_free(&m);
+	lm_live_expect_switchover(&src, &dst, "writes=");
+	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
+/*
+ * The destination dies in post-copy: the source cannot finish and must
+ * not resume by itself (the guest ran on over there), but its paused copy
+ * is the whole guest as it was at the switch: `cont` runs it, and it
+ * verifies every page.
+ */
+static void test_destination_killed(void **state)
+{
+	if (!lm_live_ready())
+		skip();
+	struct lm_live_vm src, dst;
+	lm_live_expect_running(&src, "src", "256M", "workload=hotset wss=64M rate=100M verify=1 progress=250", NULL,
+			       3);
+	const char *once[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", once), 0);
+	struct lm_live_mig m;
+	const char *opts[] = {"--max-bandwidth", "5M", "--downtime-limit", "1", "--postcopy", "--postcopy-after",
+			      "1", NULL};
+	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, opts), 0);
+	char reply[8192];
+	bool in_pc = false;
+	for (double end = lm_live_now() + LM_LIVE_DEADLINE_S; !in_pc && lm_live_now() < end;) {
+		if (lm_live_vm_cmd(&src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)) == 0)
+			in_pc = strstr(reply, "\"postcopy-active\"") != NULL;
+		if (!in_pc)
+			lm_live_msleep(20);
+	}
+	assert_true(in_pc);
+	lm_live_kill(dst.pid, SIGKILL);
+	lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S);
+	int rc = lm_live_mig_finish(&m);
+	report_mig("destination killed in post-copy", &m);
+	char status[32] = "";
+	lm_live_str(m.json, "status", status, sizeof(status));
+	if (rc != 3 || strcmp(status, "postcopy-paused"))
+		fprintf(stderr, "migrate exited %d, status '%s'\n%s%s", rc, status, m.json, m.errtext);
+	assert_int_equal(rc, 3);
+	assert_string_equal(status, "postcopy-paused");
+	assert_non_null(strstr(m.json, "post-copy broke off with"));
+	lm_live_mig_free(&m);
+	/* Paused, not resumed by itself. */
+	assert_true(lm_live_alive(src.pid));
+	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"query-status\"}", reply, sizeof(reply)), 0);
+	if (!strstr(reply, "\"postmigrate\""))
+		fail_msg("the source is not paused in postmigrate: %s", reply);
+	double before = -1;
+	lm_live_vm_last_progress(&src, "writes=", &before);
+	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"cont\"}", reply, sizeof(reply)), 0);
+	/* Its copy is whole: it runs on and checks every page. */
+	assert_true(lm_live_vm_wait_progress_above(&src, "writes=", before));
+	assert_int_equal(lm_live_vm_verify(&src), 1);
+	assert_int_equal(lm_live_count_file(src.console, "FAIL", NULL, 0), 0);
+	assert_int_equal(lm_live_vm_quit(&src), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_hotset, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_stream, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_mixed, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_contig, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_policy_switches, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_destination_killed, lm_live_test_teardown),
+	};
+	return cmocka_run_group_tests(tests, group_setup, lm_live_group_teardown);
+}
