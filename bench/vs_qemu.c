@@ -58,6 +58,17 @@
 /* ------------------------------------------------------------------ */
 /* Cases                                                               */
 
+/* How the migration may end when pre-copy does not converge. */
+enum vmode {
+	M_PRECOPY = 0, /* rounds, then the switchover */
+	/* post-copy allowed on both (QEMU's capability postcopy-ram on both
+	 * sides): livemig's policy decides when; QEMU never switches by
+	 * itself, so the harness sends migrate-start-postcopy once its first
+	 * pass is done (dirty-sync-count 2), as its documentation advises */
+	M_POSTCOPY,
+	M_AUTOCONV, /* auto-converge on both */
+};
+
 struct vcase {
 	const char *name;
 	const char *desc;
@@ -67,6 +78,7 @@ struct vcase {
 	bool capped;        /* max-bandwidth = --cap (1 Gbit/s) */
 	bool in_default;    /* part of the full run */
 	const char *append; /* the guest's command line */
+	enum vmode mode;
 };
 
 /*
@@ -83,28 +95,34 @@ struct vcase {
 #define PAUSED_APPEND "workload=idle verify=1 zerocheck=0"
 
 static const struct vcase cases[] = {
-	{ "paused-2G", "paused never-run guest, 2 GiB", 2 * GIB, true, false, false, true, PAUSED_APPEND },
-	{ "paused-8G", "paused never-run guest, 8 GiB", 8 * GIB, true, false, false, true, PAUSED_APPEND },
-	{ "paused-16G", "paused never-run guest, 16 GiB", 16 * GIB, true, false, false, true, PAUSED_APPEND },
+	{ "paused-2G", "paused never-run guest, 2 GiB", 2 * GIB, true, false, false, true, PAUSED_APPEND, M_PRECOPY },
+	{ "paused-8G", "paused never-run guest, 8 GiB", 8 * GIB, true, false, false, true, PAUSED_APPEND, M_PRECOPY },
+	{ "paused-16G", "paused never-run guest, 16 GiB", 16 * GIB, true, false, false, true, PAUSED_APPEND, M_PRECOPY },
 	{ "idle-2G", "running 2 GiB, idle", 2 * GIB, false, false, false, true,
-	  "workload=idle " RUNNING_VERIFY },
+	  "workload=idle " RUNNING_VERIFY, M_PRECOPY },
 	{ "memtouch-2G", "running 2 GiB, every page written once", 2 * GIB, false, true, false, true,
-	  "workload=memtouch " MEMTOUCH_VERIFY },
+	  "workload=memtouch " MEMTOUCH_VERIFY, M_PRECOPY },
 	{ "hotset50-2G", "running 2 GiB, 256 MiB hot set at 50 MB/s", 2 * GIB, false, false, false, true,
-	  "workload=hotset wss=256M rate=50M " RUNNING_VERIFY },
+	  "workload=hotset wss=256M rate=50M " RUNNING_VERIFY, M_PRECOPY },
 	{ "hotset200-2G", "running 2 GiB, 256 MiB hot set at 200 MB/s", 2 * GIB, false, false, false, true,
-	  "workload=hotset wss=256M rate=200M " RUNNING_VERIFY },
+	  "workload=hotset wss=256M rate=200M " RUNNING_VERIFY, M_PRECOPY },
 	{ "idle-2G-1g", "idle-2G, max-bandwidth 1 Gbit/s", 2 * GIB, false, false, true, true,
-	  "workload=idle " RUNNING_VERIFY },
+	  "workload=idle " RUNNING_VERIFY, M_PRECOPY },
 	{ "memtouch-2G-1g", "memtouch-2G, max-bandwidth 1 Gbit/s", 2 * GIB, false, true, true, true,
-	  "workload=memtouch " MEMTOUCH_VERIFY },
+	  "workload=memtouch " MEMTOUCH_VERIFY, M_PRECOPY },
 	{ "hotset50-2G-1g", "hotset50-2G, max-bandwidth 1 Gbit/s", 2 * GIB, false, false, true, true,
-	  "workload=hotset wss=256M rate=50M " RUNNING_VERIFY },
+	  "workload=hotset wss=256M rate=50M " RUNNING_VERIFY, M_PRECOPY },
 	{ "hotset200-2G-1g", "hotset200-2G, max-bandwidth 1 Gbit/s", 2 * GIB, false, false, true, true,
-	  "workload=hotset wss=256M rate=200M " RUNNING_VERIFY },
+	  "workload=hotset wss=256M rate=200M " RUNNING_VERIFY, M_PRECOPY },
+	{ "hotset200-2G-1g-pc", "hotset200-2G-1g with post-copy (postcopy-ram)", 2 * GIB, false, false, true,
+	  true, "workload=hotset wss=256M rate=200M " RUNNING_VERIFY, M_POSTCOPY },
+	{ "hotset200-2G-1g-ac", "hotset200-2G-1g with auto-converge", 2 * GIB, false, false, true, true,
+	  "workload=hotset wss=256M rate=200M " RUNNING_VERIFY, M_AUTOCONV },
+	{ "hotset200-1G", "running 2 GiB, 1 GiB working set at 200 MB/s", 2 * GIB, false, false, false, true,
+	  "workload=hotset wss=1G rate=200M " RUNNING_VERIFY, M_PRECOPY },
 	/* --quick: small enough for a smoke test, still a live migration. */
 	{ "hotset-256M", "running 256 MiB, 64 MiB hot set at 50 MB/s", 256 * MIB, false, false, false, false,
-	  "workload=hotset wss=64M rate=50M verify=1 verify_every=1 zerocheck=0" },
+	  "workload=hotset wss=64M rate=50M verify=1 verify_every=1 zerocheck=0", M_PRECOPY },
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -228,11 +246,63 @@ static void take_stats(struct run *r, struct json_object *st)
  * Runs the migration: set the parameters, migrate, poll until a final
  * status. Returns 0 when it completed.
  */
-static int migrate(struct lm_bench_side *src, const struct opts *o, const struct vcase *c, enum peer p, int port,
-		   struct run *r)
+/* QEMU's migrate-set-capabilities with one capability on. */
+static int qemu_capability(struct lm_bench_side *s, const char *cap, char *msg, size_t msglen)
+{
+	struct json_object *one = json_object_new_object(), *list = json_object_new_array(),
+			   *args = json_object_new_object();
+	json_object_object_add(one, "capability", json_object_new_string(cap));
+	json_object_object_add(one, "state", json_object_new_boolean(1));
+	json_object_array_add(list, one);
+	json_object_object_add(args, "capabilities", list);
+	struct json_object *ret = lm_bench_qmp_exec(&s->q, "migrate-set-capabilities", args, 10.0, msg, msglen);
+	if (!ret)
+		return -EPROTO;
+	json_object_put(ret);
+	return 0;
+}
+
+/* The poll's view of a QEMU post-copy: switch once the first pass is done. */
+struct pc_poll {
+	struct lm_bench_side *src;
+	bool sent;
+	char msg[200];
+};
+
+static void qemu_start_postcopy(struct json_object *st, void *arg)
+{
+	struct pc_poll *pp = arg;
+	struct json_object *ram = NULL;
+	json_object_object_get_ex(st, "ram", &ram);
+	const char *status = lm_bench_jstr(st, "status");
+	if (pp->sent || !status || strcmp(status, "active") || lm_bench_jnum(ram, "dirty-sync-count") < 2)
+		return;
+	struct json_object *ret = lm_bench_qmp_exec(&pp->src->q, "migrate-start-postcopy", NULL, 10.0, pp->msg,
+						    sizeof(pp->msg));
+	if (ret)
+		json_object_put(ret);
+	pp->sent = true;
+}
+
+static int migrate(struct lm_bench_side *src, struct lm_bench_side *dst, const struct opts *o,
+		   const struct vcase *c, enum peer p, int port, struct run *r)
 {
 	char msg[200];
+	if (p == P_QEMU && c->mode != M_PRECOPY) {
+		const char *cap = c->mode == M_POSTCOPY ? "postcopy-ram" : "auto-converge";
+		/* post-copy needs it on the destination too */
+		if (qemu_capability(src, cap, msg, sizeof(msg)) ||
+		    (c->mode == M_POSTCOPY && qemu_capability(dst, cap, msg, sizeof(msg)))) {
+			run_error(r, "%s", msg);
+			snprintf(r->status, sizeof(r->status), "error");
+			return -EPROTO;
+		}
+	}
 	struct json_object *params = json_object_new_object();
+	if (p == P_LIVEMIG && c->mode == M_POSTCOPY)
+		json_object_object_add(params, "postcopy-ram", json_object_new_boolean(1));
+	if (p == P_LIVEMIG && c->mode == M_AUTOCONV)
+		json_object_object_add(params, "auto-converge", json_object_new_boolean(1));
 	json_object_object_add(params, "downtime-limit", json_object_new_int64((int64_t)o->downtime_limit_ms));
 	/* QEMU's default cap is 32 MiB/s, so "unlimited" must be said: as a
 	 * rate no loopback reaches. livemig is unlimited unless told. */
@@ -248,7 +318,12 @@ static int migrate(struct lm_bench_side *src, const struct opts *o, const struct
 	}
 
 	struct json_object *st = NULL;
-	int err = lm_bench_migrate_poll(src, t0 + o->timeout_s, 0.025, NULL, NULL, &st, msg, sizeof(msg));
+	struct pc_poll pp = { .src = src };
+	bool qemu_pc = p == P_QEMU && c->mode == M_POSTCOPY;
+	int err = lm_bench_migrate_poll(src, t0 + o->timeout_s, 0.025, qemu_pc ? qemu_start_postcopy : NULL, &pp, &st,
+					msg, sizeof(msg));
+	if (pp.msg[0])
+		run_error(r, "migrate-start-postcopy: %s", pp.msg);
 	r->wall_ms = (bench_now() - t0) * 1e3;
 	if (err == -EPROTO) {
 		run_error(r, "%s", msg);
@@ -336,7 +411,7 @@ static void run_one(const struct opts *o, const struct vcase *c, enum peer p, st
 		goto out;
 	if (warm_up(&src, o, c, r))
 		goto out;
-	if (migrate(&src, o, c, p, port, r))
+	if (migrate(&src, &dst, o, c, p, port, r))
 		goto out;
 	after_migration(&src, &dst, o, c, p, r);
 out:

@@ -18,7 +18,9 @@
  * file only decides what goes next.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -26,8 +28,12 @@
 
 #include "migrate/internal.h"
 
-/* Bytes the background push leaves unsent in the socket at most. */
+/* Bytes the background push leaves unsent in the socket at most, and how
+ * long it waits for them to drain (listening for requests meanwhile): a
+ * full queue drains in about 130 us at 2 GB/s, and poll()'s millisecond
+ * would cap the push at 256 MB/s (measured: 106 MB/s). */
 #define QUEUE_MAX (256u << 10)
+#define DRAIN_WAIT_NS 50000
 /* Pages per background step; with a rate limit, at most what the link
  * carries in PUSH_STEP_S, since a request waits for the step in progress
  * (64 pages at 8 MB/s would be 32 ms). */
@@ -118,10 +124,12 @@ int lm__pc_src_run(struct lm__pc_src *p)
 		if (!lm_sbitmap_count(p->pending))
 			break;
 		if (queued(p->io->fd) > QUEUE_MAX) {
-			/* Let the queue drain, listening for requests meanwhile. */
-			w = lm__io_wait_input(p->io, 1);
-			if (w < 0)
-				return pfail(p, w, "waiting for the destination's page requests: %s", lm_strerror(w));
+			/* Let the queue drain; a request wakes us at once. */
+			struct pollfd pf = {.fd = p->io->fd, .events = POLLIN};
+			struct timespec ts = {0, DRAIN_WAIT_NS};
+			if (ppoll(&pf, 1, &ts, NULL) < 0 && errno != EINTR)
+				return pfail(p, -errno, "waiting for the destination's page requests: %s",
+					     lm_strerror(-errno));
 			continue;
 		}
 		uint64_t next = lm_sbitmap_find_next_set(p->pending, cursor);
