@@ -223,6 +223,9 @@ enum lm_migrate_status {
 	 * (it is the guest as it was at the switch); lm_migration_wait
 	 * returns -ENOLINK and the error says what is where. */
 	LM_MIG_POSTCOPY_PAUSED,
+	/* A recovery connection was handed over (lm_migration_resume): the
+	 * RESUME handshake runs; then postcopy-active again. */
+	LM_MIG_POSTCOPY_RECOVER,
 };
 
 /* The completeness check's outcome (docs/stream.md 5.2). */
@@ -297,6 +300,7 @@ struct lm_migrate_stats {
 	uint64_t postcopy_pages_pushed;    /* pending pages sent by the background push */
 	uint64_t postcopy_bytes;
 	uint64_t postcopy_time_ms;
+	uint64_t postcopy_recoveries;      /* broken connections recovered (docs/stream.md 3.15) */
 	/* The completeness check, run after the switchover (not in the pause). */
 	enum lm_verify_state verify;
 	uint64_t verify_pages;         /* pages compared */
@@ -349,6 +353,15 @@ int lm_migration_start(lm_migration *m, int fd);
  * lm_migration_error() (e.g. "receiver closed the connection during round 3").
  */
 int lm_migration_wait(lm_migration *m);
+/*
+ * Recovering a post-copy (docs/stream.md 3.15): while the status is
+ * LM_MIG_POSTCOPY_PAUSED (its connection broke; the thread waits, the
+ * workload stays paused), hand over fd, a new connection to the same
+ * receiver; the engine owns it from then on (closes it). 0, or -EINVAL
+ * when not paused. lm_migration_cancel() while paused gives up: the
+ * migration ends -ENOLINK, LM_MIG_POSTCOPY_PAUSED, the workload paused.
+ */
+int lm_migration_resume(lm_migration *m, int fd);
 /* migrate-start-postcopy: switch to post-copy at the next decision (the
  * end of the round in progress). 0, -EINVAL (post-copy not allowed by the
  * params), -EALREADY (switched, or the migration is over). Any thread. */
@@ -385,6 +398,18 @@ struct lm_receive_params {
 	 * polled, never read, and stays the caller's. 0 or negative: none
 	 * (fd 0 is never taken for a cancel fd, so a zeroed struct has none). */
 	int cancel_fd;
+	/*
+	 * Recovering a post-copy (docs/stream.md 3.15): when its connection
+	 * breaks, the receive calls reconnect(reconnect_arg, why) (why says
+	 * what broke) and waits in it for the next connection from the
+	 * sender: a connected fd, which the receiver owns from then on (it
+	 * closes it), or -errno to give up (the receive then fails; pages
+	 * still missing stay missing, the guest waits on them). It is called
+	 * again after a recovery connection that did not work out. NULL: a
+	 * broken post-copy connection fails the receive.
+	 */
+	int (*reconnect)(void *arg, const char *why);
+	void *reconnect_arg;
 };
 
 struct lm_receive_stats {
@@ -418,6 +443,7 @@ struct lm_receive_stats {
 	/* request to placement: the time a vCPU waits for a page */
 	uint64_t postcopy_latency_p50_us, postcopy_latency_p99_us, postcopy_latency_max_us;
 	uint64_t postcopy_time_ms;	/* the guest started here until the last page arrived */
+	uint64_t postcopy_recoveries;	/* broken connections recovered */
 	char error[256];       /* the cause when the receive failed */
 };
 

@@ -90,6 +90,10 @@ enum lm_rec_type {
 	LM_REC_PENDING = 0x0017,  /* sender -> receiver: pages still to come after the switch */
 	LM_REC_POSTCOPY = 0x0018, /* sender -> receiver: the switch to post-copy */
 	LM_REC_PAGE_REQ = 0x0023, /* receiver -> sender: something waits for these pages */
+	/* Recovering a post-copy (docs/stream.md 3.15). */
+	LM_REC_RESUME = 0x0019,	 /* sender -> receiver: first frame of a recovery connection */
+	LM_REC_MISSING = 0x0025, /* receiver -> sender: pending pages not placed */
+	LM_REC_RESUMED = 0x0024, /* receiver -> sender: the recovery is accepted */
 	LM_REC_READY = 0x0021,	 /* receiver -> sender: ready to take over (answers PREPARE) */
 	LM_REC_COMMITTED = 0x0022, /* receiver -> sender: COMMIT read, the guest runs here (LM_CAP_COMMIT_ACK) */
 	LM_REC_RESULT = 0x0020, /* receiver -> sender after END */
@@ -306,8 +310,16 @@ typedef struct lm_record {
 			const uint8_t *runs; /* nruns validated runs, points into the input:
 						read them with lm_stream_pending_run() */
 			uint32_t nruns;
-		} pending;
-		uint64_t npending; /* POSTCOPY */
+		} pending; /* PENDING and MISSING */
+		struct {
+			uint64_t npending;
+			uint64_t session; /* nonzero */
+		} postcopy;
+		uint64_t session; /* RESUME (magic and version checked) */
+		struct {
+			uint64_t session;
+			uint64_t nmissing;
+		} resumed;
 		struct {
 			uint64_t first_page;
 			uint32_t npages;
@@ -378,9 +390,14 @@ int lm_stream_put_committed(lm_buf *b);
  * switch, with the number of distinct pages PENDING named; PAGE_REQ
  * (receiver): npages 1 .. LM_STREAM_MAX_RUN_PAGES from first_page. */
 int lm_stream_put_pending(lm_buf *b, const lm_stream_region *runs, uint32_t n);
-int lm_stream_put_postcopy(lm_buf *b, uint64_t npending);
+int lm_stream_put_postcopy(lm_buf *b, uint64_t npending, uint64_t session);
 int lm_stream_put_page_req(lm_buf *b, uint64_t first_page, uint32_t npages);
-/* Run i of a decoded PENDING record (i < rec->u.pending.nruns). */
+/* Recovery (3.15): RESUME (sender) with the POSTCOPY's session; MISSING
+ * (receiver, runs as PENDING's); RESUMED (receiver). */
+int lm_stream_put_resume(lm_buf *b, uint64_t session);
+int lm_stream_put_missing(lm_buf *b, const lm_stream_region *runs, uint32_t n);
+int lm_stream_put_resumed(lm_buf *b, uint64_t session, uint64_t nmissing);
+/* Run i of a decoded PENDING or MISSING record (i < rec->u.pending.nruns). */
 lm_stream_region lm_stream_pending_run(const lm_record *rec, uint32_t i);
 /* Opaque table payload (needs LM_CAP_TABLE_STREAM on the connection). */
 int lm_stream_put_table(lm_buf *b, const void *payload, size_t len);

@@ -101,6 +101,13 @@ int lm__pc_dst_place(struct lm__pc_dst *d, uint64_t first, uint8_t *dst, const u
 		     lm_digest *dg, char *why, size_t cap);
 /* Stop the fault thread: its error (-errno, why) if it failed, else 0. */
 int lm__pc_dst_stop(struct lm__pc_dst *d, char *why, size_t cap);
+/* Recovery (docs/stream.md 3.15): the connection is down (the fault thread
+ * stops writing, faults still wait); a new one is up (requests for the
+ * pages waited on go out again on it); the pending pages not placed, in
+ * runs (scanning the whole map: O(guest size / 64) words). */
+void lm__pc_dst_unlink(struct lm__pc_dst *d);
+void lm__pc_dst_relink(struct lm__pc_dst *d, const struct lm__io *io);
+int lm__pc_dst_missing(struct lm__pc_dst *d, void (*fn)(void *arg, uint64_t first, uint64_t n), void *arg);
 void lm__pc_dst_stats(struct lm__pc_dst *d, struct lm_receive_stats *st);
 /* Frees. With pages still missing the userfaultfd stays open (its faults
  * never answered) for the life of the process: they must never read as

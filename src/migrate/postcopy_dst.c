@@ -65,7 +65,9 @@ struct lm__pc_dst {
 	int uffd;
 	bool armed;
 	/* the fault thread */
-	struct lm__io io; /* the connection's writing side, for PAGE_REQ only */
+	struct lm__io io; /* the connection's writing side, for PAGE_REQ only (under wlock) */
+	pthread_mutex_t wlock;
+	bool link_up; /* under wlock: false while the connection is broken (3.15) */
 	int stop_fd;
 	pthread_t thread;
 	bool thread_on;
@@ -123,6 +125,7 @@ int lm__pc_dst_new(struct lm__pc_dst **out, const struct lm_mem_region *mem, uin
 	}
 	d->pending = p;
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_mutex_init(&d->wlock, NULL);
 	*out = d;
 	return 0;
 }
@@ -190,6 +193,24 @@ static void wake(struct lm__pc_dst *d, uint64_t addr, uint64_t len)
 	(void)ioctl(d->uffd, UFFDIO_WAKE, &r);
 }
 
+/*
+ * PAGE_REQ for page p. A connection that is down (or goes down now) is
+ * not this thread's to handle: the receiver reconnects, and relink() asks
+ * again for every page still waited on.
+ */
+static void ask_page(struct lm__pc_dst *d, uint64_t p)
+{
+	uint8_t mem[LM_FRAME_HDR + 16];
+	lm_buf b;
+	lm_buf_init_fixed(&b, mem, sizeof(mem));
+	if (lm_stream_put_page_req(&b, p, 1))
+		return;
+	pthread_mutex_lock(&d->wlock);
+	if (d->link_up && lm__io_write(&d->io, b.data, b.len) < 0)
+		d->link_up = false;
+	pthread_mutex_unlock(&d->wlock);
+}
+
 /* A fault on page p at host address a (page aligned). 0 or -errno. */
 static int fault(struct lm__pc_dst *d, uint64_t p, uint64_t a)
 {
@@ -223,16 +244,8 @@ static int fault(struct lm__pc_dst *d, uint64_t p, uint64_t a)
 		if (!ask)
 			return 0; /* on its way */
 		lm_bitmap_set(&d->asked, p);
-		uint8_t mem[LM_FRAME_HDR + 16];
-		lm_buf b;
-		lm_buf_init_fixed(&b, mem, sizeof(mem));
-		int err = lm_stream_put_page_req(&b, p, 1);
-		if (!err)
-			err = lm__io_write(&d->io, b.data, b.len);
-		if (err)
-			snprintf(d->thread_why, sizeof(d->thread_why), "could not ask the source for page %llu: %s",
-				 (unsigned long long)p, lm_strerror(err));
-		return err;
+		ask_page(d, p);
+		return 0;
 	}
 	/* Not pending: never written on either side (or placed just now). */
 	struct uffdio_zeropage z = {.range = {a, LM_PAGE_SIZE}};
@@ -374,6 +387,7 @@ int lm__pc_dst_arm(struct lm__pc_dst *d, const struct lm__io *io, char *why, siz
 	d->armed = true;
 	d->io = *io;
 	d->io.bytes_in = d->io.bytes_out = 0;
+	d->link_up = true;
 	d->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->stop_fd < 0 || (err = -pthread_create(&d->thread, NULL, fault_main, d)) < 0) {
 		err = d->stop_fd < 0 ? -errno : err;
@@ -464,6 +478,58 @@ int lm__pc_dst_place(struct lm__pc_dst *d, uint64_t first, uint8_t *dst, const u
 	return 0;
 }
 
+void lm__pc_dst_unlink(struct lm__pc_dst *d)
+{
+	pthread_mutex_lock(&d->wlock);
+	d->link_up = false;
+	pthread_mutex_unlock(&d->wlock);
+}
+
+void lm__pc_dst_relink(struct lm__pc_dst *d, const struct lm__io *io)
+{
+	uint64_t pages[OUTSTANDING_MAX];
+	unsigned n = 0;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned k = 0; k < d->nout; k++)
+		pages[n++] = d->out[k].page;
+	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_lock(&d->wlock);
+	d->io = *io;
+	d->io.bytes_in = d->io.bytes_out = 0;
+	d->link_up = true;
+	pthread_mutex_unlock(&d->wlock);
+	/* What something waits on is asked for again: the request may have
+	 * been lost with the connection. */
+	for (unsigned k = 0; k < n; k++)
+		ask_page(d, pages[k]);
+}
+
+int lm__pc_dst_missing(struct lm__pc_dst *d, void (*fn)(void *arg, uint64_t first, uint64_t n), void *arg)
+{
+	uint64_t words = (d->end_page + 63) / 64;
+	uint64_t run = 0, len = 0;
+	for (uint64_t w = 0; w < words; w++) {
+		uint64_t v = __atomic_load_n(&d->pending[w], __ATOMIC_ACQUIRE);
+		if (!v && !len)
+			continue;
+		for (unsigned b = 0; b < 64; b++) {
+			bool set = (v >> b) & 1;
+			uint64_t p = w * 64 + b;
+			if (set && len && run + len == p) {
+				len++;
+			} else if (set) {
+				if (len)
+					fn(arg, run, len);
+				run = p;
+				len = 1;
+			}
+		}
+	}
+	if (len)
+		fn(arg, run, len);
+	return 0;
+}
+
 int lm__pc_dst_stop(struct lm__pc_dst *d, char *why, size_t cap)
 {
 	if (d->thread_on) {
@@ -526,5 +592,6 @@ void lm__pc_dst_free(struct lm__pc_dst *d)
 	free(d->runs);
 	free(d->lat_us);
 	pthread_mutex_destroy(&d->lock);
+	pthread_mutex_destroy(&d->wlock);
 	free(d);
 }

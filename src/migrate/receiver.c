@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "migrate/internal.h"
 
@@ -34,6 +35,8 @@
 
 struct recv {
 	struct lm__io io;
+	const struct lm_receive_params *p;
+	int own_fd; /* a recovery connection, ours to close (-1: the caller's) */
 	lm_stream s;
 	lm_digest digest;
 	bool digest_ok;
@@ -63,6 +66,7 @@ struct recv {
 	 * switch was read, the guest may run here. */
 	struct lm__pc_dst *pc;
 	bool switched; /* POSTCOPY read */
+	uint64_t session; /* its session, for a recovery */
 	bool in_postcopy;
 	uint8_t *pc_stage; /* the post-copy staging buffer */
 };
@@ -585,11 +589,12 @@ static int records(struct recv *r)
 		case LM_REC_POSTCOPY:
 			if (r->have_digest)
 				return rfail(r, -EPROTO, "POSTCOPY record after DIGEST");
-			if (rec.u.npending != lm__pc_dst_pending(r->pc))
+			if (rec.u.postcopy.npending != lm__pc_dst_pending(r->pc))
 				return rfail(r, -EBADMSG, "POSTCOPY announces %llu pending pages, PENDING named %llu",
-					     (unsigned long long)rec.u.npending,
+					     (unsigned long long)rec.u.postcopy.npending,
 					     (unsigned long long)lm__pc_dst_pending(r->pc));
 			r->switched = true;
+			r->session = rec.u.postcopy.session;
 			return SWITCHED;
 		case LM_REC_PREPARE:
 			if (r->have_digest || r->prepared)
@@ -698,6 +703,131 @@ static int pc_arm(struct recv *r)
 	return 0;
 }
 
+/* A failure of the connection itself, not of what came over it. */
+static bool broken_link(int err)
+{
+	return err == -ECONNABORTED || err == -ECONNRESET || err == -EPIPE || err == -ENOTCONN || err == -ETIMEDOUT ||
+	       err == -ENETDOWN || err == -ENETUNREACH || err == -EHOSTUNREACH;
+}
+
+/* MISSING runs into b, flushed as records fill up (pc_recover). */
+struct missing_out {
+	struct recv *r;
+	lm_stream_region runs[256];
+	uint32_t n;
+	uint64_t pages;
+	lm_buf *b;
+	int err;
+};
+
+static void missing_flush(struct missing_out *mo)
+{
+	if (mo->n && !mo->err)
+		mo->err = lm_stream_put_missing(mo->b, mo->runs, mo->n);
+	mo->n = 0;
+}
+
+static void missing_run(void *arg, uint64_t first, uint64_t n)
+{
+	struct missing_out *mo = arg;
+	const lm_stream_layout *l = &mo->r->s.layout;
+	/* A run never spans two regions. */
+	for (uint32_t i = 0; i < l->nregions && n; i++) {
+		uint64_t rs = l->regions[i].first_page, re = rs + l->regions[i].npages;
+		if (first >= re || first + n <= rs)
+			continue;
+		uint64_t s = first > rs ? first : rs, e = first + n < re ? first + n : re;
+		mo->runs[mo->n++] = (lm_stream_region){ s, e - s };
+		mo->pages += e - s;
+		if (mo->n == sizeof(mo->runs) / sizeof(mo->runs[0]))
+			missing_flush(mo);
+	}
+}
+
+/*
+ * One recovery connection (docs/stream.md 3.15): it must start with RESUME
+ * for our session; the answer lists the pending pages not placed. 0 when
+ * the post-copy goes on over it.
+ */
+static int pc_resume_on(struct recv *r, int fd, char *why, size_t cap)
+{
+	lm__io_close(&r->io);
+	if (r->own_fd >= 0)
+		close(r->own_fd);
+	r->own_fd = fd;
+	int err = lm__io_open(&r->io, fd, r->p->cancel_fd > 0 ? r->p->cancel_fd : -1);
+	if (err) {
+		snprintf(why, cap, "unusable connection: %s", lm_strerror(err));
+		return err;
+	}
+	uint64_t idle = !r->p->idle_timeout_ms ? LM_IDLE_TIMEOUT_DEFAULT_MS
+		      : r->p->idle_timeout_ms == LM_TIMEOUT_NEVER ? 0 : r->p->idle_timeout_ms;
+	r->io.timeout_ms = idle;
+	uint8_t hdr[LM_FRAME_HDR], pl[64];
+	lm_frame f;
+	lm_record rec;
+	lm_stream_err e = { 0 };
+	if ((err = lm__io_read(&r->io, hdr, sizeof(hdr)))) {
+		snprintf(why, cap, "nothing came: %s", lm_strerror(err));
+		return err;
+	}
+	if ((err = lm_stream_frame_parse(&r->s, hdr, sizeof(hdr), &f, &e)) || f.type != LM_REC_RESUME) {
+		snprintf(why, cap, "%s", err ? e.msg : "it did not start with RESUME");
+		return err ? err : -EPROTO;
+	}
+	if ((err = lm__io_read(&r->io, pl, f.payload_len)) ||
+	    (err = lm_stream_decode_payload(&r->s, &f, pl, f.payload_len, &rec, &e))) {
+		snprintf(why, cap, "bad RESUME: %.180s", e.msg[0] ? e.msg : lm_strerror(err));
+		return err;
+	}
+	if (rec.u.session != r->session) {
+		snprintf(why, cap, "RESUME for post-copy %#llx, this one is %#llx", (unsigned long long)rec.u.session,
+			 (unsigned long long)r->session);
+		(void)send_status(r, LM_REC_REFUSE, ESRCH, why);
+		return -ESRCH;
+	}
+	lm_buf b;
+	lm_buf_init(&b);
+	struct missing_out mo = { .r = r, .b = &b };
+	lm__pc_dst_missing(r->pc, missing_run, &mo);
+	missing_flush(&mo);
+	err = mo.err ? mo.err : lm_stream_put_resumed(&b, r->session, mo.pages);
+	if (!err)
+		err = lm__io_write(&r->io, b.data, b.len);
+	lm_buf_destroy(&b);
+	if (err) {
+		snprintf(why, cap, "could not answer RESUME: %s", lm_strerror(err));
+		return err;
+	}
+	lm__pc_dst_relink(r->pc, &r->io);
+	return 0;
+}
+
+/* The post-copy connection broke: wait for the sender's next connection
+ * (r->p->reconnect) and go on over it. */
+static int pc_recover(struct recv *r)
+{
+	char cause[sizeof(r->st->error)], why[200];
+	snprintf(cause, sizeof(cause), "%.200s", r->st->error);
+	lm__pc_dst_unlink(r->pc);
+	for (;;) {
+		int fd = r->p->reconnect(r->p->reconnect_arg, cause);
+		if (fd < 0) {
+			r->st->error[0] = 0;
+			return rfail(r, fd, "%s; no recovery: %s", cause, lm_strerror(fd));
+		}
+		int err = pc_resume_on(r, fd, why, sizeof(why));
+		if (!err)
+			break;
+		snprintf(cause, sizeof(cause), "a recovery connection failed: %s", why);
+	}
+	r->st->error[0] = 0;
+	r->st->postcopy_recoveries++;
+	/* The sender sends the digest again after the missing pages. */
+	r->have_digest = false;
+	return 0;
+}
+
 /*
  * COMMIT of the switch was read: the guest runs here from now on, the
  * pending pages arrive as RAM runs (some because the fault thread asked),
@@ -715,7 +845,14 @@ static int postcopy(struct recv *r)
 	r->st->postcopy_started = true;
 	double t0 = lm__now();
 	lm__test_point("receiver-postcopy-running");
-	err = records(r);
+	for (;;) {
+		err = records(r);
+		if (!err || !r->p->reconnect || !broken_link(err))
+			break;
+		/* The connection broke: nothing is lost, wait for another. */
+		if ((err = pc_recover(r)))
+			break;
+	}
 	int ferr = lm__pc_dst_stop(r->pc, why, sizeof(why));
 	if (!err && ferr)
 		err = rfail(r, ferr, "post-copy: %s", why);
@@ -738,11 +875,12 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 {
 	struct lm_receive_stats local;
 	struct lm_receive_params defp = { 0 };
-	struct recv r = { .ops = ops, .ctx = ctx, .st = stats ? stats : &local, .fill = { .uffd = -1 } };
+	struct recv r = { .ops = ops, .ctx = ctx, .st = stats ? stats : &local, .fill = { .uffd = -1 }, .own_fd = -1 };
 	double t0 = lm__now();
 	bool set_up = false;
 	if (!p)
 		p = &defp;
+	r.p = p;
 	memset(r.st, 0, sizeof(*r.st));
 	lm_stream_init(&r.s);
 	int err = lm__io_open(&r.io, fd, p->cancel_fd > 0 ? p->cancel_fd : -1);
@@ -847,6 +985,8 @@ out:
 	if (set_up && ops && ops->finish)
 		ops->finish(ctx, err, err ? r.st->error : "ok");
 	lm__io_close(&r.io);
+	if (r.own_fd >= 0)
+		close(r.own_fd);
 	if (r.digest_ok)
 		lm_digest_destroy(&r.digest);
 	if (r.written_ok)

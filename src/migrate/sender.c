@@ -60,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "migrate/converge.h"
@@ -160,6 +161,19 @@ struct lm_migration {
 	int postcopy_now;
 	bool in_postcopy;
 	uint64_t pc_bytes0; /* bytes_out at COMMIT of the switch */
+	uint64_t bytes_base; /* bytes written on connections given up for a recovery */
+	/* Recovery (docs/stream.md 3.15): the session named in POSTCOPY, the
+	 * whole pending set as it was at the switch (what MISSING may name),
+	 * and the connection lm_migration_resume() hands over (under lock;
+	 * resume_cond wakes the waiting thread). Connections handed over
+	 * are ours: the one in use is io_fd_owned. */
+	uint64_t session;
+	lm_sbitmap pc_all;
+	bool pc_all_ok;
+	pthread_cond_t resume_cond;
+	int resume_fd;
+	bool waiting_resume; /* under lock: the thread waits for resume_fd */
+	int io_fd_owned;
 };
 
 void lm_migrate_params_default(struct lm_migrate_params *p)
@@ -184,7 +198,7 @@ static uint64_t idle_of(const struct lm_migrate_params *p)
 
 static void publish(struct lm_migration *m)
 {
-	m->st.transferred = m->io.bytes_out;
+	m->st.transferred = m->bytes_base + m->io.bytes_out;
 	/* Never touched (or ballooned): the pages round 1 had no reason to
 	 * send, less those sent since; exact once everything is sent. */
 	if (m->sent_ok && m->st.status != LM_MIG_NONE)
@@ -1125,7 +1139,7 @@ static int64_t pc_send(void *arg, const struct lm_mem_region *r, uint64_t first,
 		return err;
 	if (lm__now() - m->last_publish > 0.05) {
 		m->st.remaining = lm_sbitmap_count(&m->dirty) * LM_PAGE_SIZE;
-		m->st.postcopy_bytes = m->io.bytes_out - m->pc_bytes0;
+		m->st.postcopy_bytes = m->bytes_base + m->io.bytes_out - m->pc_bytes0;
 		publish(m);
 	}
 	return (int64_t)(m->round_pages - before);
@@ -1147,6 +1161,7 @@ static int send_pending(struct lm_migration *m, uint64_t *npending)
 			e++;
 		runs[n++] = (lm_stream_region){ i, e - i };
 		*npending += e - i;
+		lm_sbitmap_set_range(&m->pc_all, i, e - i);
 		if (n == sizeof(runs) / sizeof(runs[0])) {
 			err = lm_stream_put_pending(&m->out, runs, n);
 			n = 0;
@@ -1158,8 +1173,193 @@ static int send_pending(struct lm_migration *m, uint64_t *npending)
 	if (!err && n)
 		err = lm_stream_put_pending(&m->out, runs, n);
 	if (!err)
-		err = lm_stream_put_postcopy(&m->out, *npending);
+		err = lm_stream_put_postcopy(&m->out, *npending, m->session);
 	return err < 0 && !m->st.error[0] ? put_fail(m, err, "PENDING") : err;
+}
+
+/* A failure of the connection itself (a recovery may follow), not a
+ * verdict of the receiver's. */
+static bool broken_link(int err)
+{
+	return err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN || err == -ETIMEDOUT ||
+	       err == -ECONNABORTED || err == -ENETDOWN || err == -ENETUNREACH || err == -EHOSTUNREACH;
+}
+
+/* After COMMIT (or a recovery): the pending pages, then DIGEST, END and
+ * the receiver's verdict. */
+static int postcopy_send(struct lm_migration *m)
+{
+	set_phase(m, "post-copy");
+	lm__io_set_rate(&m->io, m->p.max_bandwidth);
+	struct lm__pc_src pc = {
+		.io = &m->io,
+		.s = &m->s,
+		.pending = &m->dirty,
+		.regions = m->regions,
+		.nregions = m->nregions,
+		.rate = m->p.max_bandwidth,
+		.send = pc_send,
+		.arg = m,
+	};
+	int err = lm__pc_src_run(&pc);
+	m->st.postcopy_requests += pc.requests;
+	m->st.postcopy_pages_requested += pc.pages_requested;
+	m->st.postcopy_pages_pushed += pc.pages_pushed;
+	if (err)
+		return fail(m, err, "%s", pc.why);
+	m->st.remaining = 0;
+	if (m->use_digest) {
+		lm_hash128 d = lm_digest_value(&m->digest);
+		err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);
+	}
+	if (!err)
+		err = lm_stream_put_end(&m->out);
+	if (err)
+		return put_fail(m, err, "END");
+	if ((err = flush(m)))
+		return err;
+	m->st.postcopy_bytes = m->bytes_base + m->io.bytes_out - m->pc_bytes0;
+	set_phase(m, "waiting for the post-copy result");
+	return wait_reply(m, LM_REC_RESULT);
+}
+
+/*
+ * The post-copy connection broke (docs/stream.md 3.15): the workload stays
+ * paused, the pages not sent stay here, and the thread waits until
+ * lm_migration_resume() hands over a new connection (or a cancel gives
+ * up: -ECANCELED). On it: RESUME, the receiver's MISSING pages become the
+ * pending set again, and post-copy goes on. A recovery connection that
+ * breaks in the handshake just means waiting again.
+ */
+static int postcopy_resume(struct lm_migration *m);
+
+static int postcopy_wait_resume(struct lm_migration *m)
+{
+	for (;;) {
+		char cause[160];
+		snprintf(cause, sizeof(cause), "%.159s", m->st.error);
+		snprintf(m->st.error, sizeof(m->st.error),
+			 "post-copy paused, %llu of %llu pages not sent: %.160s; waiting for `migrate --resume`",
+			 (unsigned long long)lm_sbitmap_count(&m->dirty), (unsigned long long)m->st.postcopy_pending,
+			 cause);
+		m->st.status = LM_MIG_POSTCOPY_PAUSED;
+		set_phase(m, "post-copy, paused");
+		/* Before anyone can see the status: a resume then finds us waiting. */
+		pthread_mutex_lock(&m->lock);
+		m->waiting_resume = true;
+		pthread_mutex_unlock(&m->lock);
+		publish(m);
+		pthread_mutex_lock(&m->lock);
+		while (m->resume_fd < 0 && !is_cancelled(m))
+			pthread_cond_wait(&m->resume_cond, &m->lock);
+		int fd = m->resume_fd;
+		m->resume_fd = -1;
+		m->waiting_resume = false;
+		pthread_mutex_unlock(&m->lock);
+		if (fd < 0) {
+			snprintf(m->st.error, sizeof(m->st.error), "%.160s; given up waiting for a recovery", cause);
+			return -ECANCELED;
+		}
+		m->bytes_base += m->io.bytes_out;
+		lm__io_close(&m->io);
+		if (m->io_fd_owned >= 0)
+			close(m->io_fd_owned);
+		m->io_fd_owned = fd;
+		int err = lm__io_open(&m->io, fd, -1);
+		if (err)
+			return fail(m, err, "the recovery connection is unusable: %s", lm_strerror(err));
+		m->io.timeout_ms = idle_of(&m->p);
+		m->st.error[0] = 0;
+		err = postcopy_resume(m);
+		if (!err) {
+			m->st.postcopy_recoveries++;
+			m->st.status = LM_MIG_POSTCOPY_ACTIVE;
+			publish(m);
+			return 0;
+		}
+		if (!broken_link(err))
+			return err;
+	}
+}
+
+/* RESUME on the new connection; the receiver's MISSING pages, checked
+ * against the pending set of the switch, are the pending set now. */
+static int postcopy_resume(struct lm_migration *m)
+{
+	set_phase(m, "the post-copy recovery");
+	int err = lm_stream_put_resume(&m->out, m->session);
+	if (err)
+		return put_fail(m, err, "RESUME");
+	if ((err = flush(m)))
+		return err;
+	lm_sbitmap_clear_range(&m->dirty, 0, m->end_page);
+	uint64_t listed = 0;
+	uint8_t hdr[LM_FRAME_HDR];
+	uint8_t *pl = NULL;
+	m->io.timeout_ms = m->p.result_timeout_ms;
+	for (;;) {
+		lm_frame f;
+		lm_record rec;
+		lm_stream_err e = { 0 };
+		if ((err = lm__io_read(&m->io, hdr, sizeof(hdr))))
+			break;
+		if ((err = lm_stream_frame_parse(&m->s, hdr, sizeof(hdr), &f, &e))) {
+			err = fail(m, err, "bad answer to RESUME: %s", e.msg);
+			break;
+		}
+		uint8_t *np = realloc(pl, f.payload_len ? f.payload_len : 1);
+		if (!np) {
+			err = fail(m, -ENOMEM, "out of memory during the recovery");
+			break;
+		}
+		pl = np;
+		if ((err = lm__io_read(&m->io, pl, f.payload_len)))
+			break;
+		if ((err = lm_stream_decode_payload(&m->s, &f, pl, f.payload_len, &rec, &e))) {
+			err = fail(m, err, "bad %s during the recovery: %s", lm_stream_type_name(f.type), e.msg);
+			break;
+		}
+		if (f.type == LM_REC_MISSING) {
+			for (uint32_t i = 0; i < rec.u.pending.nruns && !err; i++) {
+				lm_stream_region r = lm_stream_pending_run(&rec, i);
+				for (uint64_t p = r.first_page; p < r.first_page + r.npages; p++) {
+					if (!lm_bitmap_test(&m->pc_all.bits, p)) {
+						err = fail(m, -EPROTO, "the receiver misses page %llu, which was not pending",
+							   (unsigned long long)p);
+						break;
+					}
+					if (!lm_bitmap_test(&m->dirty.bits, p)) {
+						lm_sbitmap_set(&m->dirty, p);
+						listed++;
+					}
+				}
+			}
+			if (err)
+				break;
+			continue;
+		}
+		if (f.type == LM_REC_REFUSE || (f.type == LM_REC_RESULT && rec.u.status.code)) {
+			err = fail(m, rec.u.status.code > 0 ? -rec.u.status.code : -EPROTO, "the receiver refused the "
+				   "recovery: %s", rec.u.status.text);
+			break;
+		}
+		if (f.type == LM_REC_PAGE_REQ)
+			continue; /* sent on the new connection before RESUMED? not by livemig; harmless */
+		if (f.type != LM_REC_RESUMED) {
+			err = fail(m, -EPROTO, "the receiver answered RESUME with %s", lm_stream_type_name(f.type));
+			break;
+		}
+		if (rec.u.resumed.session != m->session || rec.u.resumed.nmissing != listed)
+			err = fail(m, -EPROTO, "bad RESUMED: session %#llx, %llu pages (expected %#llx, %llu)",
+				   (unsigned long long)rec.u.resumed.session, (unsigned long long)rec.u.resumed.nmissing,
+				   (unsigned long long)m->session, (unsigned long long)listed);
+		break;
+	}
+	free(pl);
+	m->io.timeout_ms = idle_of(&m->p);
+	if (err && !m->st.error[0])
+		io_fail(m, err);
+	return err;
 }
 
 /*
@@ -1200,6 +1400,11 @@ static int switchover_postcopy(struct lm_migration *m)
 	uint64_t left, npending;
 	if ((err = count_remaining(m, &left)))
 		return err;
+	if ((err = lm_sbitmap_init(&m->pc_all, m->end_page, 0)))
+		return fail(m, err, "out of memory for the post-copy page map");
+	m->pc_all_ok = true;
+	while (!m->session && getrandom(&m->session, sizeof(m->session), 0) != sizeof(m->session))
+		m->session = (uint64_t)(lm__now() * 1e9) ^ (uint64_t)getpid() << 32;
 	/* Ballooned pages are zero on both sides: never pending. */
 	if (m->use_skip)
 		for (size_t i = 0; i < m->nregions; i++)
@@ -1240,38 +1445,14 @@ static int switchover_postcopy(struct lm_migration *m)
 	if ((m->s.caps & LM_CAP_COMMIT_ACK) && (err = wait_committed(m)))
 		return err;
 	m->st.commit_acked = (m->s.caps & LM_CAP_COMMIT_ACK) != 0;
-	set_phase(m, "post-copy");
-	lm__io_set_rate(&m->io, m->p.max_bandwidth);
-	struct lm__pc_src pc = {
-		.io = &m->io,
-		.s = &m->s,
-		.pending = &m->dirty,
-		.regions = m->regions,
-		.nregions = m->nregions,
-		.rate = m->p.max_bandwidth,
-		.send = pc_send,
-		.arg = m,
-	};
-	err = lm__pc_src_run(&pc);
-	m->st.postcopy_requests = pc.requests;
-	m->st.postcopy_pages_requested = pc.pages_requested;
-	m->st.postcopy_pages_pushed = pc.pages_pushed;
-	if (err)
-		return fail(m, err, "%s", pc.why);
-	m->st.remaining = 0;
-	if (m->use_digest) {
-		lm_hash128 d = lm_digest_value(&m->digest);
-		err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);
+	for (;;) {
+		err = postcopy_send(m);
+		if (!err || !broken_link(err))
+			break;
+		/* The connection broke: wait for another, nothing is lost. */
+		if ((err = postcopy_wait_resume(m)))
+			break;
 	}
-	if (!err)
-		err = lm_stream_put_end(&m->out);
-	if (err)
-		return put_fail(m, err, "END");
-	if ((err = flush(m)))
-		return err;
-	m->st.postcopy_bytes = m->io.bytes_out - m->pc_bytes0;
-	set_phase(m, "waiting for the post-copy result");
-	err = wait_reply(m, LM_REC_RESULT);
 	m->st.postcopy_time_ms = (uint64_t)((lm__now() - t_commit) * 1000);
 	return err;
 }
@@ -1415,9 +1596,9 @@ static void *thread_main(void *arg)
 		snprintf(why, sizeof(why), "%s", m->st.error[0] ? m->st.error : lm_strerror(err));
 		m->st.error[0] = 0;
 		if (left)
-			fail(m, -ENOLINK, "post-copy broke off with %llu of %llu pages not sent (%s): the guest "
-					  "ran on the destination since the switch and cannot go on without them; "
-					  "this copy stays paused as the guest was at the switch",
+			fail(m, -ENOLINK, "post-copy broke off with %llu of %llu pages not sent (%.120s); the "
+					  "guest cannot run on without them; this copy stays paused, the guest as it "
+					  "was at the switch",
 			     (unsigned long long)left, (unsigned long long)m->st.postcopy_pending, why);
 		else
 			fail(m, -ENOLINK, "post-copy sent every page, then: %s; the guest runs on the "
@@ -1516,6 +1697,9 @@ int lm_migration_new(lm_migration **out, const struct lm_mem_region *regions, si
 		return err;
 	}
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->resume_cond, NULL);
+	m->resume_fd = -1;
+	m->io_fd_owned = -1;
 	lm_stream_init(&m->s);
 	lm_buf_init(&m->out);
 	lm_buf_init(&m->held);
@@ -1576,6 +1760,19 @@ int lm_migration_wait(lm_migration *m)
 	return m->result;
 }
 
+int lm_migration_resume(lm_migration *m, int fd)
+{
+	pthread_mutex_lock(&m->lock);
+	int r = !m->waiting_resume || m->resume_fd >= 0 ? -EINVAL : 0;
+	if (!r) {
+		m->resume_fd = fd;
+		m->pub.status = LM_MIG_POSTCOPY_RECOVER;
+		pthread_cond_broadcast(&m->resume_cond);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
 int lm_migration_start_postcopy(lm_migration *m)
 {
 	if (!m->p.postcopy)
@@ -1594,6 +1791,10 @@ void lm_migration_cancel(lm_migration *m)
 	uint64_t one = 1;
 	ssize_t w = write(m->cancel_fd, &one, sizeof(one));
 	(void)w;
+	/* A post-copy paused for a recovery gives up waiting. */
+	pthread_mutex_lock(&m->lock);
+	pthread_cond_broadcast(&m->resume_cond);
+	pthread_mutex_unlock(&m->lock);
 }
 
 void lm_migration_query(lm_migration *m, struct lm_migrate_stats *out)
@@ -1602,7 +1803,8 @@ void lm_migration_query(lm_migration *m, struct lm_migrate_stats *out)
 	*out = m->pub;
 	pthread_mutex_unlock(&m->lock);
 	if (out->status == LM_MIG_SETUP || out->status == LM_MIG_ACTIVE || out->status == LM_MIG_DEVICE ||
-	    out->status == LM_MIG_POSTCOPY_ACTIVE)
+	    out->status == LM_MIG_POSTCOPY_ACTIVE || out->status == LM_MIG_POSTCOPY_PAUSED ||
+	    out->status == LM_MIG_POSTCOPY_RECOVER)
 		out->total_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
 }
 
@@ -1628,6 +1830,13 @@ void lm_migration_free(lm_migration *m)
 		lm_digest_destroy(&m->digest);
 	if (m->sent_ok)
 		lm_sbitmap_destroy(&m->sent);
+	if (m->pc_all_ok)
+		lm_sbitmap_destroy(&m->pc_all);
+	if (m->io_fd_owned >= 0)
+		close(m->io_fd_owned);
+	if (m->resume_fd >= 0)
+		close(m->resume_fd);
+	pthread_cond_destroy(&m->resume_cond);
 	lm_stream_destroy(&m->s);
 	lm_buf_destroy(&m->out);
 	lm_buf_destroy(&m->held);

@@ -24,6 +24,7 @@ const char *lm_migrate_status_name(enum lm_migrate_status st)
 	case LM_MIG_UNCONFIRMED: return "unconfirmed";
 	case LM_MIG_POSTCOPY_ACTIVE: return "postcopy-active";
 	case LM_MIG_POSTCOPY_PAUSED: return "postcopy-paused";
+	case LM_MIG_POSTCOPY_RECOVER: return "postcopy-recover";
 	}
 	return "unknown";
 }
@@ -96,6 +97,7 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 		add_u64(o, "postcopy-pages-pushed", st->postcopy_pages_pushed);
 		add_u64(o, "postcopy-bytes", st->postcopy_bytes);
 		add_u64(o, "postcopy-time", st->postcopy_time_ms);
+		add_u64(o, "postcopy-recoveries", st->postcopy_recoveries);
 	}
 	if (st->dirty_source[0])
 		json_object_object_add(o, "dirty-source", json_object_new_string(st->dirty_source));

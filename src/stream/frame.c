@@ -120,8 +120,11 @@ static const struct type_info types[] = {
     {LM_REC_READY, "READY", 0, 0},
     {LM_REC_COMMITTED, "COMMITTED", 0, 0},
     {LM_REC_PENDING, "PENDING", 16, 16 * LM_STREAM_MAX_PENDING_RUNS},
-    {LM_REC_POSTCOPY, "POSTCOPY", 8, 8},
+    {LM_REC_POSTCOPY, "POSTCOPY", 16, 16},
     {LM_REC_PAGE_REQ, "PAGE_REQ", 16, 16},
+    {LM_REC_RESUME, "RESUME", 24, 24},
+    {LM_REC_MISSING, "MISSING", 16, 16 * LM_STREAM_MAX_PENDING_RUNS},
+    {LM_REC_RESUMED, "RESUMED", 16, 16},
     {LM_REC_RESULT, "RESULT", 4, 4 + LM_STREAM_MAX_TEXT},
     {LM_REC_TABLE, "TABLE", 0, LM_STREAM_MAX_TABLE_PAYLOAD},
 };
@@ -163,7 +166,8 @@ int lm_stream_frame_parse(const lm_stream *s, const void *hdr, size_t len, lm_fr
 	if (f->type == LM_REC_TABLE && !(s->caps & LM_CAP_TABLE_STREAM))
 		return lm__stream_fail(err, -ENOTSUP,
 				       "TABLE record but table-stream was not negotiated");
-	if ((f->type == LM_REC_PENDING || f->type == LM_REC_POSTCOPY || f->type == LM_REC_PAGE_REQ) &&
+	if ((f->type == LM_REC_PENDING || f->type == LM_REC_POSTCOPY || f->type == LM_REC_PAGE_REQ ||
+	     f->type == LM_REC_RESUME || f->type == LM_REC_MISSING || f->type == LM_REC_RESUMED) &&
 	    !(s->caps & LM_CAP_POSTCOPY))
 		return lm__stream_fail(err, -ENOTSUP, "%s record but postcopy-ram was not negotiated",
 				       t->name);

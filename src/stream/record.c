@@ -179,12 +179,12 @@ int lm_stream_put_committed(lm_buf *b)
 	return put_simple(b, LM_REC_COMMITTED, NULL, 0);
 }
 
-int lm_stream_put_pending(lm_buf *b, const lm_stream_region *runs, uint32_t n)
+static int put_runs(lm_buf *b, uint16_t type, const lm_stream_region *runs, uint32_t n)
 {
 	if (n == 0 || n > LM_STREAM_MAX_PENDING_RUNS)
 		return -EINVAL;
 	size_t off;
-	int r = lm__frame_start(b, LM_REC_PENDING, (size_t)n * 16, &off);
+	int r = lm__frame_start(b, type, (size_t)n * 16, &off);
 	if (r)
 		return r;
 	for (uint32_t i = 0; i < n; i++) {
@@ -196,11 +196,42 @@ int lm_stream_put_pending(lm_buf *b, const lm_stream_region *runs, uint32_t n)
 	return 0;
 }
 
-int lm_stream_put_postcopy(lm_buf *b, uint64_t npending)
+int lm_stream_put_pending(lm_buf *b, const lm_stream_region *runs, uint32_t n)
 {
-	uint8_t p[8];
+	return put_runs(b, LM_REC_PENDING, runs, n);
+}
+
+int lm_stream_put_missing(lm_buf *b, const lm_stream_region *runs, uint32_t n)
+{
+	return put_runs(b, LM_REC_MISSING, runs, n);
+}
+
+int lm_stream_put_postcopy(lm_buf *b, uint64_t npending, uint64_t session)
+{
+	if (!session)
+		return -EINVAL;
+	uint8_t p[16];
 	st64(p, npending);
+	st64(p + 8, session);
 	return put_simple(b, LM_REC_POSTCOPY, p, sizeof(p));
+}
+
+int lm_stream_put_resume(lm_buf *b, uint64_t session)
+{
+	uint8_t p[24];
+	st64(p, LM_STREAM_MAGIC);
+	st32(p + 8, LM_STREAM_VERSION);
+	st32(p + 12, 0);
+	st64(p + 16, session);
+	return put_simple(b, LM_REC_RESUME, p, sizeof(p));
+}
+
+int lm_stream_put_resumed(lm_buf *b, uint64_t session, uint64_t nmissing)
+{
+	uint8_t p[16];
+	st64(p, session);
+	st64(p + 8, nmissing);
+	return put_simple(b, LM_REC_RESUMED, p, sizeof(p));
 }
 
 int lm_stream_put_page_req(lm_buf *b, uint64_t first_page, uint32_t npages)
@@ -553,18 +584,19 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 					       "COMMITTED record but commit-ack was not negotiated");
 		return 0;
 	case LM_REC_PENDING:
+	case LM_REC_MISSING:
 		if (len % 16)
 			return lm__stream_fail(err, -EBADMSG,
-					       "PENDING record: %zu bytes, not a whole number of runs", len);
+					       "%s record: %zu bytes, not a whole number of runs", name, len);
 		for (size_t i = 0; i < len; i += 16) {
 			uint64_t first = ld64(p + i), n = ld64(p + i + 8);
 			if (n == 0)
-				return lm__stream_fail(err, -EBADMSG, "PENDING record: run %zu is empty",
+				return lm__stream_fail(err, -EBADMSG, "%s record: run %zu is empty", name,
 						       i / 16);
 			if (n > LM_STREAM_PAGE_LIMIT || first >= LM_STREAM_PAGE_LIMIT ||
 			    lm_stream_layout_find(&s->layout, first, n, NULL) < 0)
 				return lm__stream_fail(err, -ERANGE,
-						       "PENDING run pages [%llu, %llu) outside the layout",
+						       "%s run pages [%llu, %llu) outside the layout", name,
 						       (unsigned long long)first,
 						       (unsigned long long)(first + n));
 		}
@@ -572,11 +604,34 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 		rec->u.pending.nruns = (uint32_t)(len / 16);
 		return 0;
 	case LM_REC_POSTCOPY:
-		rec->u.npending = ld64(p);
-		if (rec->u.npending > s->layout.total_pages)
+		rec->u.postcopy.npending = ld64(p);
+		rec->u.postcopy.session = ld64(p + 8);
+		if (rec->u.postcopy.npending > s->layout.total_pages)
 			return lm__stream_fail(err, -EBADMSG,
 					       "POSTCOPY announces %llu pending pages, the layout has %llu",
-					       (unsigned long long)rec->u.npending,
+					       (unsigned long long)rec->u.postcopy.npending,
+					       (unsigned long long)s->layout.total_pages);
+		if (!rec->u.postcopy.session)
+			return lm__stream_fail(err, -EBADMSG, "POSTCOPY record: session 0");
+		return 0;
+	case LM_REC_RESUME:
+		if (ld64(p) != LM_STREAM_MAGIC)
+			return lm__stream_fail(err, -EPROTO, "RESUME: bad magic 0x%016llx, not a livemig stream",
+					       (unsigned long long)ld64(p));
+		if (ld32(p + 8) != LM_STREAM_VERSION)
+			return lm__stream_fail(err, -EPROTONOSUPPORT, "RESUME: stream version %u, this side speaks %u",
+					       ld32(p + 8), LM_STREAM_VERSION);
+		if (ld32(p + 12))
+			return lm__stream_fail(err, -EBADMSG, "RESUME: reserved field is not zero");
+		rec->u.session = ld64(p + 16);
+		return 0;
+	case LM_REC_RESUMED:
+		rec->u.resumed.session = ld64(p);
+		rec->u.resumed.nmissing = ld64(p + 8);
+		if (rec->u.resumed.nmissing > s->layout.total_pages)
+			return lm__stream_fail(err, -EBADMSG,
+					       "RESUMED announces %llu missing pages, the layout has %llu",
+					       (unsigned long long)rec->u.resumed.nmissing,
 					       (unsigned long long)s->layout.total_pages);
 		return 0;
 	case LM_REC_PAGE_REQ:

@@ -192,10 +192,11 @@ static void cut_at(const char *name, void *arg)
 }
 
 /*
- * A cut in post-copy: neither side can finish. The source keeps its copy
- * paused (never resumed) and says how many pages had not gone out; the
- * destination reports that post-copy broke off with pages still at the
- * source.
+ * A cut in post-copy with no recovery: neither side can finish. The
+ * destination (without a reconnect callback) reports that post-copy broke
+ * off with pages still at the source; the source waits paused for a
+ * recovery (postcopy-paused) and, given up (a cancel), ends keeping its
+ * copy paused (never resumed) and says how many pages had not gone out.
  */
 static void test_postcopy_cut(void **state)
 {
@@ -215,15 +216,30 @@ static void test_postcopy_cut(void **state)
 	p.postcopy_after = 1;
 	p.max_bandwidth = 8u << 20;
 	struct lm_migrate_stats st;
-	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
-	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+	lm_migration *m;
+	assert_int_equal(lm_migration_new(&m, f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p), 0);
+	assert_int_equal(lm_migration_start(m, f.fds[0]), 0);
+	int rerr = lm_test_receiver_join(&f.rx);
 	lm__test_point_set(NULL, NULL);
+	for (int i = 0; i < 6000; i++) {
+		lm_migration_query(m, &st);
+		if (st.status == LM_MIG_POSTCOPY_PAUSED)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(st.status, LM_MIG_POSTCOPY_PAUSED);
+	assert_non_null(strstr(st.error, "waiting for `migrate --resume`"));
+	lm_migration_cancel(m);
+	int err = lm_migration_wait(m);
+	lm_migration_query(m, &st);
+	assert_int_equal(lm_migration_resume(m, -1), -EINVAL); /* over: nothing to resume */
+	lm_migration_free(m);
 	lm_test_writer_stop(&f.w);
 	print_message("      sender: %s\n      receiver: %s\n", st.error, f.rx.st.error);
 	assert_int_equal(err, -ENOLINK);
 	assert_int_equal(st.status, LM_MIG_POSTCOPY_PAUSED);
 	assert_non_null(strstr(st.error, "post-copy broke off with"));
-	assert_non_null(strstr(st.error, "this copy stays paused"));
+	assert_non_null(strstr(st.error, "this copy stays paused, the guest as it was at the switch"));
 	assert_int_equal(f.w.pauses, 1);
 	assert_int_equal(f.w.resumes, 0);
 	assert_true(rerr < 0);
@@ -231,6 +247,125 @@ static void test_postcopy_cut(void **state)
 	assert_false(f.rx.st.postcopy_complete);
 	assert_non_null(strstr(f.rx.st.error, "post-copy broke off"));
 	assert_int_not_equal(f.rx.dest.finish_err, 0);
+	fx_fini(&f);
+}
+
+/*
+ * Recovery (docs/stream.md 3.15): the post-copy connection is cut 21 times
+ * at different points: first when the guest starts on the destination,
+ * then 20 recovery connections each after a different number of bytes
+ * (inside RESUME itself, which leaves both sides waiting again; in a run
+ * header; deep in page data; ...); the 22nd connection is left alone. Each
+ * time the source, paused, gets a new connection (lm_migration_resume) and
+ * goes on.
+ * The reader on the destination waits through the cuts; every page it
+ * reads equals the source's, and the digest and completeness check pass.
+ */
+#define CUTS 20
+static struct lm_test_proxy proxies[CUTS + 1];
+static int nproxies;
+static int next_sender_fd = -1; /* handed from the receiver's thread to the test's */
+static pthread_mutex_t next_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int reconnect_via_proxy(void *arg, const char *why)
+{
+	(void)arg;
+	(void)why;
+	if (nproxies > CUTS)
+		return -ECANCELED;
+	struct lm_test_proxy *p = &proxies[nproxies];
+	memset(p, 0, sizeof(*p));
+	/* Cut points spread from inside RESUME (24 bytes + header) to deep
+	 * into page data; the last connection is never cut. */
+	static const uint64_t cuts[CUTS] = {0, 20, 36, 50, 4000, 4200, 70000, 100, 300000, 12, 1 << 20, 66000,
+					    28, 9000, 500000, 44, 131072, 700, 2000000, 0};
+	p->cut_fwd = nproxies == CUTS ? UINT64_MAX : cuts[nproxies] ? cuts[nproxies] : 5000;
+	p->cut_back = UINT64_MAX;
+	int sfd, rfd;
+	if (lm_test_proxy_start(p, &sfd, &rfd) < 0)
+		return -EAGAIN;
+	nproxies++;
+	pthread_mutex_lock(&next_lock);
+	next_sender_fd = sfd;
+	pthread_mutex_unlock(&next_lock);
+	return rfd;
+}
+
+static void test_postcopy_recovery(void **state)
+{
+	(void)state;
+	if (!usable())
+		skip();
+	struct fixture f;
+	fx_init(&f, 8u << 20);
+	f.rx.dest.on_postcopy = start_reader;
+	f.rx.p.reconnect = reconnect_via_proxy;
+	nproxies = 0;
+	next_sender_fd = -1;
+	assert_int_equal(lm_test_writer_start(&f.w), 0);
+	cut_fd = f.fds[1];
+	lm__test_point_set(cut_at, NULL);
+	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	struct lm_migrate_params p;
+	lm_migrate_params_default(&p);
+	p.downtime_limit_ms = 1;
+	p.postcopy = true;
+	p.postcopy_after = 1;
+	p.max_bandwidth = 8u << 20;
+	lm_migration *m;
+	assert_int_equal(lm_migration_new(&m, f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p), 0);
+	assert_int_equal(lm_migration_start(m, f.fds[0]), 0);
+	struct lm_migrate_stats st;
+	int resumes = 0;
+	for (int i = 0; i < 60000; i++) {
+		lm_migration_query(m, &st);
+		if (st.status == LM_MIG_COMPLETED || st.status == LM_MIG_FAILED || st.status == LM_MIG_CANCELLED)
+			break;
+		if (st.status == LM_MIG_POSTCOPY_PAUSED) {
+			pthread_mutex_lock(&next_lock);
+			int fd = next_sender_fd;
+			next_sender_fd = -1;
+			pthread_mutex_unlock(&next_lock);
+			if (fd >= 0) {
+				assert_int_equal(lm_migration_resume(m, fd), 0);
+				resumes++;
+			}
+		}
+		usleep(2000);
+	}
+	int err = lm_migration_wait(m);
+	lm_migration_query(m, &st);
+	lm_migration_free(m);
+	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+	lm__test_point_set(NULL, NULL);
+	if (f.reader_on)
+		pthread_join(f.reader, NULL);
+	lm_test_writer_stop(&f.w);
+	for (int i = 0; i < nproxies; i++)
+		lm_test_proxy_join(&proxies[i]);
+	print_message("      %d cuts, %llu recoveries (source), %llu (destination), %llu pending, %llu asked for\n",
+		      nproxies, (unsigned long long)st.postcopy_recoveries,
+		      (unsigned long long)f.rx.st.postcopy_recoveries, (unsigned long long)st.postcopy_pending,
+		      (unsigned long long)st.postcopy_requests);
+	if (err || rerr)
+		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
+	assert_int_equal(err, 0);
+	assert_int_equal(rerr, 0);
+	assert_int_equal(st.status, LM_MIG_COMPLETED);
+	/* Every cut was survived: 21 connections cut, a 22nd to finish. The
+	 * ones cut inside RESUME/RESUMED are no recovery on either side. */
+	assert_int_equal(nproxies, CUTS + 1);
+	/* A RESUMED that left the destination but was cut on its way counts
+	 * there, not here. */
+	assert_true(st.postcopy_recoveries <= f.rx.st.postcopy_recoveries);
+	assert_true(st.postcopy_recoveries > CUTS / 2);
+	assert_true(f.rx.st.digest_ok);
+	assert_int_equal(st.verify, LM_VERIFY_OK);
+	assert_int_equal(f.read_pages, R0_PAGES + R1_PAGES);
+	if (f.mismatches)
+		fail_msg("%llu pages differ, the first %llu", (unsigned long long)f.mismatches,
+			 (unsigned long long)f.first_mismatch);
+	assert_int_equal(f.w.resumes, 0);
 	fx_fini(&f);
 }
 
@@ -298,6 +433,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_postcopy_reader),
 		cmocka_unit_test(test_postcopy_cut),
+		cmocka_unit_test(test_postcopy_recovery),
 		cmocka_unit_test(test_start_postcopy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -942,7 +942,7 @@ static void pc_switch(struct sb *x, uint64_t npending)
 	mark(x);
 	assert_int_equal(lm_stream_put_pending(&x->b, pending_runs, 2), 0);
 	mark(x);
-	assert_int_equal(lm_stream_put_postcopy(&x->b, npending), 0);
+	assert_int_equal(lm_stream_put_postcopy(&x->b, npending, 0x5e55), 0);
 	commit_rec(x);
 }
 
@@ -1032,7 +1032,7 @@ static void b_pc_no_commit(struct sb *x)
 	mark(x);
 	assert_int_equal(lm_stream_put_pending(&x->b, pending_runs, 2), 0);
 	mark(x);
-	assert_int_equal(lm_stream_put_postcopy(&x->b, NPENDING), 0);
+	assert_int_equal(lm_stream_put_postcopy(&x->b, NPENDING, 0x5e55), 0);
 }
 
 /*

@@ -1246,7 +1246,7 @@ static void test_postcopy_records(void **state)
 	assert_int_equal(lm_stream_put_pending(&b, runs, 3), 0);
 	size_t a = b.len;
 	assert_int_equal(a, LM_FRAME_HDR + 48);
-	assert_int_equal(lm_stream_put_postcopy(&b, 7), 0);
+	assert_int_equal(lm_stream_put_postcopy(&b, 7, 0x5e55), 0);
 	size_t c = b.len;
 	assert_int_equal(lm_stream_put_page_req(&b, r1 + 3, 2), 0);
 	lm_record rec;
@@ -1261,12 +1261,33 @@ static void test_postcopy_records(void **state)
 	}
 	assert_int_equal(lm_stream_decode(&s, b.data + a, c - a, &rec, &err), (int64_t)(c - a));
 	assert_int_equal(rec.frame.type, LM_REC_POSTCOPY);
-	assert_int_equal(rec.u.npending, 7);
+	assert_int_equal(rec.u.postcopy.npending, 7);
+	assert_int_equal(rec.u.postcopy.session, 0x5e55);
 	assert_int_equal(lm_stream_decode(&s, b.data + c, b.len - c, &rec, &err), (int64_t)(b.len - c));
 	assert_int_equal(rec.frame.type, LM_REC_PAGE_REQ);
 	assert_int_equal(rec.u.page_req.first_page, r1 + 3);
 	assert_int_equal(rec.u.page_req.npages, 2);
 	assert_string_equal(lm_stream_type_name(LM_REC_PAGE_REQ), "PAGE_REQ");
+
+	/* Recovery's records. */
+	lm_buf_reset(&b);
+	assert_int_equal(lm_stream_put_resume(&b, 0x5e55), 0);
+	size_t k1 = b.len;
+	assert_int_equal(lm_stream_put_missing(&b, runs, 2), 0);
+	size_t k2 = b.len;
+	assert_int_equal(lm_stream_put_resumed(&b, 0x5e55, 6), 0);
+	assert_int_equal(lm_stream_decode(&s, b.data, k1, &rec, &err), (int64_t)k1);
+	assert_int_equal(rec.frame.type, LM_REC_RESUME);
+	assert_int_equal(rec.u.session, 0x5e55);
+	assert_int_equal(lm_stream_decode(&s, b.data + k1, k2 - k1, &rec, &err), (int64_t)(k2 - k1));
+	assert_int_equal(rec.frame.type, LM_REC_MISSING);
+	assert_int_equal(rec.u.pending.nruns, 2);
+	assert_int_equal(lm_stream_pending_run(&rec, 1).first_page, runs[1].first_page);
+	assert_int_equal(lm_stream_decode(&s, b.data + k2, b.len - k2, &rec, &err), (int64_t)(b.len - k2));
+	assert_int_equal(rec.frame.type, LM_REC_RESUMED);
+	assert_int_equal(rec.u.resumed.session, 0x5e55);
+	assert_int_equal(rec.u.resumed.nmissing, 6);
+	assert_int_equal(lm_stream_put_postcopy(&b, 1, 0), -EINVAL);
 
 	/* Encoders refuse what the format cannot carry. */
 	lm_buf_reset(&b);
@@ -1298,7 +1319,11 @@ static void test_postcopy_records(void **state)
 		{ LM_REC_PAGE_REQ, 16, r0, 1ull << 32 | 1, -EBADMSG, "reserved field" },
 		{ LM_REC_PAGE_REQ, 16, r0, 257, -EBADMSG, "257 pages" },
 		{ LM_REC_PAGE_REQ, 16, r1 + regions[1].npages, 1, -ERANGE, "outside the layout" },
-		{ LM_REC_POSTCOPY, 8, UINT64_MAX, 0, -EBADMSG, "pending pages, the layout has" },
+		{ LM_REC_POSTCOPY, 16, UINT64_MAX, 1, -EBADMSG, "pending pages, the layout has" },
+		{ LM_REC_POSTCOPY, 16, 1, 0, -EBADMSG, "session 0" },
+		{ LM_REC_MISSING, 16, r1, 0, -EBADMSG, "MISSING record: run 0 is empty" },
+		{ LM_REC_RESUMED, 16, 1, UINT64_MAX, -EBADMSG, "missing pages, the layout has" },
+		{ LM_REC_RESUME, 24, 0x1234, 0, -EPROTO, "RESUME: bad magic" },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		memset(p, 0, sizeof(p));
