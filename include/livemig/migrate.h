@@ -218,10 +218,12 @@ enum lm_migrate_status {
 	/* Post-copy: the guest runs on the destination, the pages dirty at
 	 * the switch follow (on request first, the rest in order). */
 	LM_MIG_POSTCOPY_ACTIVE,
-	/* Post-copy broke off (the connection, the destination): pages were
-	 * still here. The workload stays paused, never resumed by the engine
-	 * (it is the guest as it was at the switch); lm_migration_wait
-	 * returns -ENOLINK and the error says what is where. */
+	/* Post-copy's connection broke (or the destination died) with pages
+	 * still here: the workload stays paused, never resumed by the engine
+	 * (it is the guest as it was at the switch), and the migration waits
+	 * for lm_migration_resume(). Given up (lm_migration_cancel), it ends
+	 * LM_MIG_FAILED, the workload still paused, and lm_migration_wait
+	 * returns -ENOLINK; the error says what is where. */
 	LM_MIG_POSTCOPY_PAUSED,
 	/* A recovery connection was handed over (lm_migration_resume): the
 	 * RESUME handshake runs; then postcopy-active again. */

@@ -46,6 +46,9 @@ int lm_vm_migration_start(struct lm_vm_migration *m, int fd);
  * -errno: failed or cancelled; the VM runs as before, dirty logging off. */
 int lm_vm_migration_wait(struct lm_vm_migration *m);
 void lm_vm_migration_cancel(struct lm_vm_migration *m);
+/* Recovering a paused post-copy over fd (lm_migration_resume; the engine
+ * owns fd on success). */
+int lm_vm_migration_resume(struct lm_vm_migration *m, int fd);
 /* migrate-start-postcopy (lm_migration_start_postcopy). */
 int lm_vm_migration_start_postcopy(struct lm_vm_migration *m);
 void lm_vm_migration_query(struct lm_vm_migration *m, struct lm_migrate_stats *out);

@@ -172,21 +172,72 @@ static void *waiter_main(void *arg)
 	return NULL;
 }
 
+/*
+ * migrate with "resume": true (QEMU's name): a post-copy whose connection
+ * broke (postcopy-paused) goes on over a new connection to uri
+ * (docs/stream.md 3.15). The connect is bounded by connect-timeout.
+ */
+static int resume_postcopy(struct lm_control_migrate *cm, const struct lm_uri *uri, const char *uri_s, char *err,
+			   size_t errlen)
+{
+	struct lm_migrate_stats st;
+	pthread_mutex_lock(&cm->lock);
+	bool paused = false;
+	if (cm->cur) {
+		lm_vm_migration_query(cm->cur, &st);
+		paused = st.status == LM_MIG_POSTCOPY_PAUSED;
+	}
+	uint64_t timeout = cm->params.connect_timeout_ms;
+	pthread_mutex_unlock(&cm->lock);
+	if (!paused) {
+		snprintf(err, errlen, "No post-copy is paused here (query-migrate: %s): nothing to resume",
+			 cm->cur ? lm_migrate_status_name(st.status) : "none");
+		return -EINVAL;
+	}
+	char why[200];
+	int fd = lm_transport_connect_opts(uri, timeout, -1, why, sizeof(why));
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot connect to %s: %s", uri_s, why);
+		return fd;
+	}
+	pthread_mutex_lock(&cm->lock);
+	int r = cm->cur ? lm_vm_migration_resume(cm->cur, fd) : -EINVAL;
+	if (r == 0)
+		snprintf(cm->uri_s, sizeof(cm->uri_s), "%s", uri_s);
+	pthread_mutex_unlock(&cm->lock);
+	if (r < 0) {
+		close(fd);
+		snprintf(err, errlen, "The post-copy is no longer paused: nothing to resume");
+	}
+	return r;
+}
+
 static int cmd_migrate(void *ctx, struct json_object *args, struct json_object **ret, char *err,
 		       size_t errlen)
 {
 	struct lm_control_migrate *cm = ctx;
 	const char *uri_s = NULL;
-	if (lm_control_only_arg(args, "uri", err, errlen) < 0)
-		return -EINVAL;
+	bool resume = false;
+	json_object_object_foreach(args, key, val)
+	{
+		(void)val;
+		if (strcmp(key, "uri") && strcmp(key, "resume")) {
+			snprintf(err, errlen, "Parameter '%.64s' is unexpected", key);
+			return -EINVAL;
+		}
+	}
 	int r = lm_control_arg_str(args, "uri", &uri_s, err, errlen);
 	if (r == -ENOENT)
 		snprintf(err, errlen, "Parameter 'uri' is missing (tcp:HOST:PORT or unix:PATH)");
 	if (r < 0)
 		return -EINVAL;
+	if ((r = lm_control_arg_bool(args, "resume", &resume, err, errlen)) == -EINVAL)
+		return r;
 	struct lm_uri uri;
 	if ((r = lm_cli_uri_parse(uri_s, &uri, err, errlen)) < 0)
 		return r;
+	if (resume)
+		return resume_postcopy(cm, &uri, uri_s, err, errlen);
 	if (lm_control_run_state(cm->ctl)) {
 		snprintf(err, errlen, "The VM waits for a decision after its last migration (query-status: %s): "
 				      "`cont` or `quit` first", lm_control_run_state(cm->ctl));

@@ -242,13 +242,55 @@ struct rx {
 	struct lm_receive_stats st;
 	int r;
 	int done[2]; /* a pipe: readable when the receive ended */
+	/* Post-copy recovery (docs/stream.md 3.15): connections that start
+	 * with RESUME go to the running receive through this pipe (an int fd
+	 * each), which its reconnect callback reads. */
+	int conn[2];
 };
+
+/*
+ * The receive's reconnect callback: its post-copy connection broke. The
+ * guest waits on the pages it still lacks; the next connection to our
+ * --listen address that starts with RESUME continues it. A signal or
+ * --timeout (cancel_fd) gives up.
+ */
+static int rx_reconnect(void *arg, const char *why)
+{
+	struct rx *x = arg;
+	fprintf(stderr,
+		"livemig incoming: post-copy paused: %s. The guest waits for its missing pages; waiting for the "
+		"source to reconnect (livemig migrate --resume) to this --listen address\n",
+		why);
+	for (;;) {
+		struct pollfd pf[2] = {{.fd = x->conn[0], .events = POLLIN},
+				       {.fd = x->cfg->recv.cancel_fd, .events = POLLIN}};
+		if (poll(pf, 2, -1) < 0 && errno != EINTR)
+			return -errno;
+		if (pf[1].revents)
+			return -ECANCELED;
+		int fd;
+		if (pf[0].revents && read(x->conn[0], &fd, sizeof(fd)) == (ssize_t)sizeof(fd)) {
+			fprintf(stderr, "livemig incoming: the source reconnected; post-copy goes on\n");
+			return fd;
+		}
+	}
+}
+
+/* Connections handed over that the receive never took. */
+static void rx_drain_conns(struct rx *x)
+{
+	int fd;
+	while (read(x->conn[0], &fd, sizeof(fd)) == (ssize_t)sizeof(fd))
+		close(fd);
+}
 
 static void *rx_main(void *arg)
 {
 	struct rx *x = arg;
 	struct lm_vm_incoming_config c = *x->cfg;
 	c.vm = x->taken;
+	c.recv.reconnect = rx_reconnect;
+	c.recv.reconnect_arg = x;
 	x->r = lm_vm_incoming(x->fd, &c, &x->vm, &x->st);
 	ssize_t w = write(x->done[1], "d", 1);
 	(void)w;
@@ -315,6 +357,7 @@ static void rx_join(struct rx *x)
 	x->running = false;
 	close(x->fd);
 	x->fd = -1;
+	rx_drain_conns(x);
 }
 
 /* Answers a sender that came while a migration is being received: REFUSE
@@ -475,7 +518,8 @@ int lm_cli_incoming(int argc, char **argv)
 	int ret = 1, console_fd = -1, lfd = -1, cancel_fd = -1, timer_fd = -1, sig_fd = -1;
 	struct lm_vm *vm = NULL;
 	struct lm_cli_ctl ctl = {0};
-	struct rx rx = {.fd = -1, .cfg = &cfg, .done = {-1, -1}, .pre_mem = pre_mem, .pre_cpus = pre_cpus ? pre_cpus : 1};
+	struct rx rx = {.fd = -1, .cfg = &cfg, .done = {-1, -1}, .conn = {-1, -1}, .pre_mem = pre_mem,
+			.pre_cpus = pre_cpus ? pre_cpus : 1};
 	struct conn waiting[MAX_WAITING], refusing[MAX_REFUSING];
 	unsigned nwaiting = 0, nrefusing = 0;
 	struct stat lst;
@@ -511,7 +555,7 @@ int lm_cli_incoming(int argc, char **argv)
 	/* Before "listening": a sender that connects finds the VM ready. */
 	if (prebuild(&rx) < 0)
 		goto out;
-	if (pipe2(rx.done, O_CLOEXEC | O_NONBLOCK) < 0) {
+	if (pipe2(rx.done, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(rx.conn, O_CLOEXEC | O_NONBLOCK) < 0) {
 		fprintf(stderr, "livemig incoming: pipe: %s\n", strerror(errno));
 		goto out;
 	}
@@ -640,7 +684,16 @@ int lm_cli_incoming(int argc, char **argv)
 				}
 				int fd = waiting[i].fd;
 				waiting[i] = waiting[--nwaiting];
-				if (!rx.running) {
+				uint8_t t[2] = {0, 0};
+				bool resume = recv(fd, t, 2, MSG_PEEK | MSG_DONTWAIT) == 2 &&
+					      (t[0] | t[1] << 8) == LM_REC_RESUME;
+				if (rx.running && resume) {
+					/* The source reconnects a post-copy: the
+					 * running receive takes it (or refuses it if
+					 * the session is not its). */
+					if (write(rx.conn[1], &fd, sizeof(fd)) != (ssize_t)sizeof(fd))
+						close(fd);
+				} else if (!rx.running) {
 					int err = rx_start(&rx, fd);
 					if (err < 0) {
 						fprintf(stderr, "livemig incoming: cannot start the receive: %s\n",
@@ -670,9 +723,10 @@ int lm_cli_incoming(int argc, char **argv)
 				fprintf(stderr, "livemig incoming: accept: %s\n", lm_strerror(fd));
 				goto out;
 			}
-			if (rx.running) {
-				refuse_conn(refusing, &nrefusing, fd, now);
-			} else if (nwaiting < MAX_WAITING) {
+			/* Even while a receive runs: a post-copy's recovery
+			 * connection is told from a second sender by its first
+			 * frame (above). */
+			if (nwaiting < MAX_WAITING) {
 				waiting[nwaiting++] = (struct conn){fd, now};
 			} else {
 				fprintf(stderr, "livemig incoming: dropped a connection: %d others are "
@@ -690,6 +744,9 @@ int lm_cli_incoming(int argc, char **argv)
 		unlink_ours(uri.path, &lst);
 	close_fds(&cancel_fd, &timer_fd, &sig_fd);
 	close_fds(&rx.done[0], &rx.done[1], &rx.fd);
+	if (rx.conn[0] >= 0)
+		rx_drain_conns(&rx);
+	close_fds(&rx.conn[0], &rx.conn[1], &lfd);
 	ret = lm_cli_serve_vm("incoming", vm, &ctl, wait_commit ? LM_SERVE_WAIT_COMMIT : LM_SERVE_MIGRATED_IN);
 out:
 	if (rx.running) {
@@ -704,6 +761,10 @@ out:
 	conns_close(refusing, &nrefusing);
 	close_fds(&cancel_fd, &timer_fd, &sig_fd);
 	close_fds(&rx.done[0], &rx.done[1], &rx.fd);
+	if (rx.conn[0] >= 0)
+		rx_drain_conns(&rx);
+	int none = -1;
+	close_fds(&rx.conn[0], &rx.conn[1], &none);
 	lm_cli_ctl_close(&ctl);
 	if (lfd >= 0) {
 		close(lfd);

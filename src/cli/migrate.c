@@ -58,6 +58,8 @@ static void usage(FILE *f)
 		"  --postcopy                  the same as --postcopy-ram: allow post-copy. From the\n"
 		"                              switch until its last page the guest's memory is on\n"
 		"                              both hosts: if the source dies then, the guest is lost\n"
+		"  --resume                    continue a post-copy whose connection broke\n"
+		"                              (postcopy-paused) over a new connection to URI\n"
 		"  --json                      print the final report as JSON\n"
 		"  -q, --quiet                 no progress line\n"
 		"  --list-parameters[=man]     the parameters as a Markdown table (docs/cli.md),\n"
@@ -232,7 +234,7 @@ static void restore_params(struct lm_qmp *cl, struct json_object **saved)
 /* ---- the command ------------------------------------------------------------ */
 
 #define MAX_PARAMS 32
-enum { O_CONTROL = 256, O_TO, O_JSON, O_TIMEOUT, O_LIST, O_POSTCOPY, O_PARAM = 512, O_NO_PARAM = 768 };
+enum { O_CONTROL = 256, O_TO, O_JSON, O_TIMEOUT, O_LIST, O_POSTCOPY, O_RESUME, O_PARAM = 512, O_NO_PARAM = 768 };
 
 int lm_cli_migrate(int argc, char **argv)
 {
@@ -243,6 +245,7 @@ int lm_cli_migrate(int argc, char **argv)
 	    {"json", no_argument, NULL, O_JSON},
 	    {"list-parameters", optional_argument, NULL, O_LIST},
 	    {"postcopy", no_argument, NULL, O_POSTCOPY},
+	    {"resume", no_argument, NULL, O_RESUME},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	};
@@ -265,7 +268,7 @@ int lm_cli_migrate(int argc, char **argv)
 	opts[no] = (struct option){NULL, 0, NULL, 0};
 
 	const char *control = NULL, *to = NULL;
-	bool json = false, quiet = false;
+	bool json = false, quiet = false, resume = false;
 	double timeout = 0;
 	struct json_object *params = json_object_new_object(), *saved = NULL;
 	int c, ret = 2;
@@ -294,6 +297,7 @@ int lm_cli_migrate(int argc, char **argv)
 		case O_POSTCOPY:
 			json_object_object_add(params, "postcopy-ram", json_object_new_boolean(1));
 			break;
+		case O_RESUME: resume = true; break;
 		case O_TO: to = optarg; break;
 		case O_TIMEOUT:
 			timeout = strtod(optarg, &end);
@@ -333,6 +337,10 @@ int lm_cli_migrate(int argc, char **argv)
 	}
 	if (!control || !to) {
 		ret = bad("%s", !control ? "--control PATH is required" : "--to URI is required");
+		goto out;
+	}
+	if (resume && json_object_object_length(params) > 0) {
+		ret = bad("%s", "--resume takes no parameters: the paused post-copy goes on with its own");
 		goto out;
 	}
 	struct lm_uri uri;
@@ -383,6 +391,8 @@ int lm_cli_migrate(int argc, char **argv)
 				"are all sent, THE GUEST IS LOST\n");
 	struct json_object *margs = json_object_new_object();
 	json_object_object_add(margs, "uri", json_object_new_string(to));
+	if (resume)
+		json_object_object_add(margs, "resume", json_object_new_boolean(1));
 	r = lm_qmp_exec(cl, "migrate", margs, CALL_TIMEOUT_S, NULL);
 	/* Started or not, the migration has its parameters now. */
 	restore_params(cl, &saved);
@@ -485,7 +495,16 @@ int lm_cli_migrate(int argc, char **argv)
 		ret = 4;
 	} else if (!strcmp(status, "completed")) {
 		ret = 0;
-	} else if (!strcmp(status, "unconfirmed") || !strcmp(status, "postcopy-paused")) {
+	} else if (!strcmp(status, "postcopy-paused")) {
+		fprintf(stderr,
+			"livemig migrate: %s\n"
+			"livemig migrate: the guest runs on the destination and waits for the pages still here. "
+			"Reconnect with `livemig migrate --resume --control %s --to URI` (the destination's "
+			"--listen address); `livemig cancel --control %s` gives up (this copy stays paused, "
+			"the guest as it was at the switch)\n",
+			get_s(final, "error-desc"), control, control);
+		ret = 3;
+	} else if (!strcmp(status, "unconfirmed")) {
 		fprintf(stderr, "livemig migrate: %s\n", get_s(final, "error-desc"));
 		ret = 3;
 	} else {

@@ -1603,7 +1603,8 @@ static void *thread_main(void *arg)
 		else
 			fail(m, -ENOLINK, "post-copy sent every page, then: %s; the guest runs on the "
 					  "destination, this copy stays paused", why);
-		m->st.status = left ? LM_MIG_POSTCOPY_PAUSED : LM_MIG_FAILED;
+		/* Over: postcopy-paused was the wait for a recovery. */
+		m->st.status = LM_MIG_FAILED;
 		err = -ENOLINK;
 	} else if (err && m->committed) {
 		/* COMMIT is out: the destination may run the guest, so ours

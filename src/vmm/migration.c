@@ -302,6 +302,11 @@ int lm_vm_migration_wait(struct lm_vm_migration *m)
 	return err;
 }
 
+int lm_vm_migration_resume(struct lm_vm_migration *m, int fd)
+{
+	return lm_migration_resume(m->mig, fd);
+}
+
 int lm_vm_migration_start_postcopy(struct lm_vm_migration *m)
 {
 	return lm_migration_start_postcopy(m->mig);

@@ -9,9 +9,12 @@
  * (the incoming side asks it to), so its vCPU touches missing pages while
  * the push runs; the check must pass, the digest too (status completed),
  * and the guest's progress must go on. With --postcopy alone the policy
- * switches by itself when the guest outruns the link. A destination
- * killed in post-copy leaves the source paused (postcopy-paused, exit 3)
- * with its copy intact: `cont` runs it and it verifies.
+ * switches by itself when the guest outruns the link. A connection cut in
+ * post-copy (a proxy between the two, stopped) pauses it on both sides;
+ * `livemig migrate --resume` through a new proxy goes on, three times
+ * over, and the guest verifies. A destination killed in post-copy leaves
+ * the source paused (postcopy-paused, exit 3) with its copy intact: given
+ * up with `livemig cancel`, `cont` runs it and it verifies.
  *
  * No assertion depends on timing; the link caps make the post-copy last
  * long enough for the guest to wait on pages and for the kill to land.
@@ -168,10 +171,22 @@ static void test_destination_killed(void **state)
 		fprintf(stderr, "migrate exited %d, status '%s'\n%s%s", rc, status, m.json, m.errtext);
 	assert_int_equal(rc, 3);
 	assert_string_equal(status, "postcopy-paused");
-	assert_non_null(strstr(m.json, "post-copy broke off with"));
+	assert_non_null(strstr(m.json, "waiting for `migrate --resume`"));
+	assert_non_null(strstr(m.errtext, "livemig migrate --resume"));
 	lm_live_mig_free(&m);
-	/* Paused, not resumed by itself. */
+	/* Nobody will reconnect: give up the post-copy. */
 	assert_true(lm_live_alive(src.pid));
+	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"migrate-cancel\"}", reply, sizeof(reply)), 0);
+	bool over = false;
+	for (double end = lm_live_now() + LM_LIVE_DEADLINE_S; !over && lm_live_now() < end;) {
+		if (lm_live_vm_cmd(&src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)) == 0)
+			over = strstr(reply, "\"failed\"") != NULL;
+		if (!over)
+			lm_live_msleep(20);
+	}
+	assert_true(over);
+	assert_non_null(strstr(reply, "post-copy broke off with"));
+	/* Paused, not resumed by itself. */
 	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"query-status\"}", reply, sizeof(reply)), 0);
 	if (!strstr(reply, "\"postmigrate\""))
 		fail_msg("the source is not paused in postmigrate: %s", reply);
@@ -185,6 +200,76 @@ static void test_destination_killed(void **state)
 	assert_int_equal(lm_live_vm_quit(&src), 0);
 }
 
+/* Until the source says post-copy is running (query-migrate). */
+static void wait_postcopy_active(struct lm_live_vm *src)
+{
+	char reply[8192];
+	bool in_pc = false;
+	for (double end = lm_live_now() + LM_LIVE_DEADLINE_S; !in_pc && lm_live_now() < end;) {
+		if (lm_live_vm_cmd(src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)) == 0)
+			in_pc = strstr(reply, "\"postcopy-active\"") != NULL;
+		if (!in_pc)
+			lm_live_msleep(10);
+	}
+	assert_true(in_pc);
+}
+
+/*
+ * Recovery (docs/stream.md 3.15): the post-copy goes through a proxy that
+ * is stopped (the connection cut) once post-copy runs; `livemig migrate`
+ * exits 3 saying how to resume; `livemig migrate --resume` through a new
+ * proxy goes on, and is cut again, three times; the fourth connection
+ * completes it. The guest, which waited through the cuts, verifies.
+ */
+static void test_recovery(void **state)
+{
+	if (!lm_live_ready())
+		skip();
+	struct lm_live_vm src, dst;
+	lm_live_expect_running(&src, "src", "256M", "workload=hotset wss=64M rate=100M verify=1 progress=250", NULL,
+			       3);
+	const char *once[] = {"--once", NULL};
+	assert_int_equal(lm_live_incoming(&dst, "dst", "tcp", once), 0);
+	char puri[64];
+	struct lm_live_proxy *px;
+	assert_int_equal(lm_live_proxy_start(&px, dst.uri, UINT64_MAX, puri, sizeof(puri)), 0);
+	struct lm_live_mig m;
+	const char *opts[] = {"--max-bandwidth", "10M", "--downtime-limit", "1", "--postcopy", "--postcopy-after",
+			      "1", NULL};
+	assert_int_equal(lm_live_mig_start(&m, &src, puri, opts), 0);
+	for (int cut = 0; cut < 4; cut++) {
+		if (cut < 3) {
+			wait_postcopy_active(&src);
+			lm_live_msleep(100 + 150 * cut);
+			lm_live_proxy_stop(px); /* the cut */
+		}
+		int rc = lm_live_mig_finish(&m);
+		report_mig(cut < 3 ? "cut in post-copy" : "last connection", &m);
+		char status[32] = "";
+		lm_live_str(m.json, "status", status, sizeof(status));
+		if (cut == 3) {
+			expect_postcopy_done(&m, &src, &dst);
+			double rec = -1;
+			assert_true(lm_live_num(m.json, "\"postcopy-recoveries\":", &rec));
+			assert_true(rec == 3);
+			lm_live_mig_free(&m);
+			break;
+		}
+		if (rc != 3 || strcmp(status, "postcopy-paused"))
+			fprintf(stderr, "migrate exited %d, status '%s'\n%s%s", rc, status, m.json, m.errtext);
+		assert_int_equal(rc, 3);
+		assert_string_equal(status, "postcopy-paused");
+		lm_live_mig_free(&m);
+		assert_int_equal(lm_live_proxy_start(&px, dst.uri, UINT64_MAX, puri, sizeof(puri)), 0);
+		const char *resume[] = {"--resume", NULL};
+		assert_int_equal(lm_live_mig_start(&m, &src, puri, resume), 0);
+	}
+	lm_live_proxy_stop(px);
+	assert_true(lm_live_count_file(dst.out, "the source reconnected", NULL, 0) == 3);
+	lm_live_expect_switchover(&src, &dst, "writes=");
+	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -194,6 +279,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_contig, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_policy_switches, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_destination_killed, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_recovery, lm_live_test_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, lm_live_group_teardown);
 }

@@ -237,7 +237,7 @@ static void test_postcopy_cut(void **state)
 	lm_test_writer_stop(&f.w);
 	print_message("      sender: %s\n      receiver: %s\n", st.error, f.rx.st.error);
 	assert_int_equal(err, -ENOLINK);
-	assert_int_equal(st.status, LM_MIG_POSTCOPY_PAUSED);
+	assert_int_equal(st.status, LM_MIG_FAILED);
 	assert_non_null(strstr(st.error, "post-copy broke off with"));
 	assert_non_null(strstr(st.error, "this copy stays paused, the guest as it was at the switch"));
 	assert_int_equal(f.w.pauses, 1);
