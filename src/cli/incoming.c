@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/control.h"
 #include "livemig/stream.h"
 #include "livemig/vmm_migrate.h"
 
@@ -244,8 +245,11 @@ struct rx {
 	int done[2]; /* a pipe: readable when the receive ended */
 	/* Post-copy recovery (docs/stream.md 3.15): connections that start
 	 * with RESUME go to the running receive through this pipe (an int fd
-	 * each), which its reconnect callback reads. */
+	 * each), which its reconnect callback reads; paused: it waits for
+	 * one (atomic); recover_lfd: the listener migrate-recover opened. */
 	int conn[2];
+	int paused;
+	int recover_lfd;
 };
 
 /*
@@ -254,13 +258,25 @@ struct rx {
  * --listen address that starts with RESUME continues it. A signal or
  * --timeout (cancel_fd) gives up.
  */
+static int rx_wait_conn(struct rx *x);
+
 static int rx_reconnect(void *arg, const char *why)
 {
 	struct rx *x = arg;
 	fprintf(stderr,
 		"livemig incoming: post-copy paused: %s. The guest waits for its missing pages; waiting for the "
-		"source to reconnect (livemig migrate --resume) to this --listen address\n",
+		"source to reconnect (livemig migrate --resume) to this --listen address, or to the one "
+		"migrate-recover opens\n",
 		why);
+	__atomic_store_n(&x->paused, 1, __ATOMIC_RELEASE);
+	int fd = rx_wait_conn(x);
+	__atomic_store_n(&x->paused, 0, __ATOMIC_RELEASE);
+	return fd;
+}
+
+/* The next connection handed over (conn pipe), or -ECANCELED. */
+static int rx_wait_conn(struct rx *x)
+{
 	for (;;) {
 		struct pollfd pf[2] = {{.fd = x->conn[0], .events = POLLIN},
 				       {.fd = x->cfg->recv.cancel_fd, .events = POLLIN}};
@@ -274,6 +290,70 @@ static int rx_reconnect(void *arg, const char *why)
 			return fd;
 		}
 	}
+}
+
+/* migrate-recover's listener: the first connection it accepts goes to
+ * the paused receive (through the conn pipe), then it closes. */
+static void *recover_main(void *arg)
+{
+	struct rx *x = arg;
+	int lfd = x->recover_lfd;
+	int fd = lm_transport_accept(lfd, 0);
+	if (fd >= 0 && write(x->conn[1], &fd, sizeof(fd)) != (ssize_t)sizeof(fd))
+		close(fd);
+	close(lfd);
+	__atomic_store_n(&x->recover_lfd, -1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * QEMU's migrate-recover {"uri": URI} on the destination: a post-copy
+ * paused here (its connection broke) also takes the source's recovery
+ * connection at URI, for when the --listen address cannot be reached.
+ */
+static int cmd_migrate_recover(void *ctx, struct json_object *args, struct json_object **ret, char *err,
+			       size_t errlen)
+{
+	struct rx *x = ctx;
+	const char *uri_s = NULL;
+	if (lm_control_only_arg(args, "uri", err, errlen) < 0)
+		return -EINVAL;
+	int r = lm_control_arg_str(args, "uri", &uri_s, err, errlen);
+	if (r == -ENOENT)
+		snprintf(err, errlen, "Parameter 'uri' is missing (tcp:HOST:PORT or unix:PATH)");
+	if (r < 0)
+		return -EINVAL;
+	struct lm_uri uri;
+	if ((r = lm_cli_uri_parse(uri_s, &uri, err, errlen)) < 0)
+		return r;
+	if (!__atomic_load_n(&x->paused, __ATOMIC_ACQUIRE)) {
+		snprintf(err, errlen, "No post-copy is paused here: nothing to recover");
+		return -EINVAL;
+	}
+	if (__atomic_load_n(&x->recover_lfd, __ATOMIC_ACQUIRE) >= 0) {
+		snprintf(err, errlen, "A migrate-recover listener is open already");
+		return -EBUSY;
+	}
+	int lfd = lm_transport_listen(&uri);
+	if (lfd < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", uri_s, lm_strerror(lfd));
+		return lfd;
+	}
+	x->recover_lfd = lfd;
+	pthread_t th;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	r = -pthread_create(&th, &a, recover_main, x);
+	pthread_attr_destroy(&a);
+	if (r < 0) {
+		close(lfd);
+		x->recover_lfd = -1;
+		snprintf(err, errlen, "cannot start the listener: %s", lm_strerror(r));
+		return r;
+	}
+	(void)ret;
+	return 0;
 }
 
 /* Connections handed over that the receive never took. */
@@ -518,8 +598,8 @@ int lm_cli_incoming(int argc, char **argv)
 	int ret = 1, console_fd = -1, lfd = -1, cancel_fd = -1, timer_fd = -1, sig_fd = -1;
 	struct lm_vm *vm = NULL;
 	struct lm_cli_ctl ctl = {0};
-	struct rx rx = {.fd = -1, .cfg = &cfg, .done = {-1, -1}, .conn = {-1, -1}, .pre_mem = pre_mem,
-			.pre_cpus = pre_cpus ? pre_cpus : 1};
+	struct rx rx = {.fd = -1, .cfg = &cfg, .done = {-1, -1}, .conn = {-1, -1}, .recover_lfd = -1,
+			.pre_mem = pre_mem, .pre_cpus = pre_cpus ? pre_cpus : 1};
 	struct conn waiting[MAX_WAITING], refusing[MAX_REFUSING];
 	unsigned nwaiting = 0, nrefusing = 0;
 	struct stat lst;
@@ -537,6 +617,8 @@ int lm_cli_incoming(int argc, char **argv)
 	/* The control socket first, so a client can watch the whole thing
 	 * (query-status says "inmigrate" until the VM has arrived). */
 	if (lm_cli_ctl_open("incoming", control, &ctl) < 0)
+		goto out;
+	if (ctl.ctl && lm_control_register(ctl.ctl, "migrate-recover", cmd_migrate_recover, &rx) < 0)
 		goto out;
 	lfd = lm_transport_listen(&uri);
 	if (lfd < 0) {
@@ -761,6 +843,10 @@ out:
 	conns_close(refusing, &nrefusing);
 	close_fds(&cancel_fd, &timer_fd, &sig_fd);
 	close_fds(&rx.done[0], &rx.done[1], &rx.fd);
+	/* A migrate-recover listener still waiting: wake its accept. */
+	int rl = __atomic_load_n(&rx.recover_lfd, __ATOMIC_ACQUIRE);
+	if (rl >= 0)
+		shutdown(rl, SHUT_RDWR);
 	if (rx.conn[0] >= 0)
 		rx_drain_conns(&rx);
 	int none = -1;

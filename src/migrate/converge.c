@@ -31,7 +31,8 @@
  * in the background) as soon as pre-copy is seen not to converge: the
  * guest dirties more than half of what the link carries (so rounds cannot
  * shrink what is left), or the rounds or the time ran out; or after
- * postcopy_after rounds if the user said so; or when the user asks. It
+ * postcopy_after rounds if the user said so; or when the user asks (these
+ * two switch even when an ordinary switchover would fit). It
  * comes before throttling: post-copy costs the guest page waits for a few
  * seconds, a throttle costs it most of its CPU for as long as it takes.
  */
@@ -67,11 +68,13 @@ void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out)
 	out->last = last_round || out_of_time;
 	enum lm__conv_act go = in->prepared ? LM__CONV_SWITCHOVER : LM__CONV_PREPARE;
 
-	bool pc_due = in->postcopy &&
-		      (in->postcopy_now || (in->postcopy_after && in->round >= in->postcopy_after) ||
-		       (!in->postcopy_after &&
-			(out->last || (in->bw > 0 && in->dirty_rate * LM_PAGE_SIZE > in->bw / 2))));
-	if (out->expected_s > in->limit_s && pc_due) {
+	/* The user's own request (migrate-start-postcopy, postcopy-after)
+	 * switches whether or not the pause would fit; the policy's only
+	 * when it would not. */
+	bool pc_asked = in->postcopy && (in->postcopy_now || (in->postcopy_after && in->round >= in->postcopy_after));
+	bool pc_due = pc_asked || (in->postcopy && !in->postcopy_after &&
+				   (out->last || (in->bw > 0 && in->dirty_rate * LM_PAGE_SIZE > in->bw / 2)));
+	if ((out->expected_s > in->limit_s || pc_asked) && pc_due) {
 		/* The post-copy pause carries no pages: the harvest, the list
 		 * of dirty pages, the destination dropping its stale copies of
 		 * them, a round trip and the workload's part. */

@@ -27,7 +27,8 @@ struct lm__conv_in {
 	unsigned throttle_pct, throttle_initial, throttle_increment;
 	/* post-copy allowed (and negotiated); switch after postcopy_after
 	 * rounds (0: once pre-copy is seen not to converge); postcopy_now:
-	 * the user asked for it (migrate-start-postcopy) */
+	 * the user asked for it (migrate-start-postcopy). The user's own
+	 * requests switch even when an ordinary switchover would fit. */
 	bool postcopy;
 	unsigned postcopy_after;
 	bool postcopy_now;

@@ -561,7 +561,8 @@ static void test_bitflips(void **state)
 	 * flipped type may turn into another known type that is out of place. */
 	const char *known[] = { "checksum mismatch", "unknown record type", "unknown flags", "payload_len",
 				"incomplete stream", "no commit from the sender", "does not start with HELLO",
-				"RAM run", "table-stream was not negotiated", "unexpected" };
+				"RAM run", "table-stream was not negotiated", "postcopy-ram was not negotiated",
+				"unexpected" };
 	for (size_t off = 0; off < x.b.len; off++) {
 		bool in_header = false;
 		for (size_t i = 0; i < x.nframes; i++)

@@ -360,7 +360,10 @@ static void test_receiver_cancel_fd(void **state)
 	int rerr = rx_join(&r);
 	print_message("      receiver: %s\n", r.st.error);
 	assert_int_equal(rerr, -ECANCELED);
-	assert_non_null(strstr(r.st.error, "cancelled during round 1"));
+	/* The phase it was in: round 1 normally; on a loaded machine the
+	 * receiver may not have read the ROUND record from the relay yet. */
+	if (!strstr(r.st.error, "cancelled during round 1") && !strstr(r.st.error, "cancelled before round 1"))
+		fail_msg("the message does not name the phase: %s", r.st.error);
 	assert_int_equal(r.dest.finish_err, -ECANCELED);
 
 	relay_stop(&x);
