@@ -109,10 +109,10 @@ void lm__pc_dst_unlink(struct lm__pc_dst *d);
 void lm__pc_dst_relink(struct lm__pc_dst *d, const struct lm__io *io);
 int lm__pc_dst_missing(struct lm__pc_dst *d, void (*fn)(void *arg, uint64_t first, uint64_t n), void *arg);
 void lm__pc_dst_stats(struct lm__pc_dst *d, struct lm_receive_stats *st);
-/* Frees. With pages still missing the userfaultfd stays open (its faults
- * never answered) for the life of the process: they must never read as
- * zeros. */
-void lm__pc_dst_free(struct lm__pc_dst *d);
+/* Frees. With pages still missing after the guest ran (guest_ran) the
+ * userfaultfd stays open (its faults never answered) for the life of the
+ * process: they must never read as zeros. */
+void lm__pc_dst_free(struct lm__pc_dst *d, bool guest_ran);
 
 /*
  * Post-copy on the source (src/migrate/postcopy_src.c): what goes out next

@@ -566,12 +566,12 @@ void lm__pc_dst_stats(struct lm__pc_dst *d, struct lm_receive_stats *st)
 	pthread_mutex_unlock(&d->lock);
 }
 
-void lm__pc_dst_free(struct lm__pc_dst *d)
+void lm__pc_dst_free(struct lm__pc_dst *d, bool guest_ran)
 {
 	if (!d)
 		return;
 	lm__pc_dst_stop(d, NULL, 0);
-	if (d->uffd >= 0 && d->armed && d->left) {
+	if (d->uffd >= 0 && d->armed && d->left && guest_ran) {
 		/*
 		 * Pages are still missing and the guest may run: closing the
 		 * userfaultfd would let them fault in as zeros, a silently

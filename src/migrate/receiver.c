@@ -978,7 +978,7 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 
 out:
 	lm__filler_destroy(&r.fill);
-	lm__pc_dst_free(r.pc);
+	lm__pc_dst_free(r.pc, r.st->postcopy_started);
 	free(r.pc_stage);
 	r.st->received = r.io.bytes_in;
 	r.st->total_time_ms = (uint64_t)((lm__now() - t0) * 1000);
