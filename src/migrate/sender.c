@@ -901,6 +901,57 @@ static int guard_resume(struct lm_migration *m, bool last)
 	return GUARD_RESUMED;
 }
 
+/* The last of the stream: DIGEST (unless no-digest) and END, written. */
+static int send_end(struct lm_migration *m)
+{
+	int err = 0;
+	if (m->use_digest) {
+		lm_hash128 d = lm_digest_value(&m->digest);
+		err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);
+	}
+	if (!err)
+		err = lm_stream_put_end(&m->out);
+	if (err)
+		return put_fail(m, err, "END");
+	return flush(m);
+}
+
+/* The pause begins (the switchover, or the switch to post-copy): the
+ * workload stops; *t_stopped when it had. Everything left goes out at
+ * full speed. */
+static int pause_workload(struct lm_migration *m, double *t_stopped)
+{
+	m->st.status = LM_MIG_DEVICE;
+	lm__io_set_rate(&m->io, 0);
+	m->t_pause = lm__now();
+	if (m->ops && m->ops->pause) {
+		int err = m->ops->pause(m->ctx);
+		if (err)
+			return fail(m, err, "could not pause the workload: %s", lm_strerror(err));
+	}
+	m->paused = true;
+	m->pause_bytes_out = m->io.bytes_out;
+	*t_stopped = lm__now();
+	publish(m);
+	lm__test_point("sender-in-pause");
+	return 0;
+}
+
+/* RESULT ok ended the pause: the downtime and its parts (the workload
+ * stopped at t_stopped, its state read by t_state, the last frame before
+ * the answer out at t_end). */
+static void note_downtime(struct lm_migration *m, double t_stopped, double t_state, double t_end)
+{
+	double t = lm__now();
+	m->st.downtime_us = (uint64_t)((t - m->t_pause) * 1e6);
+	m->st.downtime_ms = m->st.downtime_us / 1000;
+	m->st.downtime_stop_us = (uint64_t)((t_stopped - m->t_pause) * 1e6);
+	m->st.downtime_state_us = (uint64_t)((t_state - t_stopped) * 1e6);
+	m->st.downtime_ram_us = (uint64_t)((t_end - t_state) * 1e6);
+	m->st.downtime_result_us = m->st.downtime_us - m->st.downtime_stop_us - m->st.downtime_state_us -
+				   m->st.downtime_ram_us;
+}
+
 /* Stop the workload, send the rest, device state, digest, END; wait for
  * RESULT. last: no rounds or time left (the guard then cancels). */
 static int switchover(struct lm_migration *m, bool last)
@@ -908,21 +959,10 @@ static int switchover(struct lm_migration *m, bool last)
 	int err;
 	if (!m->prepared && (err = prepare_destination(m)))
 		return err;
-	m->st.status = LM_MIG_DEVICE;
 	set_phase(m, "the stop-and-copy");
-	/* Everything left goes out at full speed. */
-	lm__io_set_rate(&m->io, 0);
-	m->t_pause = lm__now();
-	if (m->ops && m->ops->pause) {
-		err = m->ops->pause(m->ctx);
-		if (err)
-			return fail(m, err, "could not pause the workload: %s", lm_strerror(err));
-	}
-	m->paused = true;
-	m->pause_bytes_out = m->io.bytes_out;
-	double t_stopped = lm__now();
-	publish(m);
-	lm__test_point("sender-in-pause");
+	double t_stopped;
+	if ((err = pause_workload(m, &t_stopped)))
+		return err;
 	/*
 	 * Device state before the final harvest, not after: reading vCPU
 	 * state can make the kernel write guest memory (KVM updates a
@@ -974,16 +1014,7 @@ static int switchover(struct lm_migration *m, bool last)
 		return err;
 	m->st.dirty_sync_count++;
 	m->st.remaining = 0;
-
-	if (m->use_digest) {
-		lm_hash128 d = lm_digest_value(&m->digest);
-		err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);
-	}
-	if (!err)
-		err = lm_stream_put_end(&m->out);
-	if (err)
-		return put_fail(m, err, "END");
-	err = flush(m);
+	err = send_end(m);
 	if (err)
 		return err;
 	m->st.stop_copy_bytes = m->io.bytes_out - m->pause_bytes_out;
@@ -992,14 +1023,7 @@ static int switchover(struct lm_migration *m, bool last)
 	if (err)
 		return err;
 	lm__test_point("sender-after-result");
-	double t = lm__now();
-	m->st.downtime_us = (uint64_t)((t - m->t_pause) * 1e6);
-	m->st.downtime_ms = m->st.downtime_us / 1000;
-	m->st.downtime_stop_us = (uint64_t)((t_stopped - m->t_pause) * 1e6);
-	m->st.downtime_state_us = (uint64_t)((t_state - t_stopped) * 1e6);
-	m->st.downtime_ram_us = (uint64_t)((t_end - t_state) * 1e6);
-	m->st.downtime_result_us = m->st.downtime_us - m->st.downtime_stop_us - m->st.downtime_state_us -
-				   m->st.downtime_ram_us;
+	note_downtime(m, t_stopped, t_state, t_end);
 
 	/*
 	 * COMMIT: the receiver runs the guest only once it has read this, so a
@@ -1208,15 +1232,7 @@ static int postcopy_send(struct lm_migration *m)
 	if (err)
 		return fail(m, err, "%s", pc.why);
 	m->st.remaining = 0;
-	if (m->use_digest) {
-		lm_hash128 d = lm_digest_value(&m->digest);
-		err = lm_stream_put_digest(&m->out, d.lo, d.hi, m->total_pages);
-	}
-	if (!err)
-		err = lm_stream_put_end(&m->out);
-	if (err)
-		return put_fail(m, err, "END");
-	if ((err = flush(m)))
+	if ((err = send_end(m)))
 		return err;
 	m->st.postcopy_bytes = m->bytes_base + m->io.bytes_out - m->pc_bytes0;
 	set_phase(m, "waiting for the post-copy result");
@@ -1375,20 +1391,10 @@ static int switchover_postcopy(struct lm_migration *m)
 	int err;
 	if (!m->prepared && (err = prepare_destination(m)))
 		return err;
-	m->st.status = LM_MIG_DEVICE;
 	set_phase(m, "the switch to post-copy");
-	lm__io_set_rate(&m->io, 0);
-	m->t_pause = lm__now();
-	if (m->ops && m->ops->pause) {
-		err = m->ops->pause(m->ctx);
-		if (err)
-			return fail(m, err, "could not pause the workload: %s", lm_strerror(err));
-	}
-	m->paused = true;
-	m->pause_bytes_out = m->io.bytes_out;
-	double t_stopped = lm__now();
-	publish(m);
-	lm__test_point("sender-in-pause");
+	double t_stopped;
+	if ((err = pause_workload(m, &t_stopped)))
+		return err;
 	/* The state first, then the final harvest (see switchover()). */
 	if (m->ops && m->ops->save_state) {
 		lm_state_writer w = { .out = &m->out };
@@ -1419,14 +1425,7 @@ static int switchover_postcopy(struct lm_migration *m)
 	err = wait_reply(m, LM_REC_RESULT);
 	if (err)
 		return err;
-	double t = lm__now();
-	m->st.downtime_us = (uint64_t)((t - m->t_pause) * 1e6);
-	m->st.downtime_ms = m->st.downtime_us / 1000;
-	m->st.downtime_stop_us = (uint64_t)((t_stopped - m->t_pause) * 1e6);
-	m->st.downtime_state_us = (uint64_t)((t_state - t_stopped) * 1e6);
-	m->st.downtime_ram_us = (uint64_t)((t_end - t_state) * 1e6);
-	m->st.downtime_result_us = m->st.downtime_us - m->st.downtime_stop_us - m->st.downtime_state_us -
-				   m->st.downtime_ram_us;
+	note_downtime(m, t_stopped, t_state, t_end);
 	set_phase(m, "the commit");
 	if ((err = lm_stream_put_commit(&m->out)))
 		return put_fail(m, err, "COMMIT");

@@ -86,6 +86,16 @@ static void fx_fini(struct fixture *f)
 	close(f->fds[1]);
 }
 
+/* Post-copy after round 1 over an 8 MB/s link, whatever the rates. */
+static void pc_params(struct lm_migrate_params *p)
+{
+	lm_migrate_params_default(p);
+	p->downtime_limit_ms = 1;
+	p->postcopy = true;
+	p->postcopy_after = 1;
+	p->max_bandwidth = 8u << 20;
+}
+
 /* The destination's reader: every page, last to first, against the paused
  * source (which no one writes any more: the writer is paused for good). */
 static void *reader_main(void *arg)
@@ -132,11 +142,7 @@ static void test_postcopy_reader(void **state)
 	assert_int_equal(lm_test_writer_start(&f.w), 0);
 	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
 	struct lm_migrate_params p;
-	lm_migrate_params_default(&p);
-	p.downtime_limit_ms = 1;
-	p.postcopy = true;
-	p.postcopy_after = 1;
-	p.max_bandwidth = 8u << 20;
+	pc_params(&p);
 	struct lm_migrate_stats st;
 	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
 	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
@@ -210,11 +216,7 @@ static void test_postcopy_cut(void **state)
 	lm__test_point_set(cut_at, NULL);
 	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
 	struct lm_migrate_params p;
-	lm_migrate_params_default(&p);
-	p.downtime_limit_ms = 1;
-	p.postcopy = true;
-	p.postcopy_after = 1;
-	p.max_bandwidth = 8u << 20;
+	pc_params(&p);
 	struct lm_migrate_stats st;
 	lm_migration *m;
 	assert_int_equal(lm_migration_new(&m, f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p), 0);
@@ -307,11 +309,7 @@ static void test_postcopy_recovery(void **state)
 	lm__test_point_set(cut_at, NULL);
 	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
 	struct lm_migrate_params p;
-	lm_migrate_params_default(&p);
-	p.downtime_limit_ms = 1;
-	p.postcopy = true;
-	p.postcopy_after = 1;
-	p.max_bandwidth = 8u << 20;
+	pc_params(&p);
 	lm_migration *m;
 	assert_int_equal(lm_migration_new(&m, f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p), 0);
 	assert_int_equal(lm_migration_start(m, f.fds[0]), 0);
