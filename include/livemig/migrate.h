@@ -266,6 +266,8 @@ struct lm_migrate_stats {
 	uint64_t downtime_state_us;
 	uint64_t downtime_ram_us;
 	uint64_t downtime_result_us;
+	uint64_t downtime_harvest_us;  /* of downtime_ram_us: the final harvest itself (the rest is the
+					  last pages, or post-copy's list of pending pages, going out) */
 	uint64_t guard_resumes;	       /* switchovers the downtime guard undid (the workload resumed) */
 	uint64_t guard_paused_us;      /* the workload's time stopped in those undone pauses, us */
 	unsigned cpu_throttle_pct;     /* auto-converge's throttle now (the highest it reached, once ended) */

@@ -135,6 +135,7 @@ struct lm_migration {
 	bool use_skip;
 	uint8_t *tbuf; /* TABLE_BUF bytes while use_skip */
 	uint64_t pause_bytes_out;
+	double pause_harvest_s; /* harvesting in this pause (sync_unit) */
 	uint64_t take[TAKE_MAX];
 	bool zero[TAKE_MAX];
 	/* per-round accounting */
@@ -407,7 +408,11 @@ static int send_chunk(struct lm_migration *m, const struct lm_mem_region *r, uin
 
 static int sync_unit(struct lm_migration *m, uint64_t first, uint64_t n)
 {
+	double t0 = m->paused ? lm__now() : 0;
 	int64_t got = lm_dirty_source_sync(m->src, first, n, &m->dirty);
+	/* In the pause: the final harvest's share of the downtime. */
+	if (m->paused)
+		m->pause_harvest_s += lm__now() - t0;
 	if (got < 0)
 		return fail(m, (int)got, "dirty source '%s' failed to report pages [%llu, %llu) during %s: %s",
 			    m->src->ops->name, (unsigned long long)first, (unsigned long long)(first + n), m->phase,
@@ -931,6 +936,7 @@ static int pause_workload(struct lm_migration *m, double *t_stopped)
 	}
 	m->paused = true;
 	m->pause_bytes_out = m->io.bytes_out;
+	m->pause_harvest_s = 0;
 	*t_stopped = lm__now();
 	publish(m);
 	lm__test_point("sender-in-pause");
@@ -950,6 +956,7 @@ static void note_downtime(struct lm_migration *m, double t_stopped, double t_sta
 	m->st.downtime_ram_us = (uint64_t)((t_end - t_state) * 1e6);
 	m->st.downtime_result_us = m->st.downtime_us - m->st.downtime_stop_us - m->st.downtime_state_us -
 				   m->st.downtime_ram_us;
+	m->st.downtime_harvest_us = (uint64_t)(m->pause_harvest_s * 1e6);
 }
 
 /* Stop the workload, send the rest, device state, digest, END; wait for

@@ -70,6 +70,7 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 		add_u64(b, "stop-us", st->downtime_stop_us);
 		add_u64(b, "device-state-us", st->downtime_state_us);
 		add_u64(b, "ram-us", st->downtime_ram_us);
+		add_u64(b, "harvest-us", st->downtime_harvest_us);
 		add_u64(b, "result-us", st->downtime_result_us);
 		json_object_object_add(o, "downtime-breakdown", b);
 		json_object_object_add(o, "commit-acknowledged", json_object_new_boolean(st->commit_acked));
@@ -148,10 +149,11 @@ char *lm_migrate_stats_table(const struct lm_migrate_stats *st)
 	fprintf(f, "%-20s %llu ms\n", "total time", (unsigned long long)st->total_time_ms);
 	fprintf(f, "%-20s %llu ms\n", "setup time", (unsigned long long)st->setup_time_ms);
 	if (downtime_known(st))
-		fprintf(f, "%-20s %.3f ms (measured: pause to RESULT ok): stop %.3f + device state %.3f + ram %.3f + "
-			   "result %.3f\n",
+		fprintf(f, "%-20s %.3f ms (measured: pause to RESULT ok): stop %.3f + device state %.3f + ram %.3f "
+			   "(harvest %.3f) + result %.3f\n",
 			"downtime", st->downtime_us / 1000.0, st->downtime_stop_us / 1000.0,
-			st->downtime_state_us / 1000.0, st->downtime_ram_us / 1000.0, st->downtime_result_us / 1000.0);
+			st->downtime_state_us / 1000.0, st->downtime_ram_us / 1000.0, st->downtime_harvest_us / 1000.0,
+			st->downtime_result_us / 1000.0);
 	if (st->status == LM_MIG_UNCONFIRMED)
 		fprintf(f, "%-20s sent, NOT acknowledged: the destination may run the guest; this copy stays paused\n",
 			"commit");
