@@ -112,6 +112,10 @@ int lm__pc_src_run(struct lm__pc_src *p)
 		double fit = (double)p->rate * PUSH_STEP_S / LM_PAGE_SIZE;
 		step = fit < 1 ? 1 : fit < PUSH_PAGES ? (uint64_t)fit : PUSH_PAGES;
 	}
+	/* A receiver that stops reading leaves the queue full: that is a
+	 * stall like any other write's, bounded by the idle timeout. */
+	uint64_t last_q = 0;
+	double last_move = lm__now();
 	while (lm_sbitmap_count(p->pending)) {
 		int w;
 		while ((w = lm__io_wait_input(p->io, 0)) == 1) {
@@ -123,7 +127,18 @@ int lm__pc_src_run(struct lm__pc_src *p)
 			return pfail(p, w, "waiting for the destination's page requests: %s", lm_strerror(w));
 		if (!lm_sbitmap_count(p->pending))
 			break;
-		if (queued(p->io->fd) > QUEUE_MAX) {
+		uint64_t q = queued(p->io->fd);
+		if (q != last_q) {
+			last_q = q;
+			last_move = lm__now();
+		}
+		if (q > QUEUE_MAX) {
+			if (p->io->timeout_ms && lm__now() - last_move > (double)p->io->timeout_ms / 1000) {
+				p->io->stall_ms = p->io->timeout_ms;
+				p->io->stall_write = true;
+				return pfail(p, -ETIMEDOUT, "the destination read nothing for %llu ms in post-copy",
+					     (unsigned long long)p->io->timeout_ms);
+			}
 			/* Let the queue drain; a request wakes us at once. */
 			struct pollfd pf = {.fd = p->io->fd, .events = POLLIN};
 			struct timespec ts = {0, DRAIN_WAIT_NS};
