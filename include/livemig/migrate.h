@@ -23,6 +23,14 @@
  * page, and reports any page whose last version never went out. Downtime is
  * measured from pause() to RESULT ok.
  *
+ * Post-copy (params.postcopy, docs/stream.md 3.14-3.15): instead of the
+ * last pass the paused sender lists the pages still dirty; once the
+ * receiver answered RESULT ok and COMMIT is out, the receiver runs the
+ * workload (ops->postcopy_start) with those pages missing, asks for the
+ * ones it waits on, and the sender sends those first and the rest in
+ * order, then the digest; a broken connection is recovered with
+ * lm_migration_resume() and lm_receive_params.reconnect.
+ *
  * Receiver (lm_migrate_receive): applies the stream to the memory the
  * workload's setup() provides, checks every record and the digest, answers
  * RESULT, and returns 0 only after a RESULT ok was sent and the sender's
