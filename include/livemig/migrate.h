@@ -140,6 +140,15 @@ struct lm_workload_ops {
 	 * memory is complete, and the receiver refuses postcopy-ram.
 	 */
 	int (*postcopy_start)(void *ctx);
+	/*
+	 * Optional: COMMIT was read, the guest may run here: run it now. Called
+	 * before COMMITTED goes out, so that the sender's resume-us figure
+	 * covers it; a failure sends no COMMITTED (the sender keeps its copy
+	 * paused, unconfirmed) and fails the receive. NULL: the caller runs the
+	 * guest after the receive returned. (In a post-copy, postcopy_start
+	 * takes its place.)
+	 */
+	int (*start)(void *ctx);
 };
 
 /* ---- parameters ------------------------------------------------------------ */
@@ -276,6 +285,11 @@ struct lm_migrate_stats {
 	uint64_t downtime_result_us;
 	uint64_t downtime_harvest_us;  /* of downtime_ram_us: the final harvest itself (the rest is the
 					  last pages, or post-copy's list of pending pages, going out) */
+	/* After RESULT ok, not in downtime_us: COMMIT out to COMMITTED back
+	 * (commit-ack); a destination with a start op (livemig's VMM) resumes
+	 * the guest in between, so the guest runs again at most this much
+	 * later than downtime_us says. */
+	uint64_t downtime_resume_us;
 	uint64_t guard_resumes;	       /* switchovers the downtime guard undid (the workload resumed) */
 	uint64_t guard_paused_us;      /* the workload's time stopped in those undone pauses, us */
 	unsigned cpu_throttle_pct;     /* auto-converge's throttle now (the highest it reached, once ended) */

@@ -362,6 +362,9 @@ static int cmd_query_migrate(void *ctx, struct json_object *args, struct json_ob
 		 * the VM's state first): still the switchover, for a moment. */
 		if (st.status == LM_MIG_COMPLETED || st.status == LM_MIG_UNCONFIRMED)
 			st.status = LM_MIG_DEVICE;
+		/* A post-copy given up: still paused until the VM says postmigrate. */
+		if (st.status == LM_MIG_FAILED && st.postcopy)
+			st.status = LM_MIG_POSTCOPY_PAUSED;
 	} else if (cm->have_last) {
 		st = cm->last;
 	} else {

@@ -68,6 +68,7 @@ struct recv {
 	bool switched; /* POSTCOPY read */
 	uint64_t session; /* its session, for a recovery */
 	bool in_postcopy;
+	double pc_t0; /* when the guest started here */
 	uint8_t *pc_stage; /* the post-copy staging buffer */
 };
 
@@ -829,21 +830,29 @@ static int pc_recover(struct recv *r)
 }
 
 /*
- * COMMIT of the switch was read: the guest runs here from now on, the
+ * pc_start(): COMMIT of the switch was read, the guest runs here from now
+ * on (before COMMITTED goes out). Then postcopy(): the
  * pending pages arrive as RAM runs (some because the fault thread asked),
  * then DIGEST and END; the answer is the last RESULT: the digest's verdict
  * over the whole run. Whatever happens the guest is not run anywhere else.
  */
-static int postcopy(struct recv *r)
+static int pc_start(struct recv *r)
 {
-	char why[200];
 	r->in_postcopy = true;
 	r->records = 0;
 	int err = r->ops->postcopy_start(r->ctx);
 	if (err)
 		return rfail(r, err, "could not start the guest in post-copy: %s", why_failed(r, err));
 	r->st->postcopy_started = true;
-	double t0 = lm__now();
+	r->pc_t0 = lm__now();
+	return 0;
+}
+
+static int postcopy(struct recv *r)
+{
+	char why[200];
+	double t0 = r->pc_t0;
+	int err;
 	lm__test_point("receiver-postcopy-running");
 	for (;;) {
 		err = records(r);
@@ -963,6 +972,14 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		goto out;
 	}
 	lm__test_point("receiver-after-commit");
+	/* The guest runs from here on: before COMMITTED, so that the sender's
+	 * COMMIT-to-COMMITTED time (resume-us) covers its start. */
+	if (switched)
+		err = pc_start(&r);
+	else if (ops && ops->start && (err = ops->start(ctx)) < 0)
+		rfail(&r, err, "committed, but the guest could not start here: %s", why_failed(&r, err));
+	if (err)
+		goto out;
 	if (r.s.caps & LM_CAP_COMMIT_ACK) {
 		/* We run the guest now whether or not this arrives: COMMIT was
 		 * the sender's promise not to. */

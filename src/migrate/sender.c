@@ -870,6 +870,7 @@ static int prepare_destination(struct lm_migration *m)
 }
 
 static int wait_committed(struct lm_migration *m);
+static int read_committed(struct lm_migration *m);
 
 /* switchover(): the downtime guard resumed the workload; go on (not an
  * error: the one positive return of this file's steps, with GUARD_TRIPPED). */
@@ -1059,12 +1060,23 @@ static int switchover(struct lm_migration *m, bool last)
 	return 0;
 }
 
+/* COMMITTED came: the destination started the guest between COMMIT and
+ * its answer (with a start op), the downtime's tail after RESULT ok. */
+static int wait_committed(struct lm_migration *m)
+{
+	double t0 = lm__now();
+	int err = read_committed(m);
+	if (!err)
+		m->st.downtime_resume_us = (uint64_t)((lm__now() - t0) * 1e6);
+	return err;
+}
+
 /*
  * COMMITTED, the receiver's answer to COMMIT (docs/stream.md 3.13). Any
  * other outcome leaves us not knowing whether the destination runs the
  * guest: the caller reports the migration unconfirmed.
  */
-static int wait_committed(struct lm_migration *m)
+static int read_committed(struct lm_migration *m)
 {
 	uint8_t hdr[LM_FRAME_HDR];
 	lm_frame f;

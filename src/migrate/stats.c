@@ -71,6 +71,8 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 		add_u64(b, "device-state-us", st->downtime_state_us);
 		add_u64(b, "ram-us", st->downtime_ram_us);
 		add_u64(b, "harvest-us", st->downtime_harvest_us);
+		if (st->commit_acked)
+			add_u64(b, "resume-us", st->downtime_resume_us);
 		add_u64(b, "result-us", st->downtime_result_us);
 		json_object_object_add(o, "downtime-breakdown", b);
 		json_object_object_add(o, "commit-acknowledged", json_object_new_boolean(st->commit_acked));

@@ -672,6 +672,20 @@ static int in_postcopy_start(void *ctx)
 	return 0;
 }
 
+/* COMMIT was read: the guest runs here from now on (the incoming side asks
+ * it to check its memory once it serves it). */
+static int in_start(void *ctx)
+{
+	struct incoming *in = ctx;
+	in->why[0] = 0;
+	int err = lm_vm_start(in->vm);
+	if (err < 0 && err != -EALREADY)
+		return refuse(in, err, "could not start the vCPUs: %s", lm_strerror(err));
+	if ((err = lm_vm_resume(in->vm)) < 0)
+		return refuse(in, err, "could not resume the guest: %s", lm_strerror(err));
+	return 0;
+}
+
 /* Why the last op failed (the receiver asks right after), or NULL. */
 static const char *in_explain(void *ctx)
 {
@@ -688,6 +702,7 @@ static const struct lm_workload_ops vm_dest_ops = {
     .explain = in_explain,
     .end = in_end,
     .postcopy_start = in_postcopy_start,
+    .start = in_start,
 };
 
 int lm_vm_incoming(int fd, const struct lm_vm_incoming_config *cfg, struct lm_vm **out,
