@@ -653,25 +653,6 @@ static int in_end(void *ctx)
 	return 0;
 }
 
-/*
- * Post-copy: the source committed, the guest runs here now with pages still
- * missing (they fault into the receiver's handler). The guest checks its
- * memory at once, which touches every page it has: the strongest test of
- * a post-copy, and its result is the guest's own.
- */
-static int in_postcopy_start(void *ctx)
-{
-	struct incoming *in = ctx;
-	in->why[0] = 0;
-	int err = lm_vm_start(in->vm);
-	if (err < 0 && err != -EALREADY)
-		return refuse(in, err, "could not start the vCPUs: %s", lm_strerror(err));
-	if ((err = lm_vm_resume(in->vm)) < 0)
-		return refuse(in, err, "could not resume the guest: %s", lm_strerror(err));
-	lm_vm_request_verify(in->vm);
-	return 0;
-}
-
 /* COMMIT was read: the guest runs here from now on (the incoming side asks
  * it to check its memory once it serves it). */
 static int in_start(void *ctx)
@@ -684,6 +665,21 @@ static int in_start(void *ctx)
 	if ((err = lm_vm_resume(in->vm)) < 0)
 		return refuse(in, err, "could not resume the guest: %s", lm_strerror(err));
 	return 0;
+}
+
+/*
+ * Post-copy: the source committed, the guest runs here now with pages still
+ * missing (they fault into the receiver's handler). The guest checks its
+ * memory at once, which touches every page it has: the strongest test of
+ * a post-copy, and its result is the guest's own.
+ */
+static int in_postcopy_start(void *ctx)
+{
+	struct incoming *in = ctx;
+	int err = in_start(ctx);
+	if (err == 0)
+		lm_vm_request_verify(in->vm);
+	return err;
 }
 
 /* Why the last op failed (the receiver asks right after), or NULL. */

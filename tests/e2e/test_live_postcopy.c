@@ -157,6 +157,25 @@ static void test_policy_switches(void **state)
 	assert_int_equal(lm_live_vm_quit(&dst), 0);
 }
 
+/* Until the source's query-migrate says status (the reply left in reply). */
+static void wait_migration_status(struct lm_live_vm *src, const char *status, char *reply, size_t len)
+{
+	char want[48];
+	snprintf(want, sizeof(want), "\"%s\"", status);
+	for (double end = lm_live_now() + LM_LIVE_DEADLINE_S;; lm_live_msleep(10)) {
+		if (lm_live_vm_cmd(src, "{\"execute\":\"query-migrate\"}", reply, len) == 0 && strstr(reply, want))
+			return;
+		if (lm_live_now() > end)
+			fail_msg("the migration never became %s: %s", status, reply);
+	}
+}
+
+static void wait_postcopy_active(struct lm_live_vm *src)
+{
+	char reply[8192];
+	wait_migration_status(src, "postcopy-active", reply, sizeof(reply));
+}
+
 /*
  * The destination dies in post-copy: the source cannot finish and must
  * not resume by itself (the guest ran on over there), but its paused copy
@@ -177,14 +196,7 @@ static void test_destination_killed(void **state)
 			      "1", NULL};
 	assert_int_equal(lm_live_mig_start(&m, &src, dst.uri, opts), 0);
 	char reply[8192];
-	bool in_pc = false;
-	for (double end = lm_live_now() + LM_LIVE_DEADLINE_S; !in_pc && lm_live_now() < end;) {
-		if (lm_live_vm_cmd(&src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)) == 0)
-			in_pc = strstr(reply, "\"postcopy-active\"") != NULL;
-		if (!in_pc)
-			lm_live_msleep(20);
-	}
-	assert_true(in_pc);
+	wait_postcopy_active(&src);
 	lm_live_kill(dst.pid, SIGKILL);
 	lm_live_wait(dst.pid, LM_LIVE_DEADLINE_S);
 	int rc = lm_live_mig_finish(&m);
@@ -201,14 +213,7 @@ static void test_destination_killed(void **state)
 	/* Nobody will reconnect: give up the post-copy. */
 	assert_true(lm_live_alive(src.pid));
 	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"migrate-cancel\"}", reply, sizeof(reply)), 0);
-	bool over = false;
-	for (double end = lm_live_now() + LM_LIVE_DEADLINE_S; !over && lm_live_now() < end;) {
-		if (lm_live_vm_cmd(&src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)) == 0)
-			over = strstr(reply, "\"failed\"") != NULL;
-		if (!over)
-			lm_live_msleep(20);
-	}
-	assert_true(over);
+	wait_migration_status(&src, "failed", reply, sizeof(reply));
 	assert_non_null(strstr(reply, "post-copy broke off with"));
 	/* Paused, not resumed by itself. */
 	assert_int_equal(lm_live_vm_cmd(&src, "{\"execute\":\"query-status\"}", reply, sizeof(reply)), 0);
@@ -222,20 +227,6 @@ static void test_destination_killed(void **state)
 	assert_int_equal(lm_live_vm_verify(&src), 1);
 	assert_int_equal(lm_live_count_file(src.console, "FAIL", NULL, 0), 0);
 	assert_int_equal(lm_live_vm_quit(&src), 0);
-}
-
-/* Until the source says post-copy is running (query-migrate). */
-static void wait_postcopy_active(struct lm_live_vm *src)
-{
-	char reply[8192];
-	bool in_pc = false;
-	for (double end = lm_live_now() + LM_LIVE_DEADLINE_S; !in_pc && lm_live_now() < end;) {
-		if (lm_live_vm_cmd(src, "{\"execute\":\"query-migrate\"}", reply, sizeof(reply)) == 0)
-			in_pc = strstr(reply, "\"postcopy-active\"") != NULL;
-		if (!in_pc)
-			lm_live_msleep(10);
-	}
-	assert_true(in_pc);
 }
 
 /*
