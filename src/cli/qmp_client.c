@@ -296,6 +296,12 @@ static int read_more(struct lm_qmp *q, double end)
 		}
 		if (errno == EINTR)
 			continue;
+		if (errno == ECONNRESET) {
+			/* The server closed with our bytes unread: a close like any
+			 * other (the write path says the same, -EPIPE). */
+			q->eof = true;
+			return 0;
+		}
 		if (errno != EAGAIN && errno != EWOULDBLOCK) {
 			int e = errno;
 			q->eof = true;
