@@ -207,6 +207,17 @@ struct lm_migrate_params {
 	 * process dies meanwhile, the guest is lost. */
 	bool postcopy;
 	unsigned postcopy_after;
+	/* QEMU's multifd-channels (docs/stream.md 3.16): page data on this
+	 * many extra connections, each with its own thread on both sides; 0
+	 * or 1: the main connection carries everything. The engine opens
+	 * them after the handshake with connect_channel(channel_arg, index),
+	 * which returns a connected fd to the receiver's address (the engine
+	 * owns and closes it) or -errno; without it, or with a receiver that
+	 * does not accept multifd, the migration uses the main connection
+	 * alone. At most LM_STREAM_MAX_CHANNELS. */
+	unsigned channels;
+	int (*connect_channel)(void *arg, unsigned index);
+	void *channel_arg;
 };
 
 /* The idle timeout of both sides when none is set (10 s without a byte). */
@@ -327,6 +338,7 @@ struct lm_migrate_stats {
 	uint64_t postcopy_bytes;
 	uint64_t postcopy_time_ms;
 	uint64_t postcopy_recoveries;      /* broken connections recovered (docs/stream.md 3.15) */
+	unsigned channels;                 /* multifd channels in use (0: the main connection only) */
 	/* The completeness check, run after the switchover (not in the pause). */
 	enum lm_verify_state verify;
 	uint64_t verify_pages;         /* pages compared */
@@ -436,6 +448,18 @@ struct lm_receive_params {
 	 */
 	int (*reconnect)(void *arg, const char *why);
 	void *reconnect_arg;
+	/*
+	 * Channels (multifd, docs/stream.md 3.16): the sender opens more
+	 * connections to the address the main one came to. accept_channel
+	 * (channel_arg, timeout_ms) waits up to timeout_ms for the next one
+	 * that starts with a CHANNEL frame and returns its fd (the receiver
+	 * owns it from then on), or -ETIMEDOUT / -ECANCELED / -errno. The
+	 * receiver checks the frame and closes connections that are not its
+	 * own (left over from an earlier attempt). NULL: multifd is refused,
+	 * the sender then uses the main connection alone.
+	 */
+	int (*accept_channel)(void *arg, int timeout_ms);
+	void *channel_arg;
 };
 
 struct lm_receive_stats {
@@ -470,6 +494,7 @@ struct lm_receive_stats {
 	uint64_t postcopy_latency_p50_us, postcopy_latency_p99_us, postcopy_latency_max_us;
 	uint64_t postcopy_time_ms;	/* the guest started here until the last page arrived */
 	uint64_t postcopy_recoveries;	/* broken connections recovered */
+	unsigned channels;		/* multifd channels the pages came on (0: the main connection) */
 	char error[256];       /* the cause when the receive failed */
 };
 

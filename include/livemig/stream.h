@@ -67,6 +67,10 @@
 
 #define LM_STREAM_MAX_RUN_PAGES 256u	       /* pages in one RAM record (1 MiB) */
 #define LM_STREAM_MAX_REGIONS 256u	       /* regions in a layout */
+#define LM_STREAM_MAX_CHANNELS 16u	       /* channels of a multifd migration */
+#define LM_STREAM_MIN_STRIPE 64u	       /* pages per stripe (3.16), at least */
+#define LM_STREAM_MAX_STRIPE 65536u	       /* and at most */
+#define LM_SYNC_LAST 1u			       /* SYNC flag: the channel's last record */
 #define LM_STREAM_MAX_TEXT 255u		       /* REFUSE / RESULT text bytes */
 #define LM_STREAM_MAX_DEVICE_NAME 63u	       /* DEVICE name bytes */
 #define LM_STREAM_MAX_DEVICE_BLOB (16u << 20)  /* DEVICE blob bytes */
@@ -94,6 +98,10 @@ enum lm_rec_type {
 	LM_REC_RESUME = 0x0019,	 /* sender -> receiver: first frame of a recovery connection */
 	LM_REC_MISSING = 0x0025, /* receiver -> sender: pending pages not placed */
 	LM_REC_RESUMED = 0x0024, /* receiver -> sender: the recovery is accepted */
+	/* Channels (LM_CAP_MULTIFD, docs/stream.md 3.16). */
+	LM_REC_CHANNELS = 0x001A, /* sender -> receiver, main connection: N channels follow */
+	LM_REC_CHANNEL = 0x001B,  /* sender -> receiver: first frame of a channel connection */
+	LM_REC_SYNC = 0x001C,	  /* sender -> receiver: a barrier across the channels */
 	LM_REC_READY = 0x0021,	 /* receiver -> sender: ready to take over (answers PREPARE) */
 	LM_REC_COMMITTED = 0x0022, /* receiver -> sender: COMMIT read, the guest runs here (LM_CAP_COMMIT_ACK) */
 	LM_REC_RESULT = 0x0020, /* receiver -> sender after END */
@@ -110,10 +118,11 @@ enum lm_rec_type {
 #define LM_CAP_COMMIT_ACK (1ull << 5)	/* COMMITTED answers COMMIT */
 #define LM_CAP_NO_DIGEST (1ull << 6)	/* no DIGEST: per-frame checksums only (docs/stream.md 5.3) */
 #define LM_CAP_POSTCOPY (1ull << 7)	/* "postcopy-ram": the switch to post-copy (docs/stream.md 3.14) */
+#define LM_CAP_MULTIFD (1ull << 8)	/* "multifd": page data on channels (docs/stream.md 3.16) */
 /* Every capability this build understands. */
 #define LM_CAP_KNOWN                                                                               \
 	(LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM |            \
-	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | LM_CAP_NO_DIGEST | LM_CAP_POSTCOPY)
+	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | LM_CAP_NO_DIGEST | LM_CAP_POSTCOPY | LM_CAP_MULTIFD)
 /* Runs in one PENDING record at most (65536 payload bytes). */
 #define LM_STREAM_MAX_PENDING_RUNS 4096u
 
@@ -324,6 +333,19 @@ typedef struct lm_record {
 			uint64_t first_page;
 			uint32_t npages;
 		} page_req;
+		struct {
+			uint32_t nchannels;    /* 1 .. LM_STREAM_MAX_CHANNELS */
+			uint32_t stripe_pages; /* a power of two, 64 .. 65536 */
+			uint64_t session;      /* nonzero */
+		} channels;
+		struct {
+			uint32_t index; /* below LM_STREAM_MAX_CHANNELS (the count is checked by the receiver) */
+			uint64_t session;
+		} channel; /* CHANNEL (magic and version checked) */
+		struct {
+			uint64_t seq; /* nonzero */
+			uint32_t flags; /* LM_SYNC_LAST or 0 */
+		} sync;
 	} u;
 } lm_record;
 
@@ -397,6 +419,19 @@ int lm_stream_put_page_req(lm_buf *b, uint64_t first_page, uint32_t npages);
 int lm_stream_put_resume(lm_buf *b, uint64_t session);
 int lm_stream_put_missing(lm_buf *b, const lm_stream_region *runs, uint32_t n);
 int lm_stream_put_resumed(lm_buf *b, uint64_t session, uint64_t nmissing);
+/* Channels (docs/stream.md 3.16; LM_CAP_MULTIFD). CHANNELS (main
+ * connection): nchannels 1 .. LM_STREAM_MAX_CHANNELS, stripe_pages a power
+ * of two in [LM_STREAM_MIN_STRIPE, LM_STREAM_MAX_STRIPE], session nonzero;
+ * CHANNEL: the first frame of channel index's connection; SYNC: barrier seq
+ * (nonzero), flags LM_SYNC_LAST or 0. -EINVAL for values out of range. */
+int lm_stream_put_channels(lm_buf *b, uint32_t nchannels, uint32_t stripe_pages, uint64_t session);
+int lm_stream_put_channel(lm_buf *b, uint32_t index, uint64_t session);
+int lm_stream_put_sync(lm_buf *b, uint64_t seq, uint32_t flags);
+/* Which channel of n carries page p with stripes of stripe pages. */
+static inline uint32_t lm_stream_channel_of(uint64_t p, uint32_t stripe, uint32_t n)
+{
+	return (uint32_t)((p / stripe) % n);
+}
 /* Run i of a decoded PENDING or MISSING record (i < rec->u.pending.nruns). */
 lm_stream_region lm_stream_pending_run(const lm_record *rec, uint32_t i);
 /* Opaque table payload (needs LM_CAP_TABLE_STREAM on the connection). */
@@ -486,6 +521,15 @@ void lm_digest_pages(lm_digest *d, uint64_t i, uint64_t n, const void *pages);
 /* Pages [i, i+n) are now zero. Indices at or past end_page are ignored
  * by all three updates (the layout was checked before they are called). */
 void lm_digest_zero(lm_digest *d, uint64_t i, uint64_t n);
+/*
+ * Several threads updating one digest (channels, docs/stream.md 3.16):
+ * lm_digest_share makes part a view of d (the same per-page
+ * contributions, a partial sum of its own starting at 0; never destroy a
+ * view); lm_digest_fold adds part's partial sum into d and resets it. The
+ * threads must update disjoint pages; fold while none of them runs.
+ */
+void lm_digest_share(lm_digest *part, const lm_digest *d);
+void lm_digest_fold(lm_digest *d, lm_digest *part);
 static inline lm_hash128 lm_digest_value(const lm_digest *d)
 {
 	return d->sum;

@@ -94,6 +94,15 @@ static void connect_failed(struct lm_control_migrate *cm, int err, const char *w
 	lm_control_event(cm->ctl, "MIGRATION", stats_object(&st));
 }
 
+/* The engine opens its channels (multifd) to the address `migrate` went to. */
+static int connect_channel(void *arg, unsigned index)
+{
+	struct lm_control_migrate *cm = arg;
+	char why[200];
+	(void)index;
+	return lm_transport_connect_opts(&cm->uri, cm->connect_timeout_ms, cm->cancel_fd, why, sizeof(why));
+}
+
 static void *waiter_main(void *arg)
 {
 	struct lm_control_migrate *cm = arg;
@@ -262,6 +271,8 @@ static int cmd_migrate(void *ctx, struct json_object *args, struct json_object *
 	/* The parameters are taken now: a change after `migrate` returned
 	 * (`livemig migrate` restoring its flags) does not reach this one. */
 	struct lm_vm_migration *m;
+	p.mig.connect_channel = connect_channel;
+	p.mig.channel_arg = cm;
 	if ((r = lm_vm_migration_new(lm_control_vm(cm->ctl), &p.mig, &m)) < 0) {
 		snprintf(err, errlen, "Cannot set up the migration: %s", lm_strerror(r));
 		return r;

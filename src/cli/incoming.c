@@ -166,7 +166,7 @@ static void report(const struct lm_receive_stats *st, bool json)
 			"\"postcopy-pending\":%llu,\"postcopy-requests\":%llu,\"postcopy-faults\":%llu,"
 			"\"postcopy-zero-faults\":%llu,\"postcopy-blocktime\":%llu,"
 			"\"postcopy-latency-p50-us\":%llu,\"postcopy-latency-p99-us\":%llu,"
-			"\"postcopy-latency-max-us\":%llu,\"postcopy-time\":%llu}\n",
+			"\"postcopy-latency-max-us\":%llu,\"postcopy-time\":%llu,\"multifd-channels\":%u}\n",
 			(unsigned long long)st->total_time_ms, (unsigned long long)st->received,
 			(unsigned long long)st->pages_data, (unsigned long long)st->pages_zero,
 			(unsigned long long)st->rounds, (unsigned long long)st->devices,
@@ -175,16 +175,18 @@ static void report(const struct lm_receive_stats *st, bool json)
 			(unsigned long long)st->postcopy_requests, (unsigned long long)st->postcopy_faults,
 			(unsigned long long)st->postcopy_zero_faults, (unsigned long long)st->postcopy_blocktime_us / 1000,
 			(unsigned long long)st->postcopy_latency_p50_us, (unsigned long long)st->postcopy_latency_p99_us,
-			(unsigned long long)st->postcopy_latency_max_us, (unsigned long long)st->postcopy_time_ms);
+			(unsigned long long)st->postcopy_latency_max_us, (unsigned long long)st->postcopy_time_ms,
+			st->channels);
 		return;
 	}
 	fprintf(stderr,
 		"livemig incoming: migration received in %llu ms: %.1f MiB on the wire, %llu data "
-		"pages, %llu zero pages, %llu rounds, %s, pages placed by %s; resuming the guest\n",
+		"pages, %llu zero pages, %llu rounds, %s, pages placed by %s%s%.0u%s; resuming the guest\n",
 		(unsigned long long)st->total_time_ms, (double)st->received / 1048576.0,
 		(unsigned long long)st->pages_data, (unsigned long long)st->pages_zero,
 		(unsigned long long)st->rounds,
-		st->digest_ok ? "digest ok" : "no digest (the sender asked for none)", st->fill);
+		st->digest_ok ? "digest ok" : "no digest (the sender asked for none)", st->fill,
+		st->channels ? ", " : "", st->channels, st->channels ? " channels" : "");
 	if (st->postcopy)
 		fprintf(stderr,
 			"livemig incoming: post-copy: the guest ran here %llu ms before its last page; %llu pages "
@@ -248,6 +250,9 @@ struct rx {
 	 * each), which its reconnect callback reads; paused: it waits for
 	 * one (atomic); recover_lfd: the listener migrate-recover opened. */
 	int conn[2];
+	/* Channels (multifd): connections that start with CHANNEL go to the
+	 * running receive through this pipe, read by its accept_channel. */
+	int chan[2];
 	int paused;
 	int recover_lfd;
 };
@@ -272,6 +277,27 @@ static int rx_reconnect(void *arg, const char *why)
 	int fd = rx_wait_conn(x);
 	__atomic_store_n(&x->paused, 0, __ATOMIC_RELEASE);
 	return fd;
+}
+
+/* The receive's accept_channel: the next CHANNEL connection (chan pipe). */
+static int rx_accept_channel(void *arg, int timeout_ms)
+{
+	struct rx *x = arg;
+	struct pollfd pf[2] = {{.fd = x->chan[0], .events = POLLIN}, {.fd = x->cfg->recv.cancel_fd, .events = POLLIN}};
+	for (;;) {
+		int n = poll(pf, 2, timeout_ms);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (pf[1].revents)
+			return -ECANCELED;
+		int fd;
+		if (read(x->chan[0], &fd, sizeof(fd)) == (ssize_t)sizeof(fd))
+			return fd;
+	}
 }
 
 /* The next connection handed over (conn pipe), or -ECANCELED. */
@@ -362,6 +388,8 @@ static void rx_drain_conns(struct rx *x)
 	int fd;
 	while (read(x->conn[0], &fd, sizeof(fd)) == (ssize_t)sizeof(fd))
 		close(fd);
+	while (x->chan[0] >= 0 && read(x->chan[0], &fd, sizeof(fd)) == (ssize_t)sizeof(fd))
+		close(fd);
 }
 
 static void *rx_main(void *arg)
@@ -371,6 +399,8 @@ static void *rx_main(void *arg)
 	c.vm = x->taken;
 	c.recv.reconnect = rx_reconnect;
 	c.recv.reconnect_arg = x;
+	c.recv.accept_channel = rx_accept_channel;
+	c.recv.channel_arg = x;
 	x->r = lm_vm_incoming(x->fd, &c, &x->vm, &x->st);
 	ssize_t w = write(x->done[1], "d", 1);
 	(void)w;
@@ -598,7 +628,7 @@ int lm_cli_incoming(int argc, char **argv)
 	int ret = 1, console_fd = -1, lfd = -1, cancel_fd = -1, timer_fd = -1, sig_fd = -1;
 	struct lm_vm *vm = NULL;
 	struct lm_cli_ctl ctl = {0};
-	struct rx rx = {.fd = -1, .cfg = &cfg, .done = {-1, -1}, .conn = {-1, -1}, .recover_lfd = -1,
+	struct rx rx = {.fd = -1, .cfg = &cfg, .done = {-1, -1}, .conn = {-1, -1}, .chan = {-1, -1}, .recover_lfd = -1,
 			.pre_mem = pre_mem, .pre_cpus = pre_cpus ? pre_cpus : 1};
 	struct conn waiting[MAX_WAITING], refusing[MAX_REFUSING];
 	unsigned nwaiting = 0, nrefusing = 0;
@@ -637,7 +667,8 @@ int lm_cli_incoming(int argc, char **argv)
 	/* Before "listening": a sender that connects finds the VM ready. */
 	if (prebuild(&rx) < 0)
 		goto out;
-	if (pipe2(rx.done, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(rx.conn, O_CLOEXEC | O_NONBLOCK) < 0) {
+	if (pipe2(rx.done, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(rx.conn, O_CLOEXEC | O_NONBLOCK) < 0 ||
+	    pipe2(rx.chan, O_CLOEXEC | O_NONBLOCK) < 0) {
 		fprintf(stderr, "livemig incoming: pipe: %s\n", strerror(errno));
 		goto out;
 	}
@@ -767,9 +798,15 @@ int lm_cli_incoming(int argc, char **argv)
 				int fd = waiting[i].fd;
 				waiting[i] = waiting[--nwaiting];
 				uint8_t t[2] = {0, 0};
-				bool resume = recv(fd, t, 2, MSG_PEEK | MSG_DONTWAIT) == 2 &&
-					      (t[0] | t[1] << 8) == LM_REC_RESUME;
-				if (rx.running && resume) {
+				bool peeked = recv(fd, t, 2, MSG_PEEK | MSG_DONTWAIT) == 2;
+				bool resume = peeked && (t[0] | t[1] << 8) == LM_REC_RESUME;
+				bool channel = peeked && (t[0] | t[1] << 8) == LM_REC_CHANNEL;
+				if (channel) {
+					/* A channel of the migration in progress: its
+					 * receive checks the session (or closes it). */
+					if (!rx.running || write(rx.chan[1], &fd, sizeof(fd)) != (ssize_t)sizeof(fd))
+						close(fd);
+				} else if (rx.running && resume) {
 					/* The source reconnects a post-copy: the
 					 * running receive takes it (or refuses it if
 					 * the session is not its). */
@@ -829,6 +866,7 @@ int lm_cli_incoming(int argc, char **argv)
 	if (rx.conn[0] >= 0)
 		rx_drain_conns(&rx);
 	close_fds(&rx.conn[0], &rx.conn[1], &lfd);
+	close_fds(&rx.chan[0], &rx.chan[1], &lfd);
 	ret = lm_cli_serve_vm("incoming", vm, &ctl, wait_commit ? LM_SERVE_WAIT_COMMIT : LM_SERVE_MIGRATED_IN);
 out:
 	if (rx.running) {
@@ -851,6 +889,7 @@ out:
 		rx_drain_conns(&rx);
 	int none = -1;
 	close_fds(&rx.conn[0], &rx.conn[1], &none);
+	close_fds(&rx.chan[0], &rx.chan[1], &none);
 	lm_cli_ctl_close(&ctl);
 	if (lfd >= 0) {
 		close(lfd);

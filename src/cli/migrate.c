@@ -58,6 +58,8 @@ static void usage(FILE *f)
 		"  --postcopy                  the same as --postcopy-ram: allow post-copy. From the\n"
 		"                              switch until its last page the guest's memory is on\n"
 		"                              both hosts: if the source dies then, the guest is lost\n"
+		"  --channels N                the same as --multifd-channels N: page data on N\n"
+		"                              connections (the destination must accept them)\n"
 		"  --resume                    continue a post-copy whose connection broke\n"
 		"                              (postcopy-paused) over a new connection to URI\n"
 		"  --json                      print the final report as JSON\n"
@@ -234,7 +236,8 @@ static void restore_params(struct lm_qmp *cl, struct json_object **saved)
 /* ---- the command ------------------------------------------------------------ */
 
 #define MAX_PARAMS 32
-enum { O_CONTROL = 256, O_TO, O_JSON, O_TIMEOUT, O_LIST, O_POSTCOPY, O_RESUME, O_PARAM = 512, O_NO_PARAM = 768 };
+enum { O_CONTROL = 256, O_TO, O_JSON, O_TIMEOUT, O_LIST, O_POSTCOPY, O_RESUME, O_CHANNELS, O_PARAM = 512,
+       O_NO_PARAM = 768 };
 
 int lm_cli_migrate(int argc, char **argv)
 {
@@ -246,6 +249,7 @@ int lm_cli_migrate(int argc, char **argv)
 	    {"list-parameters", optional_argument, NULL, O_LIST},
 	    {"postcopy", no_argument, NULL, O_POSTCOPY},
 	    {"resume", no_argument, NULL, O_RESUME},
+	    {"channels", required_argument, NULL, O_CHANNELS},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
 	};
@@ -298,6 +302,16 @@ int lm_cli_migrate(int argc, char **argv)
 			json_object_object_add(params, "postcopy-ram", json_object_new_boolean(1));
 			break;
 		case O_RESUME: resume = true; break;
+		case O_CHANNELS: {
+			const struct lm_cli_param *d = lm_cli_param_find("multifd-channels");
+			int64_t v;
+			if (lm_cli_param_parse(d, optarg, &v, err, sizeof(err)) < 0) {
+				ret = bad("%s", err);
+				goto out;
+			}
+			json_object_object_add(params, d->name, lm_cli_param_to_json(d, v));
+			break;
+		}
 		case O_TO: to = optarg; break;
 		case O_TIMEOUT:
 			timeout = strtod(optarg, &end);

@@ -2,11 +2,13 @@
  * The migration parameters' table (see params.h): read by the control
  * socket on every migrate-set-parameters / query-migrate-parameters, by
  * `livemig migrate` once per run to build its options, and by
- * `--list-parameters` for the docs. Fifteen rows, looked up by name: a flat
+ * `--list-parameters` for the docs. Seventeen rows, looked up by name: a flat
  * array is all it takes.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <json-c/json.h>
@@ -41,6 +43,7 @@ FIELD(thr_inc, mig.throttle_increment)
 FIELD(connect, connect_timeout_ms)
 FIELD(postcopy, mig.postcopy)
 FIELD(pc_after, mig.postcopy_after)
+FIELD(channels, mig.channels)
 
 /* idle-timeout: 0 on the interface, LM_TIMEOUT_NEVER in the engine. */
 static int64_t get_idle(const struct lm_cli_params *p)
@@ -75,6 +78,20 @@ static const char *const verify_names[] = {[LM_VERIFY_FULL] = "full", [LM_VERIFY
 
 /* The default of connect-timeout, the one parameter the engine lacks. */
 #define CONNECT_TIMEOUT_DEFAULT_MS 10000
+
+/*
+ * multifd-channels' default, from the cores this process may use: a
+ * channel costs a thread on each side, and on a host where both sides
+ * share few cores more threads only compete for them (docs/bench.md,
+ * "Channels"). One channel per four cores, at least 1, at most 8.
+ */
+unsigned lm_cli_default_channels(void)
+{
+	cpu_set_t set;
+	long n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+	n /= 4;
+	return n < 1 ? 1 : n > 8 ? 8 : (unsigned)n;
+}
 
 /* ---- the table ------------------------------------------------------------ */
 
@@ -125,6 +142,10 @@ const struct lm_cli_param lm_cli_params[] = {
 	{"postcopy-after", LM_PARAM_INT, "rounds", 0, 100000, 0, NULL, "N",
 	 "with postcopy-ram: switch after this many rounds; 0 = when pre-copy is seen not to converge",
 	 get_pc_after, set_pc_after},
+	{"multifd-channels", LM_PARAM_INT, "", 1, LM_STREAM_MAX_CHANNELS, 0, NULL, "N",
+	 "connections that carry page data, each with its own thread on both sides (`livemig migrate "
+	 "--channels N`); 1 = the main connection alone; the default depends on the cores here",
+	 get_channels, set_channels},
 	{"connect-timeout", LM_PARAM_INT, "ms", 0, INT32_MAX, 0, NULL, "MS",
 	 "how long `migrate` may take to connect before the migration fails; 0 = the kernel's bound (~2 min)",
 	 get_connect, set_connect},
@@ -145,6 +166,7 @@ void lm_cli_params_default(struct lm_cli_params *p)
 	memset(p, 0, sizeof(*p));
 	lm_migrate_params_default(&p->mig);
 	p->connect_timeout_ms = CONNECT_TIMEOUT_DEFAULT_MS;
+	p->mig.channels = lm_cli_default_channels();
 }
 
 /* ---- values ------------------------------------------------------------- */

@@ -27,6 +27,9 @@ struct json_object;
 
 /* What a VM's control socket holds: the engine's parameters plus how long
  * `migrate` may take to connect (the engine only ever sees a connected fd). */
+/* multifd-channels' default on this host (params.c). */
+unsigned lm_cli_default_channels(void);
+
 struct lm_cli_params {
 	struct lm_migrate_params mig;
 	uint64_t connect_timeout_ms; /* 0: no bound but the kernel's */

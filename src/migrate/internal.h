@@ -13,6 +13,7 @@
 struct lm__io {
 	int fd;
 	int cancel_fd;       /* -1: none */
+	int abort_fd;        /* -1: none; readable: a sibling connection failed (-ESHUTDOWN) */
 	int saved_flags;     /* fd's flags before lm__io_open */
 	uint64_t timeout_ms; /* reads (and writes) give up after this long idle; 0: never */
 	/* Why the last -ETIMEDOUT: stall_ms is the idle timeout that expired
@@ -136,5 +137,67 @@ struct lm__pc_src {
 };
 /* Until no page is pending: 0, or -errno with why set (unless send failed). */
 int lm__pc_src_run(struct lm__pc_src *p);
+
+
+/* ---- channels and the page encoder (channel.c) ---------------------------- */
+
+/* Compression where it pays: a run that did not shrink by an eighth makes
+ * the encoder skip the next `backoff` runs (1, 2, 4 ... up to the max),
+ * a run that did resets it. A pure policy (tests/unit/test_channel.c). */
+#define LM__ZSTD_MAX_BACKOFF 64u
+struct lm__zstd_pol {
+	unsigned skip, backoff;
+};
+bool lm__zstd_next(struct lm__zstd_pol *z); /* try compressing this run? */
+void lm__zstd_result(struct lm__zstd_pol *z, size_t raw, size_t packed); /* packed 0: sent raw */
+
+/* One connection's page encoder: its stream state, output buffer, digest
+ * (or a view of it) and counters. */
+struct lm__lane {
+	lm_stream *s;
+	lm_buf *out;
+	lm_digest *digest;
+	uint8_t *scratch; /* LM_STREAM_MAX_RUN_PAGES pages, with zstd */
+	bool use_digest, use_zstd;
+	struct lm__zstd_pol zpol;
+	uint64_t data_pages, zero_pages, zstd_runs, zstd_packed;
+	double data_time; /* copying, hashing and encoding data runs */
+};
+/* Encode pages [p, p + n) at host (all zero, or all data) into l->out. */
+int lm__lane_put(struct lm__lane *l, uint64_t p, uint32_t n, const uint8_t *host, bool zero);
+
+/* The sender's channels (docs/stream.md 3.16). */
+struct lm__txc;
+struct lm__txc_cfg {
+	const lm_stream *s; /* negotiated caps, layout, zstd level */
+	lm_digest *digest;  /* the migration's (NULL: no digest); folded at each sync */
+	bool use_zstd;
+	uint64_t session;
+	int cancel_fd;
+	uint64_t idle_ms;
+	uint64_t rate; /* bytes/s for all channels together, 0: none */
+};
+struct lm__txc_stats {
+	uint64_t data_pages, zero_pages; /* encoded since the last take */
+	uint64_t bytes_out;		 /* written, all along */
+	uint64_t queued_pages;		 /* waiting in the queues now */
+	double busy_max;		 /* the busiest channel's seconds since the last take */
+};
+/* Start n channels on fds (connected; owned from here on, even on failure:
+ * lm__txc_free closes them), each announced with CHANNEL. *out is set even
+ * on failure (free it); lm__txc_error says what failed. */
+int lm__txc_start(struct lm__txc **out, const int *fds, unsigned n, uint32_t stripe,
+		  const struct lm__txc_cfg *cfg);
+/* Queue pages [first, first + n) at host on their channels (split at
+ * stripes); waits for room. 0, -ESHUTDOWN (a channel failed), -ECANCELED. */
+int lm__txc_put(struct lm__txc *g, const uint8_t *host, uint64_t first, uint32_t n);
+/* SYNC seq on every channel, written; then the partial digests are folded. */
+int lm__txc_sync(struct lm__txc *g, uint64_t seq, uint32_t flags);
+void lm__txc_take(struct lm__txc *g, struct lm__txc_stats *st);
+uint64_t lm__txc_bytes(struct lm__txc *g);
+/* The first channel failure (-errno, "channel 2: ...") or 0. */
+int lm__txc_error(struct lm__txc *g, char *buf, size_t cap);
+int lm__txc_abort_fd(const struct lm__txc *g);
+void lm__txc_free(struct lm__txc *g);
 
 #endif

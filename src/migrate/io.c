@@ -36,7 +36,7 @@ const char *lm__fmt_ms(char *buf, size_t cap, uint64_t ms)
 
 int lm__io_open(struct lm__io *io, int fd, int cancel_fd)
 {
-	*io = (struct lm__io){ .fd = fd, .cancel_fd = cancel_fd };
+	*io = (struct lm__io){ .fd = fd, .cancel_fd = cancel_fd, .abort_fd = -1 };
 	io->saved_flags = fcntl(fd, F_GETFL);
 	if (io->saved_flags < 0)
 		return -errno;
@@ -61,23 +61,29 @@ void lm__io_set_rate(struct lm__io *io, uint64_t bytes_per_sec)
 	io->rate_b0 = io->bytes_out;
 }
 
-static bool cancelled(const struct lm__io *io)
+/* -ECANCELED (cancel fd), -ESHUTDOWN (abort fd) or 0. */
+static int cancelled(const struct lm__io *io)
 {
-	if (io->cancel_fd < 0)
-		return false;
-	struct pollfd p = { .fd = io->cancel_fd, .events = POLLIN };
-	return poll(&p, 1, 0) > 0;
+	struct pollfd p[2] = {{.fd = io->cancel_fd, .events = POLLIN}, {.fd = io->abort_fd, .events = POLLIN}};
+	if (io->cancel_fd < 0 && io->abort_fd < 0)
+		return 0;
+	if (poll(p, 2, 0) <= 0)
+		return 0;
+	return p[0].revents ? -ECANCELED : -ESHUTDOWN;
 }
 
-/* Wait for `events` on the fd; 0 when ready, -ECANCELED, -ETIMEDOUT, -errno. */
+/* Wait for `events` on the fd; 0 when ready, -ECANCELED, -ESHUTDOWN (the
+ * abort fd: a sibling connection failed), -ETIMEDOUT, -errno. Negative fds
+ * in the poll set are ignored. */
 static int wait_fd(struct lm__io *io, short events, int timeout_ms)
 {
-	struct pollfd p[2] = {
+	struct pollfd p[3] = {
 		{ .fd = io->fd, .events = events },
 		{ .fd = io->cancel_fd, .events = POLLIN },
+		{ .fd = io->abort_fd, .events = POLLIN },
 	};
 	for (;;) {
-		int n = poll(p, io->cancel_fd >= 0 ? 2 : 1, timeout_ms);
+		int n = poll(p, 3, timeout_ms);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -90,6 +96,8 @@ static int wait_fd(struct lm__io *io, short events, int timeout_ms)
 		}
 		if (io->cancel_fd >= 0 && p[1].revents)
 			return -ECANCELED;
+		if (io->abort_fd >= 0 && p[2].revents)
+			return -ESHUTDOWN;
 		return 0;
 	}
 }
@@ -130,8 +138,9 @@ static int pace(struct lm__io *io, size_t n)
 int lm__io_write(struct lm__io *io, const void *buf, size_t n)
 {
 	const uint8_t *p = buf;
-	if (cancelled(io))
-		return -ECANCELED;
+	int stop = cancelled(io);
+	if (stop)
+		return stop;
 	/*
 	 * Little credit for idle time: if the writer fell behind the schedule
 	 * (it was scanning, harvesting or paused), the schedule moves up so

@@ -20,10 +20,12 @@
  * run nor dropped: -ENOLINK, and the caller keeps it paused.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "migrate/internal.h"
@@ -32,6 +34,40 @@
 #define COMMIT_TIMEOUT_MS 60000
 /* At most this long for a failure report the sender may never read. */
 #define STATUS_TIMEOUT_MS 1000
+
+struct recv;
+
+/*
+ * A connection pages arrive on: the main one (index -1: its errors are the
+ * receive's, its I/O is recv.io) or a channel (docs/stream.md 3.16: its own
+ * thread, connection, stream state, staging buffers, partial digest and
+ * counters; errors go to `error` first and fail the receive from there).
+ */
+struct lane {
+	struct recv *r;
+	int index;
+	struct lm__io *io;
+	lm_stream *s;
+	lm_digest *digest;
+	uint8_t *stage; /* the filler's staging buffer (channels: their own) */
+	uint8_t *payload;
+	size_t payload_cap;
+	uint64_t pages_data, pages_zero, records;
+	/* channels only */
+	struct lm__io own_io;
+	bool io_on;
+	int fd;
+	lm_stream own_s;
+	lm_digest own_dig;
+	pthread_t th;
+	bool th_on;
+	int err;
+	char error[256];
+	/* under recv.chan_lock */
+	uint64_t synced;      /* the last SYNC seq read */
+	uint32_t sync_flags;  /* its flags */
+	bool done;	      /* the thread ended (LAST SYNC, failure or stop) */
+};
 
 struct recv {
 	struct lm__io io;
@@ -70,6 +106,25 @@ struct recv {
 	bool in_postcopy;
 	double pc_t0; /* when the guest started here */
 	uint8_t *pc_stage; /* the post-copy staging buffer */
+	/* Channels (docs/stream.md 3.16). The main connection's lane is
+	 * main; lanes[nchan] are the channels. Under chan_lock: the
+	 * lanes' sync state, released (the SYNC the channels may read on
+	 * past), chan_failed / chan_first (the first failed lane) and
+	 * chan_stop. main_sync is the main connection's last SYNC;
+	 * pending_release a SYNC to release at the next record that is
+	 * not TABLE; chan_last: the LAST SYNC was applied. */
+	struct lane main;
+	unsigned nchan;
+	uint32_t stripe;
+	uint64_t chan_session;
+	struct lane *lanes;
+	pthread_mutex_t chan_lock;
+	pthread_cond_t chan_cv;
+	bool chan_lock_on;
+	int abort_fd;
+	uint64_t main_sync, released, pending_release;
+	bool chan_last, chan_failed, chan_stop;
+	int chan_first;
 };
 
 static int rfail(struct recv *r, int err, const char *fmt, ...)
@@ -81,6 +136,66 @@ static int rfail(struct recv *r, int err, const char *fmt, ...)
 		va_end(ap);
 	}
 	return err;
+}
+
+/* A failure on lane l: the receive's own for the main connection; a
+ * channel's goes to its lane (the first cause wins there too). */
+static int lfail(struct lane *l, int err, const char *fmt, ...)
+{
+	char msg[224];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (l->index < 0)
+		return rfail(l->r, err, "%s", msg);
+	if (!l->error[0]) {
+		snprintf(l->error, sizeof(l->error), "channel %d: %s", l->index, msg);
+		l->err = err;
+	}
+	return err;
+}
+
+static const char *where(struct recv *r, char *buf, size_t cap);
+
+/* Where on lane l: the main connection's round, or the channel's count. */
+static const char *lwhere(struct lane *l, char *buf, size_t cap)
+{
+	if (l->index < 0)
+		return where(l->r, buf, cap);
+	snprintf(buf, cap, "after %llu records on the channel", (unsigned long long)l->records);
+	return buf;
+}
+
+static int io_rfail(struct recv *r, int err);
+
+/* A failed read on lane l. */
+static int lio_fail(struct lane *l, int err)
+{
+	char w[80], t[32];
+	if (l->index < 0)
+		return io_rfail(l->r, err);
+	if (err == -ECONNRESET)
+		return lfail(l, -ECONNABORTED, "incomplete stream: sender closed the connection (%s)",
+			     lwhere(l, w, sizeof(w)));
+	if (err == -ETIMEDOUT && l->io->stall_ms) {
+		lm__fmt_ms(t, sizeof(t), l->io->stall_ms);
+		return lfail(l, err, "incomplete stream: no data from the sender for %s (%s)", t,
+			     lwhere(l, w, sizeof(w)));
+	}
+	return lfail(l, err, "connection error: %s (%s)", lm_strerror(err), lwhere(l, w, sizeof(w)));
+}
+
+/* The receive fails with the first failed channel's cause. */
+static int chan_error(struct recv *r)
+{
+	pthread_mutex_lock(&r->chan_lock);
+	int i = r->chan_first;
+	pthread_mutex_unlock(&r->chan_lock);
+	if (i < 0)
+		return rfail(r, -ESHUTDOWN, "a channel stopped");
+	/* The lane's thread wrote its error before it said it failed. */
+	return rfail(r, r->lanes[i].err ? r->lanes[i].err : -EIO, "%s", r->lanes[i].error);
 }
 
 static const char *where(struct recv *r, char *buf, size_t cap)
@@ -113,6 +228,8 @@ static const char *phase(struct recv *r, char *buf, size_t cap)
 static int io_rfail(struct recv *r, int err)
 {
 	char w[80], t[32];
+	if (err == -ESHUTDOWN && r->nchan)
+		return chan_error(r);
 	if (err == -ECONNRESET)
 		return rfail(r, -ECONNABORTED, "incomplete stream: sender closed the connection (%s)",
 			     where(r, w, sizeof(w)));
@@ -144,6 +261,20 @@ static const char *why_failed(struct recv *r, int err)
 {
 	const char *why = explained(r);
 	return why ? why : lm_strerror(err);
+}
+
+static int lane_payload(struct lane *l, const lm_frame *f)
+{
+	if (f->payload_len > l->payload_cap) {
+		uint8_t *p = realloc(l->payload, f->payload_len);
+		if (!p)
+			return lfail(l, -ENOMEM, "out of memory for a %u-byte %s record", f->payload_len,
+				     lm_stream_type_name(f->type));
+		l->payload = p;
+		l->payload_cap = f->payload_len;
+	}
+	int err = lm__io_read(l->io, l->payload, f->payload_len);
+	return err ? lio_fail(l, err) : 0;
 }
 
 static int read_payload(struct recv *r, const lm_frame *f)
@@ -229,6 +360,8 @@ static int handshake(struct recv *r, uint64_t allowed)
 			allowed &= ~LM_CAP_POSTCOPY;
 		}
 	}
+	if (!r->p->accept_channel)
+		allowed &= ~LM_CAP_MULTIFD;
 	uint64_t accepted;
 	err = lm_stream_negotiate(&r->s, &rec.u.hello, allowed, &accepted, &e);
 	if (err)
@@ -254,6 +387,7 @@ static int handshake(struct recv *r, uint64_t allowed)
 		if (!r->mem[i].host)
 			return rfail(r, -EINVAL, "setup gave no memory for region %u", i);
 	lm__filler_init(&r->fill, r->mem, l->nregions, l->end_page);
+	r->main.stage = r->fill.stage;
 	if (lm__filler_on(&r->fill))
 		snprintf(r->st->fill, sizeof(r->st->fill), "uffdio-copy");
 	else if (r->fill.off_err)
@@ -302,8 +436,9 @@ static int handshake(struct recv *r, uint64_t allowed)
 	return 0;
 }
 
-static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
+static int ram(struct lane *l, const lm_frame *f)
 {
+	struct recv *r = l->r;
 	uint8_t rh[LM_RUN_HDR];
 	lm_run run;
 	lm_stream_err e = { 0 };
@@ -311,78 +446,87 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 	int err;
 
 	if (f->payload_len < LM_RUN_HDR)
-		return rfail(r, -EBADMSG, "RAM record of %u bytes is shorter than its run header (%s)",
-			     f->payload_len, where(r, w, sizeof(w)));
-	err = lm__io_read(&r->io, rh, sizeof(rh));
+		return lfail(l, -EBADMSG, "RAM record of %u bytes is shorter than its run header (%s)",
+			     f->payload_len, lwhere(l, w, sizeof(w)));
+	err = lm__io_read(l->io, rh, sizeof(rh));
 	if (err)
-		return io_rfail(r, err);
-	err = lm_stream_run_parse(&r->s, f, rh, sizeof(rh), &run, &e);
+		return lio_fail(l, err);
+	err = lm_stream_run_parse(l->s, f, rh, sizeof(rh), &run, &e);
 	if (err)
-		return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+		return lfail(l, err, "%s (%s)", e.msg, lwhere(l, w, sizeof(w)));
+	if (l->index >= 0) {
+		uint32_t want = lm_stream_channel_of(run.first_page, r->stripe, r->nchan);
+		if (want != (uint32_t)l->index || (run.first_page + run.npages - 1) / r->stripe != run.first_page / r->stripe)
+			return lfail(l, -EPROTO, "RAM run pages [%llu, %llu) on channel %d belongs to channel %u%s",
+				     (unsigned long long)run.first_page, (unsigned long long)(run.first_page + run.npages),
+				     l->index, want, want == (uint32_t)l->index ? " and spans two stripes" : "");
+	} else if (r->nchan) {
+		return lfail(l, -EPROTO, "RAM record on the main connection of a migration with channels (%s)",
+			     lwhere(l, w, sizeof(w)));
+	}
 	const struct lm_mem_region *m = &r->mem[run.region];
 	uint8_t *dst = (uint8_t *)m->host + run.region_off * LM_PAGE_SIZE;
 	size_t dst_len = (size_t)run.npages * LM_PAGE_SIZE;
 	lm_stream_csum c;
 	lm_stream_csum_begin(&c, f);
 	lm_stream_csum_update(&c, rh, sizeof(rh));
-	(void)hdr;
 
 	if (run.kind == LM_RUN_DATA)
 		lm_bitmap_set_range(&r->written, run.first_page, run.npages);
 	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW && lm__filler_on(&r->fill)) {
 		/* Into the staging buffer, checked, then placed without the
 		 * kernel zeroing fresh pages first. */
-		err = lm__io_read(&r->io, r->fill.stage, dst_len);
+		err = lm__io_read(l->io, l->stage, dst_len);
 		if (err)
-			return io_rfail(r, err);
-		lm_stream_csum_update(&c, r->fill.stage, dst_len);
+			return lio_fail(l, err);
+		lm_stream_csum_update(&c, l->stage, dst_len);
 		err = lm_stream_csum_check(&c, f, &e);
 		if (err)
-			return rfail(r, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
-				     (unsigned long long)(run.first_page + run.npages), where(r, w, sizeof(w)));
-		err = lm__filler_place(&r->fill, run.first_page, dst, r->fill.stage, run.npages);
+			return lfail(l, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
+				     (unsigned long long)(run.first_page + run.npages), lwhere(l, w, sizeof(w)));
+		err = lm__filler_place(&r->fill, run.first_page, dst, l->stage, run.npages);
 		if (err)
-			return rfail(r, err, "could not place pages [%llu, %llu) in destination memory: %s",
+			return lfail(l, err, "could not place pages [%llu, %llu) in destination memory: %s",
 				     (unsigned long long)run.first_page,
 				     (unsigned long long)(run.first_page + run.npages), lm_strerror(err));
 		if (r->use_digest)
-			lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
-		r->st->pages_data += run.npages;
+			lm_digest_pages(l->digest, run.first_page, run.npages, dst);
+		l->pages_data += run.npages;
 	} else if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW) {
 		/* Validated: exactly dst_len bytes, inside the region. */
-		err = lm__io_read(&r->io, dst, dst_len);
+		err = lm__io_read(l->io, dst, dst_len);
 		if (err)
-			return io_rfail(r, err);
+			return lio_fail(l, err);
 		lm_stream_csum_update(&c, dst, dst_len);
 		err = lm_stream_csum_check(&c, f, &e);
 		if (err)
-			return rfail(r, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
-				     (unsigned long long)(run.first_page + run.npages), where(r, w, sizeof(w)));
+			return lfail(l, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
+				     (unsigned long long)(run.first_page + run.npages), lwhere(l, w, sizeof(w)));
 		if (r->use_digest)
-			lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
-		r->st->pages_data += run.npages;
+			lm_digest_pages(l->digest, run.first_page, run.npages, dst);
+		l->pages_data += run.npages;
 	} else if (run.kind == LM_RUN_DATA) {
-		err = read_payload(r, &(lm_frame){ .type = f->type, .payload_len = (uint32_t)run.data_len });
+		err = lane_payload(l, &(lm_frame){ .type = f->type, .payload_len = (uint32_t)run.data_len });
 		if (err)
 			return err;
-		lm_stream_csum_update(&c, r->payload, run.data_len);
+		lm_stream_csum_update(&c, l->payload, run.data_len);
 		err = lm_stream_csum_check(&c, f, &e);
 		/* With the filler on, unpopulated destination pages must not be
 		 * written directly: decompress into the staging buffer. */
-		uint8_t *out = lm__filler_on(&r->fill) ? r->fill.stage : dst;
+		uint8_t *out = lm__filler_on(&r->fill) ? l->stage : dst;
 		if (!err)
-			err = lm_stream_run_apply(&r->s, &run, r->payload, run.data_len, out, dst_len, &e);
+			err = lm_stream_run_apply(l->s, &run, l->payload, run.data_len, out, dst_len, &e);
 		if (err)
-			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+			return lfail(l, err, "%s (%s)", e.msg, lwhere(l, w, sizeof(w)));
 		if (out != dst && (err = lm__filler_place(&r->fill, run.first_page, dst, out, run.npages)) < 0)
-			return rfail(r, err, "could not place pages in destination memory: %s", lm_strerror(err));
+			return lfail(l, err, "could not place pages in destination memory: %s", lm_strerror(err));
 		if (r->use_digest)
-			lm_digest_pages(&r->digest, run.first_page, run.npages, dst);
-		r->st->pages_data += run.npages;
+			lm_digest_pages(l->digest, run.first_page, run.npages, dst);
+		l->pages_data += run.npages;
 	} else {
 		err = lm_stream_csum_check(&c, f, &e);
 		if (err)
-			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+			return lfail(l, err, "%s (%s)", e.msg, lwhere(l, w, sizeof(w)));
 		/* Fresh destination memory is zero already: only pages an
 		 * earlier DATA run wrote need zeroing, so untouched memory is
 		 * neither read nor allocated. */
@@ -395,8 +539,8 @@ static int ram(struct recv *r, const lm_frame *f, const uint8_t *hdr)
 			}
 		}
 		if (r->use_digest)
-			lm_digest_zero(&r->digest, run.first_page, run.npages);
-		r->st->pages_zero += run.npages;
+			lm_digest_zero(l->digest, run.first_page, run.npages);
+		l->pages_zero += run.npages;
 	}
 	return 0;
 }
@@ -503,6 +647,309 @@ static int pc_ram(struct recv *r, const lm_frame *f)
 	return 0;
 }
 
+/* ---- channels (docs/stream.md 3.16) ---------------------------------------- */
+
+/* A channel's thread: RAM records of its stripes, and SYNC barriers. */
+static void *lane_main(void *arg)
+{
+	struct lane *l = arg;
+	struct recv *r = l->r;
+	uint8_t hdr[LM_FRAME_HDR], pl[16];
+	lm_frame f;
+	lm_record rec;
+	lm_stream_err e = {0};
+	char w[80];
+	int err = 0;
+	for (;;) {
+		err = lm__io_read(l->io, hdr, sizeof(hdr));
+		if (err) {
+			lio_fail(l, err);
+			break;
+		}
+		err = lm_stream_frame_parse(l->s, hdr, sizeof(hdr), &f, &e);
+		if (err) {
+			lfail(l, err, "%s (%s)", e.msg, lwhere(l, w, sizeof(w)));
+			break;
+		}
+		if (f.type == LM_REC_RAM) {
+			if ((err = ram(l, &f)))
+				break;
+			l->records++;
+			continue;
+		}
+		if (f.type != LM_REC_SYNC) {
+			err = lfail(l, -EPROTO, "unexpected %s record on a channel (%s)", lm_stream_type_name(f.type),
+				    lwhere(l, w, sizeof(w)));
+			break;
+		}
+		if ((err = lm__io_read(l->io, pl, f.payload_len))) {
+			lio_fail(l, err);
+			break;
+		}
+		err = lm_stream_decode_payload(l->s, &f, pl, f.payload_len, &rec, &e);
+		if (!err && rec.u.sync.seq != l->synced + 1)
+			err = lfail(l, -EBADMSG, "SYNC %llu after SYNC %llu", (unsigned long long)rec.u.sync.seq,
+				    (unsigned long long)l->synced);
+		else if (err)
+			lfail(l, err, "%s (%s)", e.msg, lwhere(l, w, sizeof(w)));
+		if (err)
+			break;
+		l->records++;
+		pthread_mutex_lock(&r->chan_lock);
+		l->synced = rec.u.sync.seq;
+		l->sync_flags = rec.u.sync.flags;
+		pthread_cond_broadcast(&r->chan_cv);
+		bool last = rec.u.sync.flags & LM_SYNC_LAST;
+		/* Nothing past the barrier until the main connection applied
+		 * its side of it (and the TABLE records that follow). */
+		while (!last && r->released < l->synced && !r->chan_stop)
+			pthread_cond_wait(&r->chan_cv, &r->chan_lock);
+		bool stop = r->chan_stop;
+		pthread_mutex_unlock(&r->chan_lock);
+		if (last || stop)
+			break;
+	}
+	pthread_mutex_lock(&r->chan_lock);
+	if (err && !r->chan_stop && !r->chan_failed) {
+		r->chan_failed = true;
+		r->chan_first = l->index;
+	}
+	l->done = true;
+	pthread_cond_broadcast(&r->chan_cv);
+	pthread_mutex_unlock(&r->chan_lock);
+	if (err) {
+		/* Wakes the main connection's wait (-ESHUTDOWN) and the other
+		 * channels'. */
+		uint64_t one = 1;
+		ssize_t k = write(r->abort_fd, &one, sizeof(one));
+		(void)k;
+	}
+	return NULL;
+}
+
+/* The first frame of a channel connection: CHANNEL. Its index, or -errno
+ * (not ours: the caller closes it and waits for another). */
+static int lane_hello(struct recv *r, int fd, char *why, size_t cap)
+{
+	struct lm__io io;
+	uint8_t hdr[LM_FRAME_HDR], pl[24];
+	lm_frame f;
+	lm_record rec;
+	lm_stream_err e = {0};
+	int err = lm__io_open(&io, fd, r->io.cancel_fd);
+	if (err)
+		return err;
+	io.timeout_ms = r->io.timeout_ms ? r->io.timeout_ms : COMMIT_TIMEOUT_MS;
+	err = lm__io_read(&io, hdr, sizeof(hdr));
+	if (!err && !(err = lm_stream_frame_parse(&r->s, hdr, sizeof(hdr), &f, &e)) && f.type != LM_REC_CHANNEL) {
+		snprintf(e.msg, sizeof(e.msg), "starts with %s, not CHANNEL", lm_stream_type_name(f.type));
+		err = -EPROTO;
+	}
+	if (!err)
+		err = lm__io_read(&io, pl, f.payload_len);
+	if (!err)
+		err = lm_stream_decode_payload(&r->s, &f, pl, f.payload_len, &rec, &e);
+	if (!err && rec.u.channel.session != r->chan_session) {
+		snprintf(e.msg, sizeof(e.msg), "of session %016llx, not this migration's",
+			 (unsigned long long)rec.u.channel.session);
+		err = -ESRCH;
+	}
+	if (!err && rec.u.channel.index >= r->nchan) {
+		snprintf(e.msg, sizeof(e.msg), "channel %u of %u", rec.u.channel.index, r->nchan);
+		err = -ERANGE;
+	}
+	if (!err && r->lanes[rec.u.channel.index].fd >= 0) {
+		snprintf(e.msg, sizeof(e.msg), "channel %u connected twice", rec.u.channel.index);
+		err = -EEXIST;
+	}
+	lm__io_close(&io);
+	if (err)
+		snprintf(why, cap, "%s", e.msg[0] ? e.msg : lm_strerror(err));
+	return err ? err : (int)rec.u.channel.index;
+}
+
+static int lane_start(struct recv *r, struct lane *l, int fd)
+{
+	l->fd = fd;
+	lm_stream_init(&l->own_s);
+	l->own_s.caps = r->s.caps;
+	l->own_s.layout = r->s.layout;
+	l->s = &l->own_s;
+	lm_digest_share(&l->own_dig, &r->digest);
+	l->digest = &l->own_dig;
+	if (lm__filler_on(&r->fill) &&
+	    !(l->stage = aligned_alloc(LM_PAGE_SIZE, (size_t)LM_STREAM_MAX_RUN_PAGES * LM_PAGE_SIZE)))
+		return rfail(r, -ENOMEM, "out of memory for channel %d", l->index);
+	int err = lm__io_open(&l->own_io, fd, r->io.cancel_fd);
+	if (err)
+		return rfail(r, err, "channel %d: unusable connection: %s", l->index, lm_strerror(err));
+	l->io_on = true;
+	l->io = &l->own_io;
+	l->own_io.timeout_ms = r->io.timeout_ms;
+	l->own_io.abort_fd = r->abort_fd;
+	err = -pthread_create(&l->th, NULL, lane_main, l);
+	if (err)
+		return rfail(r, err, "could not start channel %d: %s", l->index, lm_strerror(err));
+	l->th_on = true;
+	return 0;
+}
+
+/* CHANNELS read: wait for every channel connection, start its thread. */
+static int lanes_open(struct recv *r, const lm_record *rec)
+{
+	char w[200];
+	unsigned n = rec->u.channels.nchannels;
+	if (!r->p->accept_channel)
+		return rfail(r, -EPROTO, "CHANNELS record, but this side cannot take channels");
+	r->lanes = calloc(n, sizeof(*r->lanes));
+	if (!r->lanes)
+		return rfail(r, -ENOMEM, "out of memory for %u channels", n);
+	for (unsigned i = 0; i < n; i++)
+		r->lanes[i] = (struct lane){.r = r, .index = (int)i, .fd = -1};
+	r->stripe = rec->u.channels.stripe_pages;
+	r->chan_session = rec->u.channels.session;
+	r->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->abort_fd < 0)
+		return rfail(r, -errno, "cannot set up channels: %s", lm_strerror(-errno));
+	pthread_mutex_init(&r->chan_lock, NULL);
+	pthread_cond_init(&r->chan_cv, NULL);
+	r->chan_lock_on = true;
+	r->nchan = n;
+	r->st->channels = n;
+	r->io.abort_fd = r->abort_fd;
+	uint64_t limit_ms = r->io.timeout_ms ? r->io.timeout_ms : COMMIT_TIMEOUT_MS;
+	double deadline = lm__now() + (double)limit_ms / 1000;
+	for (unsigned have = 0; have < n;) {
+		double left = deadline - lm__now();
+		int fd = left > 0 ? r->p->accept_channel(r->p->channel_arg, (int)(left * 1000) + 1) : -ETIMEDOUT;
+		if (fd == -ETIMEDOUT || fd == -EAGAIN) {
+			unsigned missing = 0;
+			while (r->lanes[missing].fd >= 0)
+				missing++;
+			return rfail(r, -ETIMEDOUT, "channel %u of %u never connected (waited %llu ms)", missing, n,
+				     (unsigned long long)limit_ms);
+		}
+		if (fd == -ECANCELED)
+			return rfail(r, fd, "cancelled while waiting for the channels");
+		if (fd < 0)
+			return rfail(r, fd, "waiting for the channels: %s", lm_strerror(fd));
+		int k = lane_hello(r, fd, w, sizeof(w));
+		if (k == -ECANCELED) {
+			close(fd);
+			return rfail(r, k, "cancelled while waiting for the channels");
+		}
+		if (k < 0) {
+			/* Not ours (an earlier attempt's, or garbage): ignore it. */
+			close(fd);
+			continue;
+		}
+		int err = lane_start(r, &r->lanes[k], fd);
+		if (err)
+			return err;
+		have++;
+	}
+	return 0;
+}
+
+/* SYNC on the main connection: every channel's part of barrier seq applied. */
+static int lanes_sync(struct recv *r, const lm_record *rec)
+{
+	if (!r->nchan)
+		return rfail(r, -EPROTO, "SYNC record before CHANNELS");
+	if (r->chan_last)
+		return rfail(r, -EPROTO, "SYNC record after the last SYNC");
+	uint64_t seq = rec->u.sync.seq;
+	if (seq != r->main_sync + 1)
+		return rfail(r, -EBADMSG, "SYNC %llu after SYNC %llu", (unsigned long long)seq,
+			     (unsigned long long)r->main_sync);
+	pthread_mutex_lock(&r->chan_lock);
+	int bad = -1;
+	for (;;) {
+		unsigned behind = 0;
+		for (unsigned i = 0; i < r->nchan; i++)
+			behind += r->lanes[i].synced < seq;
+		if (!behind || r->chan_failed)
+			break;
+		pthread_cond_wait(&r->chan_cv, &r->chan_lock);
+	}
+	bool failed = r->chan_failed;
+	for (unsigned i = 0; i < r->nchan && bad < 0; i++)
+		if (r->lanes[i].synced != seq || r->lanes[i].sync_flags != rec->u.sync.flags)
+			bad = (int)i;
+	pthread_mutex_unlock(&r->chan_lock);
+	if (failed)
+		return chan_error(r);
+	if (bad >= 0)
+		return rfail(r, -EPROTO, "SYNC %llu%s on the main connection, channel %d is at SYNC %llu%s",
+			     (unsigned long long)seq, rec->u.sync.flags & LM_SYNC_LAST ? " (last)" : "", bad,
+			     (unsigned long long)r->lanes[bad].synced,
+			     r->lanes[bad].sync_flags & LM_SYNC_LAST ? " (last)" : "");
+	/* Every channel waits at the barrier (or ended): their sums can be
+	 * read. */
+	for (unsigned i = 0; i < r->nchan; i++)
+		lm_digest_fold(&r->digest, &r->lanes[i].own_dig);
+	r->main_sync = seq;
+	if (rec->u.sync.flags & LM_SYNC_LAST)
+		r->chan_last = true;
+	else
+		r->pending_release = seq;
+	return 0;
+}
+
+/* The channels may read on past the barrier. */
+static void lanes_release(struct recv *r)
+{
+	pthread_mutex_lock(&r->chan_lock);
+	r->released = r->pending_release;
+	r->pending_release = 0;
+	pthread_cond_broadcast(&r->chan_cv);
+	pthread_mutex_unlock(&r->chan_lock);
+}
+
+/* Stop and join the channels, count what they did, free them. */
+static void lanes_close(struct recv *r)
+{
+	if (!r->lanes)
+		return;
+	if (r->chan_lock_on) {
+		pthread_mutex_lock(&r->chan_lock);
+		r->chan_stop = true;
+		pthread_cond_broadcast(&r->chan_cv);
+		pthread_mutex_unlock(&r->chan_lock);
+		uint64_t one = 1;
+		ssize_t k = write(r->abort_fd, &one, sizeof(one));
+		(void)k;
+	}
+	for (unsigned i = 0; i < r->nchan; i++) {
+		struct lane *l = &r->lanes[i];
+		if (l->th_on)
+			pthread_join(l->th, NULL);
+		r->st->pages_data += l->pages_data;
+		r->st->pages_zero += l->pages_zero;
+		if (l->io_on) {
+			r->st->received += l->own_io.bytes_in;
+			lm__io_close(&l->own_io);
+		}
+		if (l->fd >= 0)
+			close(l->fd);
+		if (l->s == &l->own_s)
+			lm_stream_destroy(&l->own_s);
+		free(l->stage);
+		free(l->payload);
+	}
+	free(r->lanes);
+	r->lanes = NULL;
+	r->io.abort_fd = -1;
+	if (r->abort_fd >= 0)
+		close(r->abort_fd);
+	r->abort_fd = -1;
+	if (r->chan_lock_on) {
+		pthread_cond_destroy(&r->chan_cv);
+		pthread_mutex_destroy(&r->chan_lock);
+		r->chan_lock_on = false;
+	}
+}
+
 /* records() read POSTCOPY: the switch (docs/stream.md 3.14). */
 #define SWITCHED 1
 
@@ -521,6 +968,9 @@ static int records(struct recv *r)
 		err = lm_stream_frame_parse(&r->s, hdr, sizeof(hdr), &f, &e);
 		if (err)
 			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+		/* The barrier's TABLE records are applied: the channels go on. */
+		if (r->pending_release && f.type != LM_REC_TABLE)
+			lanes_release(r);
 		if (f.type == LM_REC_RAM && r->in_postcopy) {
 			err = pc_ram(r, &f);
 			if (err)
@@ -531,7 +981,7 @@ static int records(struct recv *r)
 		if (f.type == LM_REC_RAM) {
 			if (r->switched)
 				return rfail(r, -EPROTO, "RAM record after POSTCOPY, before COMMIT");
-			err = ram(r, &f, hdr);
+			err = ram(&r->main, &f);
 			if (err)
 				return err;
 			r->records++;
@@ -539,7 +989,7 @@ static int records(struct recv *r)
 		}
 		if (f.type != LM_REC_ROUND && f.type != LM_REC_DEVICE && f.type != LM_REC_DIGEST && f.type != LM_REC_END &&
 		    f.type != LM_REC_TABLE && f.type != LM_REC_PREPARE && f.type != LM_REC_PENDING &&
-		    f.type != LM_REC_POSTCOPY)
+		    f.type != LM_REC_POSTCOPY && f.type != LM_REC_CHANNELS && f.type != LM_REC_SYNC)
 			return rfail(r, -EPROTO, "unexpected %s record in the stream (%s)", lm_stream_type_name(f.type),
 				     where(r, w, sizeof(w)));
 		/* After the switch only the pending pages, DIGEST and END. */
@@ -552,7 +1002,24 @@ static int records(struct recv *r)
 		if (err)
 			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
 		r->records++;
+		if (f.type != LM_REC_CHANNELS && (r->s.caps & LM_CAP_MULTIFD) && !r->nchan)
+			return rfail(r, -EPROTO, "%s record before CHANNELS (multifd was accepted)",
+				     lm_stream_type_name(f.type));
+		if ((f.type == LM_REC_END || f.type == LM_REC_PENDING) && r->nchan && !r->chan_last)
+			return rfail(r, -EPROTO, "%s record before the channels' last SYNC", lm_stream_type_name(f.type));
 		switch (f.type) {
+		case LM_REC_CHANNELS:
+			if (r->nchan || r->records != 1)
+				return rfail(r, -EPROTO, "CHANNELS record %s", r->nchan ? "twice" : "after other records");
+			err = lanes_open(r, &rec);
+			if (err)
+				return err;
+			break;
+		case LM_REC_SYNC:
+			err = lanes_sync(r, &rec);
+			if (err)
+				return err;
+			break;
 		case LM_REC_ROUND:
 			if (rec.u.round <= r->round)
 				return rfail(r, -EBADMSG, "ROUND %llu after round %llu", (unsigned long long)rec.u.round,
@@ -884,7 +1351,8 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 {
 	struct lm_receive_stats local;
 	struct lm_receive_params defp = { 0 };
-	struct recv r = { .ops = ops, .ctx = ctx, .st = stats ? stats : &local, .fill = { .uffd = -1 }, .own_fd = -1 };
+	struct recv r = { .ops = ops, .ctx = ctx, .st = stats ? stats : &local, .fill = { .uffd = -1 }, .own_fd = -1,
+			  .abort_fd = -1, .chan_first = -1 };
 	double t0 = lm__now();
 	bool set_up = false;
 	if (!p)
@@ -892,6 +1360,7 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 	r.p = p;
 	memset(r.st, 0, sizeof(*r.st));
 	lm_stream_init(&r.s);
+	r.main = (struct lane){.r = &r, .index = -1, .io = &r.io, .s = &r.s, .digest = &r.digest, .fd = -1};
 	int err = lm__io_open(&r.io, fd, p->cancel_fd > 0 ? p->cancel_fd : -1);
 	if (err) {
 		rfail(&r, err, "unusable connection: %s", lm_strerror(err));
@@ -994,10 +1463,14 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 		err = postcopy(&r);
 
 out:
+	lanes_close(&r);
+	r.st->pages_data += r.main.pages_data;
+	r.st->pages_zero += r.main.pages_zero;
+	free(r.main.payload);
 	lm__filler_destroy(&r.fill);
 	lm__pc_dst_free(r.pc, r.st->postcopy_started);
 	free(r.pc_stage);
-	r.st->received = r.io.bytes_in;
+	r.st->received += r.io.bytes_in;
 	r.st->total_time_ms = (uint64_t)((lm__now() - t0) * 1000);
 	if (set_up && ops && ops->finish)
 		ops->finish(ctx, err, err ? r.st->error : "ok");

@@ -175,7 +175,18 @@ struct lm_migration {
 	int resume_fd;
 	bool waiting_resume; /* under lock: the thread waits for resume_fd */
 	int io_fd_owned;
+	/* Channels (docs/stream.md 3.16): while txc_live, page runs go to
+	 * them (send_chunk); each barrier is SYNC sync_seq. The main
+	 * connection's page encoder is `lane`. */
+	struct lm__txc *txc;
+	bool txc_live;
+	uint64_t sync_seq;
+	struct lm__lane lane;
 };
+
+/* Pages per stripe of the channels (docs/stream.md 3.16): 2 MiB, the
+ * size of a re-armed chunk by default. */
+#define CHANNEL_STRIPE 512u
 
 void lm_migrate_params_default(struct lm_migrate_params *p)
 {
@@ -197,9 +208,36 @@ static uint64_t idle_of(const struct lm_migrate_params *p)
 	return p->idle_timeout_ms == LM_TIMEOUT_NEVER ? 0 : p->idle_timeout_ms;
 }
 
+/* Bytes written on the main connection and the channels. */
+static uint64_t out_bytes(struct lm_migration *m)
+{
+	return m->io.bytes_out + (m->txc ? lm__txc_bytes(m->txc) : 0);
+}
+
+/* What the channels encoded since the last look: sent pages and their
+ * rate sample (the busiest channel's time). */
+static void chan_account(struct lm_migration *m, uint64_t *queued)
+{
+	struct lm__txc_stats t;
+	if (!m->txc) {
+		if (queued)
+			*queued = 0;
+		return;
+	}
+	lm__txc_take(m->txc, &t);
+	m->st.normal += t.data_pages;
+	m->st.normal_bytes += t.data_pages * LM_PAGE_SIZE;
+	m->st.duplicate += t.zero_pages;
+	m->round_data_pages += t.data_pages;
+	m->round_data_time += t.busy_max;
+	if (queued)
+		*queued = t.queued_pages;
+}
+
 static void publish(struct lm_migration *m)
 {
-	m->st.transferred = m->bytes_base + m->io.bytes_out;
+	chan_account(m, NULL);
+	m->st.transferred = m->bytes_base + out_bytes(m);
 	/* Never touched (or ballooned): the pages round 1 had no reason to
 	 * send, less those sent since; exact once everything is sent. */
 	if (m->sent_ok && m->st.status != LM_MIG_NONE)
@@ -269,8 +307,12 @@ static bool peer_reason(struct lm_migration *m, char *text, size_t cap)
 	return found;
 }
 
+static int chan_fail(struct lm_migration *m, int err);
+
 static int io_fail(struct lm_migration *m, int err)
 {
+	if (err == -ESHUTDOWN)
+		return chan_fail(m, err);
 	char why[LM_STREAM_MAX_TEXT + 1];
 	if (err == -ECANCELED)
 		return fail(m, err, "cancelled during %s", m->phase);
@@ -339,48 +381,71 @@ static void mark_sent(struct lm_migration *m, uint64_t p, uint32_t n)
 	lm_sbitmap_set_range(&m->sent, p, n);
 }
 
-/* Send the run pages [p, p + n) of region r, all zero or all data. */
+/* Send the run pages [p, p + n) of region r, all zero or all data, on
+ * the main connection. */
 static int emit_run(struct lm_migration *m, const struct lm_mem_region *r, uint64_t p, uint32_t n, bool zero)
 {
-	int err;
 	mark_sent(m, p, n);
 	const uint8_t *host = (const uint8_t *)r->host + (p - r->first_page) * LM_PAGE_SIZE;
+	struct lm__lane *l = &m->lane;
+	uint64_t d0 = l->data_pages;
+	double t0 = l->data_time;
+	int err = lm__lane_put(l, p, n, host, zero);
+	if (err)
+		return put_fail(m, err, zero ? "a zero run" : "a data run");
 	if (zero) {
-		err = lm_stream_put_run_empty(&m->out, LM_RUN_ZERO, p, n);
-		if (err)
-			return put_fail(m, err, "a zero run");
-		if (m->use_digest)
-			lm_digest_zero(&m->digest, p, n);
 		m->out_duplicate += n;
-	} else if (m->use_zstd) {
-		double t0 = lm__now();
-		/* Copy first: compression and digest must see the same bytes. */
-		memcpy(m->scratch, host, (size_t)n * LM_PAGE_SIZE);
-		if (m->use_digest)
-			lm_digest_pages(&m->digest, p, n, m->scratch);
-		err = lm_stream_put_run_data(&m->s, &m->out, p, n, m->scratch, LM_ENC_ZSTD, NULL);
-		if (err)
-			return put_fail(m, err, "a data run");
-		m->out_normal += n;
-		m->round_data_pages += n;
-		m->round_data_time += lm__now() - t0;
 	} else {
-		double t0 = lm__now();
-		uint8_t *dst;
-		size_t off;
-		err = lm_stream_put_raw_begin(&m->out, p, n, &dst, &off);
-		if (err)
-			return put_fail(m, err, "a data run");
-		memcpy(dst, host, (size_t)n * LM_PAGE_SIZE);
-		if (m->use_digest)
-			lm_digest_pages(&m->digest, p, n, dst);
-		lm_stream_put_raw_end(&m->out, off);
 		m->out_normal += n;
-		m->round_data_pages += n;
-		m->round_data_time += lm__now() - t0;
+		m->round_data_pages += l->data_pages - d0;
+		m->round_data_time += l->data_time - t0;
 	}
 	m->round_pages += n;
 	return maybe_flush(m);
+}
+
+/* A channel failed (or was stopped by a cancel): the migration fails,
+ * naming it, with the receiver's own reason when it sent one. */
+static int chan_fail(struct lm_migration *m, int err)
+{
+	char msg[256], why[200];
+	if (is_cancelled(m) || err == -ECANCELED)
+		return fail(m, -ECANCELED, "cancelled during %s", m->phase);
+	int cerr = m->txc ? lm__txc_error(m->txc, msg, sizeof(msg)) : 0;
+	if (!cerr)
+		return fail(m, err, "a channel stopped during %s", m->phase);
+	if (peer_reason(m, why, sizeof(why)))
+		return fail(m, cerr, "%s during %s (receiver: %s)", msg, m->phase, why);
+	return fail(m, cerr, "%s during %s", msg, m->phase);
+}
+
+/* Dirty pages [p, p + n) of region r (consecutive) to their channels. */
+static int chan_run(struct lm_migration *m, const struct lm_mem_region *r, uint64_t p, uint32_t n)
+{
+	mark_sent(m, p, n);
+	m->round_pages += n;
+	int err = lm__txc_put(m->txc, (const uint8_t *)r->host + (p - r->first_page) * LM_PAGE_SIZE, p, n);
+	return err ? chan_fail(m, err) : 0;
+}
+
+/*
+ * The channels' barrier (docs/stream.md 3.16): SYNC on every channel,
+ * written, then SYNC on the main connection (in `out`). last: the
+ * channels end; from now on pages go on the main connection.
+ */
+static int chan_barrier(struct lm_migration *m, bool last)
+{
+	if (!m->txc_live)
+		return 0;
+	m->sync_seq++;
+	int err = lm__txc_sync(m->txc, m->sync_seq, last ? LM_SYNC_LAST : 0);
+	if (err)
+		return chan_fail(m, err);
+	chan_account(m, NULL);
+	if (last)
+		m->txc_live = false;
+	err = lm_stream_put_sync(&m->out, m->sync_seq, last ? LM_SYNC_LAST : 0);
+	return err ? put_fail(m, err, "SYNC") : 0;
 }
 
 /* Copy the dirty pages of chunk [first, first + n) of region r. */
@@ -389,6 +454,19 @@ static int send_chunk(struct lm_migration *m, const struct lm_mem_region *r, uin
 	uint64_t k;
 	while ((k = lm_sbitmap_take(&m->dirty, first, n, m->take, TAKE_MAX)) > 0) {
 		m->st.pages_scanned += k;
+		if (m->txc_live) {
+			/* The channels test for zero pages themselves. */
+			for (uint64_t j = 0; j < k;) {
+				uint64_t len = 1;
+				while (j + len < k && len < LM_STREAM_MAX_RUN_PAGES && m->take[j + len] == m->take[j] + len)
+					len++;
+				int err = chan_run(m, r, m->take[j], (uint32_t)len);
+				if (err)
+					return err;
+				j += len;
+			}
+			continue;
+		}
 		for (uint64_t j = 0; j < k; j++)
 			m->zero[j] = lm_page_is_zero((const uint8_t *)r->host +
 						     (m->take[j] - r->first_page) * LM_PAGE_SIZE);
@@ -432,7 +510,9 @@ static int sync_unit(struct lm_migration *m, uint64_t first, uint64_t n)
 static bool guard_ok(struct lm_migration *m, double harvest_s)
 {
 	double now = lm__now();
-	uint64_t pending = (m->out.len + m->held.len + LM_PAGE_SIZE - 1) / LM_PAGE_SIZE;
+	uint64_t queued;
+	chan_account(m, &queued);
+	uint64_t pending = (m->out.len + m->held.len + LM_PAGE_SIZE - 1) / LM_PAGE_SIZE + queued;
 	struct lm__guard_in g = {
 		.elapsed_s = now - m->t_pause + harvest_s,
 		.remaining = lm_sbitmap_count(&m->dirty) + pending,
@@ -543,8 +623,13 @@ static void table_run(void *arg, uint64_t first, uint64_t n)
  * Drain one pass of the skip map's table stream into TABLE records: the
  * whole map the first time, then only the entries changed since.
  */
-static int send_table(struct lm_migration *m)
+static int send_table(struct lm_migration *m, bool last)
 {
+	/* The channels' pages before the map: a TABLE record may zero a
+	 * page that a RAM record of this round wrote. */
+	int err = chan_barrier(m, last);
+	if (err)
+		return err;
 	if (!m->use_skip)
 		return 0;
 	for (;;) {
@@ -554,7 +639,7 @@ static int send_table(struct lm_migration *m)
 				    lm_strerror((int)got));
 		if (got == 0)
 			return 0;
-		int err = lm_stream_put_table(&m->out, m->tbuf, (size_t)got);
+		err = lm_stream_put_table(&m->out, m->tbuf, (size_t)got);
 		if (err)
 			return put_fail(m, err, "a TABLE record");
 		m->st.table_bytes += LM_FRAME_HDR + (uint64_t)got;
@@ -734,6 +819,10 @@ static int handshake(struct lm_migration *m)
 		h.offered |= LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM;
 	if (m->p.caps_disabled & LM_CAP_SKIP_BALLOON)
 		h.offered &= ~(LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM);
+	/* Optional: a receiver without it takes everything on this
+	 * connection. */
+	if (m->p.channels > 1 && m->p.connect_channel)
+		h.offered |= LM_CAP_MULTIFD;
 	h.offered &= ~(m->p.caps_disabled & ~LM_CAP_RECORD_CSUM);
 	m->s.layout = h.layout;
 	err = lm_stream_put_hello(&m->out, &h);
@@ -786,6 +875,61 @@ static int handshake(struct lm_migration *m)
 		if (!m->scratch)
 			return fail(m, -ENOMEM, "out of memory during %s", m->phase);
 	}
+	m->lane = (struct lm__lane){.s = &m->s, .out = &m->out, .digest = &m->digest, .scratch = m->scratch,
+				    .use_digest = m->use_digest, .use_zstd = m->use_zstd};
+	return 0;
+}
+
+/*
+ * With multifd accepted (docs/stream.md 3.16): CHANNELS on the main
+ * connection, then the channel connections, each announced by CHANNEL.
+ * After the digest exists (the channels share it).
+ */
+static int open_channels(struct lm_migration *m)
+{
+	if (!(m->s.caps & LM_CAP_MULTIFD))
+		return 0;
+	unsigned n = m->p.channels;
+	int fds[LM_STREAM_MAX_CHANNELS];
+	while (getrandom(&m->session, sizeof(m->session), 0) != sizeof(m->session) || !m->session)
+		m->session = (uint64_t)(lm__now() * 1e9) ^ (uint64_t)getpid() << 32;
+	int err = lm_stream_put_channels(&m->out, n, CHANNEL_STRIPE, m->session);
+	if (err)
+		return put_fail(m, err, "CHANNELS");
+	if ((err = flush(m)))
+		return err;
+	for (unsigned i = 0; i < n; i++) {
+		set_phase(m, "opening channel %u", i);
+		fds[i] = m->p.connect_channel(m->p.channel_arg, i);
+		if (fds[i] < 0) {
+			err = fds[i];
+			for (unsigned k = 0; k < i; k++)
+				close(fds[k]);
+			if (is_cancelled(m))
+				return fail(m, -ECANCELED, "cancelled while opening channel %u of %u", i, n);
+			return fail(m, err, "could not open channel %u of %u: %s", i, n, lm_strerror(err));
+		}
+	}
+	set_phase(m, "the handshake");
+	struct lm__txc_cfg cfg = {
+		.s = &m->s,
+		.digest = m->use_digest ? &m->digest : NULL,
+		.use_zstd = m->use_zstd,
+		.session = m->session,
+		.cancel_fd = m->cancel_fd,
+		.idle_ms = idle_of(&m->p),
+		.rate = m->p.max_bandwidth,
+	};
+	err = lm__txc_start(&m->txc, fds, n, CHANNEL_STRIPE, &cfg);
+	if (err) {
+		char msg[256];
+		if (lm__txc_error(m->txc, msg, sizeof(msg)))
+			return fail(m, err, "%s while opening the channels", msg);
+		return fail(m, err, "could not start the channels: %s", lm_strerror(err));
+	}
+	m->txc_live = true;
+	m->io.abort_fd = lm__txc_abort_fd(m->txc);
+	m->st.channels = n;
 	return 0;
 }
 
@@ -936,7 +1080,7 @@ static int pause_workload(struct lm_migration *m, double *t_stopped)
 			return fail(m, err, "could not pause the workload: %s", lm_strerror(err));
 	}
 	m->paused = true;
-	m->pause_bytes_out = m->io.bytes_out;
+	m->pause_bytes_out = out_bytes(m);
 	m->pause_harvest_s = 0;
 	*t_stopped = lm__now();
 	publish(m);
@@ -1017,7 +1161,7 @@ static int switchover(struct lm_migration *m, bool last)
 			return fail(m, err, "out of memory during %s", m->phase);
 	}
 	if (!err)
-		err = send_table(m);
+		err = send_table(m, true);
 	if (err)
 		return err;
 	m->st.dirty_sync_count++;
@@ -1025,7 +1169,7 @@ static int switchover(struct lm_migration *m, bool last)
 	err = send_end(m);
 	if (err)
 		return err;
-	m->st.stop_copy_bytes = m->io.bytes_out - m->pause_bytes_out;
+	m->st.stop_copy_bytes = out_bytes(m) - m->pause_bytes_out;
 	double t_end = lm__now();
 	err = wait_result(m);
 	if (err)
@@ -1182,7 +1326,7 @@ static int64_t pc_send(void *arg, const struct lm_mem_region *r, uint64_t first,
 		return err;
 	if (lm__now() - m->last_publish > 0.05) {
 		m->st.remaining = lm_sbitmap_count(&m->dirty) * LM_PAGE_SIZE;
-		m->st.postcopy_bytes = m->bytes_base + m->io.bytes_out - m->pc_bytes0;
+		m->st.postcopy_bytes = m->bytes_base + out_bytes(m) - m->pc_bytes0;
 		publish(m);
 	}
 	return (int64_t)(m->round_pages - before);
@@ -1253,7 +1397,7 @@ static int postcopy_send(struct lm_migration *m)
 	m->st.remaining = 0;
 	if ((err = send_end(m)))
 		return err;
-	m->st.postcopy_bytes = m->bytes_base + m->io.bytes_out - m->pc_bytes0;
+	m->st.postcopy_bytes = m->bytes_base + out_bytes(m) - m->pc_bytes0;
 	set_phase(m, "waiting for the post-copy result");
 	return wait_reply(m, LM_REC_RESULT);
 }
@@ -1434,10 +1578,10 @@ static int switchover_postcopy(struct lm_migration *m)
 	if (m->use_skip)
 		for (size_t i = 0; i < m->nregions; i++)
 			lm_skip_map_remove_from(m->skip, &m->dirty, m->regions[i].first_page, m->regions[i].npages);
-	if ((err = send_table(m)) || (err = send_pending(m, &npending)) || (err = flush(m)))
+	if ((err = send_table(m, true)) || (err = send_pending(m, &npending)) || (err = flush(m)))
 		return err;
 	m->st.dirty_sync_count++;
-	m->st.stop_copy_bytes = m->io.bytes_out - m->pause_bytes_out;
+	m->st.stop_copy_bytes = out_bytes(m) - m->pause_bytes_out;
 	m->st.postcopy_pending = npending;
 	double t_end = lm__now();
 	set_phase(m, "waiting for the destination to take over");
@@ -1456,7 +1600,7 @@ static int switchover_postcopy(struct lm_migration *m)
 	m->io.cancel_fd = -1;
 	m->st.postcopy = true;
 	m->st.status = LM_MIG_POSTCOPY_ACTIVE;
-	m->pc_bytes0 = m->io.bytes_out;
+	m->pc_bytes0 = out_bytes(m);
 	double t_commit = lm__now();
 	publish(m);
 	lm__test_point("sender-postcopy-commit");
@@ -1496,6 +1640,9 @@ static int run(struct lm_migration *m)
 	if (err)
 		return fail(m, err, "out of memory for the sent-pages bitmap");
 	m->sent_ok = true;
+	err = open_channels(m);
+	if (err)
+		return err;
 	err = lm_dirty_source_start(m->src, m->regions, m->nregions);
 	if (err)
 		return fail(m, err, "could not start dirty tracking with '%s': %s", m->src->ops->name,
@@ -1535,7 +1682,7 @@ static int run(struct lm_migration *m)
 		if (!err)
 			err = send_pass(m);
 		if (!err)
-			err = send_table(m);
+			err = send_table(m, false);
 		if (!err)
 			err = flush(m);
 		if (err)
@@ -1593,6 +1740,14 @@ static void *thread_main(void *arg)
 {
 	struct lm_migration *m = arg;
 	int err = run(m);
+	if (m->txc) {
+		/* The channels' bytes stay counted once they are gone. */
+		chan_account(m, NULL);
+		m->bytes_base += lm__txc_bytes(m->txc);
+		lm__txc_free(m->txc);
+		m->txc = NULL;
+		m->txc_live = false;
+	}
 	/* Completed: the destination runs the guest. Our copy stays paused;
 	 * check it against what was sent (the dirty source still knows which
 	 * pages are populated). */

@@ -87,9 +87,22 @@ int lm_digest_init(lm_digest *d, uint64_t end_page)
 
 void lm_digest_destroy(lm_digest *d)
 {
-	if (d->contrib)
+	if (d->contrib && d->map_len)
 		munmap(d->contrib, d->map_len);
 	memset(d, 0, sizeof(*d));
+}
+
+void lm_digest_share(lm_digest *part, const lm_digest *d)
+{
+	*part = *d;
+	part->sum = (lm_hash128){0, 0};
+	part->map_len = 0; /* not the owner */
+}
+
+void lm_digest_fold(lm_digest *d, lm_digest *part)
+{
+	d->sum = add128(d->sum, part->sum);
+	part->sum = (lm_hash128){0, 0};
 }
 
 static inline void replace(lm_digest *d, uint64_t i, lm_hash128 c)

@@ -125,6 +125,9 @@ static const struct type_info types[] = {
     {LM_REC_RESUME, "RESUME", 24, 24},
     {LM_REC_MISSING, "MISSING", 16, 16 * LM_STREAM_MAX_PENDING_RUNS},
     {LM_REC_RESUMED, "RESUMED", 16, 16},
+    {LM_REC_CHANNELS, "CHANNELS", 16, 16},
+    {LM_REC_CHANNEL, "CHANNEL", 24, 24},
+    {LM_REC_SYNC, "SYNC", 16, 16},
     {LM_REC_RESULT, "RESULT", 4, 4 + LM_STREAM_MAX_TEXT},
     {LM_REC_TABLE, "TABLE", 0, LM_STREAM_MAX_TABLE_PAYLOAD},
 };
@@ -171,6 +174,9 @@ int lm_stream_frame_parse(const lm_stream *s, const void *hdr, size_t len, lm_fr
 	    !(s->caps & LM_CAP_POSTCOPY))
 		return lm__stream_fail(err, -ENOTSUP, "%s record but postcopy-ram was not negotiated",
 				       t->name);
+	if ((f->type == LM_REC_CHANNELS || f->type == LM_REC_CHANNEL || f->type == LM_REC_SYNC) &&
+	    !(s->caps & LM_CAP_MULTIFD))
+		return lm__stream_fail(err, -ENOTSUP, "%s record but multifd was not negotiated", t->name);
 	/* v1 defines no flags for any type: a newer sender must not set one
 	 * unless a capability says the receiver understands it. */
 	if (f->flags)
@@ -330,6 +336,7 @@ static const struct {
     {LM_CAP_COMMIT_ACK, "commit-ack"},
     {LM_CAP_NO_DIGEST, "no-digest"},
     {LM_CAP_POSTCOPY, "postcopy-ram"},
+    {LM_CAP_MULTIFD, "multifd"},
 };
 
 const char *lm_stream_cap_name(uint64_t bit)

@@ -234,6 +234,45 @@ int lm_stream_put_resumed(lm_buf *b, uint64_t session, uint64_t nmissing)
 	return put_simple(b, LM_REC_RESUMED, p, sizeof(p));
 }
 
+static bool stripe_ok(uint64_t stripe)
+{
+	return stripe >= LM_STREAM_MIN_STRIPE && stripe <= LM_STREAM_MAX_STRIPE && !(stripe & (stripe - 1));
+}
+
+int lm_stream_put_channels(lm_buf *b, uint32_t nchannels, uint32_t stripe_pages, uint64_t session)
+{
+	if (nchannels == 0 || nchannels > LM_STREAM_MAX_CHANNELS || !stripe_ok(stripe_pages) || !session)
+		return -EINVAL;
+	uint8_t p[16];
+	st32(p, nchannels);
+	st32(p + 4, stripe_pages);
+	st64(p + 8, session);
+	return put_simple(b, LM_REC_CHANNELS, p, sizeof(p));
+}
+
+int lm_stream_put_channel(lm_buf *b, uint32_t index, uint64_t session)
+{
+	if (index >= LM_STREAM_MAX_CHANNELS || !session)
+		return -EINVAL;
+	uint8_t p[24];
+	st64(p, LM_STREAM_MAGIC);
+	st32(p + 8, LM_STREAM_VERSION);
+	st32(p + 12, index);
+	st64(p + 16, session);
+	return put_simple(b, LM_REC_CHANNEL, p, sizeof(p));
+}
+
+int lm_stream_put_sync(lm_buf *b, uint64_t seq, uint32_t flags)
+{
+	if (!seq || (flags & ~LM_SYNC_LAST))
+		return -EINVAL;
+	uint8_t p[16];
+	st64(p, seq);
+	st32(p + 8, flags);
+	st32(p + 12, 0);
+	return put_simple(b, LM_REC_SYNC, p, sizeof(p));
+}
+
 int lm_stream_put_page_req(lm_buf *b, uint64_t first_page, uint32_t npages)
 {
 	if (npages == 0 || npages > LM_STREAM_MAX_RUN_PAGES)
@@ -649,6 +688,45 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 					       (unsigned long long)rec->u.page_req.first_page,
 					       (unsigned long long)(rec->u.page_req.first_page +
 								    rec->u.page_req.npages));
+		return 0;
+	case LM_REC_CHANNELS:
+		rec->u.channels.nchannels = ld32(p);
+		rec->u.channels.stripe_pages = ld32(p + 4);
+		rec->u.channels.session = ld64(p + 8);
+		if (rec->u.channels.nchannels == 0 || rec->u.channels.nchannels > LM_STREAM_MAX_CHANNELS)
+			return lm__stream_fail(err, -EMSGSIZE, "CHANNELS record: %u channels (must be 1..%u)",
+					       rec->u.channels.nchannels, LM_STREAM_MAX_CHANNELS);
+		if (!stripe_ok(rec->u.channels.stripe_pages))
+			return lm__stream_fail(err, -EBADMSG,
+					       "CHANNELS record: stripe of %u pages (must be a power of two, %u..%u)",
+					       rec->u.channels.stripe_pages, LM_STREAM_MIN_STRIPE, LM_STREAM_MAX_STRIPE);
+		if (!rec->u.channels.session)
+			return lm__stream_fail(err, -EBADMSG, "CHANNELS record: session 0");
+		return 0;
+	case LM_REC_CHANNEL:
+		if (ld64(p) != LM_STREAM_MAGIC)
+			return lm__stream_fail(err, -EPROTO, "CHANNEL: bad magic 0x%016llx, not a livemig stream",
+					       (unsigned long long)ld64(p));
+		if (ld32(p + 8) != LM_STREAM_VERSION)
+			return lm__stream_fail(err, -EPROTONOSUPPORT, "CHANNEL: stream version %u, this side speaks %u",
+					       ld32(p + 8), LM_STREAM_VERSION);
+		rec->u.channel.index = ld32(p + 12);
+		rec->u.channel.session = ld64(p + 16);
+		if (rec->u.channel.index >= LM_STREAM_MAX_CHANNELS)
+			return lm__stream_fail(err, -EMSGSIZE, "CHANNEL: index %u (at most %u channels)",
+					       rec->u.channel.index, LM_STREAM_MAX_CHANNELS);
+		if (!rec->u.channel.session)
+			return lm__stream_fail(err, -EBADMSG, "CHANNEL: session 0");
+		return 0;
+	case LM_REC_SYNC:
+		rec->u.sync.seq = ld64(p);
+		rec->u.sync.flags = ld32(p + 8);
+		if (!rec->u.sync.seq)
+			return lm__stream_fail(err, -EBADMSG, "SYNC record: seq 0");
+		if (rec->u.sync.flags & ~LM_SYNC_LAST)
+			return lm__stream_fail(err, -EPROTO, "SYNC record: unknown flags 0x%x", rec->u.sync.flags);
+		if (ld32(p + 12))
+			return lm__stream_fail(err, -EBADMSG, "SYNC record: reserved field is not zero");
 		return 0;
 	case LM_REC_TABLE:
 		if (!(s->caps & LM_CAP_TABLE_STREAM))
