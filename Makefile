@@ -286,7 +286,7 @@ _e2e: all $(E2E_BIN) $(HOOKS_LIVEMIG)
 # mmap random bits TSan otherwise aborts with "unexpected memory mapping".
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 TSAN_UNIT := test_bitmap test_skip test_balloon test_migrate_basic test_migrate_faults \
-	     test_migrate_receiver test_migrate_skip test_vm_hook
+	     test_migrate_receiver test_migrate_skip test_vm_hook test_migrate_channels
 TSAN_E2E := test_vm_cancel
 TSAN_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/tsan/obj/%.o)
 TSAN_SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(BUILD)/tsan/obj/%.o)

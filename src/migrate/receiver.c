@@ -24,6 +24,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -194,8 +195,11 @@ static int chan_error(struct recv *r)
 	pthread_mutex_unlock(&r->chan_lock);
 	if (i < 0)
 		return rfail(r, -ESHUTDOWN, "a channel stopped");
-	/* The lane's thread wrote its error before it said it failed. */
-	return rfail(r, r->lanes[i].err ? r->lanes[i].err : -EIO, "%s", r->lanes[i].error);
+	/* The lane's thread wrote its error before it said it failed. A
+	 * channel's lost connection is not the main one's: the sender still
+	 * hears why (RESULT), so it is no -ECONNABORTED here. */
+	int err = r->lanes[i].err ? r->lanes[i].err : -EIO;
+	return rfail(r, err == -ECONNABORTED ? -EPIPE : err, "%s", r->lanes[i].error);
 }
 
 static const char *where(struct recv *r, char *buf, size_t cap)
@@ -307,13 +311,15 @@ static int send_status(struct recv *r, uint16_t type, int code, const char *text
 	/* A failure report is best effort: the cancel that may have caused it
 	 * must not stop it, and a sender that stopped reading must not hold
 	 * us for another idle timeout. */
-	int cancel_fd = r->io.cancel_fd;
+	int cancel_fd = r->io.cancel_fd, abort_fd = r->io.abort_fd;
 	uint64_t timeout = r->io.timeout_ms;
 	r->io.cancel_fd = -1;
+	r->io.abort_fd = -1; /* a failed channel may be what is reported */
 	if (!timeout || timeout > STATUS_TIMEOUT_MS)
 		r->io.timeout_ms = STATUS_TIMEOUT_MS;
 	err = lm__io_write(&r->io, b.data, b.len);
 	r->io.cancel_fd = cancel_fd;
+	r->io.abort_fd = abort_fd;
 	r->io.timeout_ms = timeout;
 	return err;
 }
@@ -821,7 +827,18 @@ static int lanes_open(struct recv *r, const lm_record *rec)
 	double deadline = lm__now() + (double)limit_ms / 1000;
 	for (unsigned have = 0; have < n;) {
 		double left = deadline - lm__now();
-		int fd = left > 0 ? r->p->accept_channel(r->p->channel_arg, (int)(left * 1000) + 1) : -ETIMEDOUT;
+		/* In slices, so that a sender that gave up (it closed the main
+		 * connection) is noticed now rather than at the deadline. */
+		int slice = left > 0.05 ? 50 : (int)(left * 1000) + 1;
+		int fd = left > 0 ? r->p->accept_channel(r->p->channel_arg, slice) : -ETIMEDOUT;
+		if ((fd == -ETIMEDOUT || fd == -EAGAIN) && left > 0.05) {
+			struct pollfd pm = {.fd = r->io.fd, .events = POLLRDHUP};
+			if (poll(&pm, 1, 0) > 0 && (pm.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+				return rfail(r, -ECONNABORTED,
+					     "the sender closed the main connection while %u of %u channels were "
+					     "connected", have, n);
+			continue;
+		}
 		if (fd == -ETIMEDOUT || fd == -EAGAIN) {
 			unsigned missing = 0;
 			while (r->lanes[missing].fd >= 0)
@@ -846,6 +863,7 @@ static int lanes_open(struct recv *r, const lm_record *rec)
 		int err = lane_start(r, &r->lanes[k], fd);
 		if (err)
 			return err;
+		r->st->received += LM_FRAME_HDR + 24; /* its CHANNEL frame */
 		have++;
 	}
 	return 0;

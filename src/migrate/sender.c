@@ -283,8 +283,10 @@ static bool peer_reason(struct lm_migration *m, char *text, size_t cap)
 	lm_stream_err e;
 	struct lm__io *io = &m->io;
 	uint64_t saved = io->timeout_ms;
+	int abort_fd = io->abort_fd; /* a failed channel's alarm is why we look */
 	bool found = false;
 	io->timeout_ms = 200;
+	io->abort_fd = -1;
 	for (int i = 0; i < 4 && !found; i++) {
 		if (lm__io_wait_input(io, 200) != 1 || lm__io_read(io, hdr, sizeof(hdr)))
 			break;
@@ -304,6 +306,7 @@ static bool peer_reason(struct lm_migration *m, char *text, size_t cap)
 		free(pl);
 	}
 	io->timeout_ms = saved;
+	io->abort_fd = abort_fd;
 	return found;
 }
 
@@ -414,8 +417,9 @@ static int chan_fail(struct lm_migration *m, int err)
 	int cerr = m->txc ? lm__txc_error(m->txc, msg, sizeof(msg)) : 0;
 	if (!cerr)
 		return fail(m, err, "a channel stopped during %s", m->phase);
+	/* The receiver's account names the channel that broke first. */
 	if (peer_reason(m, why, sizeof(why)))
-		return fail(m, cerr, "%s during %s (receiver: %s)", msg, m->phase, why);
+		return fail(m, cerr, "receiver failed during %s: %s (here: %s)", m->phase, why, msg);
 	return fail(m, cerr, "%s during %s", msg, m->phase);
 }
 

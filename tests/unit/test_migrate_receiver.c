@@ -562,6 +562,7 @@ static void test_bitflips(void **state)
 	const char *known[] = { "checksum mismatch", "unknown record type", "unknown flags", "payload_len",
 				"incomplete stream", "no commit from the sender", "does not start with HELLO",
 				"RAM run", "table-stream was not negotiated", "postcopy-ram was not negotiated",
+				"multifd was not negotiated",
 				"unexpected" };
 	for (size_t off = 0; off < x.b.len; off++) {
 		bool in_header = false;

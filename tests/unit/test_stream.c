@@ -1234,6 +1234,93 @@ static void test_prepare_ready(void **state)
 
 /* Post-copy's records (docs/stream.md 3.14): round trips, and every field
  * checked against the layout and its bounds. */
+/* Channels (docs/stream.md 3.16): CHANNELS, CHANNEL, SYNC round trip, and
+ * every bad field refused by name. */
+static void test_channel_records(void **state)
+{
+	(void)state;
+	lm_stream s, plain;
+	setup_stream(&s, ALL_CAPS | LM_CAP_MULTIFD);
+	setup_stream(&plain, ALL_CAPS);
+	lm_buf b;
+	lm_buf_init(&b);
+	lm_record rec;
+	lm_stream_err err = {0};
+	assert_int_equal(lm_stream_put_channels(&b, 4, 512, 0xc0ffee), 0);
+	size_t a = b.len;
+	assert_int_equal(lm_stream_put_channel(&b, 3, 0xc0ffee), 0);
+	size_t c = b.len;
+	assert_int_equal(lm_stream_put_sync(&b, 9, LM_SYNC_LAST), 0);
+	assert_int_equal(lm_stream_decode(&s, b.data, a, &rec, &err), (int64_t)a);
+	assert_int_equal(rec.u.channels.nchannels, 4);
+	assert_int_equal(rec.u.channels.stripe_pages, 512);
+	assert_int_equal(rec.u.channels.session, 0xc0ffee);
+	assert_int_equal(lm_stream_decode(&s, b.data + a, c - a, &rec, &err), (int64_t)(c - a));
+	assert_int_equal(rec.u.channel.index, 3);
+	assert_int_equal(rec.u.channel.session, 0xc0ffee);
+	assert_int_equal(lm_stream_decode(&s, b.data + c, b.len - c, &rec, &err), (int64_t)(b.len - c));
+	assert_int_equal(rec.u.sync.seq, 9);
+	assert_int_equal(rec.u.sync.flags, LM_SYNC_LAST);
+	assert_string_equal(lm_stream_type_name(LM_REC_SYNC), "SYNC");
+	/* Without the capability every one of them is refused. */
+	assert_int_equal(lm_stream_decode(&plain, b.data, a, &rec, &err), -ENOTSUP);
+	assert_non_null(strstr(err.msg, "multifd was not negotiated"));
+	/* The encoders refuse what the decoder would. */
+	assert_int_equal(lm_stream_put_channels(&b, 0, 512, 1), -EINVAL);
+	assert_int_equal(lm_stream_put_channels(&b, LM_STREAM_MAX_CHANNELS + 1, 512, 1), -EINVAL);
+	assert_int_equal(lm_stream_put_channels(&b, 2, 500, 1), -EINVAL);
+	assert_int_equal(lm_stream_put_channels(&b, 2, 32, 1), -EINVAL);
+	assert_int_equal(lm_stream_put_channels(&b, 2, 512, 0), -EINVAL);
+	assert_int_equal(lm_stream_put_channel(&b, LM_STREAM_MAX_CHANNELS, 1), -EINVAL);
+	assert_int_equal(lm_stream_put_sync(&b, 0, 0), -EINVAL);
+	assert_int_equal(lm_stream_put_sync(&b, 1, 2), -EINVAL);
+	/* Hostile payloads: patch a valid record and fix its checksum. */
+	struct {
+		uint16_t type;
+		size_t off;
+		uint32_t val;
+		int code;
+		const char *msg;
+	} bad[] = {
+	    {LM_REC_CHANNELS, 0, 17, -EMSGSIZE, "17 channels"},
+	    {LM_REC_CHANNELS, 4, 768, -EBADMSG, "stripe of 768 pages"},
+	    {LM_REC_CHANNELS, 4, 1u << 20, -EBADMSG, "stripe"},
+	    {LM_REC_CHANNELS, 8, 0, -EBADMSG, "session 0"},
+	    {LM_REC_CHANNEL, 0, 0, -EPROTO, "bad magic"},
+	    {LM_REC_CHANNEL, 8, 2, -EPROTONOSUPPORT, "version 2"},
+	    {LM_REC_CHANNEL, 12, 16, -EMSGSIZE, "index 16"},
+	    {LM_REC_SYNC, 0, 0, -EBADMSG, "seq 0"},
+	    {LM_REC_SYNC, 8, 4, -EPROTO, "unknown flags"},
+	    {LM_REC_SYNC, 12, 1, -EBADMSG, "reserved"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint8_t pl[24];
+		size_t len = bad[i].type == LM_REC_CHANNEL ? 24 : 16;
+		lm_buf_reset(&b);
+		if (bad[i].type == LM_REC_CHANNELS)
+			assert_int_equal(lm_stream_put_channels(&b, 4, 512, 7), 0);
+		else if (bad[i].type == LM_REC_CHANNEL)
+			assert_int_equal(lm_stream_put_channel(&b, 1, 7), 0);
+		else
+			assert_int_equal(lm_stream_put_sync(&b, 1, 0), 0);
+		memcpy(pl, b.data + LM_FRAME_HDR, len);
+		if (bad[i].off == 8 && bad[i].type == LM_REC_CHANNELS)
+			memset(pl + 8, 0, 8);
+		else
+			memcpy(pl + bad[i].off, &bad[i].val, 4);
+		lm_frame f = {.type = bad[i].type, .payload_len = (uint32_t)len,
+			      .checksum = spec_csum(bad[i].type, 0, (uint32_t)len, pl)};
+		int got = lm_stream_decode_payload(&s, &f, pl, len, &rec, &err);
+		if (got != bad[i].code)
+			fail_msg("row %zu: %d (%s), not %d", i, got, err.msg, bad[i].code);
+		if (!strstr(err.msg, bad[i].msg))
+			fail_msg("row %zu: \"%s\" does not say \"%s\"", i, err.msg, bad[i].msg);
+	}
+	lm_buf_destroy(&b);
+	lm_stream_destroy(&s);
+	lm_stream_destroy(&plain);
+}
+
 static void test_postcopy_records(void **state)
 {
 	(void)state;
@@ -1352,7 +1439,7 @@ static void test_cap_names(void **state)
 	char out[128];
 	lm_stream_caps_format(LM_CAP_KNOWN | (1ull << 63), out, sizeof(out));
 	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,commit-ack,no-digest,postcopy-ram,"
-				 "0x8000000000000000");
+				 "multifd,0x8000000000000000");
 	assert_int_equal(lm_stream_caps_parse("postcopy-ram", &m), 0);
 	assert_int_equal(m, LM_CAP_POSTCOPY);
 	lm_stream_caps_format(0, out, sizeof(out));
@@ -1493,6 +1580,7 @@ int main(void)
 	    cmocka_unit_test(test_random_mutations),
 	    cmocka_unit_test(test_cap_names),
 	    cmocka_unit_test(test_postcopy_records),
+	    cmocka_unit_test(test_channel_records),
 	    cmocka_unit_test(test_write_seeds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
