@@ -76,6 +76,13 @@ static void migrate_workload_with(const char *append, const char *key, const cha
 	    f.downtime_ms, f.rounds, f.transferred / 1048576.0);
 	if (mig_extra)
 		print_message("      (migrate %s)\n", mig_extra[0]);
+	/* Channels asked for are channels used (the destination accepts them). */
+	for (size_t i = 0; mig_extra && mig_extra[i]; i++)
+		if (!strcmp(mig_extra[i], "--channels")) {
+			double ch = 0;
+			assert_true(lm_live_num(m.json, "multifd-channels", &ch));
+			assert_int_equal((int)ch, atoi(mig_extra[i + 1]));
+		}
 	lm_live_mig_free(&m);
 
 	lm_live_expect_switchover(&src, &dst, key);
@@ -146,6 +153,23 @@ static void test_hotset_compressed(void **state)
 			      "writes=", NULL, compress);
 }
 
+/* Page data on four channels (multifd): every page through its stripe's
+ * connection while the guest rewrites its working set. */
+static void test_hotset_channels(void **state)
+{
+	const char *ch[] = {"--channels", "4", NULL};
+	migrate_workload_with("workload=hotset wss=64M rate=50M verify=1 progress=250", "writes=", NULL, ch);
+}
+
+/* Channels with zstd on incompressible pages: each channel's encoder
+ * gives up compressing and the pages go raw. */
+static void test_mixed_channels_compressed(void **state)
+{
+	const char *ch[] = {"--channels", "2", "--compress", NULL};
+	migrate_workload_with("workload=mixed mem=128M rate=50M wpct=50 verify=1 progress=250", "writes=", NULL,
+			      ch);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -159,6 +183,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_mixed, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_hotset_two_vcpus, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_hotset_compressed, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_hotset_channels, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_mixed_channels_compressed, lm_live_test_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, lm_live_group_teardown);
 }
