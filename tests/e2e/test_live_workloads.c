@@ -80,7 +80,7 @@ static void migrate_workload_with(const char *append, const char *key, const cha
 	for (size_t i = 0; mig_extra && mig_extra[i]; i++)
 		if (!strcmp(mig_extra[i], "--channels")) {
 			double ch = 0;
-			assert_true(lm_live_num(m.json, "multifd-channels", &ch));
+			assert_true(lm_live_num(m.json, "\"multifd-channels\":", &ch));
 			assert_int_equal((int)ch, atoi(mig_extra[i + 1]));
 		}
 	lm_live_mig_free(&m);
