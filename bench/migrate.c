@@ -23,8 +23,12 @@
  * are skipped with the reason printed; with the default sizes that is 16G
  * half-random (16 GiB) and 16G all-random (32 GiB).
  *
+ * With --channels 1,2,4 each case runs once per channel count (multifd:
+ * the extra connections go to the same listener, docs/stream.md 3.16).
+ *
  *   livemig bench migrate [--sizes 1G,4G,16G] [--kinds mostly-zero,...]
- *                         [--source uffd|sim] [--zstd] [--max-resident 10G] [--json]
+ *                         [--source uffd|sim] [--zstd] [--channels 1,2,4]
+ *                         [--max-resident 10G] [--json]
  */
 #include <errno.h>
 #include <pthread.h>
@@ -139,6 +143,19 @@ struct receiver {
 	int err;
 };
 
+/* Channels come to the same listener. */
+static int rx_accept_channel(void *arg, int timeout_ms)
+{
+	struct receiver *r = arg;
+	return lm_transport_accept(r->lfd, timeout_ms);
+}
+
+static int tx_connect_channel(void *arg, unsigned index)
+{
+	(void)index;
+	return lm_transport_connect(arg);
+}
+
 static void *receiver_main(void *arg)
 {
 	struct receiver *r = arg;
@@ -148,7 +165,8 @@ static void *receiver_main(void *arg)
 		snprintf(r->st.error, sizeof(r->st.error), "accept: %s", lm_strerror(fd));
 		return NULL;
 	}
-	struct lm_receive_params p = { .idle_timeout_ms = 60000 };
+	struct lm_receive_params p = { .idle_timeout_ms = 60000, .accept_channel = rx_accept_channel,
+				       .channel_arg = r };
 	r->err = lm_migrate_receive(fd, &p, &dest_ops, &r->d, &r->st);
 	close(fd);
 	return NULL;
@@ -159,6 +177,7 @@ static void *receiver_main(void *arg)
 struct row {
 	uint64_t size;
 	enum kind kind;
+	unsigned channels;
 	bool skipped;
 	char why[160];
 	double fill_s;
@@ -169,7 +188,7 @@ struct row {
 	char error[300];
 };
 
-static int run_case(uint64_t size, enum kind k, bool zstd, bool uffd, struct row *row)
+static int run_case(uint64_t size, enum kind k, bool zstd, bool uffd, unsigned channels, struct row *row)
 {
 	uint64_t npages = size / LM_PAGE_SIZE;
 	struct lm_mem_region reg = { 0, npages, NULL };
@@ -216,6 +235,9 @@ static int run_case(uint64_t size, enum kind k, bool zstd, bool uffd, struct row
 	struct lm_migrate_params p;
 	lm_migrate_params_default(&p);
 	p.compress = zstd;
+	p.channels = channels;
+	p.connect_channel = tx_connect_channel;
+	p.channel_arg = &u;
 	struct lm_migrate_stats st;
 	t0 = bench_now();
 	err = lm_migrate_send(fd, &reg, 1, src, &source_ops, NULL, &p, &st);
@@ -270,8 +292,8 @@ static void print_table(const struct row *rows, size_t n, bool zstd, bool uffd, 
 	       "resident limit %llu GiB\n\n",
 	       uffd ? "uffd (never-touched pages skipped)" : "sim (every page read)",
 	       zstd ? "zstd offered" : "no compression", (unsigned long long)(max_res >> 30));
-	printf("%-5s %-12s %9s %11s %11s %12s %10s %7s\n", "size", "memory", "total s", "mem GB/s", "wire GB/s",
-	       "wire bytes", "downtime", "digest");
+	printf("%-5s %-12s %3s %9s %11s %11s %12s %10s %7s\n", "size", "memory", "ch", "total s", "mem GB/s",
+	       "wire GB/s", "wire bytes", "downtime", "digest");
 	for (size_t i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
 		char sz[16];
@@ -285,7 +307,7 @@ static void print_table(const struct row *rows, size_t n, bool zstd, bool uffd, 
 			continue;
 		}
 		double t = secs(r);
-		printf("%-5s %-12s %9.3f %11.2f %11.3f %12llu %8.1fms %7s\n", sz, kind_names[r->kind], t,
+		printf("%-5s %-12s %3u %9.3f %11.2f %11.3f %12llu %8.1fms %7s\n", sz, kind_names[r->kind], r->channels, t,
 		       (double)r->size / t / 1e9, (double)r->st.transferred / t / 1e9,
 		       (unsigned long long)r->st.transferred, (double)r->st.downtime_us / 1000,
 		       r->rst.digest_ok ? "ok" : "BAD");
@@ -299,9 +321,10 @@ static void print_json(const struct row *rows, size_t n, bool zstd, bool uffd)
 		const struct row *r = &rows[i];
 		char sz[16];
 		size_name(r->size, sz, sizeof(sz));
-		printf("  {\"size\": \"%s\", \"bytes\": %llu, \"memory\": \"%s\", \"source\": \"%s\", \"zstd\": %s",
+		printf("  {\"size\": \"%s\", \"bytes\": %llu, \"memory\": \"%s\", \"source\": \"%s\", \"zstd\": %s, "
+		       "\"channels\": %u",
 		       sz, (unsigned long long)r->size, kind_names[r->kind], uffd ? "uffd" : "sim",
-		       zstd ? "true" : "false");
+		       zstd ? "true" : "false", r->channels);
 		if (r->skipped) {
 			printf(", \"skipped\": \"%s\"}", r->why);
 		} else if (r->err) {
@@ -324,7 +347,8 @@ static void print_json(const struct row *rows, size_t n, bool zstd, bool uffd)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: livemig bench migrate [--sizes 1G,4G,16G] [--kinds mostly-zero,half-random,all-random]\n"
-		   "                             [--source uffd|sim] [--zstd] [--max-resident 10G] [--json]\n");
+		   "                             [--source uffd|sim] [--zstd] [--channels 1,2,4] [--max-resident 10G]\n"
+		   "                             [--json]\n");
 }
 
 int lm_bench_migrate(int argc, char **argv)
@@ -335,6 +359,8 @@ int lm_bench_migrate(int argc, char **argv)
 	bool json = false, zstd = false, uffd = lm_uffd_supported() == 0;
 	uint64_t max_res = 10ull << 30;
 	const char *size_list = "1G,4G,16G";
+	unsigned chans[8] = {1};
+	size_t nchans = 1;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -353,6 +379,27 @@ int lm_bench_migrate(int argc, char **argv)
 				uffd = false;
 			} else {
 				fprintf(stderr, "livemig bench migrate: --source uffd or sim\n");
+				return 2;
+			}
+		} else if (!strcmp(a, "--channels") && i + 1 < argc) {
+			char *cl = strdup(argv[++i]), *sv = NULL;
+			if (!cl)
+				return 1;
+			nchans = 0;
+			for (char *t = strtok_r(cl, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
+				char *e;
+				long v = strtol(t, &e, 10);
+				if (*e || v < 1 || v > (long)LM_STREAM_MAX_CHANNELS || nchans == 8) {
+					fprintf(stderr, "livemig bench migrate: bad --channels '%s' (1..%u, at most 8 values)\n",
+						t, LM_STREAM_MAX_CHANNELS);
+					free(cl);
+					return 2;
+				}
+				chans[nchans++] = (unsigned)v;
+			}
+			free(cl);
+			if (!nchans) {
+				fprintf(stderr, "livemig bench migrate: --channels needs a value\n");
 				return 2;
 			}
 		} else if (!strcmp(a, "--sizes") && i + 1 < argc) {
@@ -399,17 +446,19 @@ int lm_bench_migrate(int argc, char **argv)
 	}
 	free(list);
 
-	struct row rows[16 * NKINDS];
+	static struct row rows[16 * NKINDS * 8];
 	size_t n = 0;
 	int failed = 0;
 	for (size_t i = 0; i < nsizes; i++) {
-		for (int k = 0; k < NKINDS; k++) {
+		for (int kc = 0; kc < NKINDS * (int)nchans; kc++) {
+			int k = kc / (int)nchans;
 			if (!kinds[k])
 				continue;
 			struct row *r = &rows[n++];
 			memset(r, 0, sizeof(*r));
 			r->size = sizes[i];
 			r->kind = (enum kind)k;
+			r->channels = chans[kc % (int)nchans];
 			uint64_t res = 2 * data_pages(r->kind, sizes[i] / LM_PAGE_SIZE) * LM_PAGE_SIZE;
 			if (res > max_res) {
 				r->skipped = true;
@@ -421,9 +470,9 @@ int lm_bench_migrate(int argc, char **argv)
 			if (!json) {
 				char sz[16];
 				size_name(sizes[i], sz, sizeof(sz));
-				fprintf(stderr, "  %s %s ...\n", sz, kind_names[k]);
+				fprintf(stderr, "  %s %s, %u channel(s) ...\n", sz, kind_names[k], r->channels);
 			}
-			if (run_case(sizes[i], r->kind, zstd, uffd, r) || !r->rst.digest_ok)
+			if (run_case(sizes[i], r->kind, zstd, uffd, r->channels, r) || !r->rst.digest_ok)
 				failed++;
 		}
 	}
