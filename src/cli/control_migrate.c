@@ -271,6 +271,8 @@ static int cmd_migrate(void *ctx, struct json_object *args, struct json_object *
 	/* The parameters are taken now: a change after `migrate` returned
 	 * (`livemig migrate` restoring its flags) does not reach this one. */
 	struct lm_vm_migration *m;
+	if (!p.mig.channels)
+		p.mig.channels = lm_cli_default_channels(); /* 0: chosen from the cores */
 	p.mig.connect_channel = connect_channel;
 	p.mig.channel_arg = cm;
 	if ((r = lm_vm_migration_new(lm_control_vm(cm->ctl), &p.mig, &m)) < 0) {

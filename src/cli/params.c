@@ -142,9 +142,9 @@ const struct lm_cli_param lm_cli_params[] = {
 	{"postcopy-after", LM_PARAM_INT, "rounds", 0, 100000, 0, NULL, "N",
 	 "with postcopy-ram: switch after this many rounds; 0 = when pre-copy is seen not to converge",
 	 get_pc_after, set_pc_after},
-	{"multifd-channels", LM_PARAM_INT, "", 1, LM_STREAM_MAX_CHANNELS, 0, NULL, "N",
+	{"multifd-channels", LM_PARAM_INT, "", 0, LM_STREAM_MAX_CHANNELS, 0, NULL, "N",
 	 "connections that carry page data, each with its own thread on both sides (`livemig migrate "
-	 "--channels N`); 1 = the main connection alone; the default depends on the cores here",
+	 "--channels N`); 1 = the main connection alone; 0 = one per four cores here, at least 1",
 	 get_channels, set_channels},
 	{"connect-timeout", LM_PARAM_INT, "ms", 0, INT32_MAX, 0, NULL, "MS",
 	 "how long `migrate` may take to connect before the migration fails; 0 = the kernel's bound (~2 min)",
@@ -166,7 +166,6 @@ void lm_cli_params_default(struct lm_cli_params *p)
 	memset(p, 0, sizeof(*p));
 	lm_migrate_params_default(&p->mig);
 	p->connect_timeout_ms = CONNECT_TIMEOUT_DEFAULT_MS;
-	p->mig.channels = lm_cli_default_channels();
 }
 
 /* ---- values ------------------------------------------------------------- */
