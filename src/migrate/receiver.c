@@ -86,8 +86,6 @@ struct recv {
 	const struct lm_workload_ops *ops;
 	void *ctx;
 	struct lm_receive_stats *st;
-	uint8_t *payload; /* bounded buffer for non-RAW payloads */
-	size_t payload_cap;
 	uint64_t records;
 	uint64_t round;
 	bool have_digest;
@@ -281,19 +279,10 @@ static int lane_payload(struct lane *l, const lm_frame *f)
 	return err ? lio_fail(l, err) : 0;
 }
 
+/* A non-RAW payload of the main connection, into its lane's buffer. */
 static int read_payload(struct recv *r, const lm_frame *f)
 {
-	if (f->payload_len > r->payload_cap) {
-		/* payload_len is bounded per type by lm_stream_frame_parse. */
-		uint8_t *p = realloc(r->payload, f->payload_len);
-		if (!p)
-			return rfail(r, -ENOMEM, "out of memory for a %u-byte %s record", f->payload_len,
-				     lm_stream_type_name(f->type));
-		r->payload = p;
-		r->payload_cap = f->payload_len;
-	}
-	int err = lm__io_read(&r->io, r->payload, f->payload_len);
-	return err ? io_rfail(r, err) : 0;
+	return lane_payload(&r->main, f);
 }
 
 static int send_status(struct recv *r, uint16_t type, int code, const char *text)
@@ -350,7 +339,7 @@ static int handshake(struct recv *r, uint64_t allowed)
 	err = read_payload(r, &f);
 	if (err)
 		return err;
-	err = lm_stream_decode_payload(&r->s, &f, r->payload, f.payload_len, &rec, &e);
+	err = lm_stream_decode_payload(&r->s, &f, r->main.payload, f.payload_len, &rec, &e);
 	if (err)
 		return rfail(r, err, "bad HELLO: %s", e.msg);
 	if (rec.u.hello.page_size != LM_PAGE_SIZE)
@@ -630,11 +619,11 @@ static int pc_ram(struct recv *r, const lm_frame *f)
 		err = read_payload(r, &(lm_frame){ .type = f->type, .payload_len = (uint32_t)run.data_len });
 		if (err)
 			return err;
-		lm_stream_csum_update(&c, r->payload, run.data_len);
+		lm_stream_csum_update(&c, r->main.payload, run.data_len);
 	}
 	err = lm_stream_csum_check(&c, f, &e);
 	if (!err && run.kind == LM_RUN_DATA && run.enc != LM_ENC_RAW) {
-		err = lm_stream_run_apply(&r->s, &run, r->payload, run.data_len, r->pc_stage, len, &e);
+		err = lm_stream_run_apply(&r->s, &run, r->main.payload, run.data_len, r->pc_stage, len, &e);
 		src = r->pc_stage;
 	}
 	if (err)
@@ -1016,7 +1005,7 @@ static int records(struct recv *r)
 		err = read_payload(r, &f);
 		if (err)
 			return err;
-		err = lm_stream_decode_payload(&r->s, &f, r->payload, f.payload_len, &rec, &e);
+		err = lm_stream_decode_payload(&r->s, &f, r->main.payload, f.payload_len, &rec, &e);
 		if (err)
 			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
 		r->records++;
@@ -1501,6 +1490,5 @@ out:
 		lm_bitmap_destroy(&r.written);
 	lm_stream_destroy(&r.s);
 	free(r.mem);
-	free(r.payload);
 	return err;
 }
