@@ -110,8 +110,7 @@ struct recv {
 	 * lanes' sync state, released (the SYNC the channels may read on
 	 * past), chan_failed / chan_first (the first failed lane) and
 	 * chan_stop. main_sync is the main connection's last SYNC;
-	 * pending_release a SYNC to release at the next record that is
-	 * not TABLE; chan_last: the LAST SYNC was applied. */
+	 * chan_last: the LAST SYNC was applied. */
 	struct lane main;
 	unsigned nchan;
 	uint32_t stripe;
@@ -121,7 +120,7 @@ struct recv {
 	pthread_cond_t chan_cv;
 	bool chan_lock_on;
 	int abort_fd;
-	uint64_t main_sync, released, pending_release;
+	uint64_t main_sync, released;
 	bool chan_last, chan_failed, chan_stop;
 	int chan_first;
 };
@@ -565,9 +564,14 @@ static void skipped_run(void *arg, uint64_t first, uint64_t n)
 	}
 }
 
+static int lanes_quiet(struct recv *r);
+
 static int table(struct recv *r, const lm_record *rec)
 {
 	char w[80], why[200];
+	int err = lanes_quiet(r);
+	if (err)
+		return err;
 	if (!r->skip)
 		return rfail(r, -EPROTO, "TABLE record without a skip map (%s)", where(r, w, sizeof(w)));
 	if (r->have_digest)
@@ -696,7 +700,7 @@ static void *lane_main(void *arg)
 		pthread_cond_broadcast(&r->chan_cv);
 		bool last = rec.u.sync.flags & LM_SYNC_LAST;
 		/* Nothing past the barrier until the main connection applied
-		 * its side of it (and the TABLE records that follow). */
+		 * its side of it (the TABLE records before its SYNC). */
 		while (!last && r->released < l->synced && !r->chan_stop)
 			pthread_cond_wait(&r->chan_cv, &r->chan_lock);
 		bool stop = r->chan_stop;
@@ -858,6 +862,22 @@ static int lanes_open(struct recv *r, const lm_record *rec)
 	return 0;
 }
 
+/* Under chan_lock: wait until every channel read SYNC seq (true), or one
+ * failed (false). */
+static bool lanes_at(struct recv *r, uint64_t seq)
+{
+	for (;;) {
+		unsigned behind = 0;
+		for (unsigned i = 0; i < r->nchan; i++)
+			behind += r->lanes[i].synced < seq;
+		if (r->chan_failed)
+			return false;
+		if (!behind)
+			return true;
+		pthread_cond_wait(&r->chan_cv, &r->chan_lock);
+	}
+}
+
 /* SYNC on the main connection: every channel's part of barrier seq applied. */
 static int lanes_sync(struct recv *r, const lm_record *rec)
 {
@@ -871,15 +891,7 @@ static int lanes_sync(struct recv *r, const lm_record *rec)
 			     (unsigned long long)r->main_sync);
 	pthread_mutex_lock(&r->chan_lock);
 	int bad = -1;
-	for (;;) {
-		unsigned behind = 0;
-		for (unsigned i = 0; i < r->nchan; i++)
-			behind += r->lanes[i].synced < seq;
-		if (!behind || r->chan_failed)
-			break;
-		pthread_cond_wait(&r->chan_cv, &r->chan_lock);
-	}
-	bool failed = r->chan_failed;
+	bool failed = !lanes_at(r, seq);
 	for (unsigned i = 0; i < r->nchan && bad < 0; i++)
 		if (r->lanes[i].synced != seq || r->lanes[i].sync_flags != rec->u.sync.flags)
 			bad = (int)i;
@@ -896,21 +908,29 @@ static int lanes_sync(struct recv *r, const lm_record *rec)
 	for (unsigned i = 0; i < r->nchan; i++)
 		lm_digest_fold(&r->digest, &r->lanes[i].own_dig);
 	r->main_sync = seq;
-	if (rec->u.sync.flags & LM_SYNC_LAST)
+	if (rec->u.sync.flags & LM_SYNC_LAST) {
 		r->chan_last = true;
-	else
-		r->pending_release = seq;
+		return 0;
+	}
+	/* The TABLE records of this barrier came before it: the channels
+	 * may read on. */
+	pthread_mutex_lock(&r->chan_lock);
+	r->released = seq;
+	pthread_cond_broadcast(&r->chan_cv);
+	pthread_mutex_unlock(&r->chan_lock);
 	return 0;
 }
 
-/* The channels may read on past the barrier. */
-static void lanes_release(struct recv *r)
+/* A TABLE record belongs to the barrier after it: every channel must have
+ * applied its pages up to that SYNC first (and waits there). */
+static int lanes_quiet(struct recv *r)
 {
+	if (!r->nchan || r->chan_last)
+		return 0;
 	pthread_mutex_lock(&r->chan_lock);
-	r->released = r->pending_release;
-	r->pending_release = 0;
-	pthread_cond_broadcast(&r->chan_cv);
+	bool ok = lanes_at(r, r->main_sync + 1);
 	pthread_mutex_unlock(&r->chan_lock);
+	return ok ? 0 : chan_error(r);
 }
 
 /* Stop and join the channels, count what they did, free them. */
@@ -975,9 +995,6 @@ static int records(struct recv *r)
 		err = lm_stream_frame_parse(&r->s, hdr, sizeof(hdr), &f, &e);
 		if (err)
 			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
-		/* The barrier's TABLE records are applied: the channels go on. */
-		if (r->pending_release && f.type != LM_REC_TABLE)
-			lanes_release(r);
 		if (f.type == LM_REC_RAM && r->in_postcopy) {
 			err = pc_ram(r, &f);
 			if (err)

@@ -433,9 +433,12 @@ static int chan_run(struct lm_migration *m, const struct lm_mem_region *r, uint6
 }
 
 /*
- * The channels' barrier (docs/stream.md 3.16): SYNC on every channel,
- * written, then SYNC on the main connection (in `out`). last: the
- * channels end; from now on pages go on the main connection.
+ * The channels' barrier (docs/stream.md 3.16), first half: SYNC on every
+ * channel, written; the channels are idle until the next put, so the skip
+ * map's TABLE records (and their digest updates) may follow. The second
+ * half, chan_barrier_end, puts the same SYNC on the main connection after
+ * them. last: the channels end; from now on pages go on the main
+ * connection.
  */
 static int chan_barrier(struct lm_migration *m, bool last)
 {
@@ -446,9 +449,16 @@ static int chan_barrier(struct lm_migration *m, bool last)
 	if (err)
 		return chan_fail(m, err);
 	chan_account(m, NULL);
+	return 0;
+}
+
+static int chan_barrier_end(struct lm_migration *m, bool last)
+{
+	if (!m->txc_live)
+		return 0;
 	if (last)
 		m->txc_live = false;
-	err = lm_stream_put_sync(&m->out, m->sync_seq, last ? LM_SYNC_LAST : 0);
+	int err = lm_stream_put_sync(&m->out, m->sync_seq, last ? LM_SYNC_LAST : 0);
 	return err ? put_fail(m, err, "SYNC") : 0;
 }
 
@@ -630,19 +640,20 @@ static void table_run(void *arg, uint64_t first, uint64_t n)
 static int send_table(struct lm_migration *m, bool last)
 {
 	/* The channels' pages before the map: a TABLE record may zero a
-	 * page that a RAM record of this round wrote. */
+	 * page that a RAM record of this round wrote. The main connection's
+	 * SYNC follows the TABLE records (docs/stream.md 3.16). */
 	int err = chan_barrier(m, last);
 	if (err)
 		return err;
 	if (!m->use_skip)
-		return 0;
+		return chan_barrier_end(m, last);
 	for (;;) {
 		int64_t got = lm_skip_map_table_read(m->skip, m->tbuf, TABLE_BUF, table_run, m);
 		if (got < 0)
 			return fail(m, (int)got, "reading the skip map failed during %s: %s", m->phase,
 				    lm_strerror((int)got));
 		if (got == 0)
-			return 0;
+			return chan_barrier_end(m, last);
 		err = lm_stream_put_table(&m->out, m->tbuf, (size_t)got);
 		if (err)
 			return put_fail(m, err, "a TABLE record");

@@ -205,6 +205,35 @@ static void test_channels_zstd(void **state)
 	migrate_ok(2, 20u << 20, true);
 }
 
+/* Out of rounds at once with the writer flat out: the pause carries most
+ * of the memory on the channels, far more than the sockets buffer, so the
+ * channels must keep flowing through the pause without any other record
+ * on the main connection (docs/stream.md 3.16). */
+static void test_big_final_pass(void **state)
+{
+	(void)state;
+	struct fixture f;
+	fx_init(&f, 0);
+	assert_int_equal(lm_test_writer_start(&f.w), 0);
+	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	struct lm_migrate_params p;
+	params(&p, &f, 2);
+	p.max_rounds = 1;
+	p.downtime_limit_ms = 1;
+	struct lm_migrate_stats st;
+	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
+	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+	lm_test_writer_stop(&f.w);
+	if (err || rerr)
+		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
+	assert_int_equal(err, 0);
+	assert_int_equal(rerr, 0);
+	assert_int_equal(cmp_mismatch, 0);
+	print_message("final pass: %llu bytes\n", (unsigned long long)st.stop_copy_bytes);
+	assert_true(st.stop_copy_bytes > (1u << 20));
+	fx_fini(&f);
+}
+
 /* A receiver that cannot take channels: the migration uses the main
  * connection alone. */
 static void test_receiver_without_channels(void **state)
@@ -327,6 +356,7 @@ int main(void)
 	    cmocka_unit_test(test_four_channels),
 	    cmocka_unit_test(test_fast_writer),
 	    cmocka_unit_test(test_channels_zstd),
+	    cmocka_unit_test(test_big_final_pass),
 	    cmocka_unit_test(test_receiver_without_channels),
 	    cmocka_unit_test(test_channel_cut),
 	};
