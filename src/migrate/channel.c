@@ -136,6 +136,7 @@ struct txc_one {
 	bool th_on;
 	struct lm__io io;
 	bool io_on;
+	uint64_t rate; /* the per-channel rate io was last set to (channel thread only) */
 	lm_stream s;
 	lm_buf out;
 	lm_digest dig; /* a view of the migration's digest */
@@ -157,6 +158,7 @@ struct lm__txc {
 	uint32_t stripe;
 	lm_digest *digest;
 	int abort_fd;
+	uint64_t rate; /* bytes/s per channel, 0: none (under lock; lm__txc_set_rate) */
 	pthread_mutex_t lock;
 	pthread_cond_t cv; /* any change: work queued, space freed, sync written, failure */
 	bool failed;
@@ -208,6 +210,15 @@ static int ch_flush(struct txc_one *c)
 {
 	if (!c->out.len)
 		return 0;
+	/* The rate limit as the migration thread set it last (the pause
+	 * lifts it). */
+	pthread_mutex_lock(&c->g->lock);
+	uint64_t rate = c->g->rate;
+	pthread_mutex_unlock(&c->g->lock);
+	if (rate != c->rate) {
+		lm__io_set_rate(&c->io, rate);
+		c->rate = rate;
+	}
 	double t0 = lm__now();
 	int err = lm__io_write(&c->io, c->out.data, c->out.len);
 	double dt = lm__now() - t0;
@@ -346,8 +357,7 @@ int lm__txc_start(struct lm__txc **out, const int *fds, unsigned n, uint32_t str
 		c->io_on = true;
 		c->io.abort_fd = g->abort_fd;
 		c->io.timeout_ms = cfg->idle_ms;
-		if (cfg->rate)
-			lm__io_set_rate(&c->io, cfg->rate / n ? cfg->rate / n : 1);
+		g->rate = cfg->rate ? (cfg->rate / n ? cfg->rate / n : 1) : 0;
 		if (cfg->use_zstd && !(c->zbuf = malloc((size_t)LM_STREAM_MAX_RUN_PAGES * LM_PAGE_SIZE))) {
 			err = -ENOMEM;
 			break;
@@ -477,6 +487,13 @@ int lm__txc_error(struct lm__txc *g, char *buf, size_t cap)
 		snprintf(buf, cap, "%s", g->error);
 	pthread_mutex_unlock(&g->lock);
 	return err;
+}
+
+void lm__txc_set_rate(struct lm__txc *g, uint64_t rate)
+{
+	pthread_mutex_lock(&g->lock);
+	g->rate = rate ? (rate / g->n ? rate / g->n : 1) : 0;
+	pthread_mutex_unlock(&g->lock);
 }
 
 int lm__txc_abort_fd(const struct lm__txc *g)

@@ -198,6 +198,8 @@ uint64_t lm__txc_bytes(struct lm__txc *g);
 /* The first channel failure (-errno, "channel 2: ...") or 0. */
 int lm__txc_error(struct lm__txc *g, char *buf, size_t cap);
 int lm__txc_abort_fd(const struct lm__txc *g);
+/* The rate limit for all channels together (0: none), from their next write. */
+void lm__txc_set_rate(struct lm__txc *g, uint64_t rate);
 void lm__txc_free(struct lm__txc *g);
 
 #endif

@@ -1056,6 +1056,8 @@ static int guard_resume(struct lm_migration *m, bool last)
 	m->st.guard_paused_us += (uint64_t)(pause_ms * 1000);
 	m->st.status = LM_MIG_ACTIVE;
 	lm__io_set_rate(&m->io, m->p.max_bandwidth);
+	if (m->txc)
+		lm__txc_set_rate(m->txc, m->p.max_bandwidth);
 	publish(m);
 	if (last)
 		return fail(m, -ETIMEDOUT,
@@ -1088,6 +1090,8 @@ static int pause_workload(struct lm_migration *m, double *t_stopped)
 {
 	m->st.status = LM_MIG_DEVICE;
 	lm__io_set_rate(&m->io, 0);
+	if (m->txc)
+		lm__txc_set_rate(m->txc, 0);
 	m->t_pause = lm__now();
 	if (m->ops && m->ops->pause) {
 		int err = m->ops->pause(m->ctx);
@@ -1677,6 +1681,8 @@ static int run(struct lm_migration *m)
 	m->st.setup_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
 	m->st.status = LM_MIG_ACTIVE;
 	lm__io_set_rate(&m->io, m->p.max_bandwidth);
+	if (m->txc)
+		lm__txc_set_rate(m->txc, m->p.max_bandwidth);
 
 	for (unsigned round = 1;; round++) {
 		set_phase(m, "round %u", round);
