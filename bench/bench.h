@@ -2,6 +2,7 @@
 #ifndef LIVEMIG_BENCH_H
 #define LIVEMIG_BENCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +23,17 @@ int lm_bench_vs_qemu(int argc, char **argv);
 int lm_bench_migrate(int argc, char **argv);
 int lm_bench_qemu_cpu(int argc, char **argv);
 int lm_bench_sizes(int argc, char **argv);
+
+/*
+ * A raw socket baseline (bench/raw.c): len bytes of src over one TCP
+ * loopback (or UNIX) connection into a discard buffer, fresh memory made
+ * present ahead of the reader, or reused memory. *gbps: bytes per second
+ * of the transfer / 1e9. 0 or -errno with why.
+ */
+enum lm_bench_raw_dest { LM_BENCH_RAW_DISCARD, LM_BENCH_RAW_FRESH, LM_BENCH_RAW_REUSED, LM_BENCH_RAW_N };
+extern const char *const lm_bench_raw_names[LM_BENCH_RAW_N];
+int lm_bench_raw(const void *src, size_t len, bool unix_sock, enum lm_bench_raw_dest dest, double *gbps,
+		 char *why, size_t cap);
 
 /* The livemig command a benchmark starts (bench/bench_main.c): LIVEMIG_EXE
  * (set by `livemig bench`), else the livemig next to this program (the

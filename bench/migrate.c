@@ -25,9 +25,16 @@
  *
  * With --channels 1,2,4 each case runs once per channel count (multifd:
  * the extra connections go to the same listener, docs/stream.md 3.16).
+ * --transport unix runs over a UNIX socket instead of TCP loopback.
+ * --baselines measures, right after each case, the same number of wire
+ * bytes from the same source memory over one raw connection of the same
+ * kind (bench/raw.c: into a discard buffer, into fresh memory populated
+ * ahead, into reused memory) and prints livemig's wire rate as a ratio of
+ * the fresh one (its destination memory is fresh too).
  *
  *   livemig bench migrate [--sizes 1G,4G,16G] [--kinds mostly-zero,...]
  *                         [--source uffd|sim] [--zstd] [--channels 1,2,4]
+ *                         [--transport tcp|unix] [--baselines]
  *                         [--max-resident 10G] [--json]
  */
 #include <errno.h>
@@ -186,7 +193,11 @@ struct row {
 	struct lm_receive_stats rst;
 	int err;
 	char error[300];
+	bool raw_on;
+	double raw[LM_BENCH_RAW_N]; /* GB/s, 0: failed */
 };
+
+static bool opt_unix, opt_baselines;
 
 static int run_case(uint64_t size, enum kind k, bool zstd, bool uffd, unsigned channels, struct row *row)
 {
@@ -213,14 +224,19 @@ static int run_case(uint64_t size, enum kind k, bool zstd, bool uffd, unsigned c
 	if (err)
 		goto out;
 	struct lm_uri u;
-	lm_uri_parse("tcp:127.0.0.1:0", &u);
+	char upath[108];
+	snprintf(upath, sizeof(upath), "unix:/tmp/lm-bench-migrate-%d.sock", (int)getpid());
+	lm_uri_parse(opt_unix ? upath : "tcp:127.0.0.1:0", &u);
+	if (opt_unix)
+		unlink(u.path);
 	rx.lfd = lm_transport_listen(&u);
 	if (rx.lfd < 0) {
 		err = rx.lfd;
 		snprintf(row->error, sizeof(row->error), "listen: %s", lm_strerror(err));
 		goto out;
 	}
-	snprintf(u.port, sizeof(u.port), "%d", lm_transport_local_port(rx.lfd));
+	if (!opt_unix)
+		snprintf(u.port, sizeof(u.port), "%d", lm_transport_local_port(rx.lfd));
 	if (pthread_create(&th, NULL, receiver_main, &rx)) {
 		err = -EAGAIN;
 		goto out;
@@ -260,6 +276,21 @@ out:
 	}
 	if (rx.lfd >= 0)
 		close(rx.lfd);
+	if (opt_unix)
+		unlink(u.path);
+	/* The same wire bytes from the same (populated) source memory. */
+	if (!err && opt_baselines) {
+		size_t len = row->st.transferred < size ? (size_t)row->st.transferred : (size_t)size;
+		row->raw_on = true;
+		for (int d = 0; d < LM_BENCH_RAW_N; d++) {
+			char why[160];
+			if (lm_bench_raw(reg.host, len, opt_unix, (enum lm_bench_raw_dest)d, &row->raw[d], why,
+					 sizeof(why)) < 0) {
+				row->raw[d] = 0;
+				fprintf(stderr, "    raw %s: %s\n", lm_bench_raw_names[d], why);
+			}
+		}
+	}
 	if (rx.d.mem)
 		munmap(rx.d.mem, rx.d.len);
 	lm_dirty_source_free(src);
@@ -288,12 +319,15 @@ static double secs(const struct row *r)
 
 static void print_table(const struct row *rows, size_t n, bool zstd, bool uffd, uint64_t max_res)
 {
-	printf("bench migrate: TCP loopback, receiver thread, idle source, dirty source %s, %s; "
-	       "resident limit %llu GiB\n\n",
+	printf("bench migrate: %s, receiver thread, idle source, dirty source %s, %s; "
+	       "resident limit %llu GiB\n\n", opt_unix ? "UNIX socket" : "TCP loopback",
 	       uffd ? "uffd (never-touched pages skipped)" : "sim (every page read)",
 	       zstd ? "zstd offered" : "no compression", (unsigned long long)(max_res >> 30));
-	printf("%-5s %-12s %3s %9s %11s %11s %12s %10s %7s\n", "size", "memory", "ch", "total s", "mem GB/s",
+	printf("%-5s %-12s %3s %9s %11s %11s %12s %10s %7s", "size", "memory", "ch", "total s", "mem GB/s",
 	       "wire GB/s", "wire bytes", "downtime", "digest");
+	if (opt_baselines)
+		printf("  %8s %8s %8s %7s", "raw-disc", "raw-frsh", "raw-reus", "/fresh");
+	printf("\n");
 	for (size_t i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
 		char sz[16];
@@ -307,10 +341,14 @@ static void print_table(const struct row *rows, size_t n, bool zstd, bool uffd, 
 			continue;
 		}
 		double t = secs(r);
-		printf("%-5s %-12s %3u %9.3f %11.2f %11.3f %12llu %8.1fms %7s\n", sz, kind_names[r->kind], r->channels, t,
+		printf("%-5s %-12s %3u %9.3f %11.2f %11.3f %12llu %8.1fms %7s", sz, kind_names[r->kind], r->channels, t,
 		       (double)r->size / t / 1e9, (double)r->st.transferred / t / 1e9,
 		       (unsigned long long)r->st.transferred, (double)r->st.downtime_us / 1000,
 		       r->rst.digest_ok ? "ok" : "BAD");
+		if (r->raw_on)
+			printf("  %8.2f %8.2f %8.2f %7.2f", r->raw[0], r->raw[1], r->raw[2],
+			       r->raw[1] > 0 ? (double)r->st.transferred / t / 1e9 / r->raw[1] : 0);
+		printf("\n");
 	}
 }
 
@@ -333,11 +371,15 @@ static void print_json(const struct row *rows, size_t n, bool zstd, bool uffd)
 			double t = secs(r);
 			printf(", \"total-time-s\": %.4f, \"mem-gbps\": %.3f, \"wire-gbps\": %.4f, \"wire-bytes\": %llu, "
 			       "\"downtime-ms\": %.3f, \"normal\": %llu, \"duplicate\": %llu, \"skipped\": %llu, "
-			       "\"rounds\": %llu, \"digest-ok\": %s}",
+			       "\"rounds\": %llu, \"digest-ok\": %s",
 			       t, (double)r->size / t / 1e9, (double)r->st.transferred / t / 1e9,
 			       (unsigned long long)r->st.transferred, (double)r->st.downtime_us / 1000,
 			       (unsigned long long)r->st.normal, (unsigned long long)r->st.duplicate,
 			       (unsigned long long)r->st.skipped, (unsigned long long)r->st.rounds, r->rst.digest_ok ? "true" : "false");
+			if (r->raw_on)
+				printf(", \"raw-discard-gbps\": %.3f, \"raw-fresh-gbps\": %.3f, \"raw-reused-gbps\": %.3f",
+				       r->raw[0], r->raw[1], r->raw[2]);
+			printf("}");
 		}
 		printf("%s\n", i + 1 < n ? "," : "");
 	}
@@ -347,8 +389,8 @@ static void print_json(const struct row *rows, size_t n, bool zstd, bool uffd)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: livemig bench migrate [--sizes 1G,4G,16G] [--kinds mostly-zero,half-random,all-random]\n"
-		   "                             [--source uffd|sim] [--zstd] [--channels 1,2,4] [--max-resident 10G]\n"
-		   "                             [--json]\n");
+		   "                             [--source uffd|sim] [--zstd] [--channels 1,2,4] [--transport tcp|unix]\n"
+		   "                             [--baselines] [--max-resident 10G] [--json]\n");
 }
 
 int lm_bench_migrate(int argc, char **argv)
@@ -371,6 +413,15 @@ int lm_bench_migrate(int argc, char **argv)
 			json = true;
 		} else if (!strcmp(a, "--zstd")) {
 			zstd = true;
+		} else if (!strcmp(a, "--baselines")) {
+			opt_baselines = true;
+		} else if (!strcmp(a, "--transport") && i + 1 < argc) {
+			i++;
+			if (strcmp(argv[i], "tcp") && strcmp(argv[i], "unix")) {
+				fprintf(stderr, "livemig bench migrate: --transport tcp or unix\n");
+				return 2;
+			}
+			opt_unix = !strcmp(argv[i], "unix");
 		} else if (!strcmp(a, "--source") && i + 1 < argc) {
 			i++;
 			if (!strcmp(argv[i], "uffd")) {
