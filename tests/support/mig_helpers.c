@@ -143,12 +143,38 @@ static int dest_load(void *ctx, const char *name, const void *blob, size_t len)
 	return strcmp(name, "test.writer") == 0 && len == 16 ? 0 : -EINVAL;
 }
 
+void lm_test_dest_compare_with(struct lm_test_dest *d, const struct lm_mem_region *src, size_t n)
+{
+	d->compare = src;
+	d->compare_n = n;
+	d->mismatch = UINT64_MAX;
+}
+
+/* Pages of d that differ from d->compare (regions matched by index). */
+static uint64_t dest_mismatch(const struct lm_test_dest *d)
+{
+	if (d->n != d->compare_n)
+		return UINT64_MAX;
+	uint64_t bad = 0;
+	for (size_t i = 0; i < d->n; i++) {
+		if (d->r[i].npages != d->compare[i].npages)
+			return UINT64_MAX;
+		for (uint64_t p = 0; p < d->r[i].npages; p++)
+			if (memcmp((const uint8_t *)d->r[i].host + p * LM_PAGE_SIZE,
+				   (const uint8_t *)d->compare[i].host + p * LM_PAGE_SIZE, LM_PAGE_SIZE))
+				bad++;
+	}
+	return bad;
+}
+
 static void dest_finish(void *ctx, int err, const char *msg)
 {
 	struct lm_test_dest *d = ctx;
 	d->finish_calls++;
 	d->finish_err = err;
 	snprintf(d->finish_msg, sizeof(d->finish_msg), "%s", msg);
+	if (d->compare && err == 0)
+		d->mismatch = dest_mismatch(d);
 	if (d->on_finish)
 		d->on_finish(d, err);
 }

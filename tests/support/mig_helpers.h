@@ -51,9 +51,18 @@ struct lm_test_dest {
 	 * pages still missing (postcopy_start); NULL: nothing runs. */
 	int (*on_postcopy)(struct lm_test_dest *d);
 	int postcopy_starts;
+	/* Set by lm_test_dest_compare_with: a finish with err 0 compares
+	 * every page with the source's (still paused) memory; mismatch
+	 * stays UINT64_MAX if that never happened. */
+	const struct lm_mem_region *compare;
+	size_t compare_n;
+	uint64_t mismatch;
 };
 extern const struct lm_workload_ops lm_test_dest_ops;
 void lm_test_dest_free(struct lm_test_dest *d);
+/* Compare with src[0..n) at a successful finish (d->mismatch). A failed
+ * finish does not compare: the source's workload runs on then. */
+void lm_test_dest_compare_with(struct lm_test_dest *d, const struct lm_mem_region *src, size_t n);
 
 /* ---- receiver thread ---- */
 struct lm_test_receiver {

@@ -65,27 +65,12 @@ static void fx_fini(struct fixture *f)
  * one instead of letting this one fail alone.
  */
 
-/* Compare memory while the writer is still paused (the switchover state). */
-static struct fixture *cmp_fx;
-static uint64_t cmp_mismatch;
-static void compare_on_finish(struct lm_test_dest *d, int err)
-{
-	cmp_mismatch = 0;
-	for (size_t i = 0; i < 2; i++)
-		for (uint64_t p = 0; p < d->r[i].npages; p++)
-			if (memcmp((uint8_t *)d->r[i].host + p * LM_PAGE_SIZE,
-				   (uint8_t *)cmp_fx->r[i].host + p * LM_PAGE_SIZE, LM_PAGE_SIZE))
-				cmp_mismatch++;
-}
-
 /* A fixture with the writer at 20 MB/s and the receiver running, whose
- * destination compares memory at the switchover (cmp_mismatch). */
+ * destination compares memory at the switchover (rx.dest.mismatch). */
 static void start_compared(struct fixture *f, bool sim)
 {
 	fx_init(f, sim, 20u << 20);
-	cmp_fx = f;
-	cmp_mismatch = ~0ull;
-	f->rx.dest.on_finish = compare_on_finish;
+	lm_test_dest_compare_with(&f->rx.dest, f->r, 2);
 	assert_int_equal(lm_test_writer_start(&f->w), 0);
 	assert_int_equal(lm_test_receiver_start(&f->rx, f->fds[1]), 0);
 }
@@ -112,7 +97,7 @@ static void migrate_live(bool sim)
 	assert_int_equal(f.rx.dest.finish_calls, 1);
 	assert_int_equal(f.rx.dest.finish_err, 0);
 	/* Bit-identical at the switchover, checked without the digest. */
-	assert_int_equal(cmp_mismatch, 0);
+	assert_int_equal(f.rx.dest.mismatch, 0);
 	assert_int_equal(st.status, LM_MIG_COMPLETED);
 	assert_true(st.rounds >= 1);
 	assert_int_equal(f.w.pauses, 1);
@@ -248,7 +233,7 @@ static void guard_case(bool guard, int stalls)
 	assert_int_equal(err, 0);
 	assert_int_equal(rerr, 0);
 	assert_true(f.rx.st.digest_ok);
-	assert_int_equal(cmp_mismatch, 0);
+	assert_int_equal(f.rx.dest.mismatch, 0);
 	assert_int_equal(f.rx.st.devices, 1); /* the held-back state of the stalled pause never went out */
 	assert_int_equal(st.guard_resumes, guard ? 1 : 0);
 	assert_int_equal(f.w.pauses, guard ? 2 : 1);

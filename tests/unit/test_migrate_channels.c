@@ -89,19 +89,6 @@ struct fixture {
 	struct net net;
 };
 
-static struct fixture *cmp_fx;
-static uint64_t cmp_mismatch;
-static void compare_on_finish(struct lm_test_dest *d, int err)
-{
-	(void)err;
-	cmp_mismatch = 0;
-	for (size_t i = 0; i < 2; i++)
-		for (uint64_t p = 0; p < d->r[i].npages; p++)
-			if (memcmp((uint8_t *)d->r[i].host + p * LM_PAGE_SIZE,
-				   (uint8_t *)cmp_fx->r[i].host + p * LM_PAGE_SIZE, LM_PAGE_SIZE))
-				cmp_mismatch++;
-}
-
 /* 16 MiB + 4 MiB far away; half the first region random, some text-like
  * (compressible) pages, zero pages, never-touched pages. */
 static void fx_init(struct fixture *f, uint64_t rate)
@@ -125,9 +112,7 @@ static void fx_init(struct fixture *f, uint64_t rate)
 	net_init(&f->net);
 	f->rx.p.accept_channel = net_accept;
 	f->rx.p.channel_arg = &f->net;
-	cmp_fx = f;
-	cmp_mismatch = ~0ull;
-	f->rx.dest.on_finish = compare_on_finish;
+	lm_test_dest_compare_with(&f->rx.dest, f->r, 2);
 }
 
 static void fx_fini(struct fixture *f)
@@ -170,7 +155,7 @@ static void migrate_ok(unsigned channels, uint64_t rate, bool compress)
 	assert_int_equal(err, 0);
 	assert_int_equal(rerr, 0);
 	assert_true(f.rx.st.digest_ok);
-	assert_int_equal(cmp_mismatch, 0);
+	assert_int_equal(f.rx.dest.mismatch, 0);
 	assert_int_equal(st.verify, LM_VERIFY_OK);
 	assert_int_equal(st.channels, channels);
 	assert_int_equal(f.rx.st.channels, channels);
@@ -228,7 +213,7 @@ static void test_big_final_pass(void **state)
 		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
 	assert_int_equal(err, 0);
 	assert_int_equal(rerr, 0);
-	assert_int_equal(cmp_mismatch, 0);
+	assert_int_equal(f.rx.dest.mismatch, 0);
 	print_message("final pass: %llu bytes\n", (unsigned long long)st.stop_copy_bytes);
 	assert_true(st.stop_copy_bytes > (1u << 20));
 	fx_fini(&f);
@@ -252,7 +237,7 @@ static void test_receiver_without_channels(void **state)
 	lm_test_writer_stop(&f.w);
 	assert_int_equal(err, 0);
 	assert_int_equal(rerr, 0);
-	assert_int_equal(cmp_mismatch, 0);
+	assert_int_equal(f.rx.dest.mismatch, 0);
 	assert_int_equal(st.channels, 0);
 	assert_int_equal(f.net.connects, 0);
 	fx_fini(&f);
@@ -298,8 +283,7 @@ static void test_channel_cut(void **state)
 		close(f.fds[1]);
 		lm_test_dest_free(&f.rx.dest);
 		memset(&f.rx.dest, 0, sizeof(f.rx.dest));
-		f.rx.dest.on_finish = compare_on_finish;
-		cmp_mismatch = ~0ull;
+		lm_test_dest_compare_with(&f.rx.dest, f.r, 2);
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f.fds), 0);
 		net_fini(&f.net);
 		net_init(&f.net);
@@ -312,7 +296,7 @@ static void test_channel_cut(void **state)
 			print_message("retry: sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
 		assert_int_equal(err, 0);
 		assert_int_equal(rerr, 0);
-		assert_int_equal(cmp_mismatch, 0);
+		assert_int_equal(f.rx.dest.mismatch, 0);
 		assert_int_equal(st.channels, 3);
 		fx_fini(&f);
 	}
