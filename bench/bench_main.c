@@ -23,7 +23,7 @@ static const struct {
 	{ "table", "incremental table stream vs an index per entry", lm_bench_table },
 	{ "stream", "wire format: digest, RAW/zstd encode and decode per page", lm_bench_stream },
 	{ "vs-qemu", "side by side with QEMU: the same guests migrated by both", lm_bench_vs_qemu },
-	{ "migrate", "whole migrations over TCP loopback: 1/4/16 GiB, zero/half/all random", lm_bench_migrate },
+	{ "migrate", "whole migrations: sizes x data kinds x links (loopback, veth, tbf rates) x zstd x channels, raw baselines", lm_bench_migrate },
 	{ "sizes", "huge guests: cost against guest size, paused and hotset, log and ring", lm_bench_sizes },
 	{ "qemu-cpu", "probe which QEMU -cpu model boots the guest here; prints it", lm_bench_qemu_cpu },
 	{ NULL, NULL, NULL },
