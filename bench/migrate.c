@@ -649,7 +649,8 @@ struct row {
 	double raw[LM_BENCH_RAW_N]; /* GB/s, 0: failed */
 };
 
-static bool opt_unix, opt_baselines;
+static bool opt_unix, opt_baselines, opt_warmup = true;
+static uint64_t warmed; /* bytes the warm-up touched and freed */
 
 /* Back to this process's namespace after the sender ran in the source's.
  * Should that fail, the rows after this one would run in the wrong
@@ -801,6 +802,30 @@ out:
 	return err;
 }
 
+/* Host warm-up. On this nested host the first touch of guest-physical
+ * memory the host never backed costs far more than a touch of memory the
+ * kernel freed and hands out again, so the first case of a run would be
+ * slower than the rest for reasons that are not its own. Touching and
+ * freeing as much memory as the biggest case needs, before any case, gives
+ * every case the same kind of destination memory: fresh to the process,
+ * already backed by the host. Returns the bytes touched. */
+static uint64_t warm_up(uint64_t bytes)
+{
+	if (!bytes)
+		return 0;
+	uint8_t *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return 0;
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+	if (madvise(m, bytes, MADV_POPULATE_WRITE))
+		for (uint64_t o = 0; o < bytes; o += LM_PAGE_SIZE)
+			m[o] = 1;
+	munmap(m, bytes);
+	return bytes;
+}
+
 /* Marks r skipped, with the reason, when it cannot run here: too much
  * memory, a UNIX socket on a veth link, a link that could not be made
  * ready. Returns whether it did. */
@@ -843,6 +868,13 @@ static void print_table(const struct row *rows, size_t n, bool uffd, uint64_t ma
 	printf("bench migrate: %s, receiver thread, idle source, dirty source %s; resident limit %llu GiB\n",
 	       opt_unix ? "UNIX socket" : "TCP", uffd ? "uffd (never-touched pages skipped)" : "sim (every page read)",
 	       (unsigned long long)(max_res >> 30));
+	if (warmed)
+		printf("host warm-up: %.1f GiB touched and freed before the first case (every case's destination "
+		       "memory is fresh to the process, backed by the host; --no-warmup: the first case pays the host's "
+		       "first touch)\n",
+		       (double)warmed / (1ull << 30));
+	else
+		printf("no host warm-up: the first case may pay the host's first touch of its memory\n");
 	printf("links: loopback in this namespace; veth between two namespaces; a rate: veth with tbf on the "
 	       "sender's end (util: wire payload rate / link rate)\n\n");
 	printf("%-5s %-12s %-9s %4s %3s %9s %11s %11s %5s %12s %10s %7s", "size", "memory", "link", "zstd", "ch",
@@ -950,7 +982,7 @@ static void usage(FILE *f)
 		"usage: livemig bench migrate [--sizes 1G,4G,16G] [--kinds mostly-zero,half-random,all-random,text]\n"
 		"                             [--links loopback,veth,RATE] [--compress off,zstd] [--zstd]\n"
 		"                             [--channels 1,2,4] [--source uffd|sim] [--transport tcp|unix]\n"
-		"                             [--baselines] [--max-resident 10G] [--json]\n"
+		"                             [--baselines] [--max-resident 10G] [--no-warmup] [--json]\n"
 		"\n"
 		"  --sizes LIST      region sizes (at least 1M, whole pages, at most 16); default 1G,4G,16G\n"
 		"  --kinds LIST      mostly-zero, half-random, all-random, text; default the first three\n"
@@ -964,6 +996,7 @@ static void usage(FILE *f)
 		"  --transport T     tcp (default) or unix (loopback links only)\n"
 		"  --baselines       raw socket baselines after each loopback case\n"
 		"  --max-resident S  skip cases needing more resident memory; default 10G\n"
+		"  --no-warmup       no host warm-up (touching and freeing the biggest case's memory first)\n"
 		"  --json            a JSON array instead of the table\n"
 		"Loops nest as size, kind, link, compression, channels.\n",
 		LM_STREAM_MAX_CHANNELS);
@@ -1077,6 +1110,8 @@ int lm_bench_migrate(int argc, char **argv)
 			links.n = 0;
 			if (for_each_item(a, argv[++i], link_item, &links))
 				return 2;
+		} else if (!strcmp(a, "--no-warmup")) {
+			opt_warmup = false;
 		} else if (!strcmp(a, "--baselines")) {
 			opt_baselines = true;
 		} else if (!strcmp(a, "--transport")) {
@@ -1196,6 +1231,13 @@ int lm_bench_migrate(int argc, char **argv)
 						r->channels = chans[ch];
 					}
 	int failed = 0;
+	uint64_t warm = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t res = 2 * data_pages(rows[i].kind, rows[i].size / LM_PAGE_SIZE) * LM_PAGE_SIZE;
+		if (res <= max_res && res > warm)
+			warm = res;
+	}
+	warmed = opt_warmup ? warm_up(warm) : 0;
 	for (size_t i = 0; i < n; i++) {
 		if (!plan_skip(&rows[i], max_res) && (run_case(&rows[i], uffd, !json) || !rows[i].rst.digest_ok))
 			failed++;

@@ -176,6 +176,9 @@ struct lm_migrate_params {
 	uint64_t max_time_ms;       /* 0: no limit */
 	enum lm_nonconverge on_nonconverge;
 	bool compress;              /* offer zstd for data runs */
+	bool compress_always;       /* try zstd on every data run that shrinks, however fast the
+				       link (bytes cost more than time); false: zstd switches itself
+				       off while sending plain is faster (docs/stream.md 3.16) */
 	uint64_t caps_disabled;     /* capabilities the user switched off (LM_CAP_*) */
 	uint64_t chunk_pages;       /* re-arm/copy granularity, multiple of 64; 0: 512 */
 	uint64_t result_timeout_ms; /* waiting for the receiver's answers (ACCEPT, READY, RESULT),

@@ -34,6 +34,7 @@ FIELD(rounds, mig.max_rounds)
 FIELD(time, mig.max_time_ms)
 FIELD(nonconv, mig.on_nonconverge)
 FIELD(compress, mig.compress)
+FIELD(compress_always, mig.compress_always)
 FIELD(chunk, mig.chunk_pages)
 FIELD(verify, mig.verify)
 FIELD(guard, mig.downtime_guard)
@@ -111,6 +112,10 @@ const struct lm_cli_param lm_cli_params[] = {
 	 get_nonconv, set_nonconv},
 	{"compress", LM_PARAM_BOOL, "", 0, 1, 0, NULL, NULL, "offer zstd compression of page data",
 	 get_compress, set_compress},
+	{"compress-always", LM_PARAM_BOOL, "", 0, 1, 0, NULL, NULL,
+	 "with compress: try zstd on every run that shrinks however fast the link (bytes cost more than "
+	 "time); off: zstd switches itself off while sending plain is faster",
+	 get_compress_always, set_compress_always},
 	{"skip-balloon", LM_PARAM_BOOL, "", 0, 1, 0, NULL, NULL,
 	 "leave ballooned pages out (the skip map travels instead), when the guest promised must-tell-host",
 	 get_skip, set_skip},

@@ -53,6 +53,8 @@
 
 bool lm__zstd_next(struct lm__zstd_pol *z)
 {
+	if (z->plain)
+		return false;
 	if (z->skip) {
 		z->skip--;
 		return false;
@@ -72,6 +74,74 @@ void lm__zstd_result(struct lm__zstd_pol *z, size_t raw, size_t packed)
 	if (z->backoff > LM__ZSTD_MAX_BACKOFF)
 		z->backoff = LM__ZSTD_MAX_BACKOFF;
 	z->skip = z->backoff;
+}
+
+static uint64_t zstd_window(const struct lm__zstd_pol *z)
+{
+	if (z->trying || !z->rate[z->plain])
+		return z->plain ? LM__ZSTD_WIN_TRY_PLAIN : LM__ZSTD_WIN_TRY_ZSTD;
+	return LM__ZSTD_WIN;
+}
+
+/* The chosen mode lost: wait longer before trying the other one again. */
+static void zstd_lost(struct lm__zstd_pol *z)
+{
+	z->wait_next = z->wait_next ? z->wait_next * 2 : 1;
+	if (z->wait_next > LM__ZSTD_MAX_WAIT)
+		z->wait_next = LM__ZSTD_MAX_WAIT;
+	z->wait = z->wait_next;
+}
+
+static void zstd_window_end(struct lm__zstd_pol *z)
+{
+	int m = z->plain;
+	z->rate[m] = z->win_time > 0 ? (double)z->win_bytes / z->win_time : 1e18;
+	if (m)
+		z->plain_windows++;
+	else
+		z->zstd_windows++;
+	z->win_bytes = 0;
+	z->win_time = 0;
+	if (!z->rate[!m]) {
+		/* The other mode was never measured: now. */
+		z->plain = !m;
+		z->trying = true;
+		return;
+	}
+	/* Plain only when it is clearly faster: on a tie (a link that both
+	 * fill) zstd stays ready for data that shrinks. */
+	int best = z->rate[1] > z->rate[0] * 1.02;
+	if (z->trying) {
+		z->trying = false;
+		if (best != m) {
+			zstd_lost(z); /* the tried mode lost: back to the chosen one */
+		} else {
+			z->wait = 1; /* it won: the next window confirms it */
+		}
+		z->plain = best;
+		return;
+	}
+	if (best != m) {
+		/* The chosen mode measured slower than the other's last figure
+		 * (a switch that did not hold up, or the link changed). */
+		z->plain = best;
+		zstd_lost(z);
+		return;
+	}
+	if (z->wait)
+		z->wait--;
+	if (!z->wait) {
+		z->plain = !m;
+		z->trying = true;
+	}
+}
+
+void lm__zstd_account(struct lm__zstd_pol *z, uint64_t raw, double seconds)
+{
+	z->win_bytes += raw;
+	z->win_time += seconds;
+	if (z->win_bytes >= zstd_window(z))
+		zstd_window_end(z);
 }
 
 /* ---- the encoder ------------------------------------------------------------ */
@@ -115,9 +185,18 @@ int lm__lane_put(struct lm__lane *l, uint64_t p, uint32_t n, const uint8_t *host
 			lm_digest_pages(l->digest, p, n, dst);
 		lm_stream_put_raw_end(l->out, off);
 	}
+	double dt = lm__now() - t0;
 	l->data_pages += n;
-	l->data_time += lm__now() - t0;
+	l->data_time += dt;
+	if (l->use_zstd && !l->zstd_always)
+		lm__zstd_account(&l->zpol, len, dt);
 	return 0;
+}
+
+void lm__lane_wrote(struct lm__lane *l, double seconds)
+{
+	if (l->use_zstd && !l->zstd_always)
+		lm__zstd_account(&l->zpol, 0, seconds);
 }
 
 /* ---- sender channels -------------------------------------------------------- */
@@ -223,6 +302,7 @@ static int ch_flush(struct txc_one *c)
 	int err = lm__io_write(&c->io, c->out.data, c->out.len);
 	double dt = lm__now() - t0;
 	lm_buf_reset(&c->out);
+	lm__lane_wrote(&c->lane, dt);
 	pthread_mutex_lock(&c->g->lock);
 	c->busy += dt;
 	c->bytes_out = c->io.bytes_out;
@@ -363,7 +443,8 @@ int lm__txc_start(struct lm__txc **out, const int *fds, unsigned n, uint32_t str
 			break;
 		}
 		c->lane = (struct lm__lane){.s = &c->s, .out = &c->out, .digest = &c->dig, .scratch = c->zbuf,
-					    .use_digest = cfg->digest != NULL, .use_zstd = cfg->use_zstd};
+					    .use_digest = cfg->digest != NULL, .use_zstd = cfg->use_zstd,
+					    .zstd_always = cfg->zstd_always};
 		/* The channel's first frame: which migration and which channel. */
 		err = lm_stream_put_channel(&c->out, i, cfg->session);
 		if (!err)

@@ -141,15 +141,39 @@ int lm__pc_src_run(struct lm__pc_src *p);
 
 /* ---- channels and the page encoder (channel.c) ---------------------------- */
 
-/* Compression where it pays: a run that did not shrink by an eighth makes
- * the encoder skip the next `backoff` runs (1, 2, 4 ... up to the max),
- * a run that did resets it. A pure policy (tests/unit/test_channel.c). */
+/* Compression where it pays, two pure policies in one table
+ * (tests/unit/test_migrate_channels.c):
+ *  - per run, does the data shrink? A run that did not shrink by an eighth
+ *    makes the encoder skip the next `backoff` runs (1, 2, 4 ... up to
+ *    LM__ZSTD_MAX_BACKOFF), a run that did resets it;
+ *  - per window of data, is compressing faster than not on this link? The
+ *    lane's busy time (encoding and writing) per raw byte is measured in
+ *    each mode, in windows of LM__ZSTD_WIN_* raw bytes; the mode with the
+ *    higher raw rate is kept and the other one is measured again after 1,
+ *    2, 4 ... up to LM__ZSTD_MAX_WAIT windows (a switch that the next
+ *    window reverses counts as a loss too). On a link that the CPU
+ *    outruns (loopback) compression switches itself off; on a slow link it
+ *    stays on; compress-always skips the windows (docs/cli.md). */
 #define LM__ZSTD_MAX_BACKOFF 64u
+#define LM__ZSTD_WIN_TRY_ZSTD (1ull << 20)  /* measuring zstd: CPU-bound, short */
+#define LM__ZSTD_WIN_TRY_PLAIN (8ull << 20) /* measuring plain: past the socket buffer */
+#define LM__ZSTD_WIN (16ull << 20)	    /* the chosen mode's windows */
+#define LM__ZSTD_MAX_WAIT 16u
 struct lm__zstd_pol {
-	unsigned skip, backoff;
+	unsigned skip, backoff; /* per run */
+	bool plain;		/* this window sends without trying zstd */
+	bool trying;		/* this window measures the mode that is not chosen */
+	uint64_t win_bytes;	/* raw data bytes in this window */
+	double win_time;	/* busy seconds in this window */
+	double rate[2];		/* raw bytes/s last measured: [0] zstd, [1] plain; 0 unknown */
+	unsigned wait, wait_next; /* chosen-mode windows before the next try */
+	uint64_t plain_windows, zstd_windows;
 };
 bool lm__zstd_next(struct lm__zstd_pol *z); /* try compressing this run? */
 void lm__zstd_result(struct lm__zstd_pol *z, size_t raw, size_t packed); /* packed 0: sent raw */
+/* The lane spent `seconds` busy on `raw` bytes of page data (encoding) or
+ * on writing (raw 0). */
+void lm__zstd_account(struct lm__zstd_pol *z, uint64_t raw, double seconds);
 
 /* One connection's page encoder: its stream state, output buffer, digest
  * (or a view of it) and counters. */
@@ -159,19 +183,22 @@ struct lm__lane {
 	lm_digest *digest;
 	uint8_t *scratch; /* LM_STREAM_MAX_RUN_PAGES pages, with zstd */
 	bool use_digest, use_zstd;
+	bool zstd_always; /* compress-always: no speed windows */
 	struct lm__zstd_pol zpol;
 	uint64_t data_pages, zero_pages, zstd_runs, zstd_packed;
 	double data_time; /* copying, hashing and encoding data runs */
 };
 /* Encode pages [p, p + n) at host (all zero, or all data) into l->out. */
 int lm__lane_put(struct lm__lane *l, uint64_t p, uint32_t n, const uint8_t *host, bool zero);
+/* The lane's output took `seconds` to write (the compression policy's clock). */
+void lm__lane_wrote(struct lm__lane *l, double seconds);
 
 /* The sender's channels (docs/stream.md 3.16). */
 struct lm__txc;
 struct lm__txc_cfg {
 	const lm_stream *s; /* negotiated caps, layout, zstd level */
 	lm_digest *digest;  /* the migration's (NULL: no digest); folded at each sync */
-	bool use_zstd;
+	bool use_zstd, zstd_always;
 	uint64_t session;
 	int cancel_fd;
 	uint64_t idle_ms;

@@ -347,7 +347,9 @@ static int flush(struct lm_migration *m)
 		return 0;
 	double t0 = lm__now();
 	int err = lm__io_write(&m->io, m->out.data, m->out.len);
-	m->round_data_time += lm__now() - t0;
+	double dt = lm__now() - t0;
+	m->round_data_time += dt;
+	lm__lane_wrote(&m->lane, dt);
 	lm_buf_reset(&m->out);
 	if (!err) {
 		m->st.normal += m->out_normal;
@@ -891,7 +893,8 @@ static int handshake(struct lm_migration *m)
 			return fail(m, -ENOMEM, "out of memory during %s", m->phase);
 	}
 	m->lane = (struct lm__lane){.s = &m->s, .out = &m->out, .digest = &m->digest, .scratch = m->scratch,
-				    .use_digest = m->use_digest, .use_zstd = m->use_zstd};
+				    .use_digest = m->use_digest, .use_zstd = m->use_zstd,
+				    .zstd_always = m->p.compress_always};
 	return 0;
 }
 
@@ -930,6 +933,7 @@ static int open_channels(struct lm_migration *m)
 		.s = &m->s,
 		.digest = m->use_digest ? &m->digest : NULL,
 		.use_zstd = m->use_zstd,
+		.zstd_always = m->p.compress_always,
 		.session = m->session,
 		.cancel_fd = m->cancel_fd,
 		.idle_ms = idle_of(&m->p),
