@@ -3,7 +3,8 @@
  *
  * The destination is killed with SIGKILL in the middle of a migration; the
  * connection is cut by a proxy after a chosen number of bytes (during the
- * handshake, in the first round, in a later round); the destination stops
+ * handshake, in the first round, in a later round), or one channel's connection
+ * is; the destination stops
  * answering (SIGSTOP) and migrate's --timeout gives up; garbage is sent to
  * the incoming port; the source is killed. Each time the source guest must keep running unharmed
  * (query-status running, progress continues, a guest-verify answers ok, no
@@ -154,6 +155,62 @@ static void test_cut_connection(void **state)
 	migrate_ok(&src, &dst);
 }
 
+/* Channels (multifd): one channel's connection is cut, at its first bytes
+ * (the CHANNEL frame), in the first round and in a later one. Each time the
+ * migration fails naming that channel, the source runs on, the destination
+ * waits again; then a migration with the same channels succeeds. */
+static void test_cut_channel(void **state)
+{
+	if (!lm_live_ready())
+		skip();
+	static const struct {
+		unsigned channel;
+		uint64_t after;
+	} cuts[] = {{1, 8}, {0, 2 << 20}, {2, 12 << 20}};
+	static const char *const slow3[] = {"--channels",	"3",	  "--max-bandwidth", "20M",	"--max-rounds",
+					    "100000",		"--on-nonconverge", "cancel", NULL};
+	static const char *const fast3[] = {"--channels",	"3",	      "--max-bandwidth", "0",
+					    "--max-rounds",	"30",	      "--on-nonconverge", "switchover",
+					    NULL};
+	struct lm_live_vm src, dst;
+	start_pair(&src, &dst, "dst");
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		struct lm_live_proxy *px;
+		char via[128];
+		/* Connection 0 is the main one; channel k is connection k + 1. */
+		assert_int_equal(
+		    lm_live_proxy_start_conn(&px, dst.uri, cuts[i].channel + 1, cuts[i].after, via, sizeof(via)), 0);
+		struct lm_live_mig m;
+		lm_live_migrate(&m, &src, via, slow3);
+		bool cut;
+		lm_live_proxy_forwarded(px, &cut);
+		char what[96], name[32];
+		snprintf(what, sizeof(what), "channel %u cut after %llu bytes", cuts[i].channel,
+			 (unsigned long long)cuts[i].after);
+		report_mig(what, &m);
+		print_message("        %s", m.errtext);
+		assert_true(cut);
+		expect_failed_and_survived(&m, &src);
+		snprintf(name, sizeof(name), "channel %u", cuts[i].channel);
+		assert_non_null(strstr(m.errtext, name));
+		lm_live_mig_free(&m);
+		lm_live_proxy_stop(px);
+		lm_live_expect_waiting_again(&dst, (int)i);
+	}
+	struct lm_live_mig m;
+	int rc = lm_live_migrate(&m, &src, dst.uri, fast3);
+	report_mig("retry with 3 channels", &m);
+	if (rc != 0)
+		fprintf(stderr, "%s%s", m.json, m.errtext);
+	assert_int_equal(rc, 0);
+	double ch = 0;
+	assert_true(lm_live_num(m.json, "\"multifd-channels\":", &ch));
+	assert_true(ch == 3);
+	lm_live_mig_free(&m);
+	lm_live_expect_switchover(&src, &dst, "writes=");
+	assert_int_equal(lm_live_vm_quit(&dst), 0);
+}
+
 static void test_stopped_destination(void **state)
 {
 	if (!lm_live_ready())
@@ -251,6 +308,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_kill_destination, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_cut_connection, lm_live_test_teardown),
+	    cmocka_unit_test_teardown(test_cut_channel, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_stopped_destination, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_kill_source, lm_live_test_teardown),
 	    cmocka_unit_test_teardown(test_garbage, lm_live_test_teardown),

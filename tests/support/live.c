@@ -820,11 +820,14 @@ const char *lm_live_check_survived(struct lm_live_vm *src, const char *key)
 
 /* ---- a TCP proxy that cuts the connection ------------------------------- */
 
+#define PROXY_CONNS 8
+
 struct lm_live_proxy {
 	int lfd;
 	struct sockaddr_in target;
+	unsigned cut_conn; /* the connection (in accept order) that is cut */
 	uint64_t cut_after;
-	_Atomic uint64_t fwd;
+	_Atomic uint64_t fwd; /* towards the target on cut_conn */
 	atomic_bool cut, stop;
 	pthread_t th;
 };
@@ -843,13 +846,14 @@ static int parse_tcp(const char *uri, struct sockaddr_in *sa)
 	return 0;
 }
 
-/* Forwards what is readable on from to to; towards the target, never more
- * than the bytes left before the cut. Returns false at EOF or error. */
-static bool forward(struct lm_live_proxy *p, int from, int to, bool towards_target)
+/* Forwards what is readable on from to to; towards the target on the
+ * connection that is cut, never more than the bytes left before the cut.
+ * Returns false at EOF or error. */
+static bool forward(struct lm_live_proxy *p, int from, int to, bool counted)
 {
 	char buf[65536];
 	size_t want = sizeof(buf);
-	if (towards_target) {
+	if (counted) {
 		uint64_t left = p->cut_after - atomic_load(&p->fwd);
 		if (left < want)
 			want = (size_t)left;
@@ -865,60 +869,92 @@ static bool forward(struct lm_live_proxy *p, int from, int to, bool towards_targ
 			return false;
 		off += w;
 	}
-	if (towards_target)
+	if (counted)
 		atomic_fetch_add(&p->fwd, (uint64_t)n);
 	return true;
 }
 
+/* An abrupt cut, as when a cable is pulled: both sides see the connection
+ * end in the middle of the stream. */
+static void proxy_close(int *a, int *b)
+{
+	if (*a >= 0) {
+		shutdown(*a, SHUT_RDWR);
+		close(*a);
+	}
+	if (*b >= 0) {
+		shutdown(*b, SHUT_RDWR);
+		close(*b);
+	}
+	*a = *b = -1;
+}
+
+/* Accepts connections (the main one, then the channels, in the order the
+ * source opens them), each forwarded both ways to its own connection to the
+ * target; connection cut_conn is cut after cut_after bytes towards the
+ * target. A connection that ends is closed on both sides, the others go
+ * on. */
 static void *proxy_main(void *arg)
 {
 	struct lm_live_proxy *p = arg;
-	int a = -1, b = -1;
+	int a[PROXY_CONNS], b[PROXY_CONNS];
+	unsigned n = 0;
 	while (!atomic_load(&p->stop)) {
-		struct pollfd pf = {.fd = p->lfd, .events = POLLIN};
-		if (poll(&pf, 1, 100) > 0) {
-			a = accept4(p->lfd, NULL, NULL, SOCK_CLOEXEC);
-			break;
+		struct pollfd pf[1 + 2 * PROXY_CONNS];
+		unsigned np = 0;
+		pf[np++] = (struct pollfd){.fd = n < PROXY_CONNS ? p->lfd : -1, .events = POLLIN};
+		for (unsigned i = 0; i < n; i++) {
+			pf[np++] = (struct pollfd){.fd = a[i], .events = POLLIN};
+			pf[np++] = (struct pollfd){.fd = b[i], .events = POLLIN};
 		}
-	}
-	if (a < 0)
-		return NULL;
-	b = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (b < 0 || connect(b, (struct sockaddr *)&p->target, sizeof(p->target)) < 0)
-		goto out;
-	while (!atomic_load(&p->stop)) {
-		if (atomic_load(&p->fwd) >= p->cut_after) {
-			atomic_store(&p->cut, true);
-			break;
-		}
-		struct pollfd pf[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
-		int r = poll(pf, 2, 100);
+		int r = poll(pf, np, 100);
 		if (r < 0 && errno != EINTR)
 			break;
 		if (r <= 0)
 			continue;
-		if ((pf[0].revents & (POLLIN | POLLHUP | POLLERR)) && !forward(p, a, b, true))
-			break;
-		if ((pf[1].revents & (POLLIN | POLLHUP | POLLERR)) && !forward(p, b, a, false))
-			break;
+		if (pf[0].revents & POLLIN) {
+			a[n] = accept4(p->lfd, NULL, NULL, SOCK_CLOEXEC);
+			b[n] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (a[n] >= 0 && b[n] >= 0 &&
+			    connect(b[n], (struct sockaddr *)&p->target, sizeof(p->target)) == 0) {
+				n++;
+			} else {
+				proxy_close(&a[n], &b[n]);
+			}
+			continue; /* the poll set changed */
+		}
+		for (unsigned i = 0; i < n; i++) {
+			if (a[i] < 0)
+				continue;
+			bool counted = i == p->cut_conn;
+			const short ev = POLLIN | POLLHUP | POLLERR;
+			if (((pf[1 + 2 * i].revents & ev) && !forward(p, a[i], b[i], counted)) ||
+			    ((pf[2 + 2 * i].revents & ev) && !forward(p, b[i], a[i], false))) {
+				proxy_close(&a[i], &b[i]);
+				continue;
+			}
+			if (counted && atomic_load(&p->fwd) >= p->cut_after) {
+				atomic_store(&p->cut, true);
+				proxy_close(&a[i], &b[i]);
+			}
+		}
 	}
-out:
-	/* An abrupt cut, as when a cable is pulled: both sides see the
-	 * connection end in the middle of the stream. */
-	if (a >= 0) {
-		shutdown(a, SHUT_RDWR);
-		close(a);
-	}
-	if (b >= 0) {
-		shutdown(b, SHUT_RDWR);
-		close(b);
-	}
+	for (unsigned i = 0; i < n; i++)
+		proxy_close(&a[i], &b[i]);
 	return NULL;
 }
 
 int lm_live_proxy_start(struct lm_live_proxy **out, const char *target_uri, uint64_t cut_after,
 			char *uri, size_t urilen)
 {
+	return lm_live_proxy_start_conn(out, target_uri, 0, cut_after, uri, urilen);
+}
+
+int lm_live_proxy_start_conn(struct lm_live_proxy **out, const char *target_uri, unsigned cut_conn,
+			     uint64_t cut_after, char *uri, size_t urilen)
+{
+	if (cut_conn >= PROXY_CONNS)
+		return -EINVAL;
 	if (nproxies == sizeof(proxies) / sizeof(proxies[0]))
 		return -EMFILE;
 	struct lm_live_proxy *p = calloc(1, sizeof(*p));
@@ -928,6 +964,7 @@ int lm_live_proxy_start(struct lm_live_proxy **out, const char *target_uri, uint
 	if (r < 0)
 		goto fail;
 	p->cut_after = cut_after;
+	p->cut_conn = cut_conn;
 	p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (p->lfd < 0) {
 		r = -errno;
@@ -936,7 +973,7 @@ int lm_live_proxy_start(struct lm_live_proxy **out, const char *target_uri, uint
 	struct sockaddr_in sa = {.sin_family = AF_INET};
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	socklen_t sl = sizeof(sa);
-	if (bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(p->lfd, 4) < 0 ||
+	if (bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(p->lfd, PROXY_CONNS) < 0 ||
 	    getsockname(p->lfd, (struct sockaddr *)&sa, &sl) < 0) {
 		r = -errno;
 		goto fail_fd;

@@ -216,13 +216,18 @@ const char *lm_live_check_survived(struct lm_live_vm *src, const char *key);
 /* ---- a TCP proxy that cuts the connection ------------------------------- */
 
 struct lm_live_proxy;
-/* Listens on 127.0.0.1 (uri filled with tcp:127.0.0.1:PORT), accepts one
- * connection, connects it to target_uri (tcp:HOST:PORT) and forwards both
- * ways; after cut_after bytes forwarded towards the target it closes both
- * connections. Registered for cleanup. */
+/* Listens on 127.0.0.1 (uri filled with tcp:127.0.0.1:PORT), accepts up to
+ * 8 connections (a migration's main connection, then its channels), connects
+ * each to target_uri (tcp:HOST:PORT) and forwards both ways; after cut_after
+ * bytes forwarded towards the target on connection cut_conn (0: the first
+ * accepted) it closes that one on both sides. Registered for cleanup. */
+int lm_live_proxy_start_conn(struct lm_live_proxy **out, const char *target_uri, unsigned cut_conn,
+			     uint64_t cut_after, char *uri, size_t urilen);
+/* The same, cutting the first connection. */
 int lm_live_proxy_start(struct lm_live_proxy **out, const char *target_uri, uint64_t cut_after,
 			char *uri, size_t urilen);
-/* Bytes forwarded towards the target so far, and whether it cut. */
+/* Bytes forwarded towards the target on the connection that is cut so far,
+ * and whether it cut. */
 uint64_t lm_live_proxy_forwarded(struct lm_live_proxy *p, bool *cut);
 /* Stops the proxy thread and frees it. */
 void lm_live_proxy_stop(struct lm_live_proxy *p);
