@@ -44,8 +44,38 @@ struct recv;
  * thread, connection, stream state, staging buffers, partial digest and
  * counters; errors go to `error` first and fail the receive from there).
  */
+/*
+ * The placer: with the filler on, a lane's RAW runs are placed in
+ * destination memory (UFFDIO_COPY, the first touch of fresh memory and the
+ * larger part of a page's cost on the receiver) by a thread of their own
+ * while the lane reads, checks and digests the next run. Two staging
+ * buffers: the lane fills one while the placer empties the other. One job
+ * at a time, in stream order, so versions of a page are placed in order;
+ * everything else the lane does (other runs, records, barriers, the end)
+ * waits until the placer is idle (placer_drain), so nothing else ever sees
+ * destination memory with a placement in flight. The digest is taken from
+ * the staging buffer: the bytes that are placed.
+ */
+struct placer {
+	pthread_t th;
+	bool on, failed_start;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool job, stop;
+	uint64_t first;
+	uint32_t n;
+	uint8_t *dst;
+	const uint8_t *src;
+	uint8_t *buf[2];
+	int cur;
+	int err; /* the first failure, with its pages */
+	uint64_t err_first;
+	uint32_t err_n;
+};
+
 struct lane {
 	struct recv *r;
+	struct placer pl;
 	int index;
 	struct lm__io *io;
 	lm_stream *s;
@@ -383,7 +413,8 @@ static int handshake(struct recv *r, uint64_t allowed)
 	lm__filler_init(&r->fill, r->mem, l->nregions, l->end_page);
 	r->main.stage = r->fill.stage;
 	if (lm__filler_on(&r->fill))
-		snprintf(r->st->fill, sizeof(r->st->fill), "uffdio-copy");
+		snprintf(r->st->fill, sizeof(r->st->fill), "uffdio-copy%s",
+			 getenv("LIVEMIG_NO_PLACER") ? " (in line: LIVEMIG_NO_PLACER)" : ", a placer thread per connection");
 	else if (r->fill.off_err)
 		snprintf(r->st->fill, sizeof(r->st->fill), "write (%s: %s)", r->fill.off_why,
 			 lm_strerror(-r->fill.off_err));
@@ -430,6 +461,128 @@ static int handshake(struct recv *r, uint64_t allowed)
 	return 0;
 }
 
+static void *placer_main(void *arg)
+{
+	struct lane *l = arg;
+	struct placer *p = &l->pl;
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		while (!p->job && !p->stop)
+			pthread_cond_wait(&p->cv, &p->mu);
+		if (!p->job)
+			break;
+		uint64_t first = p->first;
+		uint32_t n = p->n;
+		uint8_t *dst = p->dst;
+		const uint8_t *src = p->src;
+		pthread_mutex_unlock(&p->mu);
+		int err = lm__filler_place(&l->r->fill, first, dst, src, n);
+		pthread_mutex_lock(&p->mu);
+		if (err && !p->err) {
+			p->err = err;
+			p->err_first = first;
+			p->err_n = n;
+		}
+		p->job = false;
+		pthread_cond_broadcast(&p->cv);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/* The placer of l, started on its first RAW run; false: place in line
+ * (LIVEMIG_NO_PLACER, for measurements side by side, or no thread). */
+static bool placer_ready(struct lane *l)
+{
+	struct placer *p = &l->pl;
+	if (p->on)
+		return true;
+	if (p->failed_start || getenv("LIVEMIG_NO_PLACER")) {
+		p->failed_start = true;
+		return false;
+	}
+	size_t len = (size_t)LM_STREAM_MAX_RUN_PAGES * LM_PAGE_SIZE;
+	p->buf[0] = aligned_alloc(LM_PAGE_SIZE, len);
+	p->buf[1] = aligned_alloc(LM_PAGE_SIZE, len);
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	if (!p->buf[0] || !p->buf[1] || pthread_create(&p->th, NULL, placer_main, l)) {
+		free(p->buf[0]);
+		free(p->buf[1]);
+		p->buf[0] = p->buf[1] = NULL;
+		pthread_mutex_destroy(&p->mu);
+		pthread_cond_destroy(&p->cv);
+		p->failed_start = true;
+		return false;
+	}
+	p->on = true;
+	return true;
+}
+
+/* Until the placer is idle: 0, or its first failure (then failed). */
+static int placer_drain(struct lane *l)
+{
+	struct placer *p = &l->pl;
+	if (!p->on)
+		return 0;
+	pthread_mutex_lock(&p->mu);
+	while (p->job)
+		pthread_cond_wait(&p->cv, &p->mu);
+	int err = p->err;
+	pthread_mutex_unlock(&p->mu);
+	return err;
+}
+
+/* The placer's failure as the lane's. */
+static int placer_fail(struct lane *l, int err)
+{
+	return lfail(l, err, "could not place pages [%llu, %llu) in destination memory: %s",
+		     (unsigned long long)l->pl.err_first, (unsigned long long)(l->pl.err_first + l->pl.err_n),
+		     lm_strerror(err));
+}
+
+/* Hands pages [first, first + n) in the current buffer to the placer (after
+ * the previous job is done) and switches buffers. */
+static int placer_submit(struct lane *l, uint64_t first, uint8_t *dst, uint32_t n)
+{
+	struct placer *p = &l->pl;
+	pthread_mutex_lock(&p->mu);
+	while (p->job)
+		pthread_cond_wait(&p->cv, &p->mu);
+	int err = p->err;
+	if (!err) {
+		p->first = first;
+		p->n = n;
+		p->dst = dst;
+		p->src = p->buf[p->cur];
+		p->job = true;
+		pthread_cond_broadcast(&p->cv);
+	}
+	pthread_mutex_unlock(&p->mu);
+	p->cur ^= 1;
+	return err;
+}
+
+/* Drains and ends the placer (idempotent); its failure, if any. */
+static int placer_stop(struct lane *l)
+{
+	struct placer *p = &l->pl;
+	if (!p->on)
+		return 0;
+	int err = placer_drain(l);
+	pthread_mutex_lock(&p->mu);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	pthread_join(p->th, NULL);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
+	free(p->buf[0]);
+	free(p->buf[1]);
+	*p = (struct placer){.err = p->err, .err_first = p->err_first, .err_n = p->err_n};
+	return err;
+}
+
 static int ram(struct lane *l, const lm_frame *f)
 {
 	struct recv *r = l->r;
@@ -467,6 +620,29 @@ static int ram(struct lane *l, const lm_frame *f)
 
 	if (run.kind == LM_RUN_DATA)
 		lm_bitmap_set_range(&r->written, run.first_page, run.npages);
+	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW && lm__filler_on(&r->fill) && placer_ready(l)) {
+		/* Into a staging buffer, checked and digested, then placed by
+		 * the placer while the next run is read. */
+		uint8_t *stage = l->pl.buf[l->pl.cur];
+		err = lm__io_read(l->io, stage, dst_len);
+		if (err)
+			return lio_fail(l, err);
+		lm_stream_csum_update(&c, stage, dst_len);
+		err = lm_stream_csum_check(&c, f, &e);
+		if (err)
+			return lfail(l, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
+				     (unsigned long long)(run.first_page + run.npages), lwhere(l, w, sizeof(w)));
+		if (r->use_digest)
+			lm_digest_pages(l->digest, run.first_page, run.npages, stage);
+		if ((err = placer_submit(l, run.first_page, dst, run.npages)))
+			return placer_fail(l, err);
+		l->pages_data += run.npages;
+		return 0;
+	}
+	/* Anything else touches destination memory itself: after the
+	 * placer's last job. */
+	if ((err = placer_drain(l)))
+		return placer_fail(l, err);
 	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW && lm__filler_on(&r->fill)) {
 		/* Into the staging buffer, checked, then placed without the
 		 * kernel zeroing fresh pages first. */
@@ -681,6 +857,11 @@ static void *lane_main(void *arg)
 				    lwhere(l, w, sizeof(w)));
 			break;
 		}
+		/* A barrier: everything before it is in destination memory. */
+		if ((err = placer_drain(l))) {
+			placer_fail(l, err);
+			break;
+		}
 		if ((err = lm__io_read(l->io, pl, f.payload_len))) {
 			lio_fail(l, err);
 			break;
@@ -708,6 +889,9 @@ static void *lane_main(void *arg)
 		if (last || stop)
 			break;
 	}
+	int perr = placer_stop(l);
+	if (perr && !err)
+		err = placer_fail(l, perr);
 	pthread_mutex_lock(&r->chan_lock);
 	if (err && !r->chan_stop && !r->chan_failed) {
 		r->chan_failed = true;
@@ -981,7 +1165,20 @@ static void lanes_close(struct recv *r)
 #define SWITCHED 1
 
 /* Records until END; returns 0 at a complete, verified stream. */
+static int records_loop(struct recv *r);
+
+/* The main connection's records until the end or a failure; the placer
+ * is idle and gone when this returns. */
 static int records(struct recv *r)
+{
+	int err = records_loop(r);
+	int perr = placer_stop(&r->main);
+	if (perr && !err)
+		err = placer_fail(&r->main, perr);
+	return err;
+}
+
+static int records_loop(struct recv *r)
 {
 	uint8_t hdr[LM_FRAME_HDR];
 	lm_frame f;
@@ -995,6 +1192,9 @@ static int records(struct recv *r)
 		err = lm_stream_frame_parse(&r->s, hdr, sizeof(hdr), &f, &e);
 		if (err)
 			return rfail(r, err, "%s (%s)", e.msg, where(r, w, sizeof(w)));
+		/* Every record but a pre-copy RAM run waits for the placer. */
+		if ((f.type != LM_REC_RAM || r->in_postcopy) && (err = placer_drain(&r->main)))
+			return placer_fail(&r->main, err);
 		if (f.type == LM_REC_RAM && r->in_postcopy) {
 			err = pc_ram(r, &f);
 			if (err)

@@ -166,6 +166,9 @@ static void migrate_ok(unsigned channels, uint64_t rate, bool compress)
 		assert_true(st.duplicate > 0); /* a writer flat out may have written every zero page */
 	/* Everything the channels sent was counted on both sides. */
 	assert_int_equal(f.rx.st.received, st.transferred);
+	/* Where userfaultfd works, the placer threads placed the pages. */
+	if (lm_uffd_supported() == 0)
+		assert_non_null(strstr(f.rx.st.fill, "uffdio-copy, a placer thread"));
 	if (compress)
 		assert_true(st.transferred < st.normal * LM_PAGE_SIZE); /* the text-like pages shrank */
 	fx_fini(&f);
