@@ -165,12 +165,16 @@ lm_bitmap *lm_dirty_clients_map(lm_dirty_clients *c, unsigned client);
 /*
  * A flat bitmap plus one summary bit per chunk (default 512 pages = 2 MiB),
  * kept exact: the summary bit is set iff some bit in the chunk is set.
- * Iteration skips clean chunks. See summary.c for when the summary is
- * consulted and when the flat scan wins.
+ * Above it, one top bit per summary word (64 chunks, 128 MiB by default),
+ * set iff that word is non-zero, so that finding the next dirty chunk reads
+ * neither the clean summary words nor their pages. Iteration skips clean
+ * chunks. See summary.c for when the summary is consulted and when the flat
+ * scan wins.
  */
 typedef struct lm_sbitmap {
 	lm_bitmap bits;
 	lm_bitmap summary;
+	lm_bitmap top;	      /* one bit per word of summary */
 	unsigned chunk_shift; /* log2(pages per chunk), >= 6 */
 	uint64_t nset;	      /* exact count of set bits */
 	uint64_t nchunks;     /* summary bits */

@@ -276,11 +276,13 @@ const char *lm_migrate_status_name(enum lm_migrate_status st);
 
 /*
  * What query-migrate reports (QEMU's names in the JSON form). Times in
- * milliseconds as QEMU has them, plus microsecond precision for downtime.
+ * milliseconds as QEMU has them, plus microsecond precision for the total
+ * and the downtime.
  */
 struct lm_migrate_stats {
 	enum lm_migrate_status status;
 	uint64_t total_time_ms;        /* start until completion (or now) */
+	uint64_t total_time_us;
 	uint64_t setup_time_ms;        /* start until the first round */
 	uint64_t downtime_ms;          /* measured: pause() until RESULT ok */
 	uint64_t downtime_us;

@@ -37,8 +37,24 @@
  * pages are set and taken, so one round can start flat (everything dirty
  * in round one) and move to the summary as the engine takes pages.
  *
- * Exactness: a summary bit is set iff its chunk holds a set bit, after
- * every call (set, clear, ranges, sync, take). Setting is cheap (one OR);
+ * The top level. On a huge guest the summary itself is big: 3.5 TiB is
+ * 1.8M chunks, a 224 KiB summary, and a scan that finds a few dirty chunks
+ * in it still reads every word. Worse, most of those pages were never
+ * written, and reading one maps it (a minor fault each, 5-10 us on this
+ * nested host): measured 2026-12-03 with `perf record -e page-faults` on
+ * the source of a paused 3.5 TiB migration, 168 of its 260 faults were
+ * these scans (the ring's pending map, the send pass, the completeness
+ * check), against 95 faults in all at 4 GiB. So a
+ * third level holds one bit per summary word (64 chunks, 128 MiB of guest
+ * by default): 3.5 KiB for 3.5 TiB, one page. Finding the next dirty chunk
+ * reads the current summary word, then the top bits, then the one summary
+ * word they point to: what a scan reads is O(dirty chunks) plus the top
+ * level, 1/32768 of the flat bitmap. With it the same migration's source
+ * takes 95-97 faults, as at 4 GiB.
+ *
+ * Exactness: a summary bit is set iff its chunk holds a set bit, and a top
+ * bit is set iff its summary word is non-zero, after every call (set,
+ * clear, ranges, sync, take, rebuild). Setting is cheap (two ORs);
  * clearing re-checks the chunk's words only when the word just cleared
  * became zero, and take re-checks each chunk once after leaving it.
  */
@@ -69,11 +85,16 @@ int lm_sbitmap_init(lm_sbitmap *s, uint64_t nbits, uint64_t chunk_pages)
 	rc = lm_bitmap_init(&s->summary, nchunks);
 	if (rc < 0)
 		goto fail_bits;
+	rc = lm_bitmap_init(&s->top, s->summary.nwords);
+	if (rc < 0)
+		goto fail_summary;
 	s->chunk_shift = shift;
 	s->nchunks = nchunks;
 	s->mode = LM_SBITMAP_AUTO;
 	return 0;
 
+fail_summary:
+	lm_bitmap_destroy(&s->summary);
 fail_bits:
 	lm_bitmap_destroy(&s->bits);
 fail:
@@ -83,6 +104,7 @@ fail:
 
 void lm_sbitmap_destroy(lm_sbitmap *s)
 {
+	lm_bitmap_destroy(&s->top);
 	lm_bitmap_destroy(&s->summary);
 	lm_bitmap_destroy(&s->bits);
 	memset(s, 0, sizeof(*s));
@@ -108,11 +130,24 @@ static uint64_t chunk_end_word(const lm_sbitmap *s, uint64_t c)
 	return e < s->bits.nwords ? e : s->bits.nwords;
 }
 
+/* The top bit of summary word k, from that word. */
+static void refresh_top(lm_sbitmap *s, uint64_t k)
+{
+	uint64_t *t = &s->top.words[k >> 6];
+	uint64_t bit = 1ull << (k & 63);
+	if (s->summary.words[k])
+		*t |= bit;
+	else
+		*t &= ~bit;
+}
+
 static void mark_chunk(lm_sbitmap *s, uint64_t c)
 {
 	uint64_t *w = &s->summary.words[c >> 6];
 	uint64_t bit = 1ull << (c & 63);
 	if (!(*w & bit)) {
+		if (!*w)
+			s->top.words[c >> 12] |= 1ull << ((c >> 6) & 63);
 		*w |= bit;
 		s->nchunks_set++;
 	}
@@ -126,12 +161,33 @@ static void refresh_chunk(lm_sbitmap *s, uint64_t c)
 	uint64_t *w = &s->summary.words[c >> 6];
 	uint64_t bit = 1ull << (c & 63);
 	if (dirty && !(*w & bit)) {
+		if (!*w)
+			s->top.words[c >> 12] |= 1ull << ((c >> 6) & 63);
 		*w |= bit;
 		s->nchunks_set++;
 	} else if (!dirty && (*w & bit)) {
 		*w &= ~bit;
 		s->nchunks_set--;
+		if (!*w)
+			refresh_top(s, c >> 6);
 	}
+}
+
+/* The first dirty chunk at or after c (s->nchunks if none), through the
+ * top level: clean summary words are not read. */
+static uint64_t next_chunk(const lm_sbitmap *s, uint64_t c)
+{
+	if (c >= s->nchunks)
+		return s->nchunks;
+	uint64_t k = c >> 6;
+	uint64_t v = s->summary.words[k] & lm__mask_from((unsigned)(c & 63));
+	if (!v) {
+		k = lm_bitmap_find_next_set(&s->top, k + 1);
+		if (k >= s->top.nbits)
+			return s->nchunks;
+		v = s->summary.words[k];
+	}
+	return (k << 6) + (uint64_t)__builtin_ctzll(v);
 }
 
 bool lm_sbitmap_test(const lm_sbitmap *s, uint64_t i)
@@ -179,6 +235,7 @@ void lm_sbitmap_set_range(lm_sbitmap *s, uint64_t start, uint64_t n)
 	uint64_t nc = ((start + n - 1) >> s->chunk_shift) - c0 + 1;
 	s->nchunks_set += nc - lm_bitmap_count_range(&s->summary, c0, nc);
 	lm_bitmap_set_range(&s->summary, c0, nc);
+	lm_bitmap_set_range(&s->top, c0 >> 6, ((c0 + nc - 1) >> 6) - (c0 >> 6) + 1);
 }
 
 void lm_sbitmap_clear_range(lm_sbitmap *s, uint64_t start, uint64_t n)
@@ -200,6 +257,14 @@ void lm_sbitmap_clear_range(lm_sbitmap *s, uint64_t start, uint64_t n)
 	refresh_chunk(s, c0);
 	if (c1 != c0)
 		refresh_chunk(s, c1);
+	/* Summary words strictly between the end chunks' are now zero; the
+	 * end chunks' words are re-read. */
+	uint64_t k0 = c0 >> 6, k1 = c1 >> 6;
+	if (k1 > k0 + 1)
+		lm_bitmap_clear_range(&s->top, k0 + 1, k1 - k0 - 1);
+	refresh_top(s, k0);
+	if (k1 != k0)
+		refresh_top(s, k1);
 }
 
 /* Find-next walking the summary: skip to the next dirty chunk when the
@@ -219,7 +284,7 @@ static uint64_t find_next_summary(const lm_sbitmap *s, uint64_t from)
 			return (w << 6) + (uint64_t)__builtin_ctzll(words[w]);
 	}
 	for (;;) {
-		c = lm_bitmap_find_next_set(&s->summary, c + 1);
+		c = next_chunk(s, c + 1);
 		if (c >= s->nchunks)
 			return s->bits.nbits;
 		uint64_t end = chunk_end_word(s, c);
@@ -353,6 +418,7 @@ void lm_sbitmap_rebuild(lm_sbitmap *s)
 	s->nset = 0;
 	s->nchunks_set = 0;
 	lm_bitmap_clear_range(&s->summary, 0, s->nchunks);
+	lm_bitmap_clear_range(&s->top, 0, s->top.nbits);
 	for (uint64_t c = 0; c < s->nchunks; c++) {
 		uint64_t w0 = c * wpc, w1 = chunk_end_word(s, c);
 		uint64_t n = 0;
@@ -361,6 +427,7 @@ void lm_sbitmap_rebuild(lm_sbitmap *s)
 		if (n) {
 			s->nset += n;
 			lm_bitmap_set(&s->summary, c);
+			lm_bitmap_set(&s->top, c >> 6);
 			s->nchunks_set++;
 		}
 	}

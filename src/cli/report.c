@@ -105,6 +105,7 @@ static const struct {
 	const char *key, *unit, *note;
 } units[] = {
 	{"total-time", "ms", NULL},
+	{"total-time-us", "us", NULL},
 	{"setup-time", "ms", NULL},
 	{"downtime", "ms", "measured: vCPUs stopped until the destination verified everything"},
 	{"downtime-us", "us", NULL},

@@ -245,7 +245,8 @@ static void publish(struct lm_migration *m)
 											: m->initial_marked);
 	if (m->skip)
 		m->st.ballooned = lm_skip_map_count(m->skip);
-	m->st.total_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
+	m->st.total_time_us = (uint64_t)((lm__now() - m->t_start) * 1e6);
+	m->st.total_time_ms = m->st.total_time_us / 1000;
 	pthread_mutex_lock(&m->lock);
 	m->pub = m->st;
 	pthread_mutex_unlock(&m->lock);
@@ -2003,8 +2004,10 @@ void lm_migration_query(lm_migration *m, struct lm_migrate_stats *out)
 	pthread_mutex_unlock(&m->lock);
 	if (out->status == LM_MIG_SETUP || out->status == LM_MIG_ACTIVE || out->status == LM_MIG_DEVICE ||
 	    out->status == LM_MIG_POSTCOPY_ACTIVE || out->status == LM_MIG_POSTCOPY_PAUSED ||
-	    out->status == LM_MIG_POSTCOPY_RECOVER)
-		out->total_time_ms = (uint64_t)((lm__now() - m->t_start) * 1000);
+	    out->status == LM_MIG_POSTCOPY_RECOVER) {
+		out->total_time_us = (uint64_t)((lm__now() - m->t_start) * 1e6);
+		out->total_time_ms = out->total_time_us / 1000;
+	}
 }
 
 const char *lm_migration_error(lm_migration *m)

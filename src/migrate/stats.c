@@ -62,6 +62,7 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 	}
 	json_object_object_add(o, "status", json_object_new_string(lm_migrate_status_name(st->status)));
 	add_u64(o, "total-time", st->total_time_ms);
+	add_u64(o, "total-time-us", st->total_time_us);
 	add_u64(o, "setup-time", st->setup_time_ms);
 	if (downtime_known(st)) {
 		add_u64(o, "downtime", st->downtime_ms);

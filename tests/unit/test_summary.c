@@ -1,8 +1,10 @@
 /*
  * Unit tests for the summary bitmap (src/bitmap/summary.c): random
  * operation programs against a naive bool array, checking after every step
- * that the bits, the count, and the summary (bit set iff its chunk holds a
- * set bit, with an exact dirty-chunk count) are right, in every scan mode.
+ * that the bits, the count, the summary (bit set iff its chunk holds a set
+ * bit, with an exact dirty-chunk count) and the top level (bit set iff its
+ * summary word is non-zero) are right, in every scan mode; and that a scan
+ * of a huge, nearly clean map does not read the clean part of its summary.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -11,6 +13,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "livemig/bitmap.h"
@@ -59,6 +63,11 @@ static void check_state(const lm_sbitmap *s, const bool *o, uint64_t n)
 	}
 	assert_int_equal(s->nchunks_set, dirty_chunks);
 	assert_int_equal(lm_bitmap_count_range(&s->summary, 0, s->nchunks), dirty_chunks);
+	assert_int_equal(s->top.nbits, s->summary.nwords);
+	for (uint64_t k = 0; k < s->summary.nwords; k++)
+		if (lm_bitmap_test(&s->top, k) != (s->summary.words[k] != 0))
+			fail_msg("top bit %llu is %d, summary word %#llx", (unsigned long long)k,
+				 lm_bitmap_test(&s->top, k), (unsigned long long)s->summary.words[k]);
 }
 
 static void test_init(void **state)
@@ -212,6 +221,8 @@ static void test_oracle(void **state)
 	} cfg[] = {
 	    {1, 64},	 {64, 64},    {65, 64},	 {200, 64},
 	    {1000, 128}, {2049, 512}, {5000, 0}, {4096, 1024},
+	    /* several summary words, so that the top level has work */
+	    {300000, 64}, {270000, 128},
 	};
 	for (uint64_t seed = 1; seed <= 5; seed++)
 		for (size_t k = 0; k < sizeof(cfg) / sizeof(cfg[0]); k++) {
@@ -269,6 +280,62 @@ static void test_huge(void **state)
 	lm_sbitmap_destroy(&s);
 }
 
+/* Pages of [p, p + len) that are mapped (read or written since mmap). */
+static size_t resident_pages(const void *p, size_t len)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pg - 1);
+	size_t n = (size_t)(((uintptr_t)p + len - a + (size_t)pg - 1) / (size_t)pg);
+	unsigned char *v = malloc(n);
+	assert_non_null(v);
+	assert_int_equal(mincore((void *)a, n * (size_t)pg, v), 0);
+	size_t r = 0;
+	for (size_t i = 0; i < n; i++)
+		r += v[i] & 1;
+	free(v);
+	return r;
+}
+
+/*
+ * A 16 TiB guest's map (2^32 pages: a 32 MiB summary) with two dirty pages
+ * far apart: finding, taking and clearing them reads a few pages of the
+ * summary, not its 8192 (each first read of a page costs a fault).
+ */
+static void test_huge_scan_reads_little(void **state)
+{
+	(void)state;
+	const uint64_t n = 1ull << 32;
+	lm_sbitmap s;
+	assert_int_equal(lm_sbitmap_init(&s, n, 0), 0);
+	size_t sum_len = s.summary.nwords * sizeof(uint64_t);
+	assert_int_equal(resident_pages(s.summary.words, sum_len), 0);
+	lm_sbitmap_set(&s, 12345);
+	lm_sbitmap_set(&s, n - 7);
+	/* Both modes that may walk the summary (FLAT reads the 512 MiB of bits). */
+	const unsigned modes[] = {LM_SBITMAP_AUTO, LM_SBITMAP_SUMMARY};
+	for (unsigned m = 0; m < 2; m++) {
+		lm_sbitmap_set_mode(&s, modes[m]);
+		assert_int_equal(lm_sbitmap_find_next_set(&s, 0), 12345);
+		assert_int_equal(lm_sbitmap_find_next_set(&s, 12346), n - 7);
+		assert_int_equal(lm_sbitmap_find_next_set(&s, n - 6), n);
+	}
+	uint64_t out[4], pos = 0;
+	assert_int_equal(lm_sbitmap_collect(&s, &pos, n, out, 4), 2);
+	assert_int_equal(out[1], n - 7);
+	assert_int_equal(lm_sbitmap_take(&s, 0, n, out, 4), 2);
+	assert_int_equal(lm_sbitmap_count(&s), 0);
+	assert_int_equal(lm_sbitmap_find_next_set(&s, 0), n);
+	/* The two dirty chunks' summary pages, and nothing else. */
+	assert_true(resident_pages(s.summary.words, sum_len) <= 2);
+	/* Inside one summary page: 100000 pages past the middle one. */
+	const uint64_t mid = n / 2 + 100000;
+	lm_sbitmap_set_range(&s, mid, 4096);
+	lm_sbitmap_clear_range(&s, mid - 1000, 10000);
+	assert_int_equal(lm_sbitmap_find_next_set(&s, 0), n);
+	assert_true(resident_pages(s.summary.words, sum_len) <= 3);
+	lm_sbitmap_destroy(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -276,6 +343,7 @@ int main(void)
 	    cmocka_unit_test(test_oracle),
 	    cmocka_unit_test(test_take_all),
 	    cmocka_unit_test(test_huge),
+	    cmocka_unit_test(test_huge_scan_reads_little),
 	};
 	return cmocka_run_group_tests_name("summary", tests, NULL, NULL);
 }
