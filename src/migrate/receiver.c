@@ -8,8 +8,11 @@
  * UFFDIO_COPY: see fill.c), and their checksum is verified before the pages
  * count as applied (a bad checksum fails the whole migration, so bytes
  * already written into memory that will never run do no harm). The digest
- * is kept over what was written into destination memory, hashing the
- * destination pages themselves, and compared with the sender's at END.
+ * is kept over what was written into destination memory and compared with
+ * the sender's at END: it hashes the destination pages themselves where a
+ * run is read straight into them, and the staging buffer where the placer
+ * thread places it (the bytes placed; a placement that fails fails the
+ * migration, but the digest does not re-read what UFFDIO_COPY wrote).
  * TABLE records (skip-balloon with the table stream) are applied to the
  * workload's skip map; every skipped page they carry is zero at the source,
  * so it is zeroed here too (only if a DATA run wrote it) and contributes
@@ -52,9 +55,13 @@ struct recv;
  * buffers: the lane fills one while the placer empties the other. One job
  * at a time, in stream order, so versions of a page are placed in order;
  * everything else the lane does (other runs, records, barriers, the end)
- * waits until the placer is idle (placer_drain), so nothing else ever sees
- * destination memory with a placement in flight. The digest is taken from
- * the staging buffer: the bytes that are placed.
+ * waits until the placer is idle (placer_drain), so nothing else on this
+ * connection sees destination memory with a placement in flight. Other
+ * connections' placers may still run: with channels, only the barriers
+ * (SYNC, and END, PENDING and POSTCOPY after the LAST SYNC) order them
+ * against the main connection, so DEVICE and PREPARE, which come before
+ * the LAST SYNC, must not read guest RAM. The digest is taken from the
+ * staging buffer: the bytes that are placed.
  */
 struct placer {
 	pthread_t th;
@@ -1229,7 +1236,10 @@ static int records_loop(struct recv *r)
 		if (f.type != LM_REC_CHANNELS && (r->s.caps & LM_CAP_MULTIFD) && !r->nchan)
 			return rfail(r, -EPROTO, "%s record before CHANNELS (multifd was accepted)",
 				     lm_stream_type_name(f.type));
-		if ((f.type == LM_REC_END || f.type == LM_REC_PENDING) && r->nchan && !r->chan_last)
+		/* POSTCOPY too: it arms post-copy over all RAM, which no channel
+		 * may still be writing (docs/stream.md 3.16). */
+		if ((f.type == LM_REC_END || f.type == LM_REC_PENDING || f.type == LM_REC_POSTCOPY) && r->nchan &&
+		    !r->chan_last)
 			return rfail(r, -EPROTO, "%s record before the channels' last SYNC", lm_stream_type_name(f.type));
 		switch (f.type) {
 		case LM_REC_CHANNELS:
