@@ -1538,7 +1538,8 @@ int lm_bench_sizes(int argc, char **argv)
 			printf("  %-6s %-7s %-8s #%d: %-9s total %s ms, pause %s ms, expected %s ms%s, %s rounds, "
 			       "harvest %s ms, %s MB, check %s/%s/%s, kvm %s GiB [%.1f s]\n",
 			       sz, wl_name[row->w], row->qemu ? "qemu" : src_name[row->s], k + 1, r->status,
-			       lm_bench_fmt(t, sizeof(t), r->total_ms, 1, r->total_ms < 100 ? 2 : 0), lm_bench_fmt(p, sizeof(p), r->pause_ms, 1, 2),
+			       lm_bench_fmt(t, sizeof(t), r->total_ms, 1, r->total_ms < 100 ? 2 : 0),
+			       lm_bench_fmt(p, sizeof(p), r->pause_ms, 1, 2),
 			       lm_bench_fmt(e, sizeof(e), r->exp_ms, 1, 2), r->exp_polled ? "" : "*",
 			       lm_bench_fmt(n, sizeof(n), r->rounds, 1, 0), lm_bench_fmt(h, sizeof(h), r->sync_us, 1e3, 3),
 			       lm_bench_fmt(b, sizeof(b), r->bytes, 1e6, 1), r->src_verify, r->digest, r->guest,
