@@ -136,25 +136,32 @@ static void params(struct lm_migrate_params *p, struct fixture *f, unsigned chan
 	p->channel_arg = &f->net;
 }
 
+/* The writer and the receiver started, one migration with p, both ends
+ * succeeded (the writer stopped after it). */
+static void send_ok(struct fixture *f, const struct lm_migrate_params *p, struct lm_migrate_stats *st)
+{
+	assert_int_equal(lm_test_writer_start(&f->w), 0);
+	assert_int_equal(lm_test_receiver_start(&f->rx, f->fds[1]), 0);
+	int err = lm_migrate_send(f->fds[0], f->r, 2, f->src, &lm_test_writer_ops, &f->w, p, st);
+	int rerr = lm_test_receiver_join_after(&f->rx, f->fds[0], err);
+	lm_test_writer_stop(&f->w);
+	if (err || rerr)
+		print_message("sender: %s\nreceiver: %s\n", st->error, f->rx.st.error);
+	assert_int_equal(err, 0);
+	assert_int_equal(rerr, 0);
+}
+
 /* One live migration; 0 and the stats, memory compared at the switchover. */
 static void migrate_ok(unsigned channels, uint64_t rate, bool compress)
 {
 	struct fixture f;
 	fx_init(&f, rate);
-	assert_int_equal(lm_test_writer_start(&f.w), 0);
-	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
 	struct lm_migrate_params p;
 	params(&p, &f, channels);
 	p.compress = compress;
 	p.compress_always = compress; /* the text must shrink, even on this fast socket */
 	struct lm_migrate_stats st;
-	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
-	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
-	lm_test_writer_stop(&f.w);
-	if (err || rerr)
-		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
-	assert_int_equal(err, 0);
-	assert_int_equal(rerr, 0);
+	send_ok(&f, &p, &st);
 	assert_true(f.rx.st.digest_ok);
 	assert_int_equal(f.rx.dest.mismatch, 0);
 	assert_int_equal(st.verify, LM_VERIFY_OK);
@@ -203,28 +210,18 @@ static void test_big_final_pass(void **state)
 	(void)state;
 	struct fixture f;
 	fx_init(&f, 0);
-	assert_int_equal(lm_test_writer_start(&f.w), 0);
-	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
 	struct lm_migrate_params p;
 	params(&p, &f, 2);
 	p.max_rounds = 1;
 	p.downtime_limit_ms = 1;
 	struct lm_migrate_stats st;
-	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
-	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
-	lm_test_writer_stop(&f.w);
-	if (err || rerr)
-		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
-	assert_int_equal(err, 0);
-	assert_int_equal(rerr, 0);
+	send_ok(&f, &p, &st);
 	assert_int_equal(f.rx.dest.mismatch, 0);
 	print_message("final pass: %llu bytes\n", (unsigned long long)st.stop_copy_bytes);
 	assert_true(st.stop_copy_bytes > (1u << 20));
 	fx_fini(&f);
 }
 
-/* A receiver that cannot take channels: the migration uses the main
- * connection alone. */
 /*
  * Post-copy with channels: the channels' LAST SYNC comes before PENDING and
  * POSTCOPY (docs/stream.md 3.16), so no channel still places pages when the
@@ -241,20 +238,12 @@ static void test_channels_postcopy(void **state)
 	}
 	struct fixture f;
 	fx_init(&f, 8u << 20);
-	assert_int_equal(lm_test_writer_start(&f.w), 0);
-	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
 	struct lm_migrate_params p;
 	params(&p, &f, 2);
 	p.postcopy = true;
 	p.postcopy_after = 1;
 	struct lm_migrate_stats st;
-	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
-	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
-	lm_test_writer_stop(&f.w);
-	if (err || rerr)
-		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
-	assert_int_equal(err, 0);
-	assert_int_equal(rerr, 0);
+	send_ok(&f, &p, &st);
 	assert_true(st.postcopy);
 	assert_int_equal(st.status, LM_MIG_COMPLETED);
 	assert_int_equal(st.channels, 2);
@@ -265,6 +254,8 @@ static void test_channels_postcopy(void **state)
 	fx_fini(&f);
 }
 
+/* A receiver that cannot take channels: the migration uses the main
+ * connection alone. */
 static void test_receiver_without_channels(void **state)
 {
 	(void)state;
