@@ -160,12 +160,9 @@ static void refresh_chunk(lm_sbitmap *s, uint64_t c)
 	bool dirty = lm__first_nonzero_word(s->bits.words, chunk_first_word(s, c), end) < end;
 	uint64_t *w = &s->summary.words[c >> 6];
 	uint64_t bit = 1ull << (c & 63);
-	if (dirty && !(*w & bit)) {
-		if (!*w)
-			s->top.words[c >> 12] |= 1ull << ((c >> 6) & 63);
-		*w |= bit;
-		s->nchunks_set++;
-	} else if (!dirty && (*w & bit)) {
+	if (dirty) {
+		mark_chunk(s, c);
+	} else if (*w & bit) {
 		*w &= ~bit;
 		s->nchunks_set--;
 		if (!*w)
