@@ -344,6 +344,9 @@ struct lm_migrate_stats {
 	uint64_t postcopy_time_ms;
 	uint64_t postcopy_recoveries;      /* broken connections recovered (docs/stream.md 3.15) */
 	unsigned channels;                 /* multifd channels in use (0: the main connection only) */
+	/* PREPARE sent again before the pause, each answered by READY once the
+	 * destination had applied every page sent (catch-up, docs/stream.md 3.12). */
+	uint64_t catch_ups;
 	/* The completeness check, run after the switchover (not in the pause). */
 	enum lm_verify_state verify;
 	uint64_t verify_pages;         /* pages compared */
@@ -501,6 +504,7 @@ struct lm_receive_stats {
 	uint64_t postcopy_recoveries;	/* broken connections recovered */
 	unsigned channels;		/* multifd channels the pages came on (0: the main connection) */
 	char error[256];       /* the cause when the receive failed */
+	uint64_t catch_ups;		/* later PREPARE records answered (catch-up, docs/stream.md 3.12) */
 };
 
 /*

@@ -119,10 +119,12 @@ enum lm_rec_type {
 #define LM_CAP_NO_DIGEST (1ull << 6)	/* no DIGEST: per-frame checksums only (docs/stream.md 5.3) */
 #define LM_CAP_POSTCOPY (1ull << 7)	/* "postcopy-ram": the switch to post-copy (docs/stream.md 3.14) */
 #define LM_CAP_MULTIFD (1ull << 8)	/* "multifd": page data on channels (docs/stream.md 3.16) */
+#define LM_CAP_CATCH_UP (1ull << 9)	/* "catch-up": PREPARE again after READY (docs/stream.md 3.12) */
 /* Every capability this build understands. */
 #define LM_CAP_KNOWN                                                                               \
 	(LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM |            \
-	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | LM_CAP_NO_DIGEST | LM_CAP_POSTCOPY | LM_CAP_MULTIFD)
+	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | LM_CAP_NO_DIGEST | LM_CAP_POSTCOPY | LM_CAP_MULTIFD |   \
+	 LM_CAP_CATCH_UP)
 /* Runs in one PENDING record at most (65536 payload bytes). */
 #define LM_STREAM_MAX_PENDING_RUNS 4096u
 

@@ -166,7 +166,8 @@ static void report(const struct lm_receive_stats *st, bool json)
 			"\"postcopy-pending\":%llu,\"postcopy-requests\":%llu,\"postcopy-faults\":%llu,"
 			"\"postcopy-zero-faults\":%llu,\"postcopy-blocktime\":%llu,"
 			"\"postcopy-latency-p50-us\":%llu,\"postcopy-latency-p99-us\":%llu,"
-			"\"postcopy-latency-max-us\":%llu,\"postcopy-time\":%llu,\"multifd-channels\":%u}\n",
+			"\"postcopy-latency-max-us\":%llu,\"postcopy-time\":%llu,\"multifd-channels\":%u,"
+			"\"catch-ups\":%llu}\n",
 			(unsigned long long)st->total_time_ms, (unsigned long long)st->received,
 			(unsigned long long)st->pages_data, (unsigned long long)st->pages_zero,
 			(unsigned long long)st->rounds, (unsigned long long)st->devices,
@@ -176,7 +177,7 @@ static void report(const struct lm_receive_stats *st, bool json)
 			(unsigned long long)st->postcopy_zero_faults, (unsigned long long)st->postcopy_blocktime_us / 1000,
 			(unsigned long long)st->postcopy_latency_p50_us, (unsigned long long)st->postcopy_latency_p99_us,
 			(unsigned long long)st->postcopy_latency_max_us, (unsigned long long)st->postcopy_time_ms,
-			st->channels);
+			st->channels, (unsigned long long)st->catch_ups);
 		return;
 	}
 	fprintf(stderr,

@@ -1299,13 +1299,20 @@ static int records_loop(struct recv *r)
 			r->session = rec.u.postcopy.session;
 			return SWITCHED;
 		case LM_REC_PREPARE:
-			if (r->have_digest || r->prepared)
-				return rfail(r, -EPROTO, "%s", r->prepared ? "second PREPARE record"
-									 : "PREPARE record after DIGEST");
+			if (r->have_digest)
+				return rfail(r, -EPROTO, "PREPARE record after DIGEST");
+			if (r->prepared && !(r->s.caps & LM_CAP_CATCH_UP))
+				return rfail(r, -EPROTO, "second PREPARE record");
 			/* The switchover comes: finish whatever the workload still
-			 * prepares (a VMM builds its VM), then say so. */
-			if (r->ops && r->ops->prepare && (err = r->ops->prepare(r->ctx)) < 0)
+			 * prepares (a VMM builds its VM), then say so. A later
+			 * PREPARE (catch-up) only asks whether everything before
+			 * it is applied, which it is: records are handled in
+			 * order, the placer drained before this one, and with
+			 * channels the SYNC before it waited for theirs. */
+			if (!r->prepared && r->ops && r->ops->prepare && (err = r->ops->prepare(r->ctx)) < 0)
 				return rfail(r, err, "the destination could not get ready: %s", why_failed(r, err));
+			if (r->prepared)
+				r->st->catch_ups++;
 			r->prepared = true;
 			err = send_ready(r);
 			if (err)

@@ -116,7 +116,10 @@ struct lm_migration {
 	uint64_t initial_marked; /* pages round 1 set out to send */
 	bool dirty_ok, digest_ok, sent_ok, tracking, paused, io_ok;
 	bool committed; /* COMMIT written: the workload is never resumed from here on */
-	bool prepared;	/* PREPARE answered (or not negotiated): the destination can take over */
+	/* PREPARE answered (or not negotiated): the destination can take over,
+	 * and (with catch-up) has applied every page sent before it. */
+	bool prepared;
+	bool ready_seen; /* a READY came: a PREPARE now is a catch-up */
 	double rtt;	/* the shortest round trip seen, s (note_rtt) */
 	double workload_s; /* the workload's part of a switchover (ops->switchover_cost_us) */
 	/* downtime-guard: checking the pause as it goes (guard_ok); the
@@ -823,7 +826,8 @@ static int handshake(struct lm_migration *m)
 	if (err)
 		return fail(m, err, "bad memory layout: %s", e.msg);
 	h.mandatory = LM_CAP_RECORD_CSUM;
-	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | (m->p.compress ? LM_CAP_ZSTD : 0) |
+	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PREPARE | LM_CAP_CATCH_UP | LM_CAP_COMMIT_ACK |
+		    (m->p.compress ? LM_CAP_ZSTD : 0) |
 		    (m->p.verify == LM_VERIFY_NONE ? LM_CAP_NO_DIGEST : 0);
 	/* Asked for, so required: a destination that cannot do it says so
 	 * now, not when pre-copy turns out not to converge. */
@@ -842,6 +846,8 @@ static int handshake(struct lm_migration *m)
 	if (m->p.channels > 1 && m->p.connect_channel)
 		h.offered |= LM_CAP_MULTIFD;
 	h.offered &= ~(m->p.caps_disabled & ~LM_CAP_RECORD_CSUM);
+	if (!(h.offered & LM_CAP_PREPARE))
+		h.offered &= ~LM_CAP_CATCH_UP;
 	m->s.layout = h.layout;
 	err = lm_stream_put_hello(&m->out, &h);
 	if (err)
@@ -1017,10 +1023,14 @@ static int wait_result(struct lm_migration *m)
  */
 static int prepare_destination(struct lm_migration *m)
 {
+	bool again = m->ready_seen;
 	m->prepared = true;
 	if (!(m->s.caps & LM_CAP_PREPARE))
 		return 0;
-	set_phase(m, "waiting for the destination to get ready");
+	m->ready_seen = true;
+	if (again)
+		m->st.catch_ups++;
+	set_phase(m, again ? "waiting for the destination to catch up" : "waiting for the destination to get ready");
 	int err = lm_stream_put_prepare(&m->out);
 	if (err)
 		return put_fail(m, err, "PREPARE");
@@ -1729,6 +1739,12 @@ static int run(struct lm_migration *m)
 			m->rate_time /= 2;
 		}
 		m->st.pages_per_round_last = m->round_pages;
+		/* Pages sent after READY may still wait in the socket buffers,
+		 * to be placed at the destination's speed: with catch-up the
+		 * pause waits for one more READY rather than pay for them
+		 * unestimated (docs/stream.md 3.12). */
+		if (m->ready_seen && m->round_pages && (m->s.caps & LM_CAP_CATCH_UP))
+			m->prepared = false;
 		struct lm__conv_out d;
 		for (;;) {
 			decide(m, round, left, &d);

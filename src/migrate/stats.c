@@ -107,6 +107,7 @@ char *lm_migrate_stats_json(const struct lm_migrate_stats *st)
 		json_object_object_add(o, "dirty-source", json_object_new_string(st->dirty_source));
 	json_object_object_add(o, "skip-balloon", json_object_new_boolean(st->skip_balloon));
 	add_u64(o, "multifd-channels", st->channels);
+	add_u64(o, "catch-ups", st->catch_ups);
 	add_u64(ram, "transferred", st->transferred);
 	add_u64(ram, "remaining", st->remaining);
 	add_u64(ram, "total", st->total);

@@ -337,6 +337,7 @@ static const struct {
     {LM_CAP_NO_DIGEST, "no-digest"},
     {LM_CAP_POSTCOPY, "postcopy-ram"},
     {LM_CAP_MULTIFD, "multifd"},
+    {LM_CAP_CATCH_UP, "catch-up"},
 };
 
 const char *lm_stream_cap_name(uint64_t bit)

@@ -183,6 +183,8 @@ static int dest_prepare(void *ctx)
 {
 	struct lm_test_dest *d = ctx;
 	d->prepares++;
+	if (d->on_prepare && !d->prepare_err)
+		d->on_prepare(d);
 	return d->prepare_err;
 }
 

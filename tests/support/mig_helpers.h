@@ -47,6 +47,8 @@ struct lm_test_dest {
 	/* What the prepare op returns (0: ready); prepares counts its calls. */
 	int prepare_err;
 	int prepares;
+	/* Optional: runs in the (first) successful prepare, before READY. */
+	void (*on_prepare)(struct lm_test_dest *d);
 	/* Post-copy: called when the guest would start running here, with
 	 * pages still missing (postcopy_start); NULL: nothing runs. */
 	int (*on_postcopy)(struct lm_test_dest *d);

@@ -292,6 +292,66 @@ static void test_destination_not_ready(void **state)
 	fx_fini(&f);
 }
 
+/* While the destination gets ready, the source rewrites 3000 pages: after
+ * READY the sender sends them in another round, and (with catch-up) pauses
+ * only after a second PREPARE/READY, once the destination applied them. A
+ * receiver without catch-up (an older one) gets the pause right after that
+ * round, as before. Both end bit-identical. */
+static void burst_at_prepare(struct lm_test_dest *d)
+{
+	struct fixture *f = d->user;
+	uint64_t rs = 7;
+	for (uint64_t p = 0; p < 3000; p++) {
+		((uint64_t *)f->r[0].host)[p * 512 + 1] = lm_test_rand(&rs);
+		lm_sim_mark(f->src, f->r[0].first_page + p);
+	}
+}
+
+static void catch_up_case(bool receiver_has_it)
+{
+	struct fixture f;
+	fx_init(&f, true, 20u << 20);
+	lm_test_dest_compare_with(&f.rx.dest, f.r, 2);
+	f.rx.dest.user = &f;
+	f.rx.dest.on_prepare = burst_at_prepare;
+	if (!receiver_has_it)
+		f.rx.p.caps_disabled = LM_CAP_CATCH_UP;
+	assert_int_equal(lm_test_writer_start(&f.w), 0);
+	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	struct lm_migrate_stats st;
+	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, NULL, &st);
+	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+	lm_test_writer_stop(&f.w);
+	if (err || rerr)
+		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
+	assert_int_equal(err, 0);
+	assert_int_equal(rerr, 0);
+	assert_true(f.rx.st.digest_ok);
+	assert_int_equal(f.rx.dest.mismatch, 0);
+	assert_int_equal(f.rx.dest.prepares, 1); /* the workload prepares once */
+	assert_int_equal((f.rx.st.caps & LM_CAP_CATCH_UP) != 0, receiver_has_it);
+	if (receiver_has_it)
+		assert_true(st.catch_ups >= 1);
+	else
+		assert_int_equal(st.catch_ups, 0);
+	assert_int_equal(f.rx.st.catch_ups, st.catch_ups);
+	char *js = lm_migrate_stats_json(&st);
+	assert_non_null(js);
+	assert_non_null(strstr(js, "\"catch-ups\""));
+	free(js);
+	fx_fini(&f);
+}
+
+static void test_catch_up(void **state)
+{
+	catch_up_case(true);
+}
+
+static void test_catch_up_old_receiver(void **state)
+{
+	catch_up_case(false);
+}
+
 /* Cancel from another thread while the rate limit keeps it in round 1. */
 static void test_cancel(void **state)
 {
@@ -427,6 +487,8 @@ int main(void)
 		cmocka_unit_test(test_nonconverge),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_destination_not_ready),
+		cmocka_unit_test(test_catch_up),
+		cmocka_unit_test(test_catch_up_old_receiver),
 		cmocka_unit_test(test_guard_resumes),
 		cmocka_unit_test(test_guard_cancels),
 		cmocka_unit_test(test_no_guard_late),

@@ -506,6 +506,32 @@ static void test_valid(void **state)
 	assert_int_equal(o.last_type, LM_REC_RESULT);
 	assert_int_equal(o.last_code, 0);
 	sb_fini(&x);
+	/* With catch-up too, PREPARE may come again: each is answered. */
+	sb_init(&x);
+	struct hello_opts hc = { .offered = LM_CAP_PREPARE | LM_CAP_CATCH_UP };
+	hello(&x, &hc);
+	prepare_rec(&x);
+	body(&x);
+	prepare_rec(&x);
+	prepare_rec(&x);
+	digest_rec(&x);
+	end_rec(&x);
+	commit_rec(&x);
+	feed_one(x.b.data, x.b.len, 0, &o, true);
+	if (o.err)
+		print_message("%s\n", o.msg);
+	assert_int_equal(o.err, 0);
+	assert_true(o.st.caps & LM_CAP_CATCH_UP);
+	assert_int_equal(o.readies, 3);
+	assert_int_equal(o.st.catch_ups, 2);
+	assert_true(o.st.digest_ok);
+	/* A receiver without it (switched off: an older one) refuses the
+	 * second, by name. */
+	feed_one(x.b.data, x.b.len, LM_CAP_CATCH_UP, &o, false);
+	assert_int_equal(o.err, -EPROTO);
+	assert_non_null(strstr(o.msg, "second PREPARE record"));
+	assert_int_equal(o.readies, 1);
+	sb_fini(&x);
 }
 
 /* Cut the stream at every frame boundary and at points inside each frame. */

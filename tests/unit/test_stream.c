@@ -579,9 +579,9 @@ static void test_negotiation(void **state)
 	assert_non_null(strstr(err.msg, "switched off"));
 
 	/* An unknown mandatory capability is refused. */
-	h = make_hello(ALL_CAPS | (1ull << 9), LM_CAP_RECORD_CSUM | (1ull << 9));
+	h = make_hello(ALL_CAPS | (1ull << 10), LM_CAP_RECORD_CSUM | (1ull << 10));
 	assert_int_equal(lm_stream_negotiate(&rx, &h, LM_CAP_KNOWN, &acc, &err), -ENOTSUP);
-	assert_non_null(strstr(err.msg, "0x200"));
+	assert_non_null(strstr(err.msg, "0x400"));
 	assert_non_null(strstr(err.msg, "unknown"));
 
 	/* Version 1 requires record-csum to be mandatory. */
@@ -1439,7 +1439,7 @@ static void test_cap_names(void **state)
 	char out[128];
 	lm_stream_caps_format(LM_CAP_KNOWN | (1ull << 63), out, sizeof(out));
 	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,commit-ack,no-digest,postcopy-ram,"
-				 "multifd,0x8000000000000000");
+				 "multifd,catch-up,0x8000000000000000");
 	assert_int_equal(lm_stream_caps_parse("postcopy-ram", &m), 0);
 	assert_int_equal(m, LM_CAP_POSTCOPY);
 	lm_stream_caps_format(0, out, sizeof(out));
@@ -1448,6 +1448,8 @@ static void test_cap_names(void **state)
 	assert_string_equal(lm_stream_type_name(LM_REC_COMMITTED), "COMMITTED");
 	assert_int_equal(lm_stream_caps_parse("commit-ack", &m), 0);
 	assert_int_equal(m, LM_CAP_COMMIT_ACK);
+	assert_int_equal(lm_stream_caps_parse("catch-up", &m), 0);
+	assert_int_equal(m, LM_CAP_CATCH_UP);
 	assert_null(lm_stream_cap_name(1ull << 20));
 }
 
