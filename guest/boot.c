@@ -6,7 +6,8 @@
  * Ring 0 is emulated on this project's machines, so the rule here is "as
  * few instructions as possible": the Multiboot data is copied (a few
  * hundred bytes), page tables for RAM above the 4 GiB the entry stub
- * mapped are only set aside (ring 3 fills them in), and only the IDT
+ * mapped are only set aside (each GiB is mapped when ring 3 first touches
+ * it, about 1.3 ms of ring 0 here), and only the IDT
  * vectors in use are filled in. Everything that loops over
  * memory happens later in ring 3.
  */
@@ -160,12 +161,15 @@ static void read_multiboot(struct range *map, unsigned *nmap)
 
 /*
  * RAM above the 4 GiB the entry stub mapped needs more page tables: with
- * 2 MiB pages, one page of tables per GiB (1021 pages for a 1 TiB guest,
- * half a million entries, seconds of emulated ring-0 stores). So ring 0
- * only sets aside the pages, right after the image and the loader's
- * data, and ring 3 fills them in at native speed (map_high_memory): the
- * tables are ordinary memory with the user bit set, and linking a
- * filled-in table into a non-present entry needs no TLB flush.
+ * 2 MiB pages (this host's KVM offers no 1 GiB pages), one page of tables
+ * per GiB, 4 MiB per TiB. Written at boot they would be memory the guest
+ * touched in every GiB, sent by every migration whatever the workload. So
+ * ring 0 only sets aside the pages, right after the image and the loader's
+ * data, and maps a GiB when ring 3 first touches it (map_on_fault): a
+ * guest that uses a few GiB of a 1 TiB RAM writes a few table pages (each
+ * costs ~1.3 ms of emulated ring 0 here, 512 entries). The
+ * table is filled in before it is linked, so the stores go to ordinary
+ * memory, and linking it into a non-present entry needs no TLB flush.
  */
 static void reserve_high_tables(const struct range *map, unsigned nmap)
 {
@@ -183,39 +187,50 @@ static void reserve_high_tables(const struct range *map, unsigned nmap)
 			ok = true;
 	if (!ok)
 		panic("no RAM for page tables");
-	g_boot.pt_pool = p;
+	g_boot.pt_pool = g_boot.pt_next = p;
 	g_boot.heap_end = p + pages * PAGE_SIZE;
 }
 
-/* Ring 3: identity-map RAM above 4 GiB (1 GiB pages if the CPU has them,
- * else 2 MiB pages) with the pages reserve_high_tables set aside. */
-void map_high_memory(void)
+/* The next page of the pool (it holds exactly the tables of all of RAM). */
+static u64 *table_page(void)
+{
+	u64 *t = (u64 *)(uintptr_t)g_boot.pt_next;
+	g_boot.pt_next += PAGE_SIZE;
+	if (g_boot.pt_next > g_boot.heap_end)
+		panic("page-table pool exhausted");
+	return t;
+}
+
+/* Ring 0: a fault from ring 3 on a not-present address of RAM above 4 GiB
+ * maps its GiB (a 1 GiB page if the CPU has them, else a table of 2 MiB
+ * pages) and returns true: the access is retried. */
+static bool map_on_fault(u64 addr, u64 err)
 {
 	const u64 gib = 1ull << 30;
-	u64 top = align_up(g_boot.ram_top, gib);
-	u64 next = g_boot.pt_pool;
-	for (u64 a = 4 * gib; a < top; a += gib) {
-		unsigned l4 = (unsigned)(a >> 39), l3 = (unsigned)((a >> 30) & 511);
-		if (!(boot_pml4[l4] & 1)) {
-			u64 *t = (u64 *)(uintptr_t)next;
-			next += PAGE_SIZE;
-			for (unsigned i = 0; i < 512; i++)
-				t[i] = 0;
-			barrier();
-			boot_pml4[l4] = (u64)(uintptr_t)t | 7;
-		}
-		u64 *pdpt = (u64 *)(uintptr_t)(boot_pml4[l4] & ~0xfffull);
-		if (g_boot.gbpages) {
-			pdpt[l3] = a | 0x87;
-		} else {
-			u64 *pd = (u64 *)(uintptr_t)next;
-			next += PAGE_SIZE;
-			for (unsigned i = 0; i < 512; i++)
-				pd[i] = (a + ((u64)i << 21)) | 0x87;
-			barrier();
-			pdpt[l3] = (u64)(uintptr_t)pd | 7;
-		}
+	if ((err & 1) || addr < 4 * gib || addr >= align_up(g_boot.ram_top, gib) || !g_boot.pt_pool)
+		return false;
+	u64 a = addr & ~(gib - 1);
+	unsigned l4 = (unsigned)(a >> 39), l3 = (unsigned)((a >> 30) & 511);
+	if (!(boot_pml4[l4] & 1)) {
+		u64 *t = table_page();
+		for (unsigned i = 0; i < 512; i++)
+			t[i] = 0;
+		barrier();
+		boot_pml4[l4] = (u64)(uintptr_t)t | 7;
 	}
+	u64 *pdpt = (u64 *)(uintptr_t)(boot_pml4[l4] & ~0xfffull);
+	if (pdpt[l3] & 1)
+		return false; /* mapped, yet it faulted: a real fault */
+	if (g_boot.gbpages) {
+		pdpt[l3] = a | 0x87;
+	} else {
+		u64 *pd = table_page();
+		for (unsigned i = 0; i < 512; i++)
+			pd[i] = (a + ((u64)i << 21)) | 0x87;
+		barrier();
+		pdpt[l3] = (u64)(uintptr_t)pd | 7;
+	}
+	return true;
 }
 
 static void setup_cpu_features(void)
@@ -365,6 +380,8 @@ void exc_handler(struct exc_frame *f)
 	}
 	u64 cr2;
 	__asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+	if (f->vector == 14 && (f->cs & 3) == 3 && map_on_fault(cr2, f->err))
+		return;
 	const char *name = f->vector < 32 && exc_names[f->vector] ? exc_names[f->vector] : "?";
 	gprintf("livemig-guest: exception %llu %s err=%#llx rip=%#llx cs=%#llx rsp=%#llx "
 		"rflags=%#llx cr2=%#llx\n",

@@ -77,6 +77,7 @@ struct boot_info {
 	bool gbpages, apic, avx, xsave;
 	u32 xcr0;
 	u64 pt_pool;  /* page-table pages set aside for RAM above 4 GiB */
+	u64 pt_next;  /* the next unused one (map_on_fault) */
 	u64 tsc_boot_main, tsc_user; /* TSC at boot_main and at the drop to ring 3 */
 };
 extern struct boot_info g_boot;
@@ -164,7 +165,7 @@ void fmt_size(char *buf, size_t size, u64 bytes);
 /* boot.c (ring 0) */
 void boot_main(void);
 /* Ring 3, first thing: map RAM above 4 GiB. */
-void map_high_memory(void);
+
 void user_main(void) __attribute__((noreturn));
 
 /* fpu.S (ring 3): load/store xmm8-15 (or ymm8-15 when avx) from/to buf. */

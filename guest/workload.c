@@ -308,7 +308,6 @@ static void banner(void)
 
 void user_main(void)
 {
-	map_high_memory();
 	params_parse(g_boot.cmdline);
 	S.pv = inl(LM_PV_ID) == LM_PV_MAGIC;
 	u64 ta = rdtsc();
