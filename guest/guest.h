@@ -164,8 +164,6 @@ void fmt_size(char *buf, size_t size, u64 bytes);
 
 /* boot.c (ring 0) */
 void boot_main(void);
-/* Ring 3, first thing: map RAM above 4 GiB. */
-
 void user_main(void) __attribute__((noreturn));
 
 /* fpu.S (ring 3): load/store xmm8-15 (or ymm8-15 when avx) from/to buf. */
