@@ -83,10 +83,32 @@ static uint64_t zstd_window(const struct lm__zstd_pol *z)
 	return LM__ZSTD_WIN;
 }
 
-/* The chosen mode lost: wait longer before trying the other one again. */
+/* The window's raw bytes per busy second (internal.h: the first zstd
+ * window after plain ones is charged plain's write time per wire byte). */
+static double window_rate(const struct lm__zstd_pol *z)
+{
+	double t = z->win_enc + z->win_write;
+	if (!z->plain && z->switched && z->plain_write > 0)
+		t = z->win_enc + (double)z->win_wire * z->plain_write;
+	return t > 0 ? (double)z->win_bytes / t : 1e18;
+}
+
+static void set_mode(struct lm__zstd_pol *z, bool plain)
+{
+	z->switched = plain != z->plain;
+	if (plain && z->switched)
+		z->fill = LM__ZSTD_FILL;
+	z->plain = plain;
+}
+
+/* The tried mode lost: wait longer before trying it again; the longest
+ * wait at once when it lost by half or more (a try costs what the
+ * slower mode loses over LM__ZSTD_FILL + LM__ZSTD_WIN_TRY_* bytes). */
 static void zstd_lost(struct lm__zstd_pol *z)
 {
-	z->wait_next = z->wait_next ? z->wait_next * 2 : 1;
+	int m = z->plain; /* the mode kept */
+	bool far = z->rate[m] >= 2 * z->rate[!m];
+	z->wait_next = far ? LM__ZSTD_MAX_WAIT : z->wait_next ? z->wait_next * 2 : 1;
 	if (z->wait_next > LM__ZSTD_MAX_WAIT)
 		z->wait_next = LM__ZSTD_MAX_WAIT;
 	z->wait = z->wait_next;
@@ -95,16 +117,20 @@ static void zstd_lost(struct lm__zstd_pol *z)
 static void zstd_window_end(struct lm__zstd_pol *z)
 {
 	int m = z->plain;
-	z->rate[m] = z->win_time > 0 ? (double)z->win_bytes / z->win_time : 1e18;
-	if (m)
+	z->rate[m] = window_rate(z);
+	if (m) {
 		z->plain_windows++;
-	else
+		if (z->win_wire)
+			z->plain_write = z->win_write / (double)z->win_wire;
+	} else {
 		z->zstd_windows++;
-	z->win_bytes = 0;
-	z->win_time = 0;
+	}
+	z->win_bytes = z->win_wire = 0;
+	z->win_enc = z->win_write = 0;
+	z->switched = false;
 	if (!z->rate[!m]) {
 		/* The other mode was never measured: now. */
-		z->plain = !m;
+		set_mode(z, !m);
 		z->trying = true;
 		return;
 	}
@@ -113,35 +139,46 @@ static void zstd_window_end(struct lm__zstd_pol *z)
 	int best = z->rate[1] > z->rate[0] * 1.02;
 	if (z->trying) {
 		z->trying = false;
-		if (best != m) {
+		set_mode(z, best);
+		if (best != m)
 			zstd_lost(z); /* the tried mode lost: back to the chosen one */
-		} else {
+		else
 			z->wait = 1; /* it won: the next window confirms it */
-		}
-		z->plain = best;
 		return;
 	}
 	if (best != m) {
 		/* The chosen mode measured slower than the other's last figure
 		 * (a switch that did not hold up, or the link changed). */
-		z->plain = best;
+		set_mode(z, best);
 		zstd_lost(z);
 		return;
 	}
 	if (z->wait)
 		z->wait--;
 	if (!z->wait) {
-		z->plain = !m;
+		set_mode(z, !m);
 		z->trying = true;
 	}
 }
 
-void lm__zstd_account(struct lm__zstd_pol *z, uint64_t raw, double seconds)
+void lm__zstd_encoded(struct lm__zstd_pol *z, uint64_t raw, uint64_t wire, double seconds)
 {
+	if (z->plain && z->fill) {
+		z->fill -= raw < z->fill ? raw : z->fill;
+		return;
+	}
 	z->win_bytes += raw;
-	z->win_time += seconds;
+	z->win_wire += wire;
+	z->win_enc += seconds;
 	if (z->win_bytes >= zstd_window(z))
 		zstd_window_end(z);
+}
+
+void lm__zstd_wrote(struct lm__zstd_pol *z, double seconds)
+{
+	if (z->plain && z->fill)
+		return;
+	z->win_write += seconds;
 }
 
 /* ---- the encoder ------------------------------------------------------------ */
@@ -160,12 +197,12 @@ int lm__lane_put(struct lm__lane *l, uint64_t p, uint32_t n, const uint8_t *host
 	}
 	double t0 = lm__now();
 	size_t len = (size_t)n * LM_PAGE_SIZE;
+	size_t before = l->out->len;
 	if (l->use_zstd && lm__zstd_next(&l->zpol)) {
 		/* Copy first: compression and digest must see the same bytes. */
 		memcpy(l->scratch, host, len);
 		if (l->use_digest)
 			lm_digest_pages(l->digest, p, n, l->scratch);
-		size_t before = l->out->len;
 		uint8_t used = LM_ENC_RAW;
 		err = lm_stream_put_run_data(l->s, l->out, p, n, l->scratch, LM_ENC_ZSTD, &used);
 		if (err)
@@ -189,14 +226,14 @@ int lm__lane_put(struct lm__lane *l, uint64_t p, uint32_t n, const uint8_t *host
 	l->data_pages += n;
 	l->data_time += dt;
 	if (l->use_zstd && !l->zstd_always)
-		lm__zstd_account(&l->zpol, len, dt);
+		lm__zstd_encoded(&l->zpol, len, l->out->len - before, dt);
 	return 0;
 }
 
 void lm__lane_wrote(struct lm__lane *l, double seconds)
 {
 	if (l->use_zstd && !l->zstd_always)
-		lm__zstd_account(&l->zpol, 0, seconds);
+		lm__zstd_wrote(&l->zpol, seconds);
 }
 
 /* ---- sender channels -------------------------------------------------------- */

@@ -153,27 +153,43 @@ int lm__pc_src_run(struct lm__pc_src *p);
  *    2, 4 ... up to LM__ZSTD_MAX_WAIT windows (a switch that the next
  *    window reverses counts as a loss too). On a link that the CPU
  *    outruns (loopback) compression switches itself off; on a slow link it
- *    stays on; compress-always skips the windows (docs/cli.md). */
+ *    stays on; compress-always skips the windows (docs/cli.md).
+ * A switch of mode meets the socket's and the link's buffers as the other
+ * mode left them, which would bias both tries towards plain on a slow
+ * link (measured at 1 Gbit/s here: a zstd try blocked behind plain data
+ * still queued, 70 MB/s, against a plain try that filled empty buffers,
+ * 215 MB/s; the link carries 125). So the first plain window after zstd
+ * sends LM__ZSTD_FILL raw bytes unmeasured first, and the first zstd
+ * window after plain is charged its own encoding time plus its wire bytes
+ * at the write time per byte that plain measured, not the writes it
+ * waited for. */
 #define LM__ZSTD_MAX_BACKOFF 64u
 #define LM__ZSTD_WIN_TRY_ZSTD (1ull << 20)  /* measuring zstd: CPU-bound, short */
-#define LM__ZSTD_WIN_TRY_PLAIN (8ull << 20) /* measuring plain: past the socket buffer */
+#define LM__ZSTD_WIN_TRY_PLAIN (8ull << 20) /* measuring plain, after the fill */
+#define LM__ZSTD_FILL (8ull << 20)	    /* a plain try's first bytes: the buffers fill */
 #define LM__ZSTD_WIN (16ull << 20)	    /* the chosen mode's windows */
-#define LM__ZSTD_MAX_WAIT 16u
+#define LM__ZSTD_MAX_WAIT 32u
 struct lm__zstd_pol {
 	unsigned skip, backoff; /* per run */
 	bool plain;		/* this window sends without trying zstd */
 	bool trying;		/* this window measures the mode that is not chosen */
+	bool switched;		/* this window's mode differs from the last window's */
+	uint64_t fill;		/* raw bytes of this plain window still unmeasured */
 	uint64_t win_bytes;	/* raw data bytes in this window */
-	double win_time;	/* busy seconds in this window */
+	uint64_t win_wire;	/* their encoded bytes */
+	double win_enc, win_write; /* busy seconds in this window: encoding, writing */
 	double rate[2];		/* raw bytes/s last measured: [0] zstd, [1] plain; 0 unknown */
+	double plain_write;	/* seconds of writing per wire byte in the last plain window */
 	unsigned wait, wait_next; /* chosen-mode windows before the next try */
 	uint64_t plain_windows, zstd_windows;
 };
 bool lm__zstd_next(struct lm__zstd_pol *z); /* try compressing this run? */
 void lm__zstd_result(struct lm__zstd_pol *z, size_t raw, size_t packed); /* packed 0: sent raw */
-/* The lane spent `seconds` busy on `raw` bytes of page data (encoding) or
- * on writing (raw 0). */
-void lm__zstd_account(struct lm__zstd_pol *z, uint64_t raw, double seconds);
+/* The lane spent `seconds` encoding `raw` bytes of page data into `wire`
+ * bytes of records. */
+void lm__zstd_encoded(struct lm__zstd_pol *z, uint64_t raw, uint64_t wire, double seconds);
+/* The lane spent `seconds` writing its output. */
+void lm__zstd_wrote(struct lm__zstd_pol *z, double seconds);
 
 /* One connection's page encoder: its stream state, output buffer, digest
  * (or a view of it) and counters. */

@@ -378,8 +378,8 @@ static uint64_t zstd_feed(struct lm__zstd_pol *z, uint64_t total, double ns_zstd
 		bool plain = z->plain;
 		if (!plain)
 			zbytes += 1u << 20;
-		lm__zstd_account(z, 1u << 20, (1u << 20) * (plain ? ns_plain : ns_zstd) * 1e-9);
-		lm__zstd_account(z, 0, 0); /* a write that took no time */
+		lm__zstd_encoded(z, 1u << 20, 1u << 19, (1u << 20) * (plain ? ns_plain : ns_zstd) * 1e-9);
+		lm__zstd_wrote(z, 0); /* a write that took no time */
 	}
 	return zbytes;
 }
@@ -407,10 +407,10 @@ static void test_zstd_window(void **state)
 	assert_false(y.plain);
 	assert_true(zb > gib * 85 / 100);
 	/* The link changes: from slow to fast, zstd goes off within the
-	 * longest wait (16 windows of 16 MiB) plus a try; and back. */
-	zstd_feed(&y, 512ull << 20, 3.6, 0.7);
+	 * longest wait (32 windows of 16 MiB) plus a try; and back. */
+	zstd_feed(&y, 1ull << 30, 3.6, 0.7);
 	assert_true(y.plain);
-	zstd_feed(&y, 512ull << 20, 3.6, 8.0);
+	zstd_feed(&y, 1ull << 30, 3.6, 8.0);
 	assert_false(y.plain);
 	/* The per-run backoff still applies in the zstd windows. */
 	lm__zstd_result(&y, 4096, 0);
@@ -418,11 +418,71 @@ static void test_zstd_window(void **state)
 	assert_true(lm__zstd_next(&y));
 }
 
+/*
+ * A link with buffers: raw runs of 1 MiB, encoded at enc_zstd or
+ * enc_plain ns per raw byte (zstd makes `ratio` wire bytes of each raw
+ * byte), written into `buf` bytes of socket and link buffers that drain at
+ * `link` bytes per ns; a write blocks while the buffers are full. The
+ * policy's clocks are what the lane would measure. Returns the raw bytes
+ * sent with zstd tried; *ns: the simulated time.
+ */
+static uint64_t zstd_link(struct lm__zstd_pol *z, uint64_t total, double enc_zstd, double enc_plain, double ratio,
+			  double link, double buf, double *ns)
+{
+	uint64_t zbytes = 0;
+	double t = 0, q = 0; /* ns, bytes queued */
+	const double raw = 1u << 20;
+	for (uint64_t done = 0; done < total; done += 1u << 20) {
+		bool plain = z->plain;
+		double enc = raw * (plain ? enc_plain : enc_zstd), wire = plain ? raw : raw * ratio;
+		if (!plain)
+			zbytes += 1u << 20;
+		t += enc;
+		q = q > enc * link ? q - enc * link : 0;
+		lm__zstd_encoded(z, 1u << 20, (uint64_t)wire, enc * 1e-9);
+		double wait = q + wire > buf ? (q + wire - buf) / link : 0;
+		t += wait;
+		q = q + wire - wait * link;
+		lm__zstd_wrote(z, wait * 1e-9);
+	}
+	*ns += t;
+	return zbytes;
+}
+
+/* The buffers a switch of mode meets do not decide: on a 1 Gbit/s-like
+ * link with 8 MiB of buffers (zstd 3 ns/B at a ratio of 0.29, plain
+ * 0.7 ns/B, the link 8 ns/B) zstd keeps most of the bytes and the run
+ * takes not much longer than zstd alone; on a fast link (0.4 ns/B) plain
+ * does. */
+static void test_zstd_buffers(void **state)
+{
+	(void)state;
+	const uint64_t gib = 1ull << 30;
+	const double buf = 8u << 20;
+	struct lm__zstd_pol z = {0};
+	double ns = 0, alone = 0;
+	uint64_t zb = zstd_link(&z, gib, 3.0, 0.7, 0.29, 0.125, buf, &ns);
+	assert_false(z.plain);
+	assert_true(zb > gib * 90 / 100);
+	alone = (double)gib * 3.0; /* zstd alone is CPU-bound: 0.29 x 8 < 3 ns/B */
+	assert_true(ns < alone * 1.15);
+	/* Fast link: plain. */
+	struct lm__zstd_pol y = {0};
+	ns = 0;
+	zb = zstd_link(&y, gib, 3.0, 0.7, 0.29, 2.5, buf, &ns);
+	assert_true(y.plain);
+	assert_true(zb < gib * 5 / 100);
+	/* The slow link again: back to zstd within the longest wait. */
+	zstd_link(&y, 1ull << 30, 3.0, 0.7, 0.29, 0.125, buf, &ns);
+	assert_false(y.plain);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_zstd_policy),
 	    cmocka_unit_test(test_zstd_window),
+	    cmocka_unit_test(test_zstd_buffers),
 	    cmocka_unit_test(test_four_channels),
 	    cmocka_unit_test(test_fast_writer),
 	    cmocka_unit_test(test_channels_zstd),
