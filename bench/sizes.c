@@ -101,6 +101,7 @@ struct run {
 	bool done;
 	char status[16];                /* completed, failed, timeout, error */
 	double total_ms, pause_ms;      /* total-time; downtime-us / 1000 (QEMU: downtime) */
+	double setup_ms, normal;        /* setup-time (ms); ram.normal (data pages sent) */
 	double exp_ms;                  /* last expected-downtime while active */
 	double part_ms[4];              /* livemig's downtime-breakdown, in the order of part_name */
 	bool exp_polled;                /* else from the final report (never seen active) */
@@ -386,6 +387,8 @@ static void take_stats(struct run *r, struct json_object *st, bool qemu)
 	r->sync_us = lm_bench_jnum(ram, "dirty-sync-us");
 	r->sync_max_us = lm_bench_jnum(ram, "dirty-sync-max-us");
 	r->bytes = lm_bench_jnum(ram, "transferred");
+	r->setup_ms = lm_bench_jnum(st, "setup-time");
+	r->normal = lm_bench_jnum(ram, "normal");
 	const char *ds = lm_bench_jstr(st, "dirty-source");
 	snprintf(r->dirty_source, sizeof(r->dirty_source), "%s", ds ? ds : "");
 	const char *vs = lm_bench_jstr(v, "status");
@@ -519,6 +522,7 @@ static void run_init(struct run *r)
 	memset(r, 0, sizeof(*r));
 	r->done = true;
 	r->total_ms = r->pause_ms = r->exp_ms = r->rounds = r->syncs = NAN;
+	r->setup_ms = r->normal = NAN;
 	r->sync_us = r->sync_max_us = r->bytes = r->kvm_gib = NAN;
 	for (int i = 0; i < 4; i++)
 		r->part_ms[i] = NAN;
@@ -1078,6 +1082,8 @@ static struct json_object *run_json(const struct run *r)
 	struct json_object *j = json_object_new_object();
 	json_object_object_add(j, "status", json_object_new_string(r->status));
 	json_object_object_add(j, "total-time", jd(r->total_ms));
+	json_object_object_add(j, "setup-time", jd(r->setup_ms));
+	json_object_object_add(j, "normal-pages", jd(r->normal));
 	json_object_object_add(j, "pause-ms", jd(r->pause_ms));
 	json_object *bd = json_object_new_object();
 	for (int i = 0; i < 4; i++)
@@ -1545,8 +1551,9 @@ int lm_bench_sizes(int argc, char **argv)
 			       lm_bench_fmt(b, sizeof(b), r->bytes, 1e6, 1), r->src_verify, r->digest, r->guest,
 			       lm_bench_fmt(kv, sizeof(kv), r->kvm_gib, 1, 2), r->wall_s);
 			if (!isnan(r->part_ms[0]))
-				printf("      pause: stop %.2f + device state %.2f + ram %.2f + result %.2f ms\n",
-				       r->part_ms[0], r->part_ms[1], r->part_ms[2], r->part_ms[3]);
+				printf("      pause: stop %.2f + device state %.2f + ram %.2f + result %.2f ms; "
+				       "setup %.0f ms, %.0f data pages sent\n",
+				       r->part_ms[0], r->part_ms[1], r->part_ms[2], r->part_ms[3], r->setup_ms, r->normal);
 			if (r->err[0])
 				printf("      %s\n", r->err);
 			fflush(stdout);

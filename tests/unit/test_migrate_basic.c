@@ -75,6 +75,21 @@ static void start_compared(struct fixture *f, bool sim)
 	assert_int_equal(lm_test_receiver_start(&f->rx, f->fds[1]), 0);
 }
 
+/* Send with p (NULL: the defaults), then join the receiver and stop the
+ * writer; both sides' errors are printed if either failed. After a
+ * completed migration the workload stays paused: the counters the caller
+ * checks are final. */
+static int send_and_join(struct fixture *f, const struct lm_migrate_params *p, struct lm_migrate_stats *st,
+			 int *rerr)
+{
+	int err = lm_migrate_send(f->fds[0], f->r, 2, f->src, &lm_test_writer_ops, &f->w, p, st);
+	*rerr = lm_test_receiver_join_after(&f->rx, f->fds[0], err);
+	lm_test_writer_stop(&f->w);
+	if (err || *rerr)
+		print_message("sender: %s\nreceiver: %s\n", st->error, f->rx.st.error);
+	return err;
+}
+
 static void migrate_live(bool sim)
 {
 	struct fixture f;
@@ -84,13 +99,7 @@ static void migrate_live(bool sim)
 	p.downtime_limit_ms = 5; /* several rounds before it converges */
 	p.max_rounds = 6;
 	struct lm_migrate_stats st;
-	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
-	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
-	/* After a completed migration the workload stays paused; the
-	 * counters checked below are final. */
-	lm_test_writer_stop(&f.w);
-	if (err || rerr)
-		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
+	int rerr, err = send_and_join(&f, &p, &st, &rerr);
 	assert_int_equal(err, 0);
 	assert_int_equal(rerr, 0);
 	assert_true(f.rx.st.digest_ok);
@@ -319,11 +328,7 @@ static void catch_up_case(bool receiver_has_it)
 	assert_int_equal(lm_test_writer_start(&f.w), 0);
 	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
 	struct lm_migrate_stats st;
-	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, NULL, &st);
-	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
-	lm_test_writer_stop(&f.w);
-	if (err || rerr)
-		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
+	int rerr, err = send_and_join(&f, NULL, &st, &rerr);
 	assert_int_equal(err, 0);
 	assert_int_equal(rerr, 0);
 	assert_true(f.rx.st.digest_ok);
