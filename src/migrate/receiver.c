@@ -130,6 +130,7 @@ struct recv {
 	bool prepared; /* PREPARE answered with READY */
 	bool setup_called;
 	bool accept_sent; /* after ACCEPT, failures are answered with RESULT */
+	int placers_unstarted; /* connections whose placer thread could not start (atomic) */
 	uint64_t dig_lo, dig_hi, dig_npages;
 	lm_skip_map *skip; /* the workload's, when skip-balloon was accepted */
 	struct lm__filler fill; /* UFFDIO_COPY into fresh destination memory */
@@ -520,6 +521,8 @@ static bool placer_ready(struct lane *l)
 		pthread_mutex_destroy(&p->mu);
 		pthread_cond_destroy(&p->cv);
 		p->failed_start = true;
+		/* Placed in line from here on: the report says so (fill). */
+		__atomic_add_fetch(&l->r->placers_unstarted, 1, __ATOMIC_RELAXED);
 		return false;
 	}
 	p->on = true;
@@ -1705,6 +1708,10 @@ int lm_migrate_receive(int fd, const struct lm_receive_params *p, const struct l
 
 out:
 	lanes_close(&r);
+	if (r.placers_unstarted)
+		snprintf(r.st->fill, sizeof(r.st->fill),
+			 "uffdio-copy (in line on %d connection(s): no placer thread, out of memory or threads)",
+			 r.placers_unstarted);
 	r.st->pages_data += r.main.pages_data;
 	r.st->pages_zero += r.main.pages_zero;
 	free(r.main.payload);

@@ -18,6 +18,7 @@
  * pages written while the VM was being built.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1108,6 +1109,286 @@ static void test_postcopy(void **state)
 		"mandatory capability postcopy-ram is switched off here", LM_REC_REFUSE);
 }
 
+/* ---- crafted channel connections (multifd, docs/stream.md 3.16) ---- */
+
+/* Layout pages by stripe of 64 with 2 channels: R0 [0, 64) is stripe 0
+ * (channel 0); R1 [1000, 1024) is in stripe 15 (channel 1), [1024, 1032)
+ * in stripe 16 (channel 0). */
+#define CH_STRIPE 64u
+#define CH_SESSION 0x5e55104e5e55104eull
+
+struct chnet {
+	int pipe[2]; /* receiver ends of the channel connections, in order */
+};
+
+static int chnet_accept(void *arg, int timeout_ms)
+{
+	struct chnet *n = arg;
+	struct pollfd p = {.fd = n->pipe[0], .events = POLLIN};
+	if (poll(&p, 1, timeout_ms) <= 0)
+		return -ETIMEDOUT;
+	int fd;
+	return read(n->pipe[0], &fd, sizeof(fd)) == sizeof(fd) ? fd : -EIO;
+}
+
+/* The main connection of a two-channel migration: HELLO with multifd,
+ * CHANNELS, one round whose pages are all on the channels, the last SYNC,
+ * DIGEST, END, COMMIT. */
+static void ch_main(struct sb *x)
+{
+	hello(x, &(struct hello_opts){.offered = LM_CAP_MULTIFD});
+	mark(x);
+	assert_int_equal(lm_stream_put_channels(&x->b, 2, CH_STRIPE, CH_SESSION), 0);
+	round_rec(x, 1);
+	mark(x);
+	assert_int_equal(lm_stream_put_sync(&x->b, 1, LM_SYNC_LAST), 0);
+	digest_rec(x);
+	end_rec(x);
+	commit_rec(x);
+}
+
+static void ch_hello(struct sb *x, uint32_t index, uint64_t session)
+{
+	lm_stream_region r[2] = {{R0_FIRST, R0_PAGES}, {R1_FIRST, R1_PAGES}};
+	assert_int_equal(lm_stream_layout_init(&x->s.layout, r, 2, NULL), 0);
+	x->s.caps = LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | LM_CAP_MULTIFD;
+	mark(x);
+	assert_int_equal(lm_stream_put_channel(&x->b, index, session), 0);
+}
+
+static void ch_data(struct sb *x, uint64_t first, uint32_t n, uint8_t enc)
+{
+	uint8_t used;
+	mark(x);
+	assert_int_equal(lm_stream_put_run_data(&x->s, &x->b, first, n, src_page(first), enc, &used), 0);
+}
+
+static void ch_zero(struct sb *x, uint64_t first, uint32_t n)
+{
+	mark(x);
+	assert_int_equal(lm_stream_put_run_empty(&x->b, LM_RUN_ZERO, first, n), 0);
+}
+
+static void ch_sync(struct sb *x, uint64_t seq, uint32_t flags)
+{
+	mark(x);
+	assert_int_equal(lm_stream_put_sync(&x->b, seq, flags), 0);
+}
+
+/* Channel 0's and 1's records of the round, without their CHANNEL frames
+ * and the last SYNC (cases append to them). */
+static void ch0_pages(struct sb *x)
+{
+	ch_data(x, 0, 40, LM_ENC_RAW);
+	ch_zero(x, 40, 24);
+	ch_zero(x, 1024, 8);
+}
+
+static void ch1_pages(struct sb *x)
+{
+	ch_data(x, 1000, 16, LM_ENC_ZSTD);
+	ch_zero(x, 1016, 8);
+}
+
+struct ch_case {
+	const char *what;
+	/* builds channel k's connection(s); more than one: in this order */
+	void (*build[4])(struct sb *);
+	const char *expect; /* NULL: the migration completes, memory exact */
+};
+
+/*
+ * Feeds ch_main() on the main connection and each built channel stream on
+ * a connection of its own, queued for accept_channel in the order given,
+ * then checks the outcome.
+ */
+static void ch_run(const struct ch_case *c)
+{
+	struct chnet net;
+	struct sb m, ch[4];
+	struct feed f[5];
+	pthread_t th[5];
+	int sv[5][2];
+	unsigned n = 0;
+	struct gdest d;
+	struct outcome o;
+	memset(&d, 0, sizeof(d));
+	memset(&o, 0, sizeof(o));
+	memset(f, 0, sizeof(f));
+	assert_int_equal(pipe(net.pipe), 0);
+	sb_init(&m);
+	ch_main(&m);
+	while (n < 4 && c->build[n]) {
+		sb_init(&ch[n]);
+		c->build[n](&ch[n]);
+		n++;
+	}
+	for (unsigned i = 0; i <= n; i++) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
+		f[i].fd = sv[i][0];
+		f[i].p = i == 0 ? m.b.data : ch[i - 1].b.data;
+		f[i].n = i == 0 ? m.b.len : ch[i - 1].b.len;
+		assert_int_equal(pthread_create(&th[i], NULL, feeder, &f[i]), 0);
+		if (i > 0)
+			assert_int_equal(write(net.pipe[1], &sv[i][1], sizeof(int)), (ssize_t)sizeof(int));
+	}
+	struct lm_receive_params rp = {
+	    .idle_timeout_ms = 3000, .accept_channel = chnet_accept, .channel_arg = &net};
+	o.err = lm_migrate_receive(sv[0][1], &rp, &gd_ops, &d, &o.st);
+	snprintf(o.msg, sizeof(o.msg), "%s", o.st.error);
+	o.finish_calls = d.finish_calls;
+	o.finish_err = d.finish_err;
+	if (!c->expect) {
+		if (o.err)
+			fail_msg("%s: failed: %s", c->what, o.msg);
+		assert_true(o.st.digest_ok);
+		assert_int_equal(o.st.channels, 2);
+		assert_memory_equal(d.r[0].host, src_mem, R0_PAGES * LM_PAGE_SIZE);
+		assert_memory_equal(d.r[1].host, src_mem + R0_PAGES * LM_PAGE_SIZE, R1_PAGES * LM_PAGE_SIZE);
+	}
+	/* Connections the receiver never took are ours to close; the ones
+	 * it took it closed. Then every feeder sees its peer gone. */
+	int fd;
+	struct pollfd pp = {.fd = net.pipe[0], .events = POLLIN};
+	while (poll(&pp, 1, 0) > 0 && read(net.pipe[0], &fd, sizeof(fd)) == sizeof(fd))
+		close(fd);
+	shutdown(sv[0][1], SHUT_RDWR);
+	for (unsigned i = 0; i <= n; i++) {
+		pthread_join(th[i], NULL);
+		close(sv[i][0]);
+	}
+	close(sv[0][1]);
+	close(net.pipe[0]);
+	close(net.pipe[1]);
+	gd_free(&d);
+	if (c->expect) {
+		print_message("        %s\n", o.msg);
+		decode_answers(&f[0], &o);
+		assert_rejected_with(&o, c->what, c->expect);
+		/* The sender is told why, on the main connection. */
+		if (o.last_type != LM_REC_RESULT || o.last_code == 0 || !strstr(o.last_text, c->expect))
+			fail_msg("%s: the answer (type 0x%04x, code %d, \"%s\") does not carry the error", c->what,
+				 o.last_type, o.last_code, o.last_text);
+	}
+	sb_fini(&m);
+	for (unsigned i = 0; i < n; i++)
+		sb_fini(&ch[i]);
+}
+
+static void c0_ok(struct sb *x)
+{
+	ch_hello(x, 0, CH_SESSION);
+	ch0_pages(x);
+	ch_sync(x, 1, LM_SYNC_LAST);
+}
+
+static void c1_ok(struct sb *x)
+{
+	ch_hello(x, 1, CH_SESSION);
+	ch1_pages(x);
+	ch_sync(x, 1, LM_SYNC_LAST);
+}
+
+/* Leftovers a receiver must close without failing the migration. */
+static void c_other_session(struct sb *x)
+{
+	ch_hello(x, 0, CH_SESSION ^ 1);
+	ch0_pages(x);
+}
+
+static void c_index_out_of_range(struct sb *x)
+{
+	ch_hello(x, 2, CH_SESSION);
+}
+
+static void c_not_channel(struct sb *x)
+{
+	hello(x, NULL);
+}
+
+/* Hostile channel 0 streams. */
+static void c0_wrong_stripe(struct sb *x)
+{
+	ch_hello(x, 0, CH_SESSION);
+	ch0_pages(x);
+	ch_data(x, 1002, 2, LM_ENC_RAW); /* stripe 15: channel 1's */
+	ch_sync(x, 1, LM_SYNC_LAST);
+}
+
+static void c1_two_stripes(struct sb *x)
+{
+	ch_hello(x, 1, CH_SESSION);
+	ch_data(x, 1020, 8, LM_ENC_RAW); /* [1020, 1028): stripes 15 and 16 */
+	ch_sync(x, 1, LM_SYNC_LAST);
+}
+
+static void c0_device(struct sb *x)
+{
+	ch_hello(x, 0, CH_SESSION);
+	ch0_pages(x);
+	uint64_t blob[1] = {7};
+	mark(x);
+	assert_int_equal(lm_stream_put_device(&x->b, "dev0", blob, sizeof(blob)), 0);
+	ch_sync(x, 1, LM_SYNC_LAST);
+}
+
+static void c0_sync_skips(struct sb *x)
+{
+	ch_hello(x, 0, CH_SESSION);
+	ch0_pages(x);
+	ch_sync(x, 2, LM_SYNC_LAST);
+}
+
+static void c0_truncated(struct sb *x)
+{
+	c0_ok(x);
+	x->b.len = x->frames[1] + LM_FRAME_HDR + LM_RUN_HDR + 100; /* inside the first RAW run */
+}
+
+static void c0_bitflip(struct sb *x)
+{
+	c0_ok(x);
+	x->b.data[x->frames[1] + LM_FRAME_HDR + LM_RUN_HDR + 5000] ^= 0x10; /* page data of the first run */
+}
+
+static void c0_zero_after_data(struct sb *x)
+{
+	/* Pages sent as data, then claimed zero on the same channel: the
+	 * later version wins, and the digest (of the data) no longer
+	 * matches what was placed. */
+	ch_hello(x, 0, CH_SESSION);
+	ch0_pages(x);
+	ch_zero(x, 0, 4);
+	ch_sync(x, 1, LM_SYNC_LAST);
+}
+
+/* Crafted channel connections: leftovers are closed without harm, a
+ * hostile channel fails the migration with the channel named, on both the
+ * receiver and (RESULT on the main connection) the sender. */
+static void test_crafted_channels(void **state)
+{
+	(void)state;
+	const struct ch_case cases[] = {
+	    {"two valid channels", {c0_ok, c1_ok}, NULL},
+	    {"channels in reverse order", {c1_ok, c0_ok}, NULL},
+	    {"a leftover of another session first", {c_other_session, c0_ok, c1_ok}, NULL},
+	    {"a channel index out of range first", {c_index_out_of_range, c1_ok, c0_ok}, NULL},
+	    {"a connection that starts with HELLO", {c0_ok, c_not_channel, c1_ok}, NULL},
+	    {"channel 0 connected twice", {c0_ok, c0_wrong_stripe, c1_ok}, NULL},
+	    {"a run of another channel's stripe", {c0_wrong_stripe, c1_ok}, "channel 0: RAM run pages [1002, 1004)"},
+	    {"a run across two stripes", {c0_ok, c1_two_stripes}, "spans two stripes"},
+	    {"DEVICE on a channel", {c0_device, c1_ok}, "channel 0: unexpected DEVICE record on a channel"},
+	    {"a SYNC out of sequence", {c0_sync_skips, c1_ok}, "channel 0: SYNC 2 after SYNC 0"},
+	    {"a channel cut inside a run", {c0_truncated, c1_ok}, "channel 0"},
+	    {"a bit flipped in a channel's page", {c0_bitflip, c1_ok}, "channel 0"},
+	    {"data then zero for the same pages", {c0_zero_after_data, c1_ok}, "digest"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		print_message("      %s\n", cases[i].what);
+		ch_run(&cases[i]);
+	}
+}
+
 static void test_crafted(void **state)
 {
 	const uint16_t RF = LM_REC_REFUSE, RS = LM_REC_RESULT;
@@ -1482,6 +1763,7 @@ int main(void)
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_bitflips),
 		cmocka_unit_test(test_crafted),
+		cmocka_unit_test(test_crafted_channels),
 		cmocka_unit_test(test_postcopy),
 		cmocka_unit_test(test_vm_incoming),
 		cmocka_unit_test(test_vm_layouts),
