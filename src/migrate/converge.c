@@ -74,7 +74,16 @@ void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out)
 	bool pc_asked = in->postcopy && (in->postcopy_now || (in->postcopy_after && in->round >= in->postcopy_after));
 	bool pc_due = pc_asked || (in->postcopy && !in->postcopy_after &&
 				   (out->last || (in->bw > 0 && in->dirty_rate * LM_PAGE_SIZE > in->bw / 2)));
-	if ((out->expected_s > in->limit_s || pc_asked) && pc_due) {
+	/*
+	 * Until the destination said READY, the round trip may be known only
+	 * from HELLO to ACCEPT, which includes the destination's own setup
+	 * (seconds when it builds a huge VM then): whether a pause fits is
+	 * judged without it, so that the destination is asked to get ready
+	 * (PREPARE), and READY measures the round trip again. The published
+	 * estimate keeps every part.
+	 */
+	double judged = in->prepared ? out->expected_s : out->expected_s - in->rtt_s;
+	if ((judged > in->limit_s || pc_asked) && pc_due) {
 		/* The post-copy pause carries no pages: the harvest, the list
 		 * of dirty pages, the destination dropping its stale copies of
 		 * them, a round trip and the workload's part. */
@@ -84,7 +93,7 @@ void lm__converge(const struct lm__conv_in *in, struct lm__conv_out *out)
 		out->act = in->prepared ? LM__CONV_POSTCOPY : LM__CONV_PREPARE;
 		return;
 	}
-	if (out->expected_s <= in->limit_s) {
+	if (judged <= in->limit_s) {
 		/*
 		 * It fits. Another round still pays when it would leave clearly
 		 * less behind: copying the remaining pages takes copy_s, during

@@ -125,6 +125,8 @@ const struct lm_workload_ops lm_test_writer_ops = {
 static int dest_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region *out)
 {
 	struct lm_test_dest *d = ctx;
+	if (d->setup_delay_ms)
+		usleep(d->setup_delay_ms * 1000u);
 	if (l->nregions > 8)
 		return -E2BIG;
 	for (uint32_t i = 0; i < l->nregions; i++) {

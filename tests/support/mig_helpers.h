@@ -44,6 +44,8 @@ struct lm_test_dest {
 	/* Optional hook: runs in finish() before memory is compared (e.g. hash it). */
 	void (*on_finish)(struct lm_test_dest *d, int err);
 	void *user;
+	/* setup (HELLO) takes this long first, as a VMM building its VM then. */
+	unsigned setup_delay_ms;
 	/* What the prepare op returns (0: ready); prepares counts its calls. */
 	int prepare_err;
 	int prepares;

@@ -357,6 +357,32 @@ static void test_catch_up_old_receiver(void **state)
 	catch_up_case(false);
 }
 
+/* A destination that takes 400 ms to answer HELLO (a VMM building its VM
+ * then): that round trip says nothing about the pause, which fits the
+ * 300 ms limit, so the migration switches over once READY measured the
+ * round trip again, long before its rounds run out. */
+static void test_slow_hello(void **state)
+{
+	(void)state;
+	struct fixture f;
+	fx_init(&f, true, 20u << 20);
+	lm_test_dest_compare_with(&f.rx.dest, f.r, 2);
+	f.rx.dest.setup_delay_ms = 400;
+	assert_int_equal(lm_test_writer_start(&f.w), 0);
+	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	struct lm_migrate_params p;
+	lm_migrate_params_default(&p);
+	p.max_rounds = 10;
+	struct lm_migrate_stats st;
+	int rerr, err = send_and_join(&f, &p, &st, &rerr);
+	assert_int_equal(err, 0);
+	assert_int_equal(rerr, 0);
+	assert_int_equal(f.rx.dest.mismatch, 0);
+	assert_true(st.rounds < 10);
+	assert_true(st.expected_downtime_ms < p.downtime_limit_ms);
+	fx_fini(&f);
+}
+
 /* Cancel from another thread while the rate limit keeps it in round 1. */
 static void test_cancel(void **state)
 {
@@ -490,6 +516,7 @@ int main(void)
 		cmocka_unit_test(test_live_sim),
 		cmocka_unit_test(test_live_uffd),
 		cmocka_unit_test(test_nonconverge),
+		cmocka_unit_test(test_slow_hello),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_destination_not_ready),
 		cmocka_unit_test(test_catch_up),
