@@ -11,6 +11,8 @@ struct lm__conv_in {
 	double dirty_rate;   /* pages/s the workload dirties */
 	uint64_t remaining;  /* pages dirty now */
 	double sync_s;	     /* the last harvest's cost: the pause harvests once more */
+	double fixed_s;	     /* the last round's time beyond copying its pages (its
+				harvests, scans, waits): what any round costs, 0 unknown */
 	double rtt_s;	     /* the shortest round trip seen on this connection */
 	double workload_s;   /* the workload's own part (ops->switchover_cost_us) */
 	unsigned round;	     /* rounds done, >= 1 */

@@ -157,6 +157,7 @@ struct lm_migration {
 	uint64_t round_data_pages;
 	double round_data_time;
 	double sync_time;
+	double round_fixed; /* the last round's seconds beyond copying its pages (lm__conv_in.fixed_s) */
 	double bw; /* bytes/s of guest data pages, last estimate (0: none yet) */
 	double last_publish;
 	/* Post-copy: asked for by lm_migration_start_postcopy (any thread);
@@ -714,6 +715,7 @@ static void decide(struct lm_migration *m, unsigned round, uint64_t left, struct
 		.dirty_rate = (double)m->st.dirty_pages_rate,
 		.remaining = left,
 		.sync_s = m->sync_time,
+		.fixed_s = m->round_fixed,
 		.rtt_s = m->rtt,
 		.workload_s = m->workload_s,
 		.round = round,
@@ -1731,6 +1733,10 @@ static int run(struct lm_migration *m)
 		if (dt < 1e-6)
 			dt = 1e-6;
 		estimate(m, dt);
+		/* What this round cost beyond its pages: harvests, scans, waits. */
+		m->round_fixed = dt - (m->bw > 0 ? (double)m->round_pages * LM_PAGE_SIZE / m->bw : 0);
+		if (m->round_fixed < 0)
+			m->round_fixed = 0;
 		m->rate_pages += (double)m->round_new_dirty;
 		m->rate_time += dt;
 		m->st.dirty_pages_rate = (uint64_t)(m->rate_pages / m->rate_time);

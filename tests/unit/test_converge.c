@@ -34,6 +34,21 @@ static const struct row rows[] = {
 	 * the destination is still asked to get ready, and the estimate
 	 * shows the whole round trip; once READY measured the same 2 s, the
 	 * pause does not fit. */
+	/* 200 pages left, the guest dirties 12 800 a second and the harvest
+	 * costs 14 ms (the bitmap log of 1 TiB): any round leaves about 180,
+	 * so none pays. With a cheap harvest, another round does. */
+	{ "a harvest that dirties what a round saves: switch over",
+	  { BASE(3), .remaining = 200, .dirty_rate = 12800, .sync_s = 14 * MS, .prepared = true },
+	  LM__CONV_SWITCHOVER, false, -1 },
+	/* Rounds that cost 15 ms whatever they carry (two harvests and the
+	 * scans of the bitmap log): 326 pages left, and the next round would
+	 * leave about 200. */
+	{ "rounds with a fixed cost that dirties what they save: switch over",
+	  { BASE(3), .remaining = 326, .dirty_rate = 13000, .sync_s = 4 * MS, .fixed_s = 15 * MS, .prepared = true },
+	  LM__CONV_SWITCHOVER, false, -1 },
+	{ "a cheap harvest: another round",
+	  { BASE(3), .remaining = 200, .dirty_rate = 12800, .sync_s = 0.05 * MS, .prepared = true },
+	  LM__CONV_ROUND, false, -1 },
 	{ "slow handshake round trip, not ready: prepare",
 	  { BASE(3), .remaining = 0, .rtt_s = 2.0 }, LM__CONV_PREPARE, false, 2000 },
 	{ "slow round trip, ready: another round",
