@@ -1640,16 +1640,25 @@ static int switchover_postcopy(struct lm_migration *m)
 	double t_commit = lm__now();
 	publish(m);
 	lm__test_point("sender-postcopy-commit");
-	if ((m->s.caps & LM_CAP_COMMIT_ACK) && (err = wait_committed(m)))
-		return err;
-	m->st.commit_acked = (m->s.caps & LM_CAP_COMMIT_ACK) != 0;
-	for (;;) {
+	err = 0;
+	if (m->s.caps & LM_CAP_COMMIT_ACK) {
+		/* A link that breaks before COMMITTED is a break of the
+		 * post-copy like any later one: COMMIT was our promise, the
+		 * destination may run the guest, so we wait for a recovery
+		 * (or the operator) with the pending pages kept. */
+		err = wait_committed(m);
+		if (err && !broken_link(err))
+			return err;
+		m->st.commit_acked = !err;
+	}
+	for (bool broke = err != 0;;) {
+		/* The connection broke: wait for another, nothing is lost. */
+		if (broke && (err = postcopy_wait_resume(m)))
+			break;
 		err = postcopy_send(m);
 		if (!err || !broken_link(err))
 			break;
-		/* The connection broke: wait for another, nothing is lost. */
-		if ((err = postcopy_wait_resume(m)))
-			break;
+		broke = true;
 	}
 	m->st.postcopy_time_ms = (uint64_t)((lm__now() - t_commit) * 1000);
 	return err;
