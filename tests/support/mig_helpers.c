@@ -240,6 +240,25 @@ int lm_test_receiver_join_after(struct lm_test_receiver *r, int sender_fd, int s
 	return lm_test_receiver_join(r);
 }
 
+/* ---- channel connections handed over through a pipe ---- */
+
+int lm_test_fd_pipe_accept(int rfd, int timeout_ms)
+{
+	struct pollfd p = {.fd = rfd, .events = POLLIN};
+	if (poll(&p, 1, timeout_ms) <= 0)
+		return -ETIMEDOUT;
+	int fd;
+	return read(rfd, &fd, sizeof(fd)) == sizeof(fd) ? fd : -EIO;
+}
+
+void lm_test_fd_pipe_drain(int rfd)
+{
+	int fd;
+	struct pollfd p = {.fd = rfd, .events = POLLIN};
+	while (poll(&p, 1, 0) > 0 && read(rfd, &fd, sizeof(fd)) == sizeof(fd))
+		close(fd);
+}
+
 /* ---- proxy ---- */
 
 static void proxy_cut(struct lm_test_proxy *p)

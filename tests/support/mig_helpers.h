@@ -87,6 +87,14 @@ int lm_test_receiver_join(struct lm_test_receiver *r);
  */
 int lm_test_receiver_join_after(struct lm_test_receiver *r, int sender_fd, int send_err);
 
+/* ---- channel connections handed over through a pipe ---- */
+/* A receive's accept_channel over pipe[0], where a test writes the fds of
+ * the channel connections (an int each): the next one, -ETIMEDOUT, or
+ * -EIO. */
+int lm_test_fd_pipe_accept(int rfd, int timeout_ms);
+/* Closes the fds still waiting in the pipe (connections never taken). */
+void lm_test_fd_pipe_drain(int rfd);
+
 /* ---- cutting proxy ---- */
 enum lm_test_cut_mode {
 	LM_CUT_BOTH = 0,     /* close both sides */

@@ -4,7 +4,6 @@
  * ordering rule), a channel cut at several points (the error names it, the
  * workload runs on, a retry works), and the compression policy. */
 #include <errno.h>
-#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -54,11 +53,7 @@ static int net_connect(void *arg, unsigned index)
 static int net_accept(void *arg, int timeout_ms)
 {
 	struct net *n = arg;
-	struct pollfd p = {.fd = n->pipe[0], .events = POLLIN};
-	if (poll(&p, 1, timeout_ms) <= 0)
-		return -ETIMEDOUT;
-	int fd;
-	return read(n->pipe[0], &fd, sizeof(fd)) == sizeof(fd) ? fd : -EIO;
+	return lm_test_fd_pipe_accept(n->pipe[0], timeout_ms);
 }
 
 static void net_init(struct net *n)
@@ -72,10 +67,7 @@ static void net_fini(struct net *n)
 {
 	if (n->proxy_on)
 		lm_test_proxy_join(&n->proxy);
-	int fd;
-	struct pollfd p = {.fd = n->pipe[0], .events = POLLIN};
-	while (poll(&p, 1, 0) > 0 && read(n->pipe[0], &fd, sizeof(fd)) == sizeof(fd))
-		close(fd);
+	lm_test_fd_pipe_drain(n->pipe[0]);
 	close(n->pipe[0]);
 	close(n->pipe[1]);
 }

@@ -18,7 +18,6 @@
  * pages written while the VM was being built.
  */
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,6 +36,7 @@
 #include "livemig/vmm_migrate.h"
 #include "migrate/internal.h"
 #include "support/dirty_check.h"
+#include "support/mig_helpers.h"
 
 /* The layout every stream announces: two regions far apart. */
 #define R0_FIRST 0u
@@ -1124,11 +1124,7 @@ struct chnet {
 static int chnet_accept(void *arg, int timeout_ms)
 {
 	struct chnet *n = arg;
-	struct pollfd p = {.fd = n->pipe[0], .events = POLLIN};
-	if (poll(&p, 1, timeout_ms) <= 0)
-		return -ETIMEDOUT;
-	int fd;
-	return read(n->pipe[0], &fd, sizeof(fd)) == sizeof(fd) ? fd : -EIO;
+	return lm_test_fd_pipe_accept(n->pipe[0], timeout_ms);
 }
 
 /* The main connection of a two-channel migration: HELLO with multifd,
@@ -1248,10 +1244,7 @@ static void ch_run(const struct ch_case *c)
 	}
 	/* Connections the receiver never took are ours to close; the ones
 	 * it took it closed. Then every feeder sees its peer gone. */
-	int fd;
-	struct pollfd pp = {.fd = net.pipe[0], .events = POLLIN};
-	while (poll(&pp, 1, 0) > 0 && read(net.pipe[0], &fd, sizeof(fd)) == sizeof(fd))
-		close(fd);
+	lm_test_fd_pipe_drain(net.pipe[0]);
 	shutdown(sv[0][1], SHUT_RDWR);
 	for (unsigned i = 0; i <= n; i++) {
 		pthread_join(th[i], NULL);
