@@ -85,7 +85,11 @@ static void postcopy_workload(const char *append, const char *key)
 	report_mig(append, &m);
 	expect_postcopy_done(&m, &src, &dst);
 	lm_live_mig_free(&m);
-	/* The destination said what post-copy did. */
+	/* The destination said what post-copy did: once, after its receive
+	 * returned, which may be just after the source's migrate did. */
+	char line[512];
+	assert_true(lm_live_wait_line(dst.out, "livemig incoming: post-copy:", 0, line, sizeof(line), dst.pid,
+				      LM_LIVE_DEADLINE_S));
 	assert_true(lm_live_count_file(dst.out, "livemig incoming: post-copy:", NULL, 0) == 1);
 	lm_live_expect_switchover(&src, &dst, key);
 	assert_int_equal(lm_live_vm_quit(&dst), 0);
