@@ -59,8 +59,11 @@
  * wire bytes from the same source memory over one raw connection of the
  * same kind (bench/raw.c: into a discard buffer, into fresh memory
  * populated ahead, into reused memory) and prints livemig's wire rate as a
- * ratio of the fresh one (its destination memory is fresh too); the raw
+ * ratio of the one into memory of the row's kind (/same); the raw
  * baselines run over loopback only, so veth and rate rows have none.
+ * --dest-memory fresh,reused: the receiver's memory mapped on HELLO
+ * (fresh, the default), or mapped and made present (zero) before the
+ * migration starts (reused, a destination that preallocates its RAM).
  *
  *   livemig bench migrate [--sizes 1G,4G,16G] [--kinds mostly-zero,...]
  *                         [--links loopback,veth,1gbit,...]
@@ -88,6 +91,10 @@
 #include "bench.h"
 #include "cli/cli.h"
 #include "livemig/migrate.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 enum kind { MOSTLY_ZERO, HALF_RANDOM, ALL_RANDOM, TEXT, NKINDS };
 static const char *const kind_names[NKINDS] = { "mostly-zero", "half-random", "all-random", "text" };
@@ -534,18 +541,45 @@ static const struct lm_workload_ops source_ops = {
 	.resume = idle_resume,
 };
 
+/* The destination's memory: mapped on HELLO (fresh: the receiver's copies
+ * make it present), or, for --dest-memory reused, mapped and made present
+ * (zero-filled) before the migration starts, as a destination that
+ * preallocates its guest RAM (QEMU's -mem-prealloc) has it. */
 struct dest {
 	void *mem;
 	size_t len;
+	bool ready; /* mem made present ahead for len bytes */
 	int finish_err;
 };
+
+static int dest_prealloc(struct dest *d, size_t len)
+{
+	d->mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (d->mem == MAP_FAILED) {
+		d->mem = NULL;
+		return -ENOMEM;
+	}
+	d->len = len;
+	if (madvise(d->mem, len, MADV_POPULATE_WRITE) < 0)
+		for (size_t o = 0; o < len; o += LM_PAGE_SIZE)
+			((volatile uint8_t *)d->mem)[o] = 0;
+	d->ready = true;
+	return 0;
+}
 
 static int dest_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region *out)
 {
 	struct dest *d = ctx;
 	if (l->nregions != 1)
 		return -EINVAL;
-	d->len = (size_t)out[0].npages * LM_PAGE_SIZE;
+	size_t len = (size_t)out[0].npages * LM_PAGE_SIZE;
+	if (d->ready) {
+		if (len != d->len)
+			return -EINVAL;
+		out[0].host = d->mem;
+		return 0;
+	}
+	d->len = len;
 	d->mem = mmap(NULL, d->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (d->mem == MAP_FAILED) {
 		d->mem = NULL;
@@ -637,6 +671,7 @@ struct row {
 	const struct link *link;
 	bool zstd;
 	unsigned channels;
+	bool reused; /* --dest-memory reused: the destination's memory present before the start */
 	bool skipped;
 	char why[240];
 	double fill_s;
@@ -690,8 +725,9 @@ static int run_case(struct row *row, bool uffd, bool progress)
 	if (progress) {
 		char sz[16];
 		size_name(size, sz, sizeof(sz));
-		fprintf(stderr, "  %s %s, %s, %s, %u channel(s) ...\n", sz, kind_names[row->kind], row->link->name,
-			row->zstd ? "zstd" : "no compression", row->channels);
+		fprintf(stderr, "  %s %s, %s, %s, %u channel(s), %s destination memory ...\n", sz,
+			kind_names[row->kind], row->link->name, row->zstd ? "zstd" : "no compression", row->channels,
+			row->reused ? "reused" : "fresh");
 	}
 	if (sem_init(&rx.ready, 0, 0) < 0) {
 		row->err = -errno;
@@ -708,6 +744,11 @@ static int run_case(struct row *row, bool uffd, bool progress)
 	double t0 = bench_now();
 	fill(reg.host, npages, row->kind);
 	row->fill_s = bench_now() - t0;
+	if (row->reused && (err = dest_prealloc(&rx.d, size))) {
+		snprintf(row->error, sizeof(row->error), "cannot map the destination's %llu MiB",
+			 (unsigned long long)(size >> 20));
+		goto out;
+	}
 
 	err = uffd ? lm_uffd_source_new(&src) : lm_sim_source_new(LM_SIM_EXCHANGE, &src);
 	if (err)
@@ -819,9 +860,6 @@ static uint64_t warm_up(uint64_t bytes)
 	uint8_t *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (m == MAP_FAILED)
 		return 0;
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 	if (madvise(m, bytes, MADV_POPULATE_WRITE))
 		for (uint64_t o = 0; o < bytes; o += LM_PAGE_SIZE)
 			m[o] = 1;
@@ -833,12 +871,20 @@ static uint64_t warm_up(uint64_t bytes)
  * memory, a UNIX socket on a veth link. Returns whether it did. (A link
  * that cannot be made ready is found just before the case runs: the
  * qdisc is set per case.) */
+/* Resident bytes of a case: the data on both sides, or all of the
+ * destination's memory when it is made present ahead. */
+static uint64_t resident(const struct row *r)
+{
+	uint64_t data = data_pages(r->kind, r->size / LM_PAGE_SIZE) * LM_PAGE_SIZE;
+	return data + (r->reused ? r->size : data);
+}
+
 static bool plan_skip(struct row *r, uint64_t max_res)
 {
-	uint64_t res = 2 * data_pages(r->kind, r->size / LM_PAGE_SIZE) * LM_PAGE_SIZE;
+	uint64_t res = resident(r);
 	if (res > max_res) {
 		snprintf(r->why, sizeof(r->why),
-			 "needs %.1f GiB resident (source + destination data), over the %.1f GiB limit",
+			 "needs %.1f GiB resident (source data + destination), over the %.1f GiB limit",
 			 (double)res / (1ull << 30), (double)max_res / (1ull << 30));
 		return r->skipped = true;
 	}
@@ -879,19 +925,19 @@ static void print_table(const struct row *rows, size_t n, bool uffd, uint64_t ma
 		printf("no host warm-up: the first case may pay the host's first touch of its memory\n");
 	printf("links: loopback in this namespace; veth between two namespaces; a rate: veth with tbf on the "
 	       "sender's end (util: wire payload rate / link rate)\n\n");
-	printf("%-5s %-12s %-9s %4s %3s %9s %11s %11s %5s %12s %10s %7s", "size", "memory", "link", "zstd", "ch",
-	       "total s", "mem GB/s", "wire GB/s", "util", "wire bytes", "downtime", "digest");
+	printf("%-5s %-12s %-9s %4s %3s %-6s %9s %11s %11s %5s %12s %10s %7s", "size", "memory", "link", "zstd", "ch",
+	       "dst", "total s", "mem GB/s", "wire GB/s", "util", "wire bytes", "downtime", "digest");
 	if (opt_repeat > 1)
 		printf(" %8s", "worst s");
 	if (opt_baselines)
-		printf("  %8s %8s %8s %7s", "raw-disc", "raw-frsh", "raw-reus", "/fresh");
+		printf("  %8s %8s %8s %7s", "raw-disc", "raw-frsh", "raw-reus", "/same");
 	printf("\n");
 	for (size_t i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
 		char sz[16];
 		size_name(r->size, sz, sizeof(sz));
-		printf("%-5s %-12s %-9s %4s %3u ", sz, kind_names[r->kind], r->link->name, r->zstd ? "yes" : "no",
-		       r->channels);
+		printf("%-5s %-12s %-9s %4s %3u %-6s ", sz, kind_names[r->kind], r->link->name, r->zstd ? "yes" : "no",
+		       r->channels, r->reused ? "reused" : "fresh");
 		if (r->skipped) {
 			printf("skipped: %s\n", r->why);
 			continue;
@@ -911,9 +957,11 @@ static void print_table(const struct row *rows, size_t n, bool uffd, uint64_t ma
 		       (double)r->st.downtime_us / 1000, r->rst.digest_ok ? "ok" : "BAD");
 		if (opt_repeat > 1)
 			printf(" %8.3f", r->worst_s);
+		/* Against the raw transfer into memory of the same kind. */
+		double same = r->raw[r->reused ? LM_BENCH_RAW_REUSED : LM_BENCH_RAW_FRESH];
 		if (r->raw_on)
 			printf("  %8.2f %8.2f %8.2f %7.2f", r->raw[0], r->raw[1], r->raw[2],
-			       r->raw[1] > 0 ? (double)r->st.transferred / t / 1e9 / r->raw[1] : 0);
+			       same > 0 ? (double)r->st.transferred / t / 1e9 / same : 0);
 		else if (opt_baselines)
 			printf("  %8s %8s %8s %7s", "-", "-", "-", "-");
 		printf("\n");
@@ -948,8 +996,8 @@ static void print_json(const struct row *rows, size_t n, bool uffd)
 		json_str(r->link->name);
 		if (r->link->type == LINK_RATE)
 			printf(", \"link-rate-bps\": %llu", (unsigned long long)r->link->bps);
-		printf(", \"source\": \"%s\", \"zstd\": %s, \"channels\": %u", uffd ? "uffd" : "sim",
-		       r->zstd ? "true" : "false", r->channels);
+		printf(", \"source\": \"%s\", \"zstd\": %s, \"channels\": %u, \"dest-memory\": \"%s\"",
+		       uffd ? "uffd" : "sim", r->zstd ? "true" : "false", r->channels, r->reused ? "reused" : "fresh");
 		if (r->skipped) {
 			printf(", \"skipped\": ");
 			json_str(r->why);
@@ -989,7 +1037,8 @@ static void usage(FILE *f)
 		"usage: livemig bench migrate [--sizes 1G,4G,16G] [--kinds mostly-zero,half-random,all-random,text]\n"
 		"                             [--links loopback,veth,RATE] [--compress off,zstd] [--zstd]\n"
 		"                             [--channels 1,2,4] [--source uffd|sim] [--transport tcp|unix]\n"
-		"                             [--baselines] [--max-resident 10G] [--repeat N] [--no-warmup] [--json]\n"
+		"                             [--dest-memory fresh,reused] [--baselines] [--max-resident 10G]\n"
+		"                             [--repeat N] [--no-warmup] [--json]\n"
 		"\n"
 		"  --sizes LIST      region sizes (at least 1M, whole pages, at most 16); default 1G,4G,16G\n"
 		"  --kinds LIST      mostly-zero, half-random, all-random, text; default the first three\n"
@@ -1001,12 +1050,15 @@ static void usage(FILE *f)
 		"  --channels LIST   channel counts 1..%u, at most 8; default 1\n"
 		"  --source S        dirty source uffd (default where supported) or sim\n"
 		"  --transport T     tcp (default) or unix (loopback links only)\n"
-		"  --baselines       raw socket baselines after each loopback case\n"
+		"  --dest-memory LIST fresh (default: mapped when the migration starts) or reused (mapped and\n"
+		"                    made present, zero, before it starts, as with QEMU's -mem-prealloc)\n"
+		"  --baselines       raw socket baselines after each loopback case; /same: livemig's wire\n"
+		"                    rate over the raw one into memory of the same kind (fresh or reused)\n"
 		"  --max-resident S  skip cases needing more resident memory; default 10G\n"
 		"  --repeat N        run every case N times, interleaved; each row keeps its best (1..20)\n"
 		"  --no-warmup       no host warm-up (touching and freeing the biggest case's memory first)\n"
 		"  --json            a JSON array instead of the table\n"
-		"Loops nest as size, kind, link, compression, channels.\n",
+		"Loops nest as size, kind, link, compression, channels, destination memory.\n",
 		LM_STREAM_MAX_CHANNELS);
 }
 
@@ -1063,6 +1115,26 @@ struct compress {
 	size_t n;
 };
 
+struct dests {
+	bool reused[2];
+	size_t n;
+};
+
+static int dest_item(const char *opt, const char *t, void *arg)
+{
+	struct dests *d = arg;
+	if (strcmp(t, "fresh") && strcmp(t, "reused")) {
+		fprintf(stderr, "livemig bench migrate: bad %s item '%s' (fresh or reused)\n", opt, t);
+		return -1;
+	}
+	if (d->n == 2) {
+		fprintf(stderr, "livemig bench migrate: %s takes at most 2 items (fresh,reused)\n", opt);
+		return -1;
+	}
+	d->reused[d->n++] = !strcmp(t, "reused");
+	return 0;
+}
+
 static int compress_item(const char *opt, const char *t, void *arg)
 {
 	struct compress *c = arg;
@@ -1090,8 +1162,9 @@ int lm_bench_migrate(int argc, char **argv)
 	size_t nchans = 1;
 	struct links links = { .n = 1 };
 	struct compress comp = { .n = 1 };
+	struct dests dests = { .n = 1 };
 	static const char *const valued[] = { "--transport", "--source", "--channels", "--sizes", "--max-resident",
-					      "--kinds", "--links", "--compress", "--repeat" };
+					      "--kinds", "--links", "--compress", "--repeat", "--dest-memory" };
 
 	parse_link("loopback", &links.l[0]);
 	for (int i = 1; i < argc; i++) {
@@ -1113,6 +1186,10 @@ int lm_bench_migrate(int argc, char **argv)
 		} else if (!strcmp(a, "--compress")) {
 			comp.n = 0;
 			if (for_each_item(a, argv[++i], compress_item, &comp))
+				return 2;
+		} else if (!strcmp(a, "--dest-memory")) {
+			dests.n = 0;
+			if (for_each_item(a, argv[++i], dest_item, &dests))
 				return 2;
 		} else if (!strcmp(a, "--links")) {
 			links.n = 0;
@@ -1228,28 +1305,31 @@ int lm_bench_migrate(int argc, char **argv)
 		return 2;
 	}
 
-	size_t cap = nsizes * NKINDS * links.n * comp.n * nchans;
+	size_t cap = nsizes * NKINDS * links.n * comp.n * nchans * dests.n;
 	struct row *rows = calloc(cap, sizeof(*rows));
 	if (!rows)
 		return 1;
-	/* The rows in loop order: size, kind, link, compression, channels. */
+	/* The rows in loop order: size, kind, link, compression, channels,
+	 * destination memory. */
 	size_t n = 0;
 	for (size_t i = 0; i < nsizes; i++)
 		for (int k = 0; k < NKINDS; k++)
 			for (size_t li = 0; li < links.n && kinds[k]; li++)
 				for (size_t ci = 0; ci < comp.n; ci++)
-					for (size_t ch = 0; ch < nchans; ch++) {
-						struct row *r = &rows[n++];
-						r->size = sizes[i];
-						r->kind = (enum kind)k;
-						r->link = &links.l[li];
-						r->zstd = comp.zstd[ci];
-						r->channels = chans[ch];
-					}
+					for (size_t ch = 0; ch < nchans; ch++)
+						for (size_t di = 0; di < dests.n; di++) {
+							struct row *r = &rows[n++];
+							r->size = sizes[i];
+							r->kind = (enum kind)k;
+							r->link = &links.l[li];
+							r->zstd = comp.zstd[ci];
+							r->channels = chans[ch];
+							r->reused = dests.reused[di];
+						}
 	int failed = 0;
 	uint64_t warm = 0;
 	for (size_t i = 0; i < n; i++) {
-		uint64_t res = 2 * data_pages(rows[i].kind, rows[i].size / LM_PAGE_SIZE) * LM_PAGE_SIZE;
+		uint64_t res = resident(&rows[i]);
 		if (res <= max_res && res > warm)
 			warm = res;
 	}

@@ -14,10 +14,37 @@
 #include <linux/userfaultfd.h>
 
 #include "migrate/internal.h"
+#include "track/pagemap.h"
 
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
 #endif
+
+static void mapped_run(void *arg, uint64_t first, uint64_t n)
+{
+	lm_bitmap_set_range(arg, first, n);
+}
+
+/*
+ * Pages that already have a page table entry (a destination that
+ * preallocated its memory, or wrote some of it) would make every
+ * UFFDIO_COPY over them fail with EEXIST after the kernel allocated and
+ * filled a page for it: one wasted page and one call per page. Learned
+ * once here from PAGEMAP_SCAN (which walks only the populated page
+ * tables), they are memcpy'd instead. Without PAGEMAP_SCAN, or for pages
+ * populated later, the EEXIST fallback in uffd_copy() still holds.
+ */
+static void mark_mapped(struct lm__filler *f, const struct lm_mem_region *mem, size_t n)
+{
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (lm__pagemap_mapped_runs(pm, mem[i].host, mem[i].npages, mem[i].first_page, mapped_run,
+					    &f->populated) < 0)
+			break;
+	close(pm);
+}
 
 void lm__filler_init(struct lm__filler *f, const struct lm_mem_region *mem, size_t n,
 		     uint64_t end_page)
@@ -57,6 +84,7 @@ void lm__filler_init(struct lm__filler *f, const struct lm_mem_region *mem, size
 	f->stage = aligned_alloc(LM_PAGE_SIZE, (size_t)LM_STREAM_MAX_RUN_PAGES * LM_PAGE_SIZE);
 	if (!f->stage || lm_bitmap_init(&f->populated, end_page) < 0)
 		goto off;
+	mark_mapped(f, mem, n);
 	f->uffd = fd;
 	f->off_why = NULL;
 	return;

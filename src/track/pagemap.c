@@ -29,8 +29,10 @@ bool lm__pagemap_supported(int pagemap_fd)
 	return ioctl(pagemap_fd, PAGEMAP_SCAN, &arg) >= 0;
 }
 
-int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages, uint64_t first_page,
-				void (*run)(void *arg, uint64_t page, uint64_t n), void *arg_)
+/* The runs of pages present or swapped; mapped to the shared zero page too
+ * when zero_too. */
+static int scan_runs(int pagemap_fd, void *host, uint64_t npages, uint64_t first_page, bool zero_too,
+		     void (*run)(void *arg, uint64_t page, uint64_t n), void *arg_)
 {
 	struct page_region vec[VEC_LEN];
 	uint64_t base = (uint64_t)(uintptr_t)host;
@@ -42,9 +44,9 @@ int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages, uint
 		    .end = end,
 		    .vec = (uint64_t)(uintptr_t)vec,
 		    .vec_len = VEC_LEN,
-		    /* not mapped to the zero page ... */
-		    .category_inverted = PAGE_IS_PFNZERO,
-		    .category_mask = PAGE_IS_PFNZERO,
+		    /* not mapped to the zero page (unless zero_too) ... */
+		    .category_inverted = zero_too ? 0 : PAGE_IS_PFNZERO,
+		    .category_mask = zero_too ? 0 : PAGE_IS_PFNZERO,
 		    /* ... and present or swapped */
 		    .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
 		    .return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
@@ -63,6 +65,18 @@ int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages, uint
 		start = arg.walk_end;
 	}
 	return 0;
+}
+
+int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages, uint64_t first_page,
+				void (*run)(void *arg, uint64_t page, uint64_t n), void *arg)
+{
+	return scan_runs(pagemap_fd, host, npages, first_page, false, run, arg);
+}
+
+int lm__pagemap_mapped_runs(int pagemap_fd, void *host, uint64_t npages, uint64_t first_page,
+			    void (*run)(void *arg, uint64_t page, uint64_t n), void *arg)
+{
+	return scan_runs(pagemap_fd, host, npages, first_page, true, run, arg);
 }
 
 static void words_run(void *arg, uint64_t off, uint64_t n)

@@ -63,5 +63,10 @@ int lm__pagemap_populated(int pagemap_fd, void *host, uint64_t npages, uint64_t 
  * page tables). first_page numbers the range's first page for run. */
 int lm__pagemap_populated_runs(int pagemap_fd, void *host, uint64_t npages, uint64_t first_page,
 			       void (*run)(void *arg, uint64_t page, uint64_t n), void *arg);
+/* The pages that have a page table entry at all (present or swapped, the
+ * shared zero page included), as runs like lm__pagemap_populated_runs: the
+ * pages a UFFDIO_COPY would refuse (EEXIST). */
+int lm__pagemap_mapped_runs(int pagemap_fd, void *host, uint64_t npages, uint64_t first_page,
+			    void (*run)(void *arg, uint64_t page, uint64_t n), void *arg);
 
 #endif
