@@ -1110,43 +1110,26 @@ static int link_item(const char *opt, const char *t, void *arg)
 	return 0;
 }
 
-struct compress {
-	bool zstd[2];
+/* An option whose items are two words, off and on (--compress off,zstd;
+ * --dest-memory fresh,reused): each case runs once per item, in order. */
+struct two_way {
+	const char *off, *on;
+	bool v[2];
 	size_t n;
 };
 
-struct dests {
-	bool reused[2];
-	size_t n;
-};
-
-static int dest_item(const char *opt, const char *t, void *arg)
+static int two_way_item(const char *opt, const char *t, void *arg)
 {
-	struct dests *d = arg;
-	if (strcmp(t, "fresh") && strcmp(t, "reused")) {
-		fprintf(stderr, "livemig bench migrate: bad %s item '%s' (fresh or reused)\n", opt, t);
+	struct two_way *w = arg;
+	if (strcmp(t, w->off) && strcmp(t, w->on)) {
+		fprintf(stderr, "livemig bench migrate: bad %s item '%s' (%s or %s)\n", opt, t, w->off, w->on);
 		return -1;
 	}
-	if (d->n == 2) {
-		fprintf(stderr, "livemig bench migrate: %s takes at most 2 items (fresh,reused)\n", opt);
+	if (w->n == 2) {
+		fprintf(stderr, "livemig bench migrate: %s takes at most 2 items (%s,%s)\n", opt, w->off, w->on);
 		return -1;
 	}
-	d->reused[d->n++] = !strcmp(t, "reused");
-	return 0;
-}
-
-static int compress_item(const char *opt, const char *t, void *arg)
-{
-	struct compress *c = arg;
-	if (strcmp(t, "off") && strcmp(t, "zstd")) {
-		fprintf(stderr, "livemig bench migrate: bad %s item '%s' (off or zstd)\n", opt, t);
-		return -1;
-	}
-	if (c->n == 2) {
-		fprintf(stderr, "livemig bench migrate: %s takes at most 2 items (off,zstd)\n", opt);
-		return -1;
-	}
-	c->zstd[c->n++] = !strcmp(t, "zstd");
+	w->v[w->n++] = !strcmp(t, w->on);
 	return 0;
 }
 
@@ -1161,8 +1144,8 @@ int lm_bench_migrate(int argc, char **argv)
 	unsigned chans[8] = {1};
 	size_t nchans = 1;
 	struct links links = { .n = 1 };
-	struct compress comp = { .n = 1 };
-	struct dests dests = { .n = 1 };
+	struct two_way comp = { .off = "off", .on = "zstd", .n = 1 };
+	struct two_way dests = { .off = "fresh", .on = "reused", .n = 1 };
 	static const char *const valued[] = { "--transport", "--source", "--channels", "--sizes", "--max-resident",
 					      "--kinds", "--links", "--compress", "--repeat", "--dest-memory" };
 
@@ -1182,14 +1165,14 @@ int lm_bench_migrate(int argc, char **argv)
 			json = true;
 		} else if (!strcmp(a, "--zstd")) {
 			comp.n = 1;
-			comp.zstd[0] = true;
+			comp.v[0] = true;
 		} else if (!strcmp(a, "--compress")) {
 			comp.n = 0;
-			if (for_each_item(a, argv[++i], compress_item, &comp))
+			if (for_each_item(a, argv[++i], two_way_item, &comp))
 				return 2;
 		} else if (!strcmp(a, "--dest-memory")) {
 			dests.n = 0;
-			if (for_each_item(a, argv[++i], dest_item, &dests))
+			if (for_each_item(a, argv[++i], two_way_item, &dests))
 				return 2;
 		} else if (!strcmp(a, "--links")) {
 			links.n = 0;
@@ -1322,9 +1305,9 @@ int lm_bench_migrate(int argc, char **argv)
 							r->size = sizes[i];
 							r->kind = (enum kind)k;
 							r->link = &links.l[li];
-							r->zstd = comp.zstd[ci];
+							r->zstd = comp.v[ci];
 							r->channels = chans[ch];
-							r->reused = dests.reused[di];
+							r->reused = dests.v[di];
 						}
 	int failed = 0;
 	uint64_t warm = 0;

@@ -429,10 +429,13 @@ static void test_cancel(void **state)
  * memory in about a quarter of a second (the old estimate, guest memory
  * per round time with zero pages at full size, said about eight times the
  * limit). This holds by construction, not by timing: the limiter makes a
- * write of B bytes take at least (B - 64 KiB) / rate, banking no more idle
- * time than that one slice, and the estimate divides data bytes by at
- * least the write time. Round 1 here is four 1 MiB flushes and a short one,
- * so one slice each allows at most 8% over the limit.
+ * write call of B bytes take at least B / rate less the idle time it may
+ * make up (RATE_CREDIT_S, 10 ms, in src/migrate/io.c), and the estimate
+ * divides data bytes by at least the write time. Round 1 here is four
+ * 1 MiB flushes and a short one, about 0.25 s at the limit, of which at
+ * most 5 x 10 ms may be made up: at most 25% over the limit, whatever the
+ * machine's speed (a TSan run, whose encoding falls behind before every
+ * call, measured 11% over once).
  */
 static void test_bandwidth_estimate(void **state)
 {
@@ -468,7 +471,7 @@ static void test_bandwidth_estimate(void **state)
 	double bytes_per_s = st.mbps * 1e6 / 8;
 	print_message("estimate %.1f MB/s with a %.1f MB/s limit\n", bytes_per_s / 1e6, (double)limit / 1e6);
 	assert_true(bytes_per_s > 0);
-	assert_true(bytes_per_s <= (double)limit * 1.1);
+	assert_true(bytes_per_s <= (double)limit * 1.3);
 	lm_dirty_source_free(src);
 	lm_test_dest_free(&rx.dest);
 	close(fds[0]);
