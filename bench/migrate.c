@@ -23,14 +23,18 @@
  * software log) makes the engine read every page, as QEMU does.
  *
  * Memory: a case needs its data pages resident twice (source and
- * destination; zero pages are never written on either side). Cases over
+ * destination; zero pages are never written on either side), or with
+ * --dest-memory reused its data pages and all of the destination's
+ * memory (the raw baselines of --baselines map the wire bytes once more,
+ * after the destination's memory is gone, so no more than that). Cases over
  * --max-resident (default 10 GiB: the machine has 24 GiB and is shared)
  * are skipped with the reason printed; with the default sizes that is 16G
  * half-random (16 GiB) and 16G all-random (32 GiB).
  *
- * The lists --links, --compress and --channels multiply the cases; the
- * loops nest as size, kind, link, compression, channels, so that rows
- * which differ in one of them only are neighbours.
+ * The lists --links, --compress, --channels and --dest-memory multiply
+ * the cases; the loops nest as size, kind, link, compression, channels,
+ * destination memory, so that rows which differ in one of them only are
+ * neighbours.
  *
  * --links loopback (the default) is TCP loopback in this process's own
  * network namespace. veth is two network namespaces joined by a veth pair:
@@ -69,7 +73,8 @@
  *                         [--links loopback,veth,1gbit,...]
  *                         [--compress off,zstd] [--zstd] [--channels 1,2,4]
  *                         [--source uffd|sim] [--transport tcp|unix]
- *                         [--baselines] [--max-resident 10G] [--json]
+ *                         [--dest-memory fresh,reused] [--baselines]
+ *                         [--max-resident 10G] [--repeat N] [--no-warmup] [--json]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -560,9 +565,18 @@ static int dest_prealloc(struct dest *d, size_t len)
 		return -ENOMEM;
 	}
 	d->len = len;
-	if (madvise(d->mem, len, MADV_POPULATE_WRITE) < 0)
+	if (madvise(d->mem, len, MADV_POPULATE_WRITE) < 0) {
+		/* Only a kernel without it (before 5.14) is made up for by
+		 * touching each page; out of memory is an error. */
+		int err = -errno;
+		if (err != -EINVAL) {
+			munmap(d->mem, len);
+			d->mem = NULL;
+			return err;
+		}
 		for (size_t o = 0; o < len; o += LM_PAGE_SIZE)
 			((volatile uint8_t *)d->mem)[o] = 0;
+	}
 	d->ready = true;
 	return 0;
 }
@@ -745,8 +759,8 @@ static int run_case(struct row *row, bool uffd, bool progress)
 	fill(reg.host, npages, row->kind);
 	row->fill_s = bench_now() - t0;
 	if (row->reused && (err = dest_prealloc(&rx.d, size))) {
-		snprintf(row->error, sizeof(row->error), "cannot map the destination's %llu MiB",
-			 (unsigned long long)(size >> 20));
+		snprintf(row->error, sizeof(row->error), "cannot make the destination's %llu MiB present: %s",
+			 (unsigned long long)(size >> 20), lm_strerror(err));
 		goto out;
 	}
 
@@ -820,6 +834,10 @@ out:
 		close(rx.lfd);
 	if (opt_unix)
 		unlink(rx.u.path);
+	/* The destination's memory goes before the baselines map theirs. */
+	if (rx.d.mem)
+		munmap(rx.d.mem, rx.d.len);
+	rx.d.mem = NULL;
 	/* The same wire bytes from the same (populated) source memory, over
 	 * loopback (lm_bench_raw knows no other link). */
 	if (!err && opt_baselines && !veth) {
@@ -867,10 +885,6 @@ static uint64_t warm_up(uint64_t bytes)
 	return bytes;
 }
 
-/* Marks r skipped, with the reason, when it cannot run here: too much
- * memory, a UNIX socket on a veth link. Returns whether it did. (A link
- * that cannot be made ready is found just before the case runs: the
- * qdisc is set per case.) */
 /* Resident bytes of a case: the data on both sides, or all of the
  * destination's memory when it is made present ahead. */
 static uint64_t resident(const struct row *r)
@@ -879,6 +893,10 @@ static uint64_t resident(const struct row *r)
 	return data + (r->reused ? r->size : data);
 }
 
+/* Marks r skipped, with the reason, when it cannot run here: too much
+ * memory, a UNIX socket on a veth link. Returns whether it did. (A link
+ * that cannot be made ready is found just before the case runs: the
+ * qdisc is set per case.) */
 static bool plan_skip(struct row *r, uint64_t max_res)
 {
 	uint64_t res = resident(r);

@@ -11,8 +11,8 @@
  *            write to a fresh page costs ~3.5 us here, DESIGN.md);
  *   reused   into memory that was written before the timed transfer.
  *
- * livemig's destination memory is fresh, so its rate is compared with the
- * fresh baseline first.
+ * bench migrate compares livemig's rate with the baseline into memory of
+ * the kind its destination had (--dest-memory fresh or reused: /same).
  */
 #include <errno.h>
 #include <pthread.h>

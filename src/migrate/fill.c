@@ -27,7 +27,7 @@ static void mapped_run(void *arg, uint64_t first, uint64_t n)
 
 /*
  * Pages that already have a page table entry (a destination that
- * preallocated its memory, or wrote some of it) would make every
+ * preallocated its memory, zero as setup() must hand it over) would make every
  * UFFDIO_COPY over them fail with EEXIST after the kernel allocated and
  * filled a page for it: one wasted page and one call per page. Learned
  * once here from PAGEMAP_SCAN (which walks only the populated page

@@ -216,6 +216,7 @@ static void test_postcopy_cut(void **state)
 	fx_init(&f, 8u << 20);
 	assert_int_equal(lm_test_writer_start(&f.w), 0);
 	cut_fd = f.fds[1];
+	cut_point = "receiver-postcopy-running";
 	lm__test_point_set(cut_at, NULL);
 	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
 	struct lm_migrate_params p;
@@ -271,14 +272,19 @@ static struct lm_test_proxy proxies[CUTS + 1];
 static int nproxies;
 static int next_sender_fd = -1; /* handed from the receiver's thread to the test's */
 static pthread_mutex_t next_lock = PTHREAD_MUTEX_INITIALIZER;
-static int no_more; /* the source is over: no more connections */
+static bool no_more; /* the source is over: no more connections (under next_lock) */
 
 static int reconnect_via_proxy(void *arg, const char *why)
 {
 	(void)arg;
 	(void)why;
-	if (nproxies > CUTS || __atomic_load_n(&no_more, __ATOMIC_ACQUIRE))
+	/* Held throughout: the source giving up (no_more) either comes
+	 * before, or finds the connection made and closes it. */
+	pthread_mutex_lock(&next_lock);
+	if (nproxies > CUTS || no_more) {
+		pthread_mutex_unlock(&next_lock);
 		return -ECANCELED;
+	}
 	struct lm_test_proxy *p = &proxies[nproxies];
 	memset(p, 0, sizeof(*p));
 	/* Cut points spread from inside RESUME (24 bytes + header) to deep
@@ -288,10 +294,11 @@ static int reconnect_via_proxy(void *arg, const char *why)
 	p->cut_fwd = nproxies == CUTS ? UINT64_MAX : cuts[nproxies] ? cuts[nproxies] : 5000;
 	p->cut_back = UINT64_MAX;
 	int sfd, rfd;
-	if (lm_test_proxy_start(p, &sfd, &rfd) < 0)
+	if (lm_test_proxy_start(p, &sfd, &rfd) < 0) {
+		pthread_mutex_unlock(&next_lock);
 		return -EAGAIN;
+	}
 	nproxies++;
-	pthread_mutex_lock(&next_lock);
 	next_sender_fd = sfd;
 	pthread_mutex_unlock(&next_lock);
 	return rfd;
@@ -301,25 +308,27 @@ static struct lm_migrate_stats recovery_case(const char *point)
 {
 	if (!usable())
 		skip();
-	cut_point = point;
-	/* Static: after a failed post-copy the reader may stay blocked on a
-	 * page that never came, with its pointers into the fixture. */
-	static struct fixture f;
-	fx_init(&f, 8u << 20);
-	f.rx.dest.on_postcopy = start_reader;
-	f.rx.p.reconnect = reconnect_via_proxy;
+	/* On the heap, and left there if the case fails: the reader may then
+	 * stay blocked on a page that never came, or still run, with its
+	 * pointers into the fixture. */
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	assert_non_null(fx);
+	fx_init(fx, 8u << 20);
+	fx->rx.dest.on_postcopy = start_reader;
+	fx->rx.p.reconnect = reconnect_via_proxy;
 	nproxies = 0;
 	next_sender_fd = -1;
-	__atomic_store_n(&no_more, 0, __ATOMIC_RELEASE);
-	assert_int_equal(lm_test_writer_start(&f.w), 0);
-	cut_fd = f.fds[1];
+	no_more = false;
+	assert_int_equal(lm_test_writer_start(&fx->w), 0);
+	cut_fd = fx->fds[1];
+	cut_point = point;
 	lm__test_point_set(cut_at, NULL);
-	assert_int_equal(lm_test_receiver_start(&f.rx, f.fds[1]), 0);
+	assert_int_equal(lm_test_receiver_start(&fx->rx, fx->fds[1]), 0);
 	struct lm_migrate_params p;
 	pc_params(&p);
 	lm_migration *m;
-	assert_int_equal(lm_migration_new(&m, f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p), 0);
-	assert_int_equal(lm_migration_start(m, f.fds[0]), 0);
+	assert_int_equal(lm_migration_new(&m, fx->r, 2, fx->src, &lm_test_writer_ops, &fx->w, &p), 0);
+	assert_int_equal(lm_migration_start(m, fx->fds[0]), 0);
 	struct lm_migrate_stats st;
 	int resumes = 0;
 	for (int i = 0; i < 60000; i++) {
@@ -343,26 +352,26 @@ static struct lm_migrate_stats recovery_case(const char *point)
 	lm_migration_free(m);
 	/* A source that gave up takes no recovery connection: the one the
 	 * destination waits on, if any, is closed, and it is told no more. */
-	__atomic_store_n(&no_more, 1, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&next_lock);
+	no_more = true;
 	if (next_sender_fd >= 0)
 		close(next_sender_fd);
 	next_sender_fd = -1;
 	pthread_mutex_unlock(&next_lock);
-	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
+	int rerr = lm_test_receiver_join_after(&fx->rx, fx->fds[0], err);
 	lm__test_point_set(NULL, NULL);
-	lm_test_writer_stop(&f.w);
-	if (err || rerr)
-		/* Not joined: a reader waiting for a page that will never come
-		 * waits forever, as the guest would. */
-		fail_msg("post-copy did not recover: sender: %s; receiver: %s", st.error, f.rx.st.error);
-	if (f.reader_on)
-		pthread_join(f.reader, NULL);
+	lm_test_writer_stop(&fx->w);
 	for (int i = 0; i < nproxies; i++)
 		lm_test_proxy_join(&proxies[i]);
+	if (err || rerr)
+		/* The reader not joined: one waiting for a page that will never
+		 * come waits forever, as the guest would. */
+		fail_msg("post-copy did not recover: sender: %s; receiver: %s", st.error, fx->rx.st.error);
+	if (fx->reader_on)
+		pthread_join(fx->reader, NULL);
 	print_message("      %d cuts, %llu recoveries (source), %llu (destination), %llu pending, %llu asked for\n",
 		      nproxies, (unsigned long long)st.postcopy_recoveries,
-		      (unsigned long long)f.rx.st.postcopy_recoveries, (unsigned long long)st.postcopy_pending,
+		      (unsigned long long)fx->rx.st.postcopy_recoveries, (unsigned long long)st.postcopy_pending,
 		      (unsigned long long)st.postcopy_requests);
 	assert_int_equal(err, 0);
 	assert_int_equal(rerr, 0);
@@ -372,17 +381,17 @@ static struct lm_migrate_stats recovery_case(const char *point)
 	assert_int_equal(nproxies, CUTS + 1);
 	/* A RESUMED that left the destination but was cut on its way counts
 	 * there, not here. */
-	assert_true(st.postcopy_recoveries <= f.rx.st.postcopy_recoveries);
+	assert_true(st.postcopy_recoveries <= fx->rx.st.postcopy_recoveries);
 	assert_true(st.postcopy_recoveries > CUTS / 2);
-	assert_true(f.rx.st.digest_ok);
+	assert_true(fx->rx.st.digest_ok);
 	assert_int_equal(st.verify, LM_VERIFY_OK);
-	assert_int_equal(f.read_pages, R0_PAGES + R1_PAGES);
-	if (f.mismatches)
-		fail_msg("%llu pages differ, the first %llu", (unsigned long long)f.mismatches,
-			 (unsigned long long)f.first_mismatch);
-	assert_int_equal(f.w.resumes, 0);
-	fx_fini(&f);
-	cut_point = "receiver-postcopy-running";
+	assert_int_equal(fx->read_pages, R0_PAGES + R1_PAGES);
+	if (fx->mismatches)
+		fail_msg("%llu pages differ, the first %llu", (unsigned long long)fx->mismatches,
+			 (unsigned long long)fx->first_mismatch);
+	assert_int_equal(fx->w.resumes, 0);
+	fx_fini(fx);
+	free(fx);
 	return st;
 }
 
