@@ -553,7 +553,6 @@ static const struct lm_workload_ops source_ops = {
 struct dest {
 	void *mem;
 	size_t len;
-	bool ready; /* mem made present ahead for len bytes */
 	int finish_err;
 };
 
@@ -577,7 +576,6 @@ static int dest_prealloc(struct dest *d, size_t len)
 		for (size_t o = 0; o < len; o += LM_PAGE_SIZE)
 			((volatile uint8_t *)d->mem)[o] = 0;
 	}
-	d->ready = true;
 	return 0;
 }
 
@@ -587,7 +585,7 @@ static int dest_setup(void *ctx, const lm_stream_layout *l, struct lm_mem_region
 	if (l->nregions != 1)
 		return -EINVAL;
 	size_t len = (size_t)out[0].npages * LM_PAGE_SIZE;
-	if (d->ready) {
+	if (d->mem) { /* made present ahead (reused) */
 		if (len != d->len)
 			return -EINVAL;
 		out[0].host = d->mem;
@@ -837,7 +835,6 @@ out:
 	/* The destination's memory goes before the baselines map theirs. */
 	if (rx.d.mem)
 		munmap(rx.d.mem, rx.d.len);
-	rx.d.mem = NULL;
 	/* The same wire bytes from the same (populated) source memory, over
 	 * loopback (lm_bench_raw knows no other link). */
 	if (!err && opt_baselines && !veth) {
@@ -852,8 +849,6 @@ out:
 			}
 		}
 	}
-	if (rx.d.mem)
-		munmap(rx.d.mem, rx.d.len);
 	lm_dirty_source_free(src);
 	if (reg.host)
 		munmap(reg.host, size);
