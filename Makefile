@@ -138,6 +138,9 @@ deps:
 # The guest image has its own rules (freestanding, no libc).
 -include guest/guest.mk
 
+# The AVX2 copy of XXH3 (src/stream/hash.h); called only where the CPU has it.
+%/src/stream/hash_avx2.o: ALL_CFLAGS += -mavx2
+
 $(BUILD)/obj/%.o: %.c
 	$(call say,CC,$<)
 	$(Q)mkdir -p $(@D)

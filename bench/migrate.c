@@ -79,6 +79,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -546,6 +547,18 @@ static const struct lm_workload_ops source_ops = {
 	.resume = idle_resume,
 };
 
+/* CPU seconds of this process, all threads, user and system: both ends
+ * of a migration run here, so on a host with few cores this is what the
+ * data path costs, however the wall time swings. */
+static double cpu_now(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return 0;
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+	       (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
 /* The destination's memory: mapped on HELLO (fresh: the receiver's copies
  * make it present), or, for --dest-memory reused, mapped and made present
  * (zero-filled) before the migration starts, as a destination that
@@ -644,6 +657,7 @@ static int tx_connect_channel(void *arg, unsigned index)
 static void *receiver_main(void *arg)
 {
 	struct receiver *r = arg;
+	(void)pthread_setname_np(pthread_self(), "bench-recv");
 	if (r->netns >= 0 && setns(r->netns, CLONE_NEWNET) < 0) {
 		r->err = -errno;
 		snprintf(r->st.error, sizeof(r->st.error), "setns into the destination's namespace: %s",
@@ -689,6 +703,7 @@ struct row {
 	double fill_s;
 	double wall_s; /* lm_migrate_send: connect to COMMIT; with --repeat the best */
 	double worst_s; /* with --repeat: the slowest run */
+	double cpu_s; /* CPU time of the process (both ends, user + system) over the run of wall_s */
 	unsigned runs;
 	struct lm_migrate_stats st;
 	struct lm_receive_stats rst;
@@ -733,6 +748,7 @@ static int run_case(struct row *row, bool uffd, bool progress)
 	pthread_t th;
 	bool th_on = false, away = false;
 	int fd = -1, err;
+	double cpu0 = 0;
 
 	if (progress) {
 		char sz[16];
@@ -807,6 +823,7 @@ static int run_case(struct row *row, bool uffd, bool progress)
 	p.connect_channel = tx_connect_channel;
 	p.channel_arg = &u;
 	struct lm_migrate_stats st;
+	cpu0 = cpu_now();
 	t0 = bench_now();
 	err = lm_migrate_send(fd, &reg, 1, src, &source_ops, NULL, &p, &st);
 	row->wall_s = bench_now() - t0;
@@ -822,6 +839,8 @@ out:
 		if (err && rx.lfd >= 0)
 			shutdown(rx.lfd, SHUT_RDWR);
 		pthread_join(th, NULL);
+		if (cpu0 > 0)
+			row->cpu_s = cpu_now() - cpu0;
 		row->rst = rx.st;
 		if (!err && rx.err) {
 			err = rx.err;
@@ -938,8 +957,8 @@ static void print_table(const struct row *rows, size_t n, bool uffd, uint64_t ma
 		printf("no host warm-up: the first case may pay the host's first touch of its memory\n");
 	printf("links: loopback in this namespace; veth between two namespaces; a rate: veth with tbf on the "
 	       "sender's end (util: wire payload rate / link rate)\n\n");
-	printf("%-5s %-12s %-9s %4s %3s %-6s %9s %11s %11s %5s %12s %10s %7s", "size", "memory", "link", "zstd", "ch",
-	       "dst", "total s", "mem GB/s", "wire GB/s", "util", "wire bytes", "downtime", "digest");
+	printf("%-5s %-12s %-9s %4s %3s %-6s %9s %11s %11s %5s %12s %10s %7s %6s", "size", "memory", "link", "zstd", "ch",
+	       "dst", "total s", "mem GB/s", "wire GB/s", "util", "wire bytes", "downtime", "digest", "cpu s");
 	if (opt_repeat > 1)
 		printf(" %8s", "worst s");
 	if (opt_baselines)
@@ -968,6 +987,7 @@ static void print_table(const struct row *rows, size_t n, bool uffd, uint64_t ma
 		printf("%9.3f %11.2f %11.3f %5s %12llu %8.1fms %7s", t, (double)r->size / t / 1e9,
 		       (double)r->st.transferred / t / 1e9, us, (unsigned long long)r->st.transferred,
 		       (double)r->st.downtime_us / 1000, r->rst.digest_ok ? "ok" : "BAD");
+		printf(" %6.3f", r->cpu_s);
 		if (opt_repeat > 1)
 			printf(" %8.3f", r->worst_s);
 		/* Against the raw transfer into memory of the same kind. */
@@ -1033,7 +1053,7 @@ static void print_json(const struct row *rows, size_t n, bool uffd)
 			       (double)r->st.downtime_us / 1000, (unsigned long long)r->st.normal,
 			       (unsigned long long)r->st.duplicate, (unsigned long long)r->st.skipped,
 			       (unsigned long long)r->st.rounds, r->rst.digest_ok ? "true" : "false");
-			printf(", \"runs\": %u, \"worst-time-s\": %.4f", r->runs, r->worst_s);
+			printf(", \"runs\": %u, \"worst-time-s\": %.4f, \"cpu-s\": %.4f", r->runs, r->worst_s, r->cpu_s);
 			if (r->raw_on)
 				printf(", \"raw-discard-gbps\": %.3f, \"raw-fresh-gbps\": %.3f, \"raw-reused-gbps\": %.3f",
 				       r->raw[0], r->raw[1], r->raw[2]);

@@ -459,6 +459,16 @@ int lm_stream_put_run_data(lm_stream *s, lm_buf *b, uint64_t first_page, uint32_
 int lm_stream_put_raw_begin(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages,
 			    size_t *frame_off);
 void lm_stream_put_raw_end(lm_buf *b, size_t frame_off);
+/*
+ * The same with the checksum computed as the caller copies, while each
+ * page is still in cache: _begin_csum also starts *c over the run header;
+ * the caller feeds *c every page it has written to *pages, in order, all
+ * of them; _end_csum stores *c's checksum, with no second pass over the
+ * pages.
+ */
+int lm_stream_put_raw_begin_csum(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages,
+				 size_t *frame_off, lm_stream_csum *c);
+void lm_stream_put_raw_end_csum(lm_buf *b, size_t frame_off, lm_stream_csum *c);
 
 /* ---- handshake ------------------------------------------------------------- */
 

@@ -41,6 +41,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "common/thread.h"
 #include "migrate/internal.h"
 
 /* Flush a channel's output buffer beyond this many bytes. */
@@ -212,15 +213,23 @@ int lm__lane_put(struct lm__lane *l, uint64_t p, uint32_t n, const uint8_t *host
 		if (used == LM_ENC_ZSTD)
 			l->zstd_packed++;
 	} else {
+		/* A page at a time: copied, then hashed for the digest and the
+		 * frame checksum while it is in cache (one pass over the run
+		 * each was 2x slower here, 2026-12-07). */
 		uint8_t *dst;
 		size_t off;
-		err = lm_stream_put_raw_begin(l->out, p, n, &dst, &off);
+		lm_stream_csum c;
+		err = lm_stream_put_raw_begin_csum(l->out, p, n, &dst, &off, &c);
 		if (err)
 			return err;
-		memcpy(dst, host, len);
-		if (l->use_digest)
-			lm_digest_pages(l->digest, p, n, dst);
-		lm_stream_put_raw_end(l->out, off);
+		for (uint32_t k = 0; k < n; k++) {
+			uint8_t *d = dst + (size_t)k * LM_PAGE_SIZE;
+			memcpy(d, host + (size_t)k * LM_PAGE_SIZE, LM_PAGE_SIZE);
+			if (l->use_digest)
+				lm_digest_page(l->digest, p + k, d);
+			lm_stream_csum_update(&c, d, LM_PAGE_SIZE);
+		}
+		lm_stream_put_raw_end_csum(l->out, off, &c);
 	}
 	double dt = lm__now() - t0;
 	l->data_pages += n;
@@ -385,6 +394,7 @@ static void *ch_main(void *arg)
 {
 	struct txc_one *c = arg;
 	struct lm__txc *g = c->g;
+	lm__thread_name("lm-send/%u", c->index);
 	for (;;) {
 		pthread_mutex_lock(&g->lock);
 		while (!c->count && !g->stop && !g->failed) {

@@ -135,13 +135,44 @@ static int uffd_copy(struct lm__filler *f, uint8_t *dst, const uint8_t *src, siz
 	return 0;
 }
 
+/* The populated bits, read and set atomically (lm__filler_present). */
+static bool pop_test(const struct lm__filler *f, uint64_t i)
+{
+	return (__atomic_load_n(&f->populated.words[i / 64], __ATOMIC_RELAXED) >> (i % 64)) & 1;
+}
+
+static void pop_set(struct lm__filler *f, uint64_t first, uint64_t n)
+{
+	while (n) {
+		uint64_t w = first / 64, b = first % 64, k = 64 - b < n ? 64 - b : n;
+		uint64_t mask = (k == 64 ? ~0ull : ((1ull << k) - 1)) << b;
+		__atomic_fetch_or(&f->populated.words[w], mask, __ATOMIC_RELAXED);
+		first += k;
+		n -= k;
+	}
+}
+
+bool lm__filler_present(const struct lm__filler *f, uint64_t first, uint32_t npages)
+{
+	if (first >= f->populated.nbits || npages > f->populated.nbits - first)
+		return false;
+	for (uint64_t i = first, end = first + npages; i < end;) {
+		uint64_t w = i / 64, b = i % 64, k = 64 - b < end - i ? 64 - b : end - i;
+		uint64_t mask = (k == 64 ? ~0ull : ((1ull << k) - 1)) << b;
+		if ((__atomic_load_n(&f->populated.words[w], __ATOMIC_RELAXED) & mask) != mask)
+			return false;
+		i += k;
+	}
+	return true;
+}
+
 int lm__filler_place(struct lm__filler *f, uint64_t first, uint8_t *dst, const uint8_t *src,
 		     uint32_t npages)
 {
 	for (uint32_t i = 0; i < npages;) {
-		bool pop = lm_bitmap_test(&f->populated, first + i);
+		bool pop = pop_test(f, first + i);
 		uint32_t j = i + 1;
-		while (j < npages && lm_bitmap_test(&f->populated, first + j) == pop)
+		while (j < npages && pop_test(f, first + j) == pop)
 			j++;
 		size_t off = (size_t)i * LM_PAGE_SIZE, len = (size_t)(j - i) * LM_PAGE_SIZE;
 		if (pop) {
@@ -150,7 +181,7 @@ int lm__filler_place(struct lm__filler *f, uint64_t first, uint8_t *dst, const u
 			int err = uffd_copy(f, dst + off, src + off, len);
 			if (err < 0)
 				return err;
-			lm_bitmap_set_range(&f->populated, first + i, j - i);
+			pop_set(f, first + i, j - i);
 		}
 		i = j;
 	}

@@ -76,6 +76,14 @@ static inline bool lm__filler_on(const struct lm__filler *f)
  * the page is unpopulated, memcpy where it is. 0 or -errno. */
 int lm__filler_place(struct lm__filler *f, uint64_t first, uint8_t *dst, const uint8_t *src,
 		     uint32_t npages);
+/*
+ * Whether every page of [first, first + npages) is known populated, so a
+ * thread may write them directly (a receiver reads a run straight into
+ * them). May say false for a page whose placing is finishing in another
+ * thread, never true for a page that is not populated. The populated
+ * bits are read and set atomically: a lane asks while its placer places.
+ */
+bool lm__filler_present(const struct lm__filler *f, uint64_t first, uint32_t npages);
 
 /*
  * Post-copy on the destination (src/migrate/postcopy_dst.c): the pending

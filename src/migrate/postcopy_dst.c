@@ -39,6 +39,7 @@
 #include <unistd.h>
 #include <linux/userfaultfd.h>
 
+#include "common/thread.h"
 #include "migrate/internal.h"
 
 /* Requests outstanding at once that are timed (more are still served). */
@@ -269,6 +270,7 @@ static void *fault_main(void *arg)
 {
 	struct lm__pc_dst *d = arg;
 	struct uffd_msg msg[MSGS];
+	lm__thread_name("lm-pc-fault");
 	for (;;) {
 		struct pollfd pf[2] = {{.fd = d->uffd, .events = POLLIN}, {.fd = d->stop_fd, .events = POLLIN}};
 		if (poll(pf, 2, -1) < 0) {

@@ -32,6 +32,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "common/thread.h"
 #include "migrate/internal.h"
 
 /* Waiting for COMMIT after RESULT ok when the caller set no idle timeout. */
@@ -473,6 +474,10 @@ static void *placer_main(void *arg)
 {
 	struct lane *l = arg;
 	struct placer *p = &l->pl;
+	if (l->index < 0)
+		lm__thread_name("lm-place");
+	else
+		lm__thread_name("lm-place/%d", l->index);
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		while (!p->job && !p->stop)
@@ -593,6 +598,31 @@ static int placer_stop(struct lane *l)
 	return err;
 }
 
+
+/*
+ * The pages of a RAW run, read (to pages): each added to the frame's
+ * checksum and to the digest while it is in cache, then the checksum
+ * checked (one pass over the run each was slower here). A page that
+ * fails its frame fails the migration, so the digest it entered is moot.
+ */
+static int take_pages(struct lane *l, lm_stream_csum *c, const lm_frame *f, const lm_run *run,
+		      const uint8_t *pages)
+{
+	lm_stream_err e = { 0 };
+	char w[80];
+	for (uint32_t k = 0; k < run->npages; k++) {
+		const uint8_t *pg = pages + (size_t)k * LM_PAGE_SIZE;
+		lm_stream_csum_update(c, pg, LM_PAGE_SIZE);
+		if (l->r->use_digest)
+			lm_digest_page(l->digest, run->first_page + k, pg);
+	}
+	int err = lm_stream_csum_check(c, f, &e);
+	if (err)
+		return lfail(l, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run->first_page,
+			     (unsigned long long)(run->first_page + run->npages), lwhere(l, w, sizeof(w)));
+	return 0;
+}
+
 static int ram(struct lane *l, const lm_frame *f)
 {
 	struct recv *r = l->r;
@@ -630,20 +660,20 @@ static int ram(struct lane *l, const lm_frame *f)
 
 	if (run.kind == LM_RUN_DATA)
 		lm_bitmap_set_range(&r->written, run.first_page, run.npages);
-	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW && lm__filler_on(&r->fill) && placer_ready(l)) {
+	/* Pages the filler knows are populated (a destination that
+	 * preallocated its memory, a page resent in a later round) are read
+	 * straight into place: no staging copy, no placer. */
+	bool raw = run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW;
+	bool fill = raw && lm__filler_on(&r->fill) && !lm__filler_present(&r->fill, run.first_page, run.npages);
+	if (fill && placer_ready(l)) {
 		/* Into a staging buffer, checked and digested, then placed by
 		 * the placer while the next run is read. */
 		uint8_t *stage = l->pl.buf[l->pl.cur];
 		err = lm__io_read(l->io, stage, dst_len);
 		if (err)
 			return lio_fail(l, err);
-		lm_stream_csum_update(&c, stage, dst_len);
-		err = lm_stream_csum_check(&c, f, &e);
-		if (err)
-			return lfail(l, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
-				     (unsigned long long)(run.first_page + run.npages), lwhere(l, w, sizeof(w)));
-		if (r->use_digest)
-			lm_digest_pages(l->digest, run.first_page, run.npages, stage);
+		if ((err = take_pages(l, &c, f, &run, stage)))
+			return err;
 		if ((err = placer_submit(l, run.first_page, dst, run.npages)))
 			return placer_fail(l, err);
 		l->pages_data += run.npages;
@@ -653,37 +683,27 @@ static int ram(struct lane *l, const lm_frame *f)
 	 * placer's last job. */
 	if ((err = placer_drain(l)))
 		return placer_fail(l, err);
-	if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW && lm__filler_on(&r->fill)) {
+	if (fill) {
 		/* Into the staging buffer, checked, then placed without the
 		 * kernel zeroing fresh pages first. */
 		err = lm__io_read(l->io, l->stage, dst_len);
 		if (err)
 			return lio_fail(l, err);
-		lm_stream_csum_update(&c, l->stage, dst_len);
-		err = lm_stream_csum_check(&c, f, &e);
-		if (err)
-			return lfail(l, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
-				     (unsigned long long)(run.first_page + run.npages), lwhere(l, w, sizeof(w)));
+		if ((err = take_pages(l, &c, f, &run, l->stage)))
+			return err;
 		err = lm__filler_place(&r->fill, run.first_page, dst, l->stage, run.npages);
 		if (err)
 			return lfail(l, err, "could not place pages [%llu, %llu) in destination memory: %s",
 				     (unsigned long long)run.first_page,
 				     (unsigned long long)(run.first_page + run.npages), lm_strerror(err));
-		if (r->use_digest)
-			lm_digest_pages(l->digest, run.first_page, run.npages, dst);
 		l->pages_data += run.npages;
-	} else if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW) {
+	} else if (raw) {
 		/* Validated: exactly dst_len bytes, inside the region. */
 		err = lm__io_read(l->io, dst, dst_len);
 		if (err)
 			return lio_fail(l, err);
-		lm_stream_csum_update(&c, dst, dst_len);
-		err = lm_stream_csum_check(&c, f, &e);
-		if (err)
-			return lfail(l, err, "%s (pages [%llu, %llu), %s)", e.msg, (unsigned long long)run.first_page,
-				     (unsigned long long)(run.first_page + run.npages), lwhere(l, w, sizeof(w)));
-		if (r->use_digest)
-			lm_digest_pages(l->digest, run.first_page, run.npages, dst);
+		if ((err = take_pages(l, &c, f, &run, dst)))
+			return err;
 		l->pages_data += run.npages;
 	} else if (run.kind == LM_RUN_DATA) {
 		err = lane_payload(l, &(lm_frame){ .type = f->type, .payload_len = (uint32_t)run.data_len });
@@ -839,6 +859,10 @@ static void *lane_main(void *arg)
 {
 	struct lane *l = arg;
 	struct recv *r = l->r;
+	if (l->index < 0)
+		lm__thread_name("lm-recv");
+	else
+		lm__thread_name("lm-recv/%d", l->index);
 	uint8_t hdr[LM_FRAME_HDR], pl[16];
 	lm_frame f;
 	lm_record rec;

@@ -63,6 +63,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "common/thread.h"
 #include "migrate/converge.h"
 #include "migrate/internal.h"
 
@@ -1796,6 +1797,7 @@ static int run(struct lm_migration *m)
 static void *thread_main(void *arg)
 {
 	struct lm_migration *m = arg;
+	lm__thread_name("lm-send");
 	int err = run(m);
 	if (m->txc) {
 		/* The channels' bytes stay counted once they are gone. */

@@ -15,14 +15,12 @@
  * mapped with MAP_NORESERVE: only entries of pages that were ever nonzero
  * become resident.
  */
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
-
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "livemig/stream.h"
+#include "stream/hash.h"
 
 static inline lm_hash128 add128(lm_hash128 a, lm_hash128 b)
 {
@@ -60,13 +58,9 @@ static bool page_is_zero(const void *page)
 
 lm_hash128 lm_digest_contrib(uint64_t i, const void *page)
 {
-	lm_hash128 r = {0, 0};
 	if (page_is_zero(page))
-		return r;
-	XXH128_hash_t h = XXH3_128bits_withSeed(page, LM_PAGE_SIZE, i);
-	r.lo = h.low64;
-	r.hi = h.high64;
-	return r;
+		return (lm_hash128){0, 0};
+	return lm__hash()->h128(page, LM_PAGE_SIZE, i);
 }
 
 int lm_digest_init(lm_digest *d, uint64_t end_page)

@@ -349,6 +349,23 @@ void lm_stream_put_raw_end(lm_buf *b, size_t frame_off)
 	lm__frame_finish(b, frame_off);
 }
 
+int lm_stream_put_raw_begin_csum(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages,
+				 size_t *frame_off, lm_stream_csum *c)
+{
+	int r = lm_stream_put_raw_begin(b, first_page, npages, pages, frame_off);
+	if (r)
+		return r;
+	lm_frame f = {.type = LM_REC_RAM, .payload_len = (uint32_t)(LM_RUN_HDR + RUN_BYTES(npages))};
+	lm_stream_csum_begin(c, &f);
+	lm_stream_csum_update(c, b->data + *frame_off + LM_FRAME_HDR, LM_RUN_HDR);
+	return 0;
+}
+
+void lm_stream_put_raw_end_csum(lm_buf *b, size_t frame_off, lm_stream_csum *c)
+{
+	lm__frame_finish_with(b, frame_off, lm_stream_csum_end(c));
+}
+
 int lm_stream_put_run_data(lm_stream *s, lm_buf *b, uint64_t first_page, uint32_t npages,
 			   const void *pages, uint8_t enc, uint8_t *enc_used)
 {

@@ -51,6 +51,8 @@ int lm__stream_fail(lm_stream_err *err, int code, const char *fmt, ...)
  */
 int lm__frame_start(lm_buf *b, uint16_t type, size_t payload_hint, size_t *off);
 void lm__frame_finish(lm_buf *b, size_t off);
+/* The same with a checksum the caller computed over the payload. */
+void lm__frame_finish_with(lm_buf *b, size_t off, uint32_t checksum);
 
 /* zstd contexts of s (record.c). */
 void lm__stream_free_zstd(lm_stream *s);

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/thread.h"
 #include "livemig/track_kvm.h"
 #include "vmm/vmm_int.h"
 
@@ -625,6 +626,7 @@ static void *vcpu_main(void *arg)
 {
 	struct lm__vcpu *c = arg;
 	struct lm_vm *vm = c->vm;
+	lm__thread_name("lm-vcpu/%u", c->index);
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, kick_signal());

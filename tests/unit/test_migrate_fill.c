@@ -3,7 +3,9 @@
  * that already have a page table entry when it starts (written, read and
  * so mapped to the shared zero page, or preallocated) are known from
  * PAGEMAP_SCAN and copied with memcpy, the others placed with UFFDIO_COPY;
- * either way every placed page holds exactly the bytes given. Skipped where
+ * either way every placed page holds exactly the bytes given, and a run
+ * counts as present (written directly by a receiver) only when every page
+ * of it is known populated. Skipped where
  * userfaultfd or PAGEMAP_SCAN is missing.
  */
 #include <errno.h>
@@ -70,6 +72,15 @@ static void test_mapped_pages_known(void **state)
 				 mapped);
 	}
 
+	/* What a receiver may write directly: only runs all known populated. */
+	assert_true(lm__filler_present(&f, FIRST + 3, 7));
+	assert_true(lm__filler_present(&f, FIRST + 20, 1));
+	assert_false(lm__filler_present(&f, FIRST + 2, 8));
+	assert_false(lm__filler_present(&f, FIRST + 3, 8));
+	assert_false(lm__filler_present(&f, FIRST, NPAGES));
+	assert_false(lm__filler_present(&f, FIRST + NPAGES, 1)); /* past the map */
+	assert_int_equal(lm__filler_present(&f, FIRST + 40, 8), prealloc);
+
 	/* Every page placed in one call, mapped or not: exactly the bytes given. */
 	uint8_t *src = aligned_alloc(LM_PAGE_SIZE, NPAGES * LM_PAGE_SIZE);
 	assert_non_null(src);
@@ -78,6 +89,7 @@ static void test_mapped_pages_known(void **state)
 	assert_int_equal(lm__filler_place(&f, FIRST, m, src, NPAGES), 0);
 	for (unsigned p = 0; p < NPAGES; p++)
 		assert_true(lm_bitmap_test(&f.populated, FIRST + p));
+	assert_true(lm__filler_present(&f, FIRST, NPAGES));
 	/* Placed everywhere: reading cannot fault into the registered range. */
 	assert_memory_equal(m, src, NPAGES * LM_PAGE_SIZE);
 	lm__filler_destroy(&f);
