@@ -120,11 +120,12 @@ enum lm_rec_type {
 #define LM_CAP_POSTCOPY (1ull << 7)	/* "postcopy-ram": the switch to post-copy (docs/stream.md 3.14) */
 #define LM_CAP_MULTIFD (1ull << 8)	/* "multifd": page data on channels (docs/stream.md 3.16) */
 #define LM_CAP_CATCH_UP (1ull << 9)	/* "catch-up": PREPARE again after READY (docs/stream.md 3.12) */
+#define LM_CAP_PAGE_HASH_CSUM (1ull << 10) /* "page-hash-csum": RAW runs checksummed over page hashes (docs/stream.md 2) */
 /* Every capability this build understands. */
 #define LM_CAP_KNOWN                                                                               \
 	(LM_CAP_RECORD_CSUM | LM_CAP_ZSTD | LM_CAP_SKIP_BALLOON | LM_CAP_TABLE_STREAM |            \
 	 LM_CAP_PREPARE | LM_CAP_COMMIT_ACK | LM_CAP_NO_DIGEST | LM_CAP_POSTCOPY | LM_CAP_MULTIFD |   \
-	 LM_CAP_CATCH_UP)
+	 LM_CAP_CATCH_UP | LM_CAP_PAGE_HASH_CSUM)
 /* Runs in one PENDING record at most (65536 payload bytes). */
 #define LM_STREAM_MAX_PENDING_RUNS 4096u
 
@@ -454,20 +455,21 @@ int lm_stream_put_run_data(lm_stream *s, lm_buf *b, uint64_t first_page, uint32_
  * Two-step RAW DATA run, for copying guest memory once: _begin appends the
  * headers and returns (in *pages) where npages * 4096 bytes go; the caller
  * copies them there (and may hash them for the digest); _end computes the
- * checksum. frame_off identifies the frame. No other put in between.
+ * checksum by the rule s negotiated (docs/stream.md 2). frame_off
+ * identifies the frame. No other put in between.
  */
-int lm_stream_put_raw_begin(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages,
-			    size_t *frame_off);
-void lm_stream_put_raw_end(lm_buf *b, size_t frame_off);
+int lm_stream_put_raw_begin(const lm_stream *s, lm_buf *b, uint64_t first_page, uint32_t npages,
+			    uint8_t **pages, size_t *frame_off);
+void lm_stream_put_raw_end(const lm_stream *s, lm_buf *b, size_t frame_off);
 /*
  * The same with the checksum computed as the caller copies, while each
  * page is still in cache: _begin_csum also starts *c over the run header;
- * the caller feeds *c every page it has written to *pages, in order, all
- * of them; _end_csum stores *c's checksum, with no second pass over the
- * pages.
+ * the caller feeds every page it has written to *pages to
+ * lm_stream_csum_page(), in order, all of them; _end_csum stores *c's
+ * checksum, with no second pass over the pages.
  */
-int lm_stream_put_raw_begin_csum(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages,
-				 size_t *frame_off, lm_stream_csum *c);
+int lm_stream_put_raw_begin_csum(const lm_stream *s, lm_buf *b, uint64_t first_page, uint32_t npages,
+				 uint8_t **pages, size_t *frame_off, lm_stream_csum *c);
 void lm_stream_put_raw_end_csum(lm_buf *b, size_t frame_off, lm_stream_csum *c);
 
 /* ---- handshake ------------------------------------------------------------- */
@@ -528,6 +530,17 @@ int lm_digest_init(lm_digest *d, uint64_t end_page);
 void lm_digest_destroy(lm_digest *d);
 /* Page i now holds the 4096 bytes at page (zero test, then hash). */
 void lm_digest_page(lm_digest *d, uint64_t i, const void *page);
+/* Page i's contribution is now c (computed by lm_digest_contrib() or
+ * lm_stream_csum_page()). */
+void lm_digest_set(lm_digest *d, uint64_t i, lm_hash128 c);
+/*
+ * Page i of a RAW DATA run (its 4096 bytes at page), the next in the run,
+ * added to the frame checksum c by the rule s negotiated: with
+ * LM_CAP_PAGE_HASH_CSUM its c(i) (docs/stream.md 2), else its bytes.
+ * *contrib (may be NULL) gets c(i), so a page is hashed once for both.
+ */
+void lm_stream_csum_page(const lm_stream *s, lm_stream_csum *c, uint64_t i, const void *page,
+			 lm_hash128 *contrib);
 /* n pages starting at i (contiguous in memory). */
 void lm_digest_pages(lm_digest *d, uint64_t i, uint64_t n, const void *pages);
 /* Pages [i, i+n) are now zero. Indices at or past end_page are ignored

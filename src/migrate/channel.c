@@ -219,15 +219,16 @@ int lm__lane_put(struct lm__lane *l, uint64_t p, uint32_t n, const uint8_t *host
 		uint8_t *dst;
 		size_t off;
 		lm_stream_csum c;
-		err = lm_stream_put_raw_begin_csum(l->out, p, n, &dst, &off, &c);
+		err = lm_stream_put_raw_begin_csum(l->s, l->out, p, n, &dst, &off, &c);
 		if (err)
 			return err;
 		for (uint32_t k = 0; k < n; k++) {
 			uint8_t *d = dst + (size_t)k * LM_PAGE_SIZE;
 			memcpy(d, host + (size_t)k * LM_PAGE_SIZE, LM_PAGE_SIZE);
+			lm_hash128 h;
+			lm_stream_csum_page(l->s, &c, p + k, d, l->use_digest ? &h : NULL);
 			if (l->use_digest)
-				lm_digest_page(l->digest, p + k, d);
-			lm_stream_csum_update(&c, d, LM_PAGE_SIZE);
+				lm_digest_set(l->digest, p + k, h);
 		}
 		lm_stream_put_raw_end_csum(l->out, off, &c);
 	}

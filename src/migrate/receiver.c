@@ -610,11 +610,12 @@ static int take_pages(struct lane *l, lm_stream_csum *c, const lm_frame *f, cons
 {
 	lm_stream_err e = { 0 };
 	char w[80];
+	bool dig = l->r->use_digest;
 	for (uint32_t k = 0; k < run->npages; k++) {
-		const uint8_t *pg = pages + (size_t)k * LM_PAGE_SIZE;
-		lm_stream_csum_update(c, pg, LM_PAGE_SIZE);
-		if (l->r->use_digest)
-			lm_digest_page(l->digest, run->first_page + k, pg);
+		lm_hash128 h;
+		lm_stream_csum_page(l->s, c, run->first_page + k, pages + (size_t)k * LM_PAGE_SIZE, dig ? &h : NULL);
+		if (dig)
+			lm_digest_set(l->digest, run->first_page + k, h);
 	}
 	int err = lm_stream_csum_check(c, f, &e);
 	if (err)
@@ -823,7 +824,9 @@ static int pc_ram(struct recv *r, const lm_frame *f)
 		err = lm__io_read(&r->io, r->pc_stage, len);
 		if (err)
 			return io_rfail(r, err);
-		lm_stream_csum_update(&c, r->pc_stage, len);
+		/* The placer digests the destination pages itself (5.1). */
+		for (uint32_t k = 0; k < run.npages; k++)
+			lm_stream_csum_page(&r->s, &c, run.first_page + k, r->pc_stage + (size_t)k * LM_PAGE_SIZE, NULL);
 		src = r->pc_stage;
 	} else if (run.kind == LM_RUN_DATA) {
 		err = read_payload(r, &(lm_frame){ .type = f->type, .payload_len = (uint32_t)run.data_len });

@@ -829,7 +829,7 @@ static int handshake(struct lm_migration *m)
 	if (err)
 		return fail(m, err, "bad memory layout: %s", e.msg);
 	h.mandatory = LM_CAP_RECORD_CSUM;
-	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PREPARE | LM_CAP_CATCH_UP | LM_CAP_COMMIT_ACK |
+	h.offered = LM_CAP_RECORD_CSUM | LM_CAP_PAGE_HASH_CSUM | LM_CAP_PREPARE | LM_CAP_CATCH_UP | LM_CAP_COMMIT_ACK |
 		    (m->p.compress ? LM_CAP_ZSTD : 0) |
 		    (m->p.verify == LM_VERIFY_NONE ? LM_CAP_NO_DIGEST : 0);
 	/* Asked for, so required: a destination that cannot do it says so

@@ -118,6 +118,12 @@ void lm_digest_page(lm_digest *d, uint64_t i, const void *page)
 	replace(d, i, lm_digest_contrib(i, page));
 }
 
+void lm_digest_set(lm_digest *d, uint64_t i, lm_hash128 c)
+{
+	if (i < d->end_page)
+		replace(d, i, c);
+}
+
 void lm_digest_pages(lm_digest *d, uint64_t i, uint64_t n, const void *pages)
 {
 	const uint8_t *p = pages;

@@ -335,6 +335,7 @@ static const struct {
     {LM_CAP_POSTCOPY, "postcopy-ram"},
     {LM_CAP_MULTIFD, "multifd"},
     {LM_CAP_CATCH_UP, "catch-up"},
+    {LM_CAP_PAGE_HASH_CSUM, "page-hash-csum"},
 };
 
 const char *lm_stream_cap_name(uint64_t bit)

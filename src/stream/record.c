@@ -328,9 +328,10 @@ int lm_stream_put_run_empty(lm_buf *b, uint8_t kind, uint64_t first_page, uint32
 	return put_simple(b, LM_REC_RAM, p, sizeof(p));
 }
 
-int lm_stream_put_raw_begin(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages,
-			    size_t *frame_off)
+int lm_stream_put_raw_begin(const lm_stream *s, lm_buf *b, uint64_t first_page, uint32_t npages,
+			    uint8_t **pages, size_t *frame_off)
 {
+	(void)s; /* the rule matters at the end */
 	int r = check_run_args(first_page, npages);
 	if (r)
 		return r;
@@ -344,15 +345,59 @@ int lm_stream_put_raw_begin(lm_buf *b, uint64_t first_page, uint32_t npages, uin
 	return 0;
 }
 
-void lm_stream_put_raw_end(lm_buf *b, size_t frame_off)
+/* Whether the frame f with this payload is checksummed over its pages'
+ * hashes (docs/stream.md 2): a well-formed RAW DATA run under the rule. */
+static bool by_page_hash(const lm_stream *s, const lm_frame *f, const uint8_t *p, size_t len)
 {
-	lm__frame_finish(b, frame_off);
+	return (s->caps & LM_CAP_PAGE_HASH_CSUM) && f->type == LM_REC_RAM && len >= LM_RUN_HDR &&
+	       p[12] == LM_RUN_DATA && p[13] == LM_ENC_RAW && (len - LM_RUN_HDR) % LM_PAGE_SIZE == 0 &&
+	       (len - LM_RUN_HDR) / LM_PAGE_SIZE == ld32(p + 8);
 }
 
-int lm_stream_put_raw_begin_csum(lm_buf *b, uint64_t first_page, uint32_t npages, uint8_t **pages,
-				 size_t *frame_off, lm_stream_csum *c)
+void lm_stream_csum_page(const lm_stream *s, lm_stream_csum *c, uint64_t i, const void *page,
+			 lm_hash128 *contrib)
 {
-	int r = lm_stream_put_raw_begin(b, first_page, npages, pages, frame_off);
+	if (s->caps & LM_CAP_PAGE_HASH_CSUM) {
+		lm_hash128 h = lm_digest_contrib(i, page);
+		uint8_t le[16];
+		st64(le, h.lo);
+		st64(le + 8, h.hi);
+		lm_stream_csum_update(c, le, sizeof(le));
+		if (contrib)
+			*contrib = h;
+		return;
+	}
+	lm_stream_csum_update(c, page, LM_PAGE_SIZE);
+	if (contrib)
+		*contrib = lm_digest_contrib(i, page);
+}
+
+/* The checksum of frame f with this payload, by the rule s negotiated. */
+static uint32_t frame_checksum(const lm_stream *s, const lm_frame *f, const uint8_t *p, size_t len)
+{
+	if (!by_page_hash(s, f, p, len))
+		return lm_stream_checksum(f, p, len);
+	lm_stream_csum c;
+	lm_stream_csum_begin(&c, f);
+	lm_stream_csum_update(&c, p, LM_RUN_HDR);
+	uint64_t first = ld64(p);
+	for (size_t k = 0; k < (len - LM_RUN_HDR) / LM_PAGE_SIZE; k++)
+		lm_stream_csum_page(s, &c, first + k, p + LM_RUN_HDR + k * LM_PAGE_SIZE, NULL);
+	return lm_stream_csum_end(&c);
+}
+
+void lm_stream_put_raw_end(const lm_stream *s, lm_buf *b, size_t frame_off)
+{
+	uint8_t *p = b->data + frame_off;
+	lm_frame f = {.type = ld16(p), .flags = ld16(p + 2)};
+	f.payload_len = (uint32_t)(b->len - frame_off - LM_FRAME_HDR);
+	lm__frame_finish_with(b, frame_off, frame_checksum(s, &f, p + LM_FRAME_HDR, f.payload_len));
+}
+
+int lm_stream_put_raw_begin_csum(const lm_stream *s, lm_buf *b, uint64_t first_page, uint32_t npages,
+				 uint8_t **pages, size_t *frame_off, lm_stream_csum *c)
+{
+	int r = lm_stream_put_raw_begin(s, b, first_page, npages, pages, frame_off);
 	if (r)
 		return r;
 	lm_frame f = {.type = LM_REC_RAM, .payload_len = (uint32_t)(LM_RUN_HDR + RUN_BYTES(npages))};
@@ -401,11 +446,11 @@ int lm_stream_put_run_data(lm_stream *s, lm_buf *b, uint64_t first_page, uint32_
 		return -EINVAL;
 	}
 	uint8_t *dst;
-	r = lm_stream_put_raw_begin(b, first_page, npages, &dst, &off);
+	r = lm_stream_put_raw_begin(s, b, first_page, npages, &dst, &off);
 	if (r)
 		return r;
 	memcpy(dst, pages, raw);
-	lm_stream_put_raw_end(b, off);
+	lm_stream_put_raw_end(s, b, off);
 	if (enc_used)
 		*enc_used = LM_ENC_RAW;
 	return 0;
@@ -556,11 +601,12 @@ int lm_stream_decode_payload(lm_stream *s, const lm_frame *f, const void *payloa
 		return lm__stream_fail(err, len < f->payload_len ? -ENODATA : -EINVAL,
 				       "%s record: payload is %zu bytes, frame says %u", name, len,
 				       f->payload_len);
-	if (lm_stream_checksum(f, p, len) != f->checksum)
+	uint32_t sum = frame_checksum(s, f, p, len);
+	if (sum != f->checksum)
 		return lm__stream_fail(
 		    err, -EBADMSG,
 		    "%s record: checksum mismatch (frame says 0x%08x, data gives 0x%08x)", name,
-		    f->checksum, lm_stream_checksum(f, p, len));
+		    f->checksum, sum);
 	memset(rec, 0, offsetof(lm_record, u));
 	rec->frame = *f;
 	switch (f->type) {

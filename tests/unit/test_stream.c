@@ -492,40 +492,88 @@ static void test_fixed_buffer(void **state)
 	lm_stream_destroy(&s);
 }
 
-/* The checksum computed page by page as the caller copies gives the same
- * frame, byte for byte, as the one computed over the finished payload. */
-static void test_raw_csum_as_copied(void **state)
+/*
+ * RAW runs under both checksum rules (docs/stream.md 2): the checksum
+ * computed page by page as the caller copies gives the same frame, byte
+ * for byte, as the one computed over the finished payload; with
+ * page-hash-csum it is XXH3-64 over the run header and the pages' c(i),
+ * written out here independently; each rule's frame decodes under its own
+ * rule, fails under the other, and fails when one page byte flips.
+ */
+static void test_raw_csum_rules(void **state)
 {
 	(void)state;
 	uint8_t pages[5 * PG];
 	fill_random(pages, sizeof(pages));
-	lm_buf a, c;
-	lm_buf_init(&a);
-	lm_buf_init(&c);
-	uint8_t *dst;
-	size_t off;
-	assert_int_equal(lm_stream_put_raw_begin(&a, 77, 5, &dst, &off), 0);
-	memcpy(dst, pages, sizeof(pages));
-	lm_stream_put_raw_end(&a, off);
+	memset(pages + 2 * PG, 0, PG); /* a zero page: c = 0 */
+	const uint64_t first = 104;
+	for (int rule = 0; rule < 2; rule++) {
+		lm_stream s;
+		setup_stream(&s, ALL_CAPS | (rule ? LM_CAP_PAGE_HASH_CSUM : 0));
+		lm_buf a, c;
+		lm_buf_init(&a);
+		lm_buf_init(&c);
+		uint8_t *dst;
+		size_t off;
+		assert_int_equal(lm_stream_put_raw_begin(&s, &a, first, 5, &dst, &off), 0);
+		memcpy(dst, pages, sizeof(pages));
+		lm_stream_put_raw_end(&s, &a, off);
 
-	lm_stream_csum cs;
-	assert_int_equal(lm_stream_put_run_empty(&c, LM_RUN_ZERO, 3, 2), 0); /* not at offset 0 */
-	size_t before = c.len;
-	assert_int_equal(lm_stream_put_raw_begin_csum(&c, 77, 5, &dst, &off, &cs), 0);
-	assert_int_equal(off, before);
-	for (int k = 0; k < 5; k++) {
-		memcpy(dst + k * PG, pages + k * PG, PG);
-		lm_stream_csum_update(&cs, dst + k * PG, PG);
+		lm_stream_csum cs;
+		assert_int_equal(lm_stream_put_run_empty(&c, LM_RUN_ZERO, 3, 2), 0); /* not at offset 0 */
+		size_t before = c.len;
+		assert_int_equal(lm_stream_put_raw_begin_csum(&s, &c, first, 5, &dst, &off, &cs), 0);
+		assert_int_equal(off, before);
+		for (int k = 0; k < 5; k++) {
+			memcpy(dst + k * PG, pages + k * PG, PG);
+			lm_hash128 h;
+			lm_stream_csum_page(&s, &cs, first + k, dst + k * PG, &h);
+			lm_hash128 want = lm_digest_contrib(first + k, pages + k * PG);
+			assert_true(lm_hash128_eq(h, want));
+		}
+		lm_stream_put_raw_end_csum(&c, off, &cs);
+		assert_int_equal(c.len - before, a.len);
+		assert_memory_equal(c.data + before, a.data, a.len);
+
+		/* The rule written out. */
+		uint64_t seed = LM_REC_RAM | ((uint64_t)(16 + 5 * PG) << 32);
+		uint32_t want;
+		if (rule) {
+			uint8_t in[16 + 5 * 16];
+			memcpy(in, a.data + 12, 16);
+			for (int k = 0; k < 5; k++) {
+				lm_hash128 h = lm_digest_contrib(first + k, pages + k * PG);
+				for (int i = 0; i < 8; i++) {
+					in[16 + 16 * k + i] = (uint8_t)(h.lo >> (8 * i));
+					in[16 + 16 * k + 8 + i] = (uint8_t)(h.hi >> (8 * i));
+				}
+			}
+			want = (uint32_t)XXH3_64bits_withSeed(in, sizeof(in), seed);
+		} else {
+			want = (uint32_t)XXH3_64bits_withSeed(a.data + 12, a.len - 12, seed);
+		}
+		uint32_t got = (uint32_t)a.data[8] | (uint32_t)a.data[9] << 8 | (uint32_t)a.data[10] << 16 |
+			       (uint32_t)a.data[11] << 24;
+		assert_int_equal(got, want);
+
+		lm_record rec;
+		lm_stream_err err = {0};
+		assert_int_equal(lm_stream_decode(&s, a.data, a.len, &rec, &err), (int64_t)a.len);
+		lm_stream other;
+		setup_stream(&other, ALL_CAPS | (rule ? 0 : LM_CAP_PAGE_HASH_CSUM));
+		expect_fail(&other, a.data, a.len, -EBADMSG, "checksum mismatch");
+		a.data[12 + 16 + 3 * PG + 100] ^= 0x01;
+		expect_fail(&s, a.data, a.len, -EBADMSG, "checksum mismatch");
+
+		/* Bad arguments fail before anything is appended. */
+		size_t len = c.len;
+		assert_int_equal(lm_stream_put_raw_begin_csum(&s, &c, first, 0, &dst, &off, &cs), -EINVAL);
+		assert_int_equal(c.len, len);
+		lm_buf_destroy(&a);
+		lm_buf_destroy(&c);
+		lm_stream_destroy(&other);
+		lm_stream_destroy(&s);
 	}
-	lm_stream_put_raw_end_csum(&c, off, &cs);
-	assert_int_equal(c.len - before, a.len);
-	assert_memory_equal(c.data + before, a.data, a.len);
-	/* Bad arguments fail before anything is appended. */
-	size_t len = c.len;
-	assert_int_equal(lm_stream_put_raw_begin_csum(&c, 77, 0, &dst, &off, &cs), -EINVAL);
-	assert_int_equal(c.len, len);
-	lm_buf_destroy(&a);
-	lm_buf_destroy(&c);
 }
 
 /* ---- incremental (socket-style) decoding -------------------------------------------------- */
@@ -541,9 +589,9 @@ static void test_incremental_zero_copy(void **state)
 	lm_buf_init(&b);
 	uint8_t *dstp;
 	size_t off;
-	assert_int_equal(lm_stream_put_raw_begin(&b, 104, 4, &dstp, &off), 0);
+	assert_int_equal(lm_stream_put_raw_begin(&s, &b, 104, 4, &dstp, &off), 0);
 	memcpy(dstp, pages, sizeof(pages));
-	lm_stream_put_raw_end(&b, off);
+	lm_stream_put_raw_end(&s, &b, off);
 
 	struct guarded g;
 	guarded_alloc(&g, 32 * PG); /* region 1 */
@@ -615,9 +663,9 @@ static void test_negotiation(void **state)
 	assert_non_null(strstr(err.msg, "switched off"));
 
 	/* An unknown mandatory capability is refused. */
-	h = make_hello(ALL_CAPS | (1ull << 10), LM_CAP_RECORD_CSUM | (1ull << 10));
+	h = make_hello(ALL_CAPS | (1ull << 20), LM_CAP_RECORD_CSUM | (1ull << 20));
 	assert_int_equal(lm_stream_negotiate(&rx, &h, LM_CAP_KNOWN, &acc, &err), -ENOTSUP);
-	assert_non_null(strstr(err.msg, "0x400"));
+	assert_non_null(strstr(err.msg, "0x100000"));
 	assert_non_null(strstr(err.msg, "unknown"));
 
 	/* Version 1 requires record-csum to be mandatory. */
@@ -1472,10 +1520,10 @@ static void test_cap_names(void **state)
 	assert_int_equal(m, 0);
 	assert_int_equal(lm_stream_caps_parse("zstd,bogus", &m), -EINVAL);
 	assert_int_equal(lm_stream_caps_parse("zstd,", &m), -EINVAL);
-	char out[128];
+	char out[256];
 	lm_stream_caps_format(LM_CAP_KNOWN | (1ull << 63), out, sizeof(out));
 	assert_string_equal(out, "record-csum,zstd,skip-balloon,table-stream,prepare,commit-ack,no-digest,postcopy-ram,"
-				 "multifd,catch-up,0x8000000000000000");
+				 "multifd,catch-up,page-hash-csum,0x8000000000000000");
 	assert_int_equal(lm_stream_caps_parse("postcopy-ram", &m), 0);
 	assert_int_equal(m, LM_CAP_POSTCOPY);
 	lm_stream_caps_format(0, out, sizeof(out));
@@ -1604,7 +1652,7 @@ int main(void)
 	    cmocka_unit_test(test_status_text),
 	    cmocka_unit_test(test_max_run),
 	    cmocka_unit_test(test_fixed_buffer),
-	    cmocka_unit_test(test_raw_csum_as_copied),
+	    cmocka_unit_test(test_raw_csum_rules),
 	    cmocka_unit_test(test_incremental_zero_copy),
 	    cmocka_unit_test(test_negotiation),
 	    cmocka_unit_test(test_hello_version_and_magic),
