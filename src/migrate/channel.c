@@ -27,8 +27,10 @@
  * stops; the migration then fails naming the channel.
  *
  * The encoder (lm__lane_put): zero runs as headers; data runs copied once
- * from guest memory into the output buffer and hashed there (the digest
- * describes exactly what was sent); with zstd, compression where it pays
+ * from guest memory into the output buffer and hashed there, a page at a
+ * time while it is in cache (the digest describes exactly what was sent;
+ * with page-hash-csum the same hash serves the frame checksum); with zstd,
+ * compression where it pays
  * (lm__zstd_next, a pure policy: runs that do not shrink make the encoder
  * stop trying for a growing number of runs, and try again later).
  */

@@ -4,8 +4,9 @@
  * Everything that arrives is untrusted. Each frame header is validated
  * (type, flags, length bound) before anything is allocated or read; RAM
  * runs are checked against the layout before their pages are read straight
- * into destination memory (or, with the filler, a staging buffer placed by
- * UFFDIO_COPY: see fill.c), and their checksum is verified before the pages
+ * into destination memory (or, with the filler, into a staging buffer
+ * placed by UFFDIO_COPY, unless the filler knows every page of the run is
+ * populated already: see fill.c), and their checksum is verified before the pages
  * count as applied (a bad checksum fails the whole migration, so bytes
  * already written into memory that will never run do no harm). The digest
  * is kept over what was written into destination memory and compared with
