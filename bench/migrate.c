@@ -79,7 +79,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sys/resource.h>
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -90,6 +89,7 @@
 #include <strings.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -703,7 +703,8 @@ struct row {
 	double fill_s;
 	double wall_s; /* lm_migrate_send: connect to COMMIT; with --repeat the best */
 	double worst_s; /* with --repeat: the slowest run */
-	double cpu_s; /* CPU time of the process (both ends, user + system) over the run of wall_s */
+	double cpu_s; /* CPU time of the process (both ends, user + system) from the start of
+		       * lm_migrate_send until the receiver thread is joined */
 	unsigned runs;
 	struct lm_migrate_stats st;
 	struct lm_receive_stats rst;
@@ -749,6 +750,7 @@ static int run_case(struct row *row, bool uffd, bool progress)
 	bool th_on = false, away = false;
 	int fd = -1, err;
 	double cpu0 = 0;
+	row->cpu_s = 0; /* a row copied from an earlier run keeps none of its figure */
 
 	if (progress) {
 		char sz[16];

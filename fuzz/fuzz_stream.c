@@ -13,6 +13,9 @@
  *   bit 6 set:   before decoding, the checksum of every frame is recomputed
  *                (on a copy), so that mutations get past the checksum to the
  *                field checks behind it.
+ *   bit 5 set:   page-hash-csum is allowed (or, with bit 7, on): RAW RAM
+ *                runs are checksummed over their pages' hashes
+ *                (docs/stream.md 2), and bit 6 recomputes them so.
  * Records are decoded one by one until the first error or END. DATA runs
  * are applied, ZERO runs zero memory, and a digest is kept as the receiver
  * would. Each frame is also decoded the incremental way (header, run
@@ -75,15 +78,22 @@ static int incremental(lm_stream *s, const uint8_t *p, size_t len)
 		lm_stream_csum c;
 		lm_stream_csum_begin(&c, &f);
 		lm_stream_csum_update(&c, pl, LM_RUN_HDR);
-		lm_stream_csum_update(&c, pl + LM_RUN_HDR, run.data_len);
+		if (run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW) {
+			/* A page at a time, as a receiver reading into place. */
+			for (uint32_t k = 0; k < run.npages; k++)
+				lm_stream_csum_page(s, &c, run.first_page + k, pl + LM_RUN_HDR + (size_t)k * LM_PAGE_SIZE, NULL);
+		} else {
+			lm_stream_csum_update(&c, pl + LM_RUN_HDR, run.data_len);
+		}
 		return lm_stream_csum_check(&c, &f, NULL) ? -1 : 0;
 	}
 	lm_record rec;
 	return lm_stream_decode_payload(s, &f, pl, f.payload_len, &rec, NULL) ? -1 : 0;
 }
 
-/* Walk the frames as their headers say and give each a correct checksum. */
-static void fix_checksums(uint8_t *p, size_t len)
+/* Walk the frames as their headers say and give each a correct checksum
+ * (by the page-hash rule where s has it and the frame is a RAW DATA run). */
+static void fix_checksums(const lm_stream *s, uint8_t *p, size_t len)
 {
 	size_t off = 0;
 	while (len - off >= LM_FRAME_HDR) {
@@ -96,7 +106,22 @@ static void fix_checksums(uint8_t *p, size_t len)
 		};
 		if (len - off - LM_FRAME_HDR < f.payload_len)
 			return;
-		uint32_t c = lm_stream_checksum(&f, h + LM_FRAME_HDR, f.payload_len);
+		const uint8_t *pl = h + LM_FRAME_HDR;
+		uint32_t c;
+		if ((s->caps & LM_CAP_PAGE_HASH_CSUM) && f.type == LM_REC_RAM && f.payload_len >= LM_RUN_HDR &&
+		    pl[12] == LM_RUN_DATA && pl[13] == LM_ENC_RAW && (f.payload_len - LM_RUN_HDR) % LM_PAGE_SIZE == 0) {
+			lm_stream_csum cs;
+			lm_stream_csum_begin(&cs, &f);
+			lm_stream_csum_update(&cs, pl, LM_RUN_HDR);
+			uint64_t first = 0;
+			for (int i = 0; i < 8; i++)
+				first |= (uint64_t)pl[i] << (8 * i);
+			for (size_t k = 0; k < (f.payload_len - LM_RUN_HDR) / LM_PAGE_SIZE; k++)
+				lm_stream_csum_page(s, &cs, first + k, pl + LM_RUN_HDR + k * LM_PAGE_SIZE, NULL);
+			c = lm_stream_csum_end(&cs);
+		} else {
+			c = lm_stream_checksum(&f, pl, f.payload_len);
+		}
 		for (int i = 0; i < 4; i++)
 			h[8 + i] = (uint8_t)(c >> (8 * i));
 		off += LM_FRAME_HDR + f.payload_len;
@@ -122,12 +147,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *copy = NULL;
 	if (!rec)
 		return 0;
+	uint64_t caps = (sel & 0x0f) | (sel & 0x20 ? LM_CAP_PAGE_HASH_CSUM : 0);
 	if (sel & 0x40) {
 		copy = malloc(size ? size : 1);
 		if (!copy)
 			goto out;
 		memcpy(copy, data, size);
-		fix_checksums(copy, size);
+		lm_stream rule;
+		lm_stream_init(&rule);
+		rule.caps = caps & LM_CAP_PAGE_HASH_CSUM;
+		fix_checksums(&rule, copy, size);
+		lm_stream_destroy(&rule);
 		data = copy;
 	}
 
@@ -135,14 +165,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		static const lm_stream_region fixed[] = {{0, 16}, {100, 8}};
 		if (lm_stream_layout_init(&s.layout, fixed, 2, NULL))
 			abort();
-		s.caps = sel & 0x0f;
+		s.caps = caps;
 	} else {
 		lm_stream_err err;
 		int64_t r = lm_stream_decode(&s, data, size, rec, &err);
 		if (r < 0 || rec->frame.type != LM_REC_HELLO)
 			goto out;
 		uint64_t acc;
-		if (lm_stream_negotiate(&s, &rec->u.hello, sel & 0x0f, &acc, &err))
+		if (lm_stream_negotiate(&s, &rec->u.hello, caps, &acc, &err))
 			goto out;
 		if ((acc & ~rec->u.hello.offered) || (rec->u.hello.mandatory & ~acc))
 			abort();

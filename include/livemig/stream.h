@@ -22,11 +22,15 @@
  *   2. RAM runs: read LM_RUN_HDR (16) bytes, lm_stream_run_parse() checks
  *      kind, encoding, page count, layout and the exact payload length and
  *      says where the pages go (region, offset). RAW data may then be read
- *      straight into destination memory; feed header, run header and data
- *      to an lm_stream_csum and check it before considering the pages
- *      applied (a failed check aborts the migration: the destination never
- *      runs a guest from a failed stream). ZSTD data: read it into a
- *      bounded buffer, check the checksum, then lm_stream_run_apply().
+ *      straight into destination memory; begin an lm_stream_csum with the
+ *      frame, feed it the run header, then every page in order through
+ *      lm_stream_csum_page() (which follows the rule the connection
+ *      negotiated: page-hash-csum hashes each page's digest contribution,
+ *      else its bytes; it also returns that contribution for the digest),
+ *      and check it before considering the pages applied (a failed check
+ *      aborts the migration: the destination never runs a guest from a
+ *      failed stream). ZSTD data: read it into a bounded buffer, feed the
+ *      run header and the data bytes, check, then lm_stream_run_apply().
  *   3. Any other record: read the payload (its size is already bounded by
  *      step 1) and call lm_stream_decode_payload(), which verifies the
  *      checksum and decodes.
@@ -50,6 +54,12 @@
  *   - LM_CAP_NO_DIGEST (a stream without DIGEST, 5.3).
  *   - LM_CAP_POSTCOPY with LM_REC_PENDING / LM_REC_POSTCOPY /
  *     LM_REC_PAGE_REQ and their encoders (post-copy, 3.14).
+ *   - LM_CAP_PAGE_HASH_CSUM (RAW runs checksummed over their pages'
+ *     digest contributions, docs/stream.md 2), lm_stream_csum_page() and
+ *     lm_digest_set(); lm_stream_put_raw_begin()/_end() take the stream
+ *     (the rule is the connection's), and _begin_csum()/_end_csum()
+ *     checksum as the caller copies. A receiver that feeds RAW pages to
+ *     lm_stream_csum_update() itself must not allow LM_CAP_PAGE_HASH_CSUM.
  */
 #ifndef LIVEMIG_STREAM_H
 #define LIVEMIG_STREAM_H
@@ -253,6 +263,9 @@ uint32_t lm_stream_max_payload(uint16_t type);
  * with the first 8 header bytes (type, flags, payload_len) read as a
  * little-endian u64, so a flipped header bit changes it too. Can be fed
  * in pieces (run header, then pages read straight into guest memory).
+ * With LM_CAP_PAGE_HASH_CSUM a RAW DATA run's pages are fed through
+ * lm_stream_csum_page() instead (docs/stream.md 2); lm_stream_checksum()
+ * is always the byte rule.
  * The state is opaque storage for an XXH3 streaming state.
  */
 typedef struct lm_stream_csum {

@@ -599,19 +599,19 @@ static int placer_stop(struct lane *l)
 	return err;
 }
 
-
 /*
  * The pages of a RAW run, read (to pages): each added to the frame's
- * checksum and to the digest while it is in cache, then the checksum
- * checked (one pass over the run each was slower here). A page that
- * fails its frame fails the migration, so the digest it entered is moot.
+ * checksum and, with digest, to the digest while it is in cache, then the
+ * checksum checked (one pass over the run each was slower here). A page
+ * that fails its frame fails the migration, so the digest it entered is
+ * moot.
  */
 static int take_pages(struct lane *l, lm_stream_csum *c, const lm_frame *f, const lm_run *run,
-		      const uint8_t *pages)
+		      const uint8_t *pages, bool digest)
 {
 	lm_stream_err e = { 0 };
 	char w[80];
-	bool dig = l->r->use_digest;
+	bool dig = digest && l->r->use_digest;
 	for (uint32_t k = 0; k < run->npages; k++) {
 		lm_hash128 h;
 		lm_stream_csum_page(l->s, c, run->first_page + k, pages + (size_t)k * LM_PAGE_SIZE, dig ? &h : NULL);
@@ -674,7 +674,7 @@ static int ram(struct lane *l, const lm_frame *f)
 		err = lm__io_read(l->io, stage, dst_len);
 		if (err)
 			return lio_fail(l, err);
-		if ((err = take_pages(l, &c, f, &run, stage)))
+		if ((err = take_pages(l, &c, f, &run, stage, true)))
 			return err;
 		if ((err = placer_submit(l, run.first_page, dst, run.npages)))
 			return placer_fail(l, err);
@@ -691,20 +691,22 @@ static int ram(struct lane *l, const lm_frame *f)
 		err = lm__io_read(l->io, l->stage, dst_len);
 		if (err)
 			return lio_fail(l, err);
-		if ((err = take_pages(l, &c, f, &run, l->stage)))
+		if ((err = take_pages(l, &c, f, &run, l->stage, false)))
 			return err;
 		err = lm__filler_place(&r->fill, run.first_page, dst, l->stage, run.npages);
 		if (err)
 			return lfail(l, err, "could not place pages [%llu, %llu) in destination memory: %s",
 				     (unsigned long long)run.first_page,
 				     (unsigned long long)(run.first_page + run.npages), lm_strerror(err));
+		if (r->use_digest) /* placed in line: what landed (docs/stream.md 5.1) */
+			lm_digest_pages(l->digest, run.first_page, run.npages, dst);
 		l->pages_data += run.npages;
 	} else if (raw) {
 		/* Validated: exactly dst_len bytes, inside the region. */
 		err = lm__io_read(l->io, dst, dst_len);
 		if (err)
 			return lio_fail(l, err);
-		if ((err = take_pages(l, &c, f, &run, dst)))
+		if ((err = take_pages(l, &c, f, &run, dst, true)))
 			return err;
 		l->pages_data += run.npages;
 	} else if (run.kind == LM_RUN_DATA) {
@@ -863,10 +865,7 @@ static void *lane_main(void *arg)
 {
 	struct lane *l = arg;
 	struct recv *r = l->r;
-	if (l->index < 0)
-		lm__thread_name("lm-recv");
-	else
-		lm__thread_name("lm-recv/%d", l->index);
+	lm__thread_name("lm-recv/%d", l->index); /* a channel's: the main one runs in the caller */
 	uint8_t hdr[LM_FRAME_HDR], pl[16];
 	lm_frame f;
 	lm_record rec;

@@ -2,9 +2,10 @@
  * XXH3, the one hash of the stream layer (frame checksums, the RAM digest),
  * behind an ops table with one entry per instruction set.
  *
- * Workload: every page a migration moves is hashed twice on each side
- * (digest, frame checksum) while it streams at GB/s, so the hash is on
- * the data path's critical path. Debian's libxxhash is built for the
+ * Workload: every page a migration moves is hashed on each side (for the
+ * digest, and for the frame checksum: the same hash with page-hash-csum,
+ * a second pass without) while it streams at GB/s, so the hash is on the
+ * data path's critical path. Debian's libxxhash is built for the
  * x86-64 baseline (SSE2) and called out of line; the same algorithm
  * compiled inline for AVX2 took 2.7x less time per page here (2026-12-07,
  * 1 GiB, copy + XXH3-128 per page + XXH3-64 per 1 MiB: 869 ns against
