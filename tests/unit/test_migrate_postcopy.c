@@ -148,13 +148,14 @@ static void test_postcopy_reader(void **state)
 	struct lm_migrate_stats st;
 	int err = lm_migrate_send(f.fds[0], f.r, 2, f.src, &lm_test_writer_ops, &f.w, &p, &st);
 	int rerr = lm_test_receiver_join_after(&f.rx, f.fds[0], err);
-	if (f.reader_on)
-		pthread_join(f.reader, NULL);
 	lm_test_writer_stop(&f.w);
 	if (err || rerr)
-		print_message("sender: %s\nreceiver: %s\n", st.error, f.rx.st.error);
-	assert_int_equal(err, 0);
-	assert_int_equal(rerr, 0);
+		/* The reader not joined: after a failed post-copy one waiting
+		 * for a page that will never come waits forever, as the guest
+		 * would (the destination keeps the pages missing). */
+		fail_msg("post-copy failed: sender: %s; receiver: %s", st.error, f.rx.st.error);
+	if (f.reader_on)
+		pthread_join(f.reader, NULL);
 	print_message("      %llu pending, %llu asked for in %llu requests, %llu pushed; page wait p50 %llu us, "
 		      "p99 %llu us; downtime %.3f ms\n",
 		      (unsigned long long)st.postcopy_pending, (unsigned long long)st.postcopy_pages_requested,
