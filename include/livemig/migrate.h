@@ -486,7 +486,10 @@ struct lm_receive_stats {
 	bool wait_commit;
 	bool committed_sent;   /* COMMITTED went out (commit-ack) */
 	/* How pages were placed: "uffdio-copy" (fresh memory filled without
-	 * zeroing or faults), or "write (why UFFDIO_COPY was off)". */
+	 * zeroing or faults), or "write (why UFFDIO_COPY was off)"; with
+	 * "; N/M runs in place" when N of the M RAW runs the filler saw went
+	 * straight into pages already present (preallocated memory, pages
+	 * resent in a later round). */
 	char fill[96];
 	/* Post-copy (docs/stream.md 3.14): switched, the guest started here
 	 * with pages missing (ops->postcopy_start), and all of them arrived. */

@@ -133,6 +133,9 @@ struct recv {
 	bool setup_called;
 	bool accept_sent; /* after ACCEPT, failures are answered with RESULT */
 	int placers_unstarted; /* connections whose placer thread could not start (atomic) */
+	/* RAW runs with the filler on, and those read straight into pages it
+	 * knew present (atomic: every lane counts) */
+	uint64_t runs_filled, runs_in_place;
 	uint64_t dig_lo, dig_hi, dig_npages;
 	lm_skip_map *skip; /* the workload's, when skip-balloon was accepted */
 	struct lm__filler fill; /* UFFDIO_COPY into fresh destination memory */
@@ -667,6 +670,11 @@ static int ram(struct lane *l, const lm_frame *f)
 	 * straight into place: no staging copy, no placer. */
 	bool raw = run.kind == LM_RUN_DATA && run.enc == LM_ENC_RAW;
 	bool fill = raw && lm__filler_on(&r->fill) && !lm__filler_present(&r->fill, run.first_page, run.npages);
+	if (raw && lm__filler_on(&r->fill)) {
+		__atomic_add_fetch(&r->runs_filled, 1, __ATOMIC_RELAXED);
+		if (!fill)
+			__atomic_add_fetch(&r->runs_in_place, 1, __ATOMIC_RELAXED);
+	}
 	if (fill && placer_ready(l)) {
 		/* Into a staging buffer, checked and digested, then placed by
 		 * the placer while the next run is read. */
@@ -1739,6 +1747,12 @@ out:
 		snprintf(r.st->fill, sizeof(r.st->fill),
 			 "uffdio-copy (in line on %d connection(s): no placer thread, out of memory or threads)",
 			 r.placers_unstarted);
+	if (r.runs_in_place) {
+		/* Say what happened to present memory, not only to fresh. */
+		size_t k = strlen(r.st->fill);
+		snprintf(r.st->fill + k, sizeof(r.st->fill) - k, "; %llu/%llu runs in place",
+			 (unsigned long long)r.runs_in_place, (unsigned long long)r.runs_filled);
+	}
 	r.st->pages_data += r.main.pages_data;
 	r.st->pages_zero += r.main.pages_zero;
 	free(r.main.payload);
