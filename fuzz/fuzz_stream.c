@@ -106,24 +106,12 @@ static void fix_checksums(const lm_stream *s, uint8_t *p, size_t len)
 		};
 		if (len - off - LM_FRAME_HDR < f.payload_len)
 			return;
-		const uint8_t *pl = h + LM_FRAME_HDR;
-		uint32_t c;
-		if ((s->caps & LM_CAP_PAGE_HASH_CSUM) && f.type == LM_REC_RAM && f.payload_len >= LM_RUN_HDR &&
-		    pl[12] == LM_RUN_DATA && pl[13] == LM_ENC_RAW && (f.payload_len - LM_RUN_HDR) % LM_PAGE_SIZE == 0) {
-			lm_stream_csum cs;
-			lm_stream_csum_begin(&cs, &f);
-			lm_stream_csum_update(&cs, pl, LM_RUN_HDR);
-			uint64_t first = 0;
-			for (int i = 0; i < 8; i++)
-				first |= (uint64_t)pl[i] << (8 * i);
-			for (size_t k = 0; k < (f.payload_len - LM_RUN_HDR) / LM_PAGE_SIZE; k++)
-				lm_stream_csum_page(s, &cs, first + k, pl + LM_RUN_HDR + k * LM_PAGE_SIZE, NULL);
-			c = lm_stream_csum_end(&cs);
-		} else {
-			c = lm_stream_checksum(&f, pl, f.payload_len);
-		}
-		for (int i = 0; i < 4; i++)
-			h[8 + i] = (uint8_t)(c >> (8 * i));
+		/* The encoder's own finish: it picks the rule per frame (a RAW
+		 * DATA run under page-hash-csum, else the bytes). */
+		lm_buf fb;
+		lm_buf_init_fixed(&fb, h, LM_FRAME_HDR + (size_t)f.payload_len);
+		fb.len = fb.cap;
+		lm_stream_put_raw_end(s, &fb, 0);
 		off += LM_FRAME_HDR + f.payload_len;
 	}
 }

@@ -244,20 +244,19 @@ int lm__frame_start(lm_buf *b, uint16_t type, size_t payload_hint, size_t *off)
 	return 0;
 }
 
-void lm__frame_finish(lm_buf *b, size_t off)
-{
-	uint8_t *p = b->data + off;
-	lm_frame f = {.type = ld16(p), .flags = ld16(p + 2)};
-	f.payload_len = (uint32_t)(b->len - off - LM_FRAME_HDR);
-	st32(p + 4, f.payload_len);
-	st32(p + 8, lm_stream_checksum(&f, p + LM_FRAME_HDR, f.payload_len));
-}
-
 void lm__frame_finish_with(lm_buf *b, size_t off, uint32_t checksum)
 {
 	uint8_t *p = b->data + off;
 	st32(p + 4, (uint32_t)(b->len - off - LM_FRAME_HDR));
 	st32(p + 8, checksum);
+}
+
+void lm__frame_finish(lm_buf *b, size_t off)
+{
+	uint8_t *p = b->data + off;
+	lm_frame f = {.type = ld16(p), .flags = ld16(p + 2)};
+	f.payload_len = (uint32_t)(b->len - off - LM_FRAME_HDR);
+	lm__frame_finish_with(b, off, lm_stream_checksum(&f, p + LM_FRAME_HDR, f.payload_len));
 }
 
 /* ---- layout ------------------------------------------------------------------- */
